@@ -1,0 +1,27 @@
+"""The one exception hierarchy: every failure the system raises on purpose is an InventoryError."""
+
+from __future__ import annotations
+
+
+class InventoryError(Exception):
+    """Root of every error raised on purpose by this project."""
+
+
+class InvalidEvent(InventoryError):
+    """Input that does not satisfy the contract; `reason` is written for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidCatalog(InventoryError):
+    """A catalog file or catalog change that cannot be applied."""
+
+
+class EncodingError(InventoryError):
+    """Bytes that cannot be decoded, or a record that cannot be encoded, with our schemas."""
+
+
+class BrokerError(InventoryError):
+    """The Kafka cluster (embedded or configured) could not be reached or started."""

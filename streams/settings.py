@@ -1,0 +1,45 @@
+"""One frozen settings object, read once from the environment; nothing else reads os.environ."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, env_prefix="", extra="ignore")
+
+    # Kafka: unset means "start the embedded broker".
+    kafka_bootstrap_servers: str | None = Field(default=None)
+    schema_registry_url: str | None = Field(default=None)
+    schemas_dir: Path = REPO_ROOT / "schemas"
+
+    # Topology sizing.
+    topic_partitions: int = 4
+    topic_replication: int = 1
+    events_retention_ms: int = -1  # the event log is the source of truth: keep it
+    dedupe_horizon_seconds: int = 7 * 24 * 3600
+
+    # Workers.
+    app_id: str = "inventory-streams"
+    worker_web_port: int = 6066
+    data_dir: Path = REPO_ROOT / "var"
+    consumer_session_timeout_ms: int = 6000  # Tansu joins wait ~half of this
+    catalog_file: Path = REPO_ROOT / "deploy" / "catalog.yaml"
+
+    # HTTP surfaces.
+    metrics_port: int = 9108
+    webhook_port: int = 8088
+    api_port: int = 8080
+    channel_tokens: dict[str, str] = Field(default_factory=dict)  # channel id -> bearer token
+    webhook_secrets: dict[str, str] = Field(default_factory=dict)  # source -> HMAC secret
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
