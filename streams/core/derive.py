@@ -1,0 +1,202 @@
+"""Output records derived from state: positions, availability, and component values for bundles.
+
+Availability is emitted only when its value changes, and each emission takes the next version
+of its key from the same state record, so versions strictly increase per key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from streams.core.catalog import Catalog, Listing
+from streams.core.formulas import (
+    listing_available,
+    listing_backorder,
+    sku_backorder,
+    sku_channel_ats,
+    sku_location_ats,
+)
+from streams.core.models import Availability, Position
+from streams.core.state import Published, SkuState
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentUpdate:
+    """One component SKU's channel values, sent to the stage that owns a multi-SKU listing."""
+
+    channel: str
+    channel_sku: str
+    sku: str
+    seq: int  # increases per (listing, sku): an older update is ignored
+    channel_ats: int
+    backorder_units: int
+    backorder_eta: date | None
+    as_of: datetime
+    cause_event_id: str
+
+
+def position(state: SkuState, loc_id: str, catalog: Catalog, as_of: datetime, cause: str) -> Position:
+    loc = state.locations[loc_id]
+    loc.version += 1
+    return Position.model_construct(
+        sku=state.sku,
+        location=loc_id,
+        on_hand=loc.sellable.qty,
+        reserved=loc.reserved,
+        committed=loc.committed,
+        damaged=loc.damaged.qty,
+        quarantine=loc.quarantine.qty,
+        incoming=loc.incoming,
+        safety_stock=catalog.safety.get((state.sku, loc_id), 0),
+        location_ats=sku_location_ats(state, loc_id, loc, catalog),
+        version=loc.version,
+        as_of=as_of,
+        cause_event_id=cause,
+    )
+
+
+def is_local(listing: Listing) -> bool:
+    """A listing whose components are all one SKU is computed where that SKU lives."""
+    first = listing.components[0].sku
+    return all(c.sku == first for c in listing.components)
+
+
+def sku_availability(
+    state: SkuState,
+    catalog: Catalog,
+    as_of: datetime,
+    cause: str,
+    channels: set[str] | None = None,
+) -> tuple[list[Availability], list[ComponentUpdate]]:
+    """Changed availability of this SKU's own listings, and changed component values for bundles."""
+    records: list[Availability] = []
+    updates: list[ComponentUpdate] = []
+    per_channel: dict[str, tuple[int, int, date | None]] = {}
+    today = as_of.date()
+    for listing in catalog.listings_for(state.sku):
+        if channels is not None and listing.channel not in channels:
+            continue
+        values = per_channel.get(listing.channel)
+        if values is None:
+            channel = catalog.channel_by_id[listing.channel]
+            bo_units, bo_eta = sku_backorder(state, channel, today)
+            values = per_channel[listing.channel] = (
+                sku_channel_ats(state, channel, catalog),
+                bo_units,
+                bo_eta,
+            )
+        ats, bo_units, bo_eta = values
+        if is_local(listing):
+            per_unit = sum(c.quantity for c in listing.components)
+            available = ats // per_unit
+            backorderable = bo_units // per_unit
+            restock = bo_eta if backorderable > 0 else None
+            version = _changed(state, f"{listing.channel}/{listing.channel_sku}", available,
+                               backorderable, restock)
+            if version:
+                records.append(
+                    Availability.model_construct(
+                        channel=listing.channel,
+                        channel_sku=listing.channel_sku,
+                        available=available,
+                        backorderable=backorderable,
+                        restock_date=restock,
+                        version=version,
+                        as_of=as_of,
+                        cause_event_id=cause,
+                    )
+                )
+        else:
+            seq = _changed(state, f"{listing.channel}/{listing.channel_sku}#{state.sku}", ats,
+                           bo_units, bo_eta)
+            if seq:
+                updates.append(
+                    ComponentUpdate(listing.channel, listing.channel_sku, state.sku, seq, ats,
+                                    bo_units, bo_eta, as_of, cause)
+                )
+    return records, updates
+
+
+def _changed(state: SkuState, key: str, a: int, b: int, d: date | None) -> int:
+    """The new version when (a, b, d) differs from what was last published under key, else 0."""
+    prev = state.published.get(key)
+    if prev is not None and prev.available == a and prev.backorderable == b and prev.restock_date == d:
+        return 0
+    version = prev.version + 1 if prev else 1
+    state.published[key] = Published(a, b, d, version)
+    return version
+
+
+# ---- the stage that owns multi-SKU listings (bundles, kits) ------------------------------------
+
+
+@dataclass(slots=True)
+class ListingState:
+    components: dict[str, tuple[int, int, int, date | None]]  # sku -> (seq, ats, bo units, eta)
+    published: Published | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "c": {
+                k: [s, a, b, e.toordinal() if e else None] for k, (s, a, b, e) in self.components.items()
+            },
+            "p": self.published.to_dict() if self.published else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> ListingState:
+        comps = data["c"]
+        pub = data["p"]
+        assert isinstance(comps, dict)
+        return cls(
+            {
+                k: (s, a, b, date.fromordinal(e) if e is not None else None)
+                for k, (s, a, b, e) in comps.items()
+            },
+            Published.from_dict(pub) if isinstance(pub, list) else None,
+        )
+
+
+def apply_component(
+    state: ListingState, update: ComponentUpdate, catalog: Catalog
+) -> Availability | None:
+    """Fold one component's values into its listing; the new record when availability changed."""
+    known = state.components.get(update.sku)
+    if known is not None and known[0] >= update.seq:
+        return None  # a redelivered or older value
+    state.components[update.sku] = (
+        update.seq, update.channel_ats, update.backorder_units, update.backorder_eta
+    )
+    return listing_record(state, update.channel, update.channel_sku, catalog, update.as_of,
+                          update.cause_event_id)
+
+
+def listing_record(
+    state: ListingState, channel: str, channel_sku: str, catalog: Catalog, as_of: datetime,
+    cause: str,
+) -> Availability | None:
+    listing = catalog.listing_by_key.get((channel, channel_sku))
+    if listing is None:
+        return None
+    ats = {sku: v[1] for sku, v in state.components.items()}
+    bos = {sku: (v[2], v[3]) for sku, v in state.components.items()}
+    available = listing_available(listing, ats)
+    backorderable, restock = listing_backorder(listing, bos)
+    prev = state.published
+    if prev is not None and (prev.available, prev.backorderable, prev.restock_date) == (
+        available, backorderable, restock
+    ):
+        return None
+    version = prev.version + 1 if prev else 1
+    state.published = Published(available, backorderable, restock, version)
+    return Availability.model_construct(
+        channel=channel,
+        channel_sku=channel_sku,
+        available=available,
+        backorderable=backorderable,
+        restock_date=restock,
+        version=version,
+        as_of=as_of,
+        cause_event_id=cause,
+    )

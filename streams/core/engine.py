@@ -1,0 +1,227 @@
+"""The whole domain in one process: the same pieces the stream agents run, wired by direct calls.
+
+Deterministic: the same catalog and the same events in the same order give the same outputs.
+Stream time is the largest `occurred_at` seen; a hold expires when stream time passes its expiry,
+before the event that moved the time is applied, and the expiry is itself emitted as an event.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from streams.core.catalog import Catalog
+from streams.core.derive import (
+    ComponentUpdate,
+    ListingState,
+    apply_component,
+    position,
+    sku_availability,
+)
+from streams.core.models import (
+    Alert,
+    Availability,
+    Event,
+    InboundScheduled,
+    OrderCancelled,
+    OrderCreated,
+    PickConfirmed,
+    Position,
+    ReservationExpired,
+    ReservationReleased,
+    ReservationRequested,
+    ReturnReceived,
+    StockAdjusted,
+)
+from streams.core.orders import OrderState, route_order
+from streams.core.reservations import (
+    HELD,
+    ReservationState,
+    expiry_event,
+    on_confirmed,
+    on_release,
+    on_result,
+    plan,
+    start,
+)
+from streams.core.sku import SkuCommand, apply_sku
+from streams.core.state import EPOCH, SkuState
+from streams.errors import InvalidEvent
+
+
+class Emitter(Protocol):
+    """Where the engine's outputs go: a collector in `simulate`, counters in benchmarks."""
+
+    def position(self, record: Position) -> None: ...
+    def availability(self, record: Availability) -> None: ...
+    def alert(self, record: Alert) -> None: ...
+    def system_event(self, event: Event) -> None: ...
+    def decision(self, state: ReservationState) -> None: ...
+
+
+@dataclass
+class Collector:
+    """Keeps the latest record per key, every alert, every system event and reservation decision."""
+
+    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
+    availabilities: dict[tuple[str, str], Availability] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    system_events: list[Event] = field(default_factory=list)
+    decisions: list[ReservationState] = field(default_factory=list)
+
+    def position(self, record: Position) -> None:
+        self.positions[(record.sku, record.location)] = record
+
+    def availability(self, record: Availability) -> None:
+        self.availabilities[(record.channel, record.channel_sku)] = record
+
+    def alert(self, record: Alert) -> None:
+        self.alerts.append(record)
+
+    def system_event(self, event: Event) -> None:
+        self.system_events.append(event)
+
+    def decision(self, state: ReservationState) -> None:
+        self.decisions.append(state)
+
+
+def check_event(event: Event, catalog: Catalog) -> str | None:
+    """A reason when the event names a location, channel or listing the catalog does not have."""
+    locations = catalog.location_ids
+    if isinstance(event, StockAdjusted | PickConfirmed | ReturnReceived | InboundScheduled):
+        if event.location not in locations:
+            return f"{event.type} {event.event_id}: unknown location {event.location!r}"
+    elif isinstance(event, OrderCreated):
+        if event.channel not in catalog.channel_by_id:
+            return f"order-created {event.event_id}: unknown channel {event.channel!r}"
+        for line in event.lines:
+            if line.location is not None and line.location not in locations:
+                return (f"order-created {event.event_id}: line {line.line_id}: unknown location "
+                        f"{line.location!r}")
+    elif isinstance(event, ReservationRequested):
+        try:
+            plan(event, catalog)
+        except InvalidEvent as error:
+            return error.reason
+    return None
+
+
+class Engine:
+    def __init__(self, catalog: Catalog, emitter: Emitter) -> None:
+        self.catalog = catalog
+        self.emit = emitter
+        self.skus: dict[str, SkuState] = {}
+        self.orders: dict[str, OrderState] = {}
+        self.reservations: dict[str, ReservationState] = {}
+        self.listings: dict[tuple[str, str], ListingState] = {}
+        self.stream_time: datetime = EPOCH
+        self._expiries: list[tuple[datetime, str]] = []
+        self._dirty: dict[str, tuple[set[str], datetime, str]] = {}  # sku -> locations, as_of, cause
+
+    # ---- input ----
+
+    def process(self, event: Event) -> None:
+        self.process_batch((event,))
+
+    def process_batch(self, events: Iterable[Event]) -> None:
+        """Apply events in order, then derive outputs once per touched SKU (coalescing)."""
+        for event in events:
+            self._advance(event.occurred_at)
+            self._apply(event)
+        self.flush()
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """A catalog change: every position and listing is derived again; changes are emitted."""
+        self.catalog = catalog
+        for sku, state in self.skus.items():
+            self._dirty[sku] = (set(state.locations), state.time, f"catalog-v{catalog.version}")
+        self.flush()
+
+    # ---- internals ----
+
+    def _advance(self, at: datetime) -> None:
+        if at <= self.stream_time:
+            return
+        self.stream_time = at
+        while self._expiries and self._expiries[0][0] < at:
+            _, rid = heapq.heappop(self._expiries)
+            state = self.reservations.get(rid)
+            if state is not None and state.status == HELD:
+                expired = expiry_event(state)
+                self.emit.system_event(expired)
+                self._apply(expired)
+
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, OrderCreated | OrderCancelled):
+            order = self.orders.get(event.order_id)
+            if order is None:
+                order = self.orders[event.order_id] = OrderState()
+            routed = route_order(order, event)
+            for command in routed.commands:
+                self._sku(command)
+            if routed.confirmation is not None:
+                res = self.reservations.get(routed.confirmation.reservation_id)
+                if res is not None:
+                    on_confirmed(res)
+        elif isinstance(event, ReservationRequested):
+            if event.reservation_id in self.reservations:
+                return  # idempotent by reservation id
+            res, tries = start(event, self.catalog)
+            self.reservations[event.reservation_id] = res
+            for command in tries:
+                result = self._sku(command)
+                assert result is not None
+                for release in on_result(res, result):
+                    self._sku(release)
+            self.emit.decision(res)
+            if res.status == HELD:
+                heapq.heappush(self._expiries, (res.expires_at, res.reservation_id))
+        elif isinstance(event, ReservationReleased | ReservationExpired):
+            res = self.reservations.get(event.reservation_id)
+            if res is not None:
+                for release in on_release(res, event):
+                    self._sku(release)
+        else:
+            self._sku(event)
+
+    def _sku(self, command: SkuCommand):  # type: ignore[no-untyped-def]
+        state = self.skus.get(command.sku)
+        if state is None:
+            state = self.skus[command.sku] = SkuState(command.sku)
+        outcome = apply_sku(state, command, self.catalog)
+        for alert in outcome.alerts:
+            self.emit.alert(alert)
+        if outcome.touched:
+            dirty = self._dirty.get(command.sku)
+            if dirty is None:
+                self._dirty[command.sku] = (outcome.touched, command.occurred_at, command.event_id)
+            else:
+                dirty[0].update(outcome.touched)
+                self._dirty[command.sku] = (dirty[0], command.occurred_at, command.event_id)
+        return outcome.hold
+
+    def flush(self) -> None:
+        """Derive and emit the records of everything touched since the last flush."""
+        catalog = self.catalog
+        for sku, (locations, as_of, cause) in self._dirty.items():
+            state = self.skus[sku]
+            for loc in sorted(locations):
+                self.emit.position(position(state, loc, catalog, as_of, cause))
+            records, updates = sku_availability(state, catalog, as_of, cause)
+            for record in records:
+                self.emit.availability(record)
+            for update in updates:
+                self._component(update)
+        self._dirty.clear()
+
+    def _component(self, update: ComponentUpdate) -> None:
+        key = (update.channel, update.channel_sku)
+        state = self.listings.get(key)
+        if state is None:
+            state = self.listings[key] = ListingState({})
+        record = apply_component(state, update, self.catalog)
+        if record is not None:
+            self.emit.availability(record)

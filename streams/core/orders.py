@@ -1,0 +1,115 @@
+"""Order routing: splits order events per SKU, remembering each order's lines so a cancel finds them.
+
+Idempotent by construction: routing the same event twice yields the same per-SKU commands with the
+same event id, which the SKUs ignore the second time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from streams.core.models import OrderCancelled, OrderCreated, OrderLine
+from streams.core.sku import CancelLines, CommitLines, SkuCommand
+from streams.core.state import from_us, to_us
+
+
+@dataclass(slots=True)
+class OrderState:
+    lines: dict[str, str] = field(default_factory=dict)  # line_id -> sku
+    created: bool = False
+    # cancels that arrived before their order: (event_id, occurred_at, lines or None for all)
+    pending: list[tuple[str, datetime, list[tuple[str, int]] | None]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "l": self.lines,
+            "c": self.created,
+            "p": [[e, to_us(t), lines] for e, t, lines in self.pending],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OrderState:
+        pending = [
+            (e, from_us(t), [tuple(x) for x in lines] if lines is not None else None)
+            for e, t, lines in data["p"]
+        ]
+        return cls(dict(data["l"]), data["c"], pending)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """An order that names a reservation: the hold becomes a commitment."""
+
+    reservation_id: str
+    order_id: str
+    event_id: str
+
+
+@dataclass(slots=True)
+class Routed:
+    commands: list[SkuCommand] = field(default_factory=list)
+    confirmation: Confirmation | None = None
+    problem: str | None = None  # a reason for the dead-letter topic
+
+
+def route_order(state: OrderState, event: OrderCreated | OrderCancelled) -> Routed:
+    if isinstance(event, OrderCreated):
+        return _created(state, event)
+    return _cancelled(state, event)
+
+
+def _created(state: OrderState, e: OrderCreated) -> Routed:
+    out = Routed()
+    by_sku: dict[str, list[OrderLine]] = defaultdict(list)
+    for line in e.lines:
+        by_sku[line.sku].append(line)
+        state.lines.setdefault(line.line_id, line.sku)
+    state.created = True
+    for sku, lines in by_sku.items():
+        out.commands.append(
+            CommitLines(e.event_id, e.occurred_at, sku, e.order_id, e.channel, e.reservation_id,
+                        tuple(lines))
+        )
+    if e.reservation_id:
+        out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id)
+    for event_id, at, lines in state.pending:
+        out.commands.extend(_cancel_commands(state, event_id, at, e.order_id, lines))
+    state.pending = []
+    return out
+
+
+def _cancelled(state: OrderState, e: OrderCancelled) -> Routed:
+    lines = [(c.line_id, c.quantity) for c in e.lines] if e.lines else None
+    if not state.created:
+        if all(p[0] != e.event_id for p in state.pending):
+            state.pending.append((e.event_id, e.occurred_at, lines))
+        return Routed()
+    unknown = [line_id for line_id, _ in lines or () if line_id not in state.lines]
+    if unknown:
+        return Routed(problem=f"order-cancelled {e.event_id}: order {e.order_id} has no line "
+                              f"{', '.join(unknown)}")
+    return Routed(_cancel_commands(state, e.event_id, e.occurred_at, e.order_id, lines))
+
+
+def _cancel_commands(
+    state: OrderState,
+    event_id: str,
+    at: datetime,
+    order_id: str,
+    lines: list[tuple[str, int]] | None,
+) -> list[SkuCommand]:
+    by_sku: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
+    if lines is None:
+        for line_id, sku in state.lines.items():
+            by_sku[sku].append((line_id, None))
+    else:
+        for line_id, quantity in lines:
+            sku = state.lines.get(line_id)
+            if sku is not None:
+                by_sku[sku].append((line_id, quantity))
+    return [
+        CancelLines(event_id, at, sku, order_id, tuple(items)) for sku, items in by_sku.items()
+    ]

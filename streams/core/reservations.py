@@ -1,0 +1,172 @@
+"""Reservation coordination: a request becomes tentative holds on every SKU it needs, then one decision.
+
+All-or-nothing: a request is `held` only when every SKU held its part; otherwise the parts that were
+held are released and the request is `rejected` with the shortfall per line. Idempotent by
+reservation id: a request id seen before starts nothing new.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from streams.core.catalog import Catalog
+from streams.core.models import (
+    SYSTEM_SOURCE,
+    ReservationExpired,
+    ReservationReleased,
+    ReservationRequested,
+)
+from streams.core.sku import HoldRequirement, HoldResult, ReleaseHold, TryHold
+from streams.core.state import from_us, to_us
+from streams.errors import InvalidEvent
+
+PENDING, HELD, REJECTED = "pending", "held", "rejected"
+RELEASED, EXPIRED, CONFIRMED = "released", "expired", "confirmed"
+
+
+@dataclass(slots=True)
+class ReservationState:
+    reservation_id: str
+    channel: str
+    status: str
+    accepted_at: datetime
+    expires_at: datetime
+    lines: list[tuple[str, int]]  # (sku or channel_sku, quantity) as requested
+    waiting: list[str]  # SKUs whose answer has not arrived
+    held: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # sku -> (loc, units)
+    short: dict[int, int] = field(default_factory=dict)  # line -> achievable units
+    release_requested: str | None = None  # released/expired while still pending
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.reservation_id,
+            "ch": self.channel,
+            "st": self.status,
+            "at": to_us(self.accepted_at),
+            "ex": to_us(self.expires_at),
+            "l": self.lines,
+            "w": self.waiting,
+            "h": self.held,
+            "s": {str(k): v for k, v in self.short.items()},
+            "r": self.release_requested,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReservationState:
+        return cls(
+            d["id"], d["ch"], d["st"], from_us(d["at"]), from_us(d["ex"]),
+            [(a, b) for a, b in d["l"]], list(d["w"]),
+            {k: [(a, b) for a, b in v] for k, v in d["h"].items()},
+            {int(k): v for k, v in d["s"].items()}, d["r"],
+        )
+
+    def shortfall(self) -> list[dict[str, Any]]:
+        out = []
+        for index, (item, quantity) in enumerate(self.lines):
+            if index in self.short:
+                available = min(self.short[index], quantity)
+                out.append({"line": index, "item": item, "requested": quantity,
+                            "available": available, "shortfall": quantity - available})
+        return out
+
+
+def plan(event: ReservationRequested, catalog: Catalog) -> dict[str, tuple[HoldRequirement, ...]]:
+    """Per-SKU requirements of a request, or InvalidEvent when it names what the catalog lacks."""
+    channel = catalog.channel_by_id.get(event.channel)
+    if channel is None:
+        raise InvalidEvent(f"reservation-requested {event.event_id}: unknown channel {event.channel!r}")
+    per_sku: dict[str, list[HoldRequirement]] = defaultdict(list)
+    for index, line in enumerate(event.lines):
+        if line.location is not None and line.location not in channel.locations:
+            raise InvalidEvent(
+                f"reservation-requested {event.event_id}: line {index}: location {line.location!r} "
+                f"is not eligible for channel {event.channel}"
+            )
+        if line.channel_sku is not None:
+            listing = catalog.listing_by_key.get((event.channel, line.channel_sku))
+            if listing is None:
+                raise InvalidEvent(
+                    f"reservation-requested {event.event_id}: line {index}: unknown channel_sku "
+                    f"{line.channel_sku!r} on channel {event.channel}"
+                )
+            for comp in listing.components:
+                per_sku[comp.sku].append(
+                    HoldRequirement(index, line.quantity * comp.quantity, comp.quantity, line.location)
+                )
+        else:
+            assert line.sku is not None
+            per_sku[line.sku].append(HoldRequirement(index, line.quantity, 1, line.location))
+    return {sku: tuple(reqs) for sku, reqs in per_sku.items()}
+
+
+def start(event: ReservationRequested, catalog: Catalog) -> tuple[ReservationState, list[TryHold]]:
+    requirements = plan(event, catalog)
+    expires = event.occurred_at + timedelta(seconds=event.ttl)
+    state = ReservationState(
+        event.reservation_id, event.channel, PENDING, event.occurred_at, expires,
+        [(line.sku or line.channel_sku or "", line.quantity) for line in event.lines],
+        sorted(requirements),
+    )
+    commands = [
+        TryHold(f"{event.reservation_id}/hold", event.occurred_at, sku, event.reservation_id,
+                event.channel, expires, reqs)
+        for sku, reqs in sorted(requirements.items())
+    ]
+    return state, commands
+
+
+def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
+    """Record one SKU's answer; when the last arrives, decide, releasing partial holds if needed."""
+    if result.sku not in state.waiting:
+        return []  # a redelivered answer
+    state.waiting.remove(result.sku)
+    if result.ok:
+        state.held[result.sku] = list(result.held)
+    else:
+        for line, achievable in result.short:
+            state.short[line] = min(state.short.get(line, achievable), achievable)
+    if state.waiting or state.status != PENDING:
+        return []
+    if state.short:
+        state.status = REJECTED
+        return _release_all(state, REJECTED, state.accepted_at)
+    state.status = HELD
+    if state.release_requested:
+        state.status = state.release_requested
+        return _release_all(state, state.release_requested, state.accepted_at)
+    return []
+
+
+def on_release(state: ReservationState, event: ReservationReleased | ReservationExpired) -> list[ReleaseHold]:
+    status = RELEASED if isinstance(event, ReservationReleased) else EXPIRED
+    if state.status == PENDING:
+        state.release_requested = status
+        return []
+    if state.status != HELD:
+        return []  # rejected, released, expired or confirmed: nothing is held any more
+    state.status = status
+    return _release_all(state, status, event.occurred_at)
+
+
+def on_confirmed(state: ReservationState) -> None:
+    if state.status == HELD:
+        state.status = CONFIRMED
+
+
+def expiry_event(state: ReservationState) -> ReservationExpired:
+    return ReservationExpired(
+        event_id=f"{state.reservation_id}/expired",
+        occurred_at=state.expires_at,
+        source=SYSTEM_SOURCE,
+        reservation_id=state.reservation_id,
+    )
+
+
+def _release_all(state: ReservationState, reason: str, at: datetime) -> list[ReleaseHold]:
+    return [
+        ReleaseHold(f"{state.reservation_id}/{reason}", at, sku, state.reservation_id, reason)
+        for sku in sorted(state.held)
+    ]

@@ -1,0 +1,407 @@
+"""The rules for one SKU: `apply_sku(state, command, catalog) -> outcome`, pure and idempotent by event id.
+
+Every command that reaches a SKU carries an event id; a command whose id the SKU has seen (within the
+dedupe horizon) changes nothing. The state is mutated in place for speed; callers that need a
+snapshot use `SkuState.to_dict()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from streams.core.catalog import Catalog
+from streams.core.formulas import channel_ats, network_ats, sku_location_ats
+from streams.core.models import (
+    Alert,
+    InboundScheduled,
+    OrderLine,
+    PickConfirmed,
+    ReturnReceived,
+    StockAdjusted,
+)
+from streams.core.state import Bucket, Commitment, Hold, Inbound, SkuState
+
+DEDUPE_HORIZON = timedelta(days=7)
+
+
+# ---- commands a SKU receives besides the single-SKU events themselves -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommitLines:
+    """This SKU's lines of an order-created event."""
+
+    event_id: str
+    occurred_at: datetime
+    sku: str
+    order_id: str
+    channel: str
+    reservation_id: str | None
+    lines: tuple[OrderLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelLines:
+    """This SKU's part of an order-cancelled event; quantity None cancels what is still open."""
+
+    event_id: str
+    occurred_at: datetime
+    sku: str
+    order_id: str
+    lines: tuple[tuple[str, int | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequirement:
+    line: int  # index of the request line this requirement comes from
+    units: int  # units of this SKU
+    per_unit: int  # units of this SKU per requested unit of the line
+    location: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TryHold:
+    event_id: str
+    occurred_at: datetime
+    sku: str
+    reservation_id: str
+    channel: str
+    expires_at: datetime
+    requirements: tuple[HoldRequirement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseHold:
+    event_id: str
+    occurred_at: datetime
+    sku: str
+    reservation_id: str
+    reason: str  # released | expired | rejected
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    """A SKU's answer to TryHold: held in full, or the listing units each short line could get."""
+
+    reservation_id: str
+    sku: str
+    ok: bool
+    held: tuple[tuple[str, int], ...] = ()  # (location, units)
+    short: tuple[tuple[int, int], ...] = ()  # (line index, achievable units of that line)
+
+
+SkuCommand = (
+    StockAdjusted
+    | PickConfirmed
+    | ReturnReceived
+    | InboundScheduled
+    | CommitLines
+    | CancelLines
+    | TryHold
+    | ReleaseHold
+)
+
+
+@dataclass(slots=True)
+class SkuOutcome:
+    duplicate: bool = False
+    touched: set[str] = field(default_factory=set)  # locations whose position changed
+    alerts: list[Alert] = field(default_factory=list)
+    hold: HoldResult | None = None
+
+
+# ---- bucket ordering rules -------------------------------------------------------------------
+
+
+def apply_delta(bucket: Bucket, at: datetime, delta: int) -> bool:
+    """A delta inside the last count is already counted; one after it is kept for a later count."""
+    if bucket.count_at is not None and at <= bucket.count_at:
+        return False
+    bucket.qty += delta
+    bucket.log.append((at, delta))
+    return True
+
+
+def apply_count(bucket: Bucket, at: datetime, event_id: str, quantity: int) -> bool:
+    """A count states the quantity as of `at`; deltas that occurred after `at` stay on top of it."""
+    if bucket.count_at is not None and (at, event_id) <= (bucket.count_at, bucket.count_id):
+        return False
+    kept = [entry for entry in bucket.log if entry[0] > at]
+    bucket.qty = quantity + sum(d for _, d in kept)
+    bucket.log = kept
+    bucket.count_at = at
+    bucket.count_id = event_id
+    return True
+
+
+# ---- the entry point -------------------------------------------------------------------------
+
+
+def apply_sku(state: SkuState, cmd: SkuCommand, catalog: Catalog) -> SkuOutcome:
+    """Apply one command to one SKU's state; a command seen before changes nothing."""
+    if cmd.event_id in state.seen:
+        return SkuOutcome(duplicate=True)
+    at = cmd.occurred_at
+    state.seen[cmd.event_id] = at
+    if at > state.time:
+        state.time = at
+        if at.toordinal() != state.pruned_day:
+            _prune(state)
+    out = SkuOutcome()
+    _HANDLERS[type(cmd)](state, cmd, catalog, out)
+    return out
+
+
+def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: SkuOutcome) -> None:
+    loc = state.location(e.location)
+    bucket = loc.bucket(e.bucket)
+    if e.mode == "count":
+        if e.occurred_at < state.time - DEDUPE_HORIZON:
+            out.alerts.append(
+                _alert(
+                    "stale-count", e.event_id, state.sku, e.location,
+                    f"count of {e.bucket} at {e.location} is older than the "
+                    f"{DEDUPE_HORIZON.days}-day ordering horizon and was not applied",
+                    e.occurred_at, quantity=e.quantity,
+                )
+            )
+            return
+        changed = apply_count(bucket, e.occurred_at, e.event_id, e.quantity)
+    else:
+        changed = apply_delta(bucket, e.occurred_at, e.quantity)
+    if e.po_id and e.bucket == "sellable" and e.mode == "delta" and e.quantity > 0:
+        inbound = loc.inbound.get(e.po_id)
+        if inbound is None:
+            inbound = loc.inbound[e.po_id] = Inbound(0, 0, None, e.occurred_at)
+        inbound.received += e.quantity
+        changed = True
+    if changed:
+        out.touched.add(e.location)
+        _check_on_hand(state, e.location, e.event_id, e.occurred_at, out)
+
+
+def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) -> None:
+    loc = state.location(e.location)
+    if apply_delta(loc.sellable, e.occurred_at, -e.quantity):
+        out.touched.add(e.location)
+        _check_on_hand(state, e.location, e.event_id, e.occurred_at, out)
+    if e.order_id and e.line_id:
+        key = f"{e.order_id}/{e.line_id}"
+        line = state.commitments.get(key)
+        if line is None:  # picked before its order arrived: the order will find it
+            line = state.commitments[key] = Commitment(e.location)
+        before = line.open
+        line.picked += e.quantity
+        line.touched_at = e.occurred_at
+        _moved_commitment(state, line, before, out)
+
+
+def _return(state: SkuState, e: ReturnReceived, catalog: Catalog, out: SkuOutcome) -> None:
+    bucket = "sellable" if e.disposition == "resellable" else e.disposition
+    if apply_delta(state.location(e.location).bucket(bucket), e.occurred_at, e.quantity):
+        out.touched.add(e.location)
+
+
+def _inbound(state: SkuState, e: InboundScheduled, catalog: Catalog, out: SkuOutcome) -> None:
+    loc = state.location(e.location)
+    inbound = loc.inbound.get(e.po_id)
+    if inbound is None:
+        inbound = loc.inbound[e.po_id] = Inbound(0, 0, e.eta, e.occurred_at)
+    inbound.scheduled += e.quantity
+    if inbound.eta is None or e.occurred_at >= inbound.at:
+        inbound.eta, inbound.at = e.eta, e.occurred_at
+    out.touched.add(e.location)
+
+
+def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) -> None:
+    hold = state.holds.pop(c.reservation_id, None) if c.reservation_id else None
+    if hold is not None:  # the hold becomes the commitment: released here, committed below
+        for loc_id, units in hold.units.items():
+            state.location(loc_id).reserved -= units
+            out.touched.add(loc_id)
+    for line in c.lines:
+        key = f"{c.order_id}/{line.line_id}"
+        existing = state.commitments.get(key)
+        if existing is not None and existing.ordered > 0:
+            continue  # idempotent by order line: an order re-sent under a new event id
+        if line.location:
+            loc_id = line.location
+        elif hold is not None and hold.units:
+            loc_id = max(hold.units, key=lambda k: hold.units[k])
+        else:
+            loc_id = source_location(state, c.channel, catalog)
+        if existing is None:
+            existing = state.commitments[key] = Commitment(loc_id)
+        else:
+            existing.location = loc_id  # a placeholder from an early pick or cancel
+        before = existing.open
+        existing.ordered = line.quantity
+        existing.touched_at = c.occurred_at
+        _moved_commitment(state, existing, before, out)
+        ats = sku_location_ats(state, loc_id, state.location(loc_id), catalog)
+        if ats < 0:
+            out.alerts.append(
+                _alert(
+                    "oversell", c.event_id, state.sku, loc_id,
+                    f"order {c.order_id} line {line.line_id} ({line.quantity} units) leaves "
+                    f"{loc_id} oversold by {-ats}",
+                    c.occurred_at, channel=c.channel, quantity=-ats,
+                    ids=[c.event_id, c.order_id, line.line_id],
+                )
+            )
+
+
+def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) -> None:
+    for line_id, quantity in c.lines:
+        key = f"{c.order_id}/{line_id}"
+        line = state.commitments.get(key)
+        if line is None:
+            if quantity is None:
+                continue
+            line = state.commitments[key] = Commitment("")
+        before = line.open
+        line.cancelled += quantity if quantity is not None else line.open
+        line.touched_at = c.occurred_at
+        _moved_commitment(state, line, before, out)
+
+
+def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) -> None:
+    existing = state.holds.get(h.reservation_id)
+    if existing is not None:
+        out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(existing.units.items()))
+        return
+    channel = catalog.channel_by_id.get(h.channel)
+    eligible = channel.locations if channel else []
+    ats = {
+        loc: sku_location_ats(state, loc, state.location(loc), catalog) for loc in eligible
+    }
+    extra: dict[str, int] = {}
+    short: list[tuple[int, int]] = []
+    for req in h.requirements:
+        if req.location is not None:
+            loc_id = req.location
+            loc_avail = max(0, ats.get(loc_id, 0)) if loc_id in ats else 0
+        else:
+            loc_id = _best(eligible, ats)
+            loc_avail = max(0, ats[loc_id]) if loc_id else 0
+        chan = (
+            channel_ats(network_ats(ats.values()), channel.allocation_percent, channel.buffer_units)
+            if channel
+            else 0
+        )
+        avail = min(chan, loc_avail)
+        if loc_id and avail >= req.units:
+            extra[loc_id] = extra.get(loc_id, 0) + req.units
+            ats[loc_id] -= req.units
+        else:
+            short.append((req.line, avail // req.per_unit))
+    if short:
+        out.hold = HoldResult(h.reservation_id, state.sku, False, short=tuple(short))
+        return
+    state.holds[h.reservation_id] = Hold(h.channel, extra, h.expires_at)
+    for loc_id, units in extra.items():
+        state.location(loc_id).reserved += units
+        out.touched.add(loc_id)
+    out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(extra.items()))
+
+
+def _release(state: SkuState, r: ReleaseHold, catalog: Catalog, out: SkuOutcome) -> None:
+    hold = state.holds.pop(r.reservation_id, None)
+    if hold is None:
+        return  # already released, expired or confirmed: never release twice
+    for loc_id, units in hold.units.items():
+        state.location(loc_id).reserved -= units
+        out.touched.add(loc_id)
+
+
+_HANDLERS = {
+    StockAdjusted: _stock_adjusted,
+    PickConfirmed: _pick,
+    ReturnReceived: _return,
+    InboundScheduled: _inbound,
+    CommitLines: _commit,
+    CancelLines: _cancel,
+    TryHold: _try_hold,
+    ReleaseHold: _release,
+}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def source_location(state: SkuState, channel_id: str, catalog: Catalog) -> str:
+    """The eligible location with the highest location ATS; ties go to the one listed first."""
+    channel = catalog.channel_by_id.get(channel_id)
+    eligible = channel.locations if channel else [loc.id for loc in catalog.locations]
+    ats = {loc: sku_location_ats(state, loc, state.location(loc), catalog) for loc in eligible}
+    return _best(eligible, ats) or ""
+
+
+def _best(eligible: list[str], ats: dict[str, int]) -> str | None:
+    best: str | None = None
+    for loc in eligible:
+        if best is None or ats[loc] > ats[best]:
+            best = loc
+    return best
+
+
+def _moved_commitment(state: SkuState, line: Commitment, before: int, out: SkuOutcome) -> None:
+    change = line.open - before
+    if change and line.location:
+        state.location(line.location).committed += change
+        out.touched.add(line.location)
+
+
+def _check_on_hand(
+    state: SkuState, loc_id: str, event_id: str, at: datetime, out: SkuOutcome
+) -> None:
+    on_hand = state.locations[loc_id].sellable.qty
+    if on_hand < 0:
+        out.alerts.append(
+            _alert(
+                "negative-on-hand", event_id, state.sku, loc_id,
+                f"on hand at {loc_id} is {on_hand}", at, quantity=on_hand,
+            )
+        )
+
+
+def _alert(
+    kind: str,
+    event_id: str,
+    sku: str,
+    location: str | None,
+    message: str,
+    at: datetime,
+    *,
+    channel: str | None = None,
+    quantity: int | None = None,
+    ids: list[str] | None = None,
+) -> Alert:
+    return Alert.model_construct(
+        alert_id=f"{kind}:{event_id}:{sku}:{location or ''}",
+        type=kind,
+        sku=sku,
+        location=location,
+        channel=channel,
+        quantity=quantity,
+        ids=ids or [event_id],
+        message=f"{sku}: {message}",
+        occurred_at=at,
+    )
+
+
+def _prune(state: SkuState) -> None:
+    """Forget what is older than the horizon, once per business day of this SKU (deterministic)."""
+    state.pruned_day = state.time.toordinal()
+    cutoff = state.time - DEDUPE_HORIZON
+    state.seen = {k: v for k, v in state.seen.items() if v >= cutoff}
+    for loc in state.locations.values():
+        for bucket in (loc.sellable, loc.damaged, loc.quarantine):
+            if bucket.log:
+                bucket.log = [entry for entry in bucket.log if entry[0] >= cutoff]
+    state.commitments = {
+        k: c
+        for k, c in state.commitments.items()
+        if c.open > 0 or c.touched_at is None or c.touched_at >= cutoff
+    }

@@ -1,0 +1,204 @@
+"""Per-SKU state: every quantity, the reservation table and the dedupe/ordering memory live in ONE record.
+
+Keeping what makes an update idempotent (seen event ids, count times, delta logs) in the same record
+as the quantities is what lets at-least-once delivery apply a record twice without counting it twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BUCKETS = ("sellable", "damaged", "quarantine")
+
+
+def to_us(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+@dataclass(slots=True)
+class Bucket:
+    """One bucket's quantity with the memory the ordering rules need."""
+
+    qty: int = 0
+    count_at: datetime | None = None  # business time of the last applied count
+    count_id: str = ""  # its event id: breaks ties between counts of the same instant
+    log: list[tuple[datetime, int]] = field(default_factory=list)  # deltas after count_at
+
+    def to_dict(self) -> list[Any]:
+        at = to_us(self.count_at) if self.count_at else None
+        return [self.qty, at, self.count_id, [[to_us(t), d] for t, d in self.log]]
+
+    @classmethod
+    def from_dict(cls, data: list[Any]) -> Bucket:
+        qty, at, cid, log = data
+        return cls(qty, from_us(at) if at is not None else None, cid, [(from_us(t), d) for t, d in log])
+
+
+@dataclass(slots=True)
+class Inbound:
+    """Expected units of one PO; schedules and receipts commute, so arrival order does not matter."""
+
+    scheduled: int
+    received: int
+    eta: date | None
+    at: datetime  # business time of the schedule that set the eta
+
+    @property
+    def quantity(self) -> int:
+        return max(0, self.scheduled - self.received)
+
+
+@dataclass(slots=True)
+class LocationState:
+    sellable: Bucket = field(default_factory=Bucket)
+    damaged: Bucket = field(default_factory=Bucket)
+    quarantine: Bucket = field(default_factory=Bucket)
+    reserved: int = 0  # Σ holds at this location (kept in step with SkuState.holds)
+    committed: int = 0  # Σ open commitments at this location
+    inbound: dict[str, Inbound] = field(default_factory=dict)  # po_id -> expected units
+    version: int = 0  # of the position record
+
+    @property
+    def on_hand(self) -> int:
+        return self.sellable.qty
+
+    @property
+    def incoming(self) -> int:
+        return sum(i.quantity for i in self.inbound.values())
+
+    def bucket(self, name: str) -> Bucket:
+        if name == "sellable":
+            return self.sellable
+        if name == "damaged":
+            return self.damaged
+        return self.quarantine
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "b": [self.sellable.to_dict(), self.damaged.to_dict(), self.quarantine.to_dict()],
+            "r": self.reserved,
+            "c": self.committed,
+            "i": {
+                p: [i.scheduled, i.received, i.eta.toordinal() if i.eta else None, to_us(i.at)]
+                for p, i in self.inbound.items()
+            },
+            "v": self.version,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LocationState:
+        s, d, q = (Bucket.from_dict(b) for b in data["b"])
+        inbound = {
+            p: Inbound(n, r, date.fromordinal(eta) if eta is not None else None, from_us(at))
+            for p, (n, r, eta, at) in data["i"].items()
+        }
+        return cls(s, d, q, data["r"], data["c"], inbound, data["v"])
+
+
+@dataclass(slots=True)
+class Hold:
+    """A checkout hold of one reservation on this SKU: units per location."""
+
+    channel: str
+    units: dict[str, int]
+    expires_at: datetime
+
+    def to_dict(self) -> list[Any]:
+        return [self.channel, self.units, to_us(self.expires_at)]
+
+    @classmethod
+    def from_dict(cls, data: list[Any]) -> Hold:
+        return cls(data[0], dict(data[1]), from_us(data[2]))
+
+
+@dataclass(slots=True)
+class Commitment:
+    """One order line: ordered, picked and cancelled commute, so their arrival order never matters."""
+
+    location: str
+    ordered: int = 0
+    picked: int = 0
+    cancelled: int = 0
+    touched_at: datetime | None = None
+
+    @property
+    def open(self) -> int:
+        return max(0, self.ordered - self.picked - self.cancelled)
+
+    def to_dict(self) -> list[Any]:
+        at = to_us(self.touched_at) if self.touched_at else None
+        return [self.location, self.ordered, self.picked, self.cancelled, at]
+
+    @classmethod
+    def from_dict(cls, data: list[Any]) -> Commitment:
+        loc, o, p, c, at = data
+        return cls(loc, o, p, c, from_us(at) if at is not None else None)
+
+
+@dataclass(slots=True)
+class Published:
+    """The last availability value sent for one listing, so only changes are emitted."""
+
+    available: int
+    backorderable: int
+    restock_date: date | None
+    version: int
+
+    def to_dict(self) -> list[Any]:
+        rd = self.restock_date.toordinal() if self.restock_date else None
+        return [self.available, self.backorderable, rd, self.version]
+
+    @classmethod
+    def from_dict(cls, data: list[Any]) -> Published:
+        a, b, rd, v = data
+        return cls(a, b, date.fromordinal(rd) if rd is not None else None, v)
+
+
+@dataclass(slots=True)
+class SkuState:
+    sku: str
+    locations: dict[str, LocationState] = field(default_factory=dict)
+    holds: dict[str, Hold] = field(default_factory=dict)  # reservation_id -> hold
+    commitments: dict[str, Commitment] = field(default_factory=dict)  # "order_id/line_id"
+    seen: dict[str, datetime] = field(default_factory=dict)  # event_id -> occurred_at
+    published: dict[str, Published] = field(default_factory=dict)  # "channel/channel_sku"
+    time: datetime = EPOCH  # latest business time seen for this SKU
+    pruned_day: int = 0  # day ordinal of the last dedupe pruning
+
+    def location(self, loc: str) -> LocationState:
+        state = self.locations.get(loc)
+        if state is None:
+            state = self.locations[loc] = LocationState()
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku,
+            "l": {k: v.to_dict() for k, v in self.locations.items()},
+            "h": {k: v.to_dict() for k, v in self.holds.items()},
+            "c": {k: v.to_dict() for k, v in self.commitments.items()},
+            "s": {k: to_us(v) for k, v in self.seen.items()},
+            "p": {k: v.to_dict() for k, v in self.published.items()},
+            "t": to_us(self.time),
+            "d": self.pruned_day,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SkuState:
+        return cls(
+            sku=data["sku"],
+            locations={k: LocationState.from_dict(v) for k, v in data["l"].items()},
+            holds={k: Hold.from_dict(v) for k, v in data["h"].items()},
+            commitments={k: Commitment.from_dict(v) for k, v in data["c"].items()},
+            seen={k: from_us(v) for k, v in data["s"].items()},
+            published={k: Published.from_dict(v) for k, v in data["p"].items()},
+            time=from_us(data["t"]),
+            pruned_day=data["d"],
+        )

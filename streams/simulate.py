@@ -1,0 +1,86 @@
+"""`inventory-streams simulate`: the domain core over a JSONL file, no broker, deterministic output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from streams.core.catalog import Catalog, load_catalog
+from streams.core.engine import Collector, Engine, check_event
+from streams.core.models import format_ts, parse_event_json
+from streams.errors import InvalidCatalog, InvalidEvent
+
+POSITION_FIELDS = (
+    "sku", "location", "on_hand", "reserved", "committed", "damaged", "quarantine", "incoming",
+    "location_ats",
+)
+AVAILABILITY_FIELDS = ("channel", "channel_sku", "available", "backorderable")
+
+
+def read_catalog(path: Path) -> Catalog:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidCatalog(f"cannot read catalog {path}: {error}") from None
+    return load_catalog(data)
+
+
+def simulate(catalog: Catalog, lines: Iterable[bytes | str]) -> dict[str, list[dict[str, Any]]]:
+    """Run every line through the core; bad lines are rejected with a reason and never stop the run."""
+    collector = Collector()
+    engine = Engine(catalog, collector)
+    rejected: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        if not text.strip():
+            continue
+        try:
+            event = parse_event_json(text)
+            reason = check_event(event, catalog)
+            if reason is not None:
+                raise InvalidEvent(reason)
+        except InvalidEvent as error:
+            rejected.append({"line": number, "reason": error.reason, "input": text.rstrip("\n")})
+            continue
+        engine.process(event)
+    return report(engine, collector, rejected)
+
+
+def report(
+    engine: Engine, collector: Collector, rejected: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    positions = [
+        {f: getattr(rec, f) for f in POSITION_FIELDS}
+        for _, rec in sorted(collector.positions.items())
+    ]
+    availability = [
+        {f: getattr(rec, f) for f in AVAILABILITY_FIELDS}
+        for _, rec in sorted(collector.availabilities.items())
+    ]
+    reservations = [
+        {"reservation_id": rid, "status": state.status}
+        for rid, state in sorted(engine.reservations.items())
+    ]
+    alerts = [
+        {
+            "type": a.type,
+            "sku": a.sku,
+            "location": a.location,
+            "channel": a.channel,
+            "quantity": a.quantity,
+            "ids": list(a.ids),
+            "message": a.message,
+            "occurred_at": format_ts(a.occurred_at),
+        }
+        for a in collector.alerts
+    ]
+    return {
+        "positions": positions,
+        "availability": availability,
+        "reservations": reservations,
+        "alerts": alerts,
+        "rejected": rejected,
+    }
