@@ -1,0 +1,24 @@
+"""Runtime glue around the pure core: the Kafka cluster (configured or embedded) and its topics."""
+
+from __future__ import annotations
+
+from streams.runtime.broker import (
+    EmbeddedBroker,
+    free_port,
+    kafka_cluster,
+    tansu_binary,
+    wait_for_kafka,
+)
+from streams.runtime.topics import TopicSpec, availability_topic, ensure_topics, topic_specs
+
+__all__ = [
+    "EmbeddedBroker",
+    "TopicSpec",
+    "availability_topic",
+    "ensure_topics",
+    "free_port",
+    "kafka_cluster",
+    "tansu_binary",
+    "topic_specs",
+    "wait_for_kafka",
+]

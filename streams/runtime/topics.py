@@ -1,0 +1,181 @@
+"""Every topic we use, created idempotently: co-partitioned topics always agree on partitions."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from streams.errors import BrokerError, InvalidCatalog
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# SPEC §5: fixed names other teams depend on.
+EVENTS = "inventory.events"
+POSITIONS = "inventory.positions"
+ALERTS = "inventory.alerts"
+DLQ = "inventory.dlq"
+AVAILABILITY_PREFIX = "availability."
+
+# Internal topics: our design. Everything keyed by SKU is co-partitioned with EVENTS.
+CATALOG = "inventory.catalog"
+SKU_COMMANDS = "inventory.sku-commands"
+ORDER_COMMANDS = "inventory.order-commands"
+RESERVATION_COMMANDS = "inventory.reservation-commands"
+LISTING_UPDATES = "inventory.listing-updates"
+
+_LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def availability_topic(channel_id: str) -> str:
+    name = f"{AVAILABILITY_PREFIX}{channel_id}"
+    if not channel_id or not _LEGAL_TOPIC.match(name):
+        raise InvalidCatalog(
+            f"channel id {channel_id!r} cannot name a Kafka topic "
+            "(use letters, digits, '.', '_' or '-', at most 236 characters)"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int = 1
+    compacted: bool = False
+    retention_ms: int | None = None  # None: the broker's default
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def configs(self) -> dict[str, str]:
+        """The topic-level configs to create the topic with."""
+        configs = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None:
+            configs["retention.ms"] = str(self.retention_ms)
+        configs.update(self.extra)
+        return configs
+
+
+def topic_specs(settings: Settings, channel_ids: Iterable[str]) -> list[TopicSpec]:
+    """The SPEC §5 topics plus our internal ones, sized from `settings`."""
+    n, rf = settings.topic_partitions, settings.topic_replication
+    specs = [
+        TopicSpec(EVENTS, n, rf, retention_ms=settings.events_retention_ms),
+        TopicSpec(POSITIONS, n, rf, compacted=True),
+        *(
+            TopicSpec(availability_topic(channel), n, rf, compacted=True)
+            for channel in dict.fromkeys(channel_ids)
+        ),
+        TopicSpec(ALERTS, n, rf),
+        # Dead letters wait for a fix and a re-drive: kept as long as the event log.
+        TopicSpec(DLQ, n, rf, retention_ms=settings.events_retention_ms),
+        # One partition: catalog changes are totally ordered; compacted: latest catalog wins.
+        TopicSpec(CATALOG, 1, rf, compacted=True),
+        TopicSpec(SKU_COMMANDS, n, rf),
+        TopicSpec(ORDER_COMMANDS, n, rf),
+        TopicSpec(RESERVATION_COMMANDS, n, rf),
+        TopicSpec(LISTING_UPDATES, n, rf),
+    ]
+    return specs
+
+
+def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the topics of `specs` that do not exist; return the names created.
+
+    Idempotent. Raises BrokerError, before creating anything, if an existing topic has another
+    partition count than its spec: keys would land on other partitions than their co-partitioned
+    peers, silently splitting a SKU's state.
+    """
+    by_name: dict[str, TopicSpec] = {}
+    for spec in specs:
+        if by_name.setdefault(spec.name, spec) != spec:
+            raise ValueError(f"topic {spec.name} is specified twice, differently")
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    existing = _partition_counts(admin, timeout)
+    _check_partitions(by_name.values(), existing)
+    _warn_if_not_compacted(
+        admin, [s for s in by_name.values() if s.compacted and s.name in existing], timeout
+    )
+
+    missing = [spec for spec in by_name.values() if spec.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                spec.name,
+                num_partitions=spec.partitions,
+                replication_factor=spec.replication,
+                config=spec.configs(),
+            )
+            for spec in missing
+        ],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    created: list[str] = []
+    raced: list[str] = []
+    failures: list[str] = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                raced.append(name)  # another worker created it first: check it like any other
+            else:
+                failures.append(f"{name}: {error.str() if isinstance(error, KafkaError) else exc}")
+        else:
+            created.append(name)
+    if failures:
+        raise BrokerError("could not create topics on " + bootstrap + ": " + "; ".join(failures))
+    if raced:
+        _check_partitions([by_name[name] for name in raced], _partition_counts(admin, timeout))
+    if created:
+        log.info("created topics %s", ", ".join(sorted(created)))
+    return sorted(created)
+
+
+def _partition_counts(admin: AdminClient, timeout: float) -> dict[str, int]:
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerError(f"cannot list topics: {exc}") from exc
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
+def _check_partitions(specs: Iterable[TopicSpec], existing: dict[str, int]) -> None:
+    wrong = [
+        f"{spec.name} has {existing[spec.name]} partitions, expected {spec.partitions}"
+        for spec in specs
+        if spec.name in existing and existing[spec.name] != spec.partitions
+    ]
+    if wrong:
+        raise BrokerError(
+            "existing topics do not match their partition count, which would break "
+            "co-partitioning by SKU: " + "; ".join(wrong) + " (delete and recreate them, "
+            "or set TOPIC_PARTITIONS to match)"
+        )
+
+
+def _warn_if_not_compacted(admin: AdminClient, specs: Sequence[TopicSpec], timeout: float) -> None:
+    """Log existing topics that should be compacted but are not: they would lose latest values."""
+    if not specs:
+        return
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, spec.name) for spec in specs]
+    try:
+        futures = admin.describe_configs(resources, request_timeout=timeout)
+        for resource, future in futures.items():
+            entry = future.result(timeout=timeout).get("cleanup.policy")
+            if entry is None or "compact" not in (entry.value or ""):
+                log.warning(
+                    "topic %s exists without cleanup.policy=compact; its latest values per key "
+                    "can be deleted by retention",
+                    resource.name,
+                )
+    except KafkaException as exc:
+        log.warning("could not check compaction of existing topics: %s", exc)
