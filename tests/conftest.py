@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from kafka_helpers import unique_name
+from tests.kafka_helpers import unique_name
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from streams.core.catalog import Catalog
 from streams.core.derive import (
@@ -48,7 +48,7 @@ from streams.core.reservations import (
     start,
 )
 from streams.core.sku import SkuCommand, apply_sku
-from streams.core.state import EPOCH, SkuState
+from streams.core.state import EPOCH, SkuState, from_us, to_us
 from streams.errors import InvalidEvent
 
 
@@ -139,6 +139,36 @@ class Engine:
         for sku, state in self.skus.items():
             self._dirty[sku] = (set(state.locations), state.time, f"catalog-v{catalog.version}")
         self.flush()
+
+    # ---- snapshots: the same encoding the stream agents' tables use ----
+
+    def snapshot(self) -> dict[str, Any]:
+        self.flush()
+        return {
+            "skus": {k: v.to_dict() for k, v in self.skus.items()},
+            "orders": {k: v.to_dict() for k, v in self.orders.items()},
+            "reservations": {k: v.to_dict() for k, v in self.reservations.items()},
+            "listings": {f"{c}/{s}": v.to_dict() for (c, s), v in self.listings.items()},
+            "time": to_us(self.stream_time),
+        }
+
+    @classmethod
+    def restore(cls, catalog: Catalog, emitter: Emitter, data: dict[str, Any]) -> Engine:
+        engine = cls(catalog, emitter)
+        engine.skus = {k: SkuState.from_dict(v) for k, v in data["skus"].items()}
+        engine.orders = {k: OrderState.from_dict(v) for k, v in data["orders"].items()}
+        engine.reservations = {
+            k: ReservationState.from_dict(v) for k, v in data["reservations"].items()
+        }
+        for key, value in data["listings"].items():
+            channel, _, channel_sku = key.partition("/")
+            engine.listings[(channel, channel_sku)] = ListingState.from_dict(value)
+        engine.stream_time = from_us(data["time"])
+        engine._expiries = [
+            (r.expires_at, r.reservation_id) for r in engine.reservations.values() if r.status == HELD
+        ]
+        heapq.heapify(engine._expiries)
+        return engine
 
     # ---- internals ----
 
