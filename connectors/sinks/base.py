@@ -1,0 +1,89 @@
+"""The sink contract: a channel adapter stages records with add() and sends them with flush();
+ordering, coalescing, retries and offsets belong to the engine, so every adapter gets them alike."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from streams.core.models import Availability
+from streams.errors import InventoryError
+
+Status = Literal["ack", "retry", "reject"]
+
+
+class SinkError(InventoryError):
+    """A channel could not take an availability update."""
+
+
+class ChannelUnavailable(SinkError):
+    """The whole call failed and may succeed later (429, 5xx, THROTTLED, connection error).
+
+    `retry_after` is the channel's own hint in seconds (Retry-After, a cost model), if it gave one.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class InvalidSinkConfig(SinkError):
+    """A channel's connector settings in the catalog are missing or wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the channel said about one record of a flushed batch."""
+
+    channel_sku: str
+    status: Status
+    reason: str = ""
+
+    @classmethod
+    def ack(cls, channel_sku: str) -> Outcome:
+        return cls(channel_sku, "ack")
+
+    @classmethod
+    def retry(cls, channel_sku: str, reason: str) -> Outcome:
+        """Send again at once with fresh state (e.g. a compare-and-set that needs a re-read)."""
+        return cls(channel_sku, "retry", reason)
+
+    @classmethod
+    def reject(cls, channel_sku: str, reason: str) -> Outcome:
+        """The channel will never accept this record as it is: it goes to the dead-letter topic."""
+        return cls(channel_sku, "reject", reason)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """One channel's API. Calls are made one at a time by the engine, never concurrently."""
+
+    channel_id: str
+    max_batch: int  # records per flush() call the API accepts
+
+    def add(self, record: Availability) -> None:
+        """Stage a record for the next flush()."""
+
+    async def ready(self) -> None:
+        """Return when the channel's rate limit or cost budget allows the next call."""
+
+    async def flush(self) -> list[Outcome]:
+        """Send the staged records; one Outcome per record. Raises ChannelUnavailable."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BulkSink(Sink, Protocol):
+    """A sink with a second, slower path for large backlogs (e.g. a feed upload)."""
+
+    bulk_threshold: int  # use the bulk path when at least this many records are waiting
+    max_bulk: int
+
+    async def bulk_ready(self) -> bool:
+        """True when a bulk submission is allowed now (bulk limits are per minutes, not seconds)."""
+
+    async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
+        """Submit the records in one bulk job and wait for its result. Raises ChannelUnavailable."""

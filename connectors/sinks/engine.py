@@ -1,0 +1,381 @@
+"""The sink engine: only the newest version of each channel_sku is sent, never a version older than
+one the channel acknowledged, one call at a time; an offset becomes committable once the channel
+acknowledged its record (or a newer record of the same key), so delivery is at-least-once and,
+every update being an absolute quantity whose version only moves forward, idempotent.
+
+No Kafka and no HTTP here: the runner feeds records in with offer() and commits what
+committable() returns; a Sink does the talking. Tests drive it with a fake sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from connectors.sinks.base import BulkSink, ChannelUnavailable, Outcome, Sink
+from connectors.sinks.limits import Backoff, Clock
+from connectors.sinks.metrics import SinkMetrics
+from streams.core.models import Availability
+
+log = logging.getLogger(__name__)
+
+# (record, original bytes, partition, offset, reason) -> written to the dead-letter topic
+DeadLetterHook = Callable[
+    [Availability, bytes | None, int | None, int | None, str], Awaitable[None]
+]
+
+MAX_ITEM_RETRIES = 5  # per-record retries (e.g. compare-and-set re-reads) before giving up
+
+
+@dataclass(slots=True)
+class _Slot:
+    record: Availability
+    partition: int | None
+    offset: int | None
+    raw: bytes | None
+    since: float  # when the channel first became out of date for this key (engine clock)
+    attempts: int = 0
+
+
+class OffsetTracker:
+    """Per partition, the lowest offset not yet done: everything below it may be committed."""
+
+    def __init__(self) -> None:
+        self._open: dict[int, deque[int]] = {}
+        self._done: dict[int, set[int]] = {}
+        self._next: dict[int, int] = {}
+        self._committed: dict[int, int] = {}
+
+    def track(self, partition: int, offset: int) -> None:
+        """Offsets are tracked in consumption order, i.e. increasing within a partition."""
+        if partition not in self._open:
+            self._open[partition], self._done[partition] = deque(), set()
+            self._committed.setdefault(partition, offset)  # nothing to commit below the first read
+        self._open[partition].append(offset)
+        self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+
+    def done(self, partition: int | None, offset: int | None) -> None:
+        if partition is None or offset is None or partition not in self._open:
+            return
+        self._done[partition].add(offset)
+
+    def position(self, partition: int) -> int:
+        pending, done = self._open[partition], self._done[partition]
+        while pending and pending[0] in done:
+            done.discard(pending.popleft())
+        return pending[0] if pending else self._next[partition]
+
+    def committable(self) -> dict[int, int]:
+        """Partitions whose commit position moved since the last mark_committed()."""
+        out = {}
+        for partition in self._open:
+            position = self.position(partition)
+            if position > self._committed.get(partition, -1):
+                out[partition] = position
+        return out
+
+    def mark_committed(self, positions: dict[int, int]) -> None:
+        for partition, position in positions.items():
+            self._committed[partition] = max(self._committed.get(partition, -1), position)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """After a rebalance took these partitions away: their new owner starts at the commit."""
+        for partition in partitions:
+            for table in (self._open, self._done, self._next, self._committed):
+                table.pop(partition, None)
+
+    def outstanding(self) -> int:
+        return sum(len(q) - len(self._done[p]) for p, q in self._open.items())
+
+
+class SinkEngine:
+    """Coalesces, orders and retries the availability updates of one channel."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        metrics: SinkMetrics | None = None,
+        dead_letter: DeadLetterHook | None = None,
+        backoff: Backoff | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.sink = sink
+        self.channel_id = sink.channel_id
+        self._metrics = metrics or SinkMetrics(CollectorRegistry())
+        self._dead_letter = dead_letter
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._buffer: dict[str, _Slot] = {}  # waiting, oldest first
+        self._in_flight: dict[str, _Slot] = {}
+        self._acked: dict[str, int] = {}  # channel_sku -> highest version the channel acknowledged
+        self.offsets = OffsetTracker()
+        self._failures = 0
+        self._paused_until = 0.0
+        self._wake = asyncio.Event()
+        self._bulk: asyncio.Task[None] | None = None
+        self.flushes = 0  # calls of sink.flush() / flush_bulk(), for tests and the benchmark
+
+    # ---- input ----
+
+    def offer(
+        self,
+        record: Availability,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        raw: bytes | None = None,
+        received_at: float | None = None,
+    ) -> None:
+        """Take one record read from availability.<channel>, in topic order per partition."""
+        m, ch = self._metrics, self.channel_id
+        m.records_received.labels(ch).inc()
+        if partition is not None and offset is not None:
+            self.offsets.track(partition, offset)
+        key, version = record.channel_sku, record.version
+        if version <= self._acked.get(key, -1):
+            m.records_skipped.labels(ch).inc()  # a duplicate or a late older version
+            self.offsets.done(partition, offset)
+            return
+        slot = self._buffer.get(key)
+        if slot is not None:
+            if version > slot.record.version:
+                # Same key, same partition, higher offset: the older offset is covered by this one.
+                self.offsets.done(slot.partition, slot.offset)
+                slot.record, slot.partition, slot.offset, slot.raw = record, partition, offset, raw
+                m.records_coalesced.labels(ch).inc()
+            else:
+                m.records_skipped.labels(ch).inc()
+                self.offsets.done(partition, offset)
+            return
+        flying = self._in_flight.get(key)
+        if flying is not None and version <= flying.record.version:
+            m.records_skipped.labels(ch).inc()
+            self.offsets.done(partition, offset)
+            return
+        now = self._clock()
+        self._buffer[key] = _Slot(record, partition, offset, raw, received_at or now)
+        self._gauge()
+        self._wake.set()
+
+    def skip(self, partition: int, offset: int) -> None:
+        """A record handled outside the engine (e.g. undecodable, already dead-lettered)."""
+        self.offsets.track(partition, offset)
+        self.offsets.done(partition, offset)
+
+    # ---- state ----
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer) + len(self._in_flight)
+
+    @property
+    def idle(self) -> bool:
+        return not self._buffer and not self._in_flight and self._bulk is None
+
+    def acked_version(self, channel_sku: str) -> int | None:
+        return self._acked.get(channel_sku)
+
+    def committable(self) -> dict[int, int]:
+        return self.offsets.committable()
+
+    # ---- the send loop ----
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send until `stop` is set; a call already made is always seen through to its outcome."""
+        while not stop.is_set():
+            if not await self.step(stop):
+                self._wake.clear()
+                await _first(stop.wait(), self._wake.wait())
+        if self._bulk is not None:
+            await self._bulk
+
+    async def run_until_idle(self, stop: asyncio.Event | None = None) -> None:
+        """Send until nothing is waiting or in flight (used by resync and tests)."""
+        stop = stop or asyncio.Event()
+        while not self.idle and not stop.is_set():
+            if not await self.step(stop):
+                self._wake.clear()
+                if self._bulk is not None:
+                    await _first(stop.wait(), self._wake.wait(), asyncio.shield(self._bulk))
+                elif self._buffer:
+                    await _first(stop.wait(), self._wake.wait())
+        if self._bulk is not None:
+            await self._bulk
+
+    async def step(self, stop: asyncio.Event | None = None) -> bool:
+        """Make at most one call; False when there was nothing to send."""
+        stop = stop or asyncio.Event()
+        pause = self._paused_until - self._clock()
+        if pause > 0:
+            await _first(stop.wait(), asyncio.sleep(pause))
+            return True
+        if not self._buffer:
+            return False
+        await self._maybe_bulk()
+        if not self._buffer:
+            return False
+        waited = self._clock()
+        if not await _first(stop.wait(), self.sink.ready()):
+            return True  # stopped while waiting for the rate limit: nothing was sent
+        self._metrics.throttle_wait.labels(self.channel_id).inc(self._clock() - waited)
+        batch = self._take(self.sink.max_batch)
+        if not batch:
+            return False
+        await self._send(batch)
+        return True
+
+    async def _maybe_bulk(self) -> None:
+        sink = self.sink
+        if self._bulk is not None or not isinstance(sink, BulkSink):
+            return
+        if len(self._buffer) < sink.bulk_threshold or not await sink.bulk_ready():
+            return
+        batch = self._take(sink.max_bulk)
+        self._bulk = asyncio.create_task(self._send_bulk(sink, batch))
+
+    def _take(self, limit: int) -> list[_Slot]:
+        batch = list(itertools.islice(self._buffer.values(), limit))
+        for slot in batch:
+            key = slot.record.channel_sku
+            del self._buffer[key]
+            self._in_flight[key] = slot
+        return batch
+
+    async def _send(self, batch: list[_Slot]) -> None:
+        for slot in batch:
+            self.sink.add(slot.record)
+        self.flushes += 1
+        try:
+            outcomes = await self.sink.flush()
+        except ChannelUnavailable as error:
+            self._call_failed(batch, error.reason, error.retry_after)
+            return
+        except Exception as error:  # a bug or an unforeseen answer: keep the data, back off
+            log.exception("sink %s: unexpected error from flush()", self.channel_id)
+            self._call_failed(batch, f"{type(error).__name__}: {error}", None)
+            return
+        self._failures = 0
+        await self._resolve(batch, outcomes)
+
+    async def _send_bulk(self, sink: BulkSink, batch: list[_Slot]) -> None:
+        self.flushes += 1
+        try:
+            outcomes = await sink.flush_bulk([slot.record for slot in batch])
+        except Exception as error:
+            reason = error.reason if isinstance(error, ChannelUnavailable) else repr(error)
+            log.warning("sink %s: bulk of %d failed: %s", self.channel_id, len(batch), reason)
+            self._metrics.call_failures.labels(self.channel_id).inc()
+            self._requeue(batch)
+        else:
+            await self._resolve(batch, outcomes)
+        finally:
+            self._bulk = None
+            self._wake.set()
+
+    def _call_failed(self, batch: list[_Slot], reason: str, retry_after: float | None) -> None:
+        self._failures += 1
+        delay = self._backoff.delay(self._failures, retry_after)
+        self._paused_until = self._clock() + delay
+        self._metrics.call_failures.labels(self.channel_id).inc()
+        log.warning(
+            "sink %s: call failed (%s); %d records wait %.2fs (failure %d in a row)",
+            self.channel_id,
+            reason,
+            len(batch),
+            delay,
+            self._failures,
+        )
+        self._requeue(batch)
+
+    async def _resolve(self, batch: list[_Slot], outcomes: list[Outcome]) -> None:
+        by_key = {outcome.channel_sku: outcome for outcome in outcomes}
+        retry: list[_Slot] = []
+        for slot in batch:
+            outcome = by_key.get(slot.record.channel_sku)
+            if outcome is None:
+                outcome = Outcome.retry(slot.record.channel_sku, "the sink reported no outcome")
+            if outcome.status == "ack":
+                self._ack(slot)
+            elif outcome.status == "reject":
+                await self._reject(slot, outcome.reason)
+            else:
+                slot.attempts += 1
+                if slot.attempts > MAX_ITEM_RETRIES:
+                    await self._reject(
+                        slot, f"gave up after {slot.attempts} attempts: {outcome.reason}"
+                    )
+                else:
+                    retry.append(slot)
+        self._requeue(retry)
+        self._gauge()
+
+    def _ack(self, slot: _Slot) -> None:
+        key = slot.record.channel_sku
+        del self._in_flight[key]
+        self._acked[key] = max(self._acked.get(key, -1), slot.record.version)
+        self.offsets.done(slot.partition, slot.offset)
+        self._metrics.records_acked.labels(self.channel_id).inc()
+        self._metrics.ack_latency.labels(self.channel_id).observe(self._clock() - slot.since)
+
+    async def _reject(self, slot: _Slot, reason: str) -> None:
+        record = slot.record
+        message = (
+            f"channel {self.channel_id} rejected {record.channel_sku} v{record.version}: {reason}"
+        )
+        if self._dead_letter is not None:
+            try:
+                await self._dead_letter(record, slot.raw, slot.partition, slot.offset, message)
+            except Exception:
+                log.exception("sink %s: cannot write a dead letter; will retry", self.channel_id)
+                self._call_failed([slot], "dead-letter write failed", None)
+                return
+        log.warning("%s", message)
+        del self._in_flight[record.channel_sku]
+        self.offsets.done(slot.partition, slot.offset)
+        self._metrics.dead_letters.labels(self.channel_id).inc()
+
+    def _requeue(self, slots: list[_Slot]) -> None:
+        """Back to the front of the queue, unless a newer version arrived meanwhile (it wins)."""
+        front: dict[str, _Slot] = {}
+        for slot in slots:
+            key = slot.record.channel_sku
+            self._in_flight.pop(key, None)
+            newer = self._buffer.get(key)
+            if newer is not None:
+                self.offsets.done(slot.partition, slot.offset)
+                newer.since = min(newer.since, slot.since)
+                newer.attempts = 0
+            else:
+                front[key] = slot
+        if front:
+            self._buffer = {**front, **self._buffer}
+        self._gauge()
+        self._wake.set()
+
+    def _gauge(self) -> None:
+        self._metrics.pending.labels(self.channel_id).set(self.pending)
+
+
+async def _first(*aws: Awaitable[object]) -> bool:
+    """Wait for the first of `aws` to finish and cancel the rest; True unless the first one won."""
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        for task in tasks:
+            if not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    return tasks[0] not in done

@@ -1,0 +1,62 @@
+"""A fake channel for engine tests: records every call, and fails the way a script tells it to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from connectors.sinks.base import ChannelUnavailable, Outcome
+from streams.core.models import Availability
+
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def availability(sku: str, version: int, available: int | None = None) -> Availability:
+    return Availability(
+        channel="pos",
+        channel_sku=sku,
+        available=version if available is None else available,
+        backorderable=0,
+        restock_date=None,
+        version=version,
+        as_of=T0,
+        cause_event_id=f"e-{sku}-{version}",
+    )
+
+
+class FakeSink:
+    """Holds the channel's view: sku -> (available, version) and every call's batch."""
+
+    channel_id = "pos"
+
+    def __init__(self, max_batch: int = 10) -> None:
+        self.max_batch = max_batch
+        self.staged: list[Availability] = []
+        self.calls: list[list[Availability]] = []
+        self.state: dict[str, Availability] = {}
+        self.history: dict[str, list[int]] = {}
+        self.failures: list[ChannelUnavailable] = []  # raised by the next calls, in order
+        self.verdict: Callable[[Availability], Outcome | None] = lambda record: None
+
+    def add(self, record: Availability) -> None:
+        self.staged.append(record)
+
+    async def ready(self) -> None:
+        return None
+
+    async def flush(self) -> list[Outcome]:
+        batch, self.staged = self.staged, []
+        self.calls.append(batch)
+        if self.failures:
+            raise self.failures.pop(0)
+        outcomes = []
+        for record in batch:
+            outcome = self.verdict(record) or Outcome.ack(record.channel_sku)
+            if outcome.status == "ack":
+                self.state[record.channel_sku] = record
+                self.history.setdefault(record.channel_sku, []).append(record.version)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,210 @@
+"""The engine's promises, seen from the channel: latest value only, never older, nothing lost."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from connectors.sinks.base import ChannelUnavailable, Outcome
+from connectors.sinks.engine import OffsetTracker, SinkEngine
+from connectors.sinks.limits import Backoff
+from connectors.sinks.metrics import SinkMetrics
+from streams.core.models import Availability
+from tests.connectors.sinks.sink_fakes import FakeSink, availability
+
+NO_WAIT = Backoff(base=0.0, cap=0.0)
+
+
+def engine_for(sink: FakeSink, **kwargs: object) -> SinkEngine:
+    return SinkEngine(sink, backoff=NO_WAIT, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_burst_on_one_sku_costs_one_call() -> None:
+    sink = FakeSink()
+    engine = engine_for(sink)
+    for offset, version in enumerate(range(1, 1001)):
+        engine.offer(availability("TEE", version), partition=0, offset=offset)
+    await engine.run_until_idle()
+    assert len(sink.calls) == 1
+    assert sink.history == {"TEE": [1000]}
+    assert engine.committable() == {0: 1000}
+
+
+async def test_batches_carry_many_skus_up_to_the_channel_limit() -> None:
+    sink = FakeSink(max_batch=10)
+    engine = engine_for(sink)
+    for i in range(25):
+        engine.offer(availability(f"SKU-{i}", 1), partition=0, offset=i)
+    await engine.run_until_idle()
+    assert [len(call) for call in sink.calls] == [10, 10, 5]
+    assert engine.committable() == {0: 25}
+
+
+async def test_duplicates_and_older_versions_never_reach_the_channel() -> None:
+    sink = FakeSink()
+    engine = engine_for(sink)
+    engine.offer(availability("MUG", 5), partition=0, offset=0)
+    await engine.run_until_idle()
+    for offset, version in enumerate([5, 3, 4, 5], start=1):  # replayed and reordered
+        engine.offer(availability("MUG", version), partition=0, offset=offset)
+    await engine.run_until_idle()
+    assert sink.history == {"MUG": [5]}
+    assert engine.committable() == {0: 5}
+
+
+async def test_an_older_version_arriving_after_a_newer_pending_one_is_dropped() -> None:
+    sink = FakeSink()
+    engine = engine_for(sink)
+    engine.offer(availability("MUG", 7), partition=0, offset=0)
+    engine.offer(availability("MUG", 6), partition=0, offset=1)
+    await engine.run_until_idle()
+    assert sink.history == {"MUG": [7]}
+
+
+async def test_an_outage_ends_with_the_latest_values_and_no_stale_overwrite() -> None:
+    sink = FakeSink(max_batch=2)
+    sink.failures = [ChannelUnavailable("HTTP 503"), ChannelUnavailable("HTTP 429", 0.0)] * 3
+    engine = engine_for(sink)
+    offset = 0
+    for version in range(1, 6):
+        for sku in ("A", "B", "C"):
+            engine.offer(availability(sku, version), partition=0, offset=offset)
+            offset += 1
+        await engine.step()  # the channel fails while updates keep arriving
+    await engine.run_until_idle()
+    assert {sku: r.version for sku, r in sink.state.items()} == {"A": 5, "B": 5, "C": 5}
+    for versions in sink.history.values():
+        assert versions == sorted(set(versions))  # strictly increasing: nothing stale, no repeat
+    assert engine.committable() == {0: 15}
+
+
+async def test_offsets_wait_for_the_acknowledgement() -> None:
+    sink = FakeSink(max_batch=1)
+    sink.failures = [ChannelUnavailable("HTTP 500")]
+    engine = engine_for(sink)
+    engine.offer(availability("A", 1), partition=3, offset=10)
+    engine.offer(availability("B", 1), partition=3, offset=11)
+    await engine.step()  # A fails: nothing may be committed
+    assert engine.committable() == {}
+    await engine.step()  # A again (a failed record keeps its place at the front), acknowledged
+    assert [[r.channel_sku for r in call] for call in sink.calls] == [["A"], ["A"]]
+    assert engine.committable() == {3: 11}
+    engine.offsets.mark_committed({3: 11})
+    await engine.run_until_idle()
+    assert engine.committable() == {3: 12}
+
+
+async def test_a_rejected_record_goes_to_the_dead_letter_hook_and_is_committed() -> None:
+    sink = FakeSink()
+    sink.verdict = lambda r: (
+        Outcome.reject(r.channel_sku, "SKU not listed") if r.channel_sku == "X" else None
+    )
+    letters: list[tuple[str, bytes | None, int | None, str]] = []
+
+    async def dead_letter(
+        record: Availability, raw: bytes | None, _p: int | None, offset: int | None, reason: str
+    ) -> None:
+        letters.append((record.channel_sku, raw, offset, reason))
+
+    engine = engine_for(sink, dead_letter=dead_letter)
+    engine.offer(availability("X", 1), partition=0, offset=0, raw=b"original")
+    engine.offer(availability("Y", 1), partition=0, offset=1)
+    await engine.run_until_idle()
+    assert len(letters) == 1
+    sku, raw, offset, reason = letters[0]
+    assert (sku, raw, offset) == ("X", b"original", 0)
+    assert "SKU not listed" in reason and "pos" in reason
+    assert engine.committable() == {0: 2}
+
+
+async def test_item_retries_are_bounded() -> None:
+    sink = FakeSink()
+    sink.verdict = lambda r: Outcome.retry(r.channel_sku, "quantity changed underneath")
+    letters: list[str] = []
+
+    async def dead_letter(record: Availability, *_: object) -> None:
+        letters.append(record.channel_sku)
+
+    engine = engine_for(sink, dead_letter=dead_letter)  # type: ignore[arg-type]
+    engine.offer(availability("A", 1), partition=0, offset=0)
+    await engine.run_until_idle()
+    assert letters == ["A"]
+    assert 2 <= len(sink.calls) <= 10
+
+
+async def test_retry_after_is_honoured() -> None:
+    sink = FakeSink()
+    sink.failures = [ChannelUnavailable("HTTP 429", retry_after=0.3)]
+    engine = SinkEngine(sink, backoff=Backoff(rng=lambda: 0.0))
+    engine.offer(availability("A", 1))
+    started = time.monotonic()
+    await engine.run_until_idle()
+    assert len(sink.calls) == 2 and sink.state["A"].version == 1
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_metrics_count_calls_per_channel_without_sku_labels() -> None:
+    registry = CollectorRegistry()
+    metrics = SinkMetrics.for_registry(registry)
+    assert SinkMetrics.for_registry(registry) is metrics
+    sink = FakeSink()
+    engine = engine_for(sink, metrics=metrics)
+    for version in range(1, 4):
+        engine.offer(availability("A", version))
+    await engine.run_until_idle()
+    pos = {"channel": "pos"}
+    assert registry.get_sample_value("inventory_sink_records_received_total", pos) == 3
+    assert registry.get_sample_value("inventory_sink_records_coalesced_total", pos) == 2
+    assert registry.get_sample_value("inventory_sink_records_acked_total", pos) == 1
+    labels = {
+        tuple(sorted(sample.labels)) for family in registry.collect() for sample in family.samples
+    }
+    assert all("channel_sku" not in names and "sku" not in names for names in labels)
+
+
+def test_offset_tracker_commits_below_the_first_open_offset() -> None:
+    tracker = OffsetTracker()
+    for offset in range(5):
+        tracker.track(1, offset)
+    tracker.done(1, 1)
+    tracker.done(1, 2)
+    assert tracker.committable() == {}
+    tracker.done(1, 0)
+    assert tracker.committable() == {1: 3}
+    tracker.mark_committed({1: 3})
+    assert tracker.committable() == {}
+    tracker.done(1, 4)
+    tracker.done(1, 3)
+    assert tracker.committable() == {1: 5}
+
+
+changes = st.lists(
+    st.tuples(st.sampled_from(["A", "B", "C", "D"]), st.integers(1, 30)), min_size=1, max_size=80
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(changes=changes, failures=st.lists(st.booleans(), max_size=20), seed=st.integers(0, 99))
+async def test_whatever_the_order_and_failures_the_channel_ends_at_the_newest_version(
+    changes: list[tuple[str, int]], failures: list[bool], seed: int
+) -> None:
+    sink = FakeSink(max_batch=2)
+    sink.failures = [ChannelUnavailable("HTTP 503") for failed in failures if failed]
+    engine = engine_for(sink)
+    rng = random.Random(seed)
+    for offset, (sku, version) in enumerate(changes):
+        engine.offer(availability(sku, version), partition=0, offset=offset)
+        if rng.random() < 0.3:
+            await engine.step()
+    await engine.run_until_idle()
+    newest: dict[str, int] = {}
+    for sku, version in changes:
+        newest[sku] = max(newest.get(sku, 0), version)
+    assert {sku: r.version for sku, r in sink.state.items()} == newest
+    for versions in sink.history.values():
+        assert versions == sorted(set(versions))
+    assert engine.committable() == {0: len(changes)}
