@@ -123,6 +123,8 @@ class SinkEngine:
         self._wake = asyncio.Event()
         self._bulk: asyncio.Task[None] | None = None
         self.flushes = 0  # calls of sink.flush() / flush_bulk(), for tests and the benchmark
+        self.acked = 0
+        self.dead_lettered = 0
 
     # ---- input ----
 
@@ -323,6 +325,7 @@ class SinkEngine:
         del self._in_flight[key]
         self._acked[key] = max(self._acked.get(key, -1), slot.record.version)
         self.offsets.done(slot.partition, slot.offset)
+        self.acked += 1
         self._metrics.records_acked.labels(self.channel_id).inc()
         self._metrics.ack_latency.labels(self.channel_id).observe(self._clock() - slot.since)
 
@@ -341,6 +344,7 @@ class SinkEngine:
         log.warning("%s", message)
         del self._in_flight[record.channel_sku]
         self.offsets.done(slot.partition, slot.offset)
+        self.dead_lettered += 1
         self._metrics.dead_letters.labels(self.channel_id).inc()
 
     def _requeue(self, slots: list[_Slot]) -> None:

@@ -1,0 +1,73 @@
+"""A generic webhook receiver (POS, marketplaces without an adapter): verifies the HMAC signature,
+validates the availability record, enforces a token-bucket rate limit with 429 + Retry-After,
+and keeps what it received per channel_sku."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from connectors.emulators.base import Bucket, Emulator
+from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from streams.core.models import Availability
+
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
+@dataclass
+class WebhookEmulator(Emulator):
+    secret: str = "whsec_emulator"
+    path: str = "/availability"
+    rate: float = 20.0
+    burst: float = 20.0
+    records: dict[str, Availability] = field(default_factory=dict)  # channel_sku -> last received
+    history: dict[str, list[int]] = field(default_factory=dict)  # channel_sku -> versions received
+    _bucket: Bucket | None = None
+
+    def __post_init__(self) -> None:
+        self._bucket = Bucket(self.burst, self.rate)
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(self.path, self._receive)]
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        return {"error": message, "status": status}
+
+    def final_values(self) -> dict[str, int]:
+        return {sku: record.available for sku, record in self.records.items()}
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
+            return web.json_response(
+                self.error_body(401, f"missing or stale {TIMESTAMP_HEADER}"), status=401
+            )
+        if not hmac.compare_digest(given, signature(self.secret, timestamp, body)):
+            return web.json_response(self.error_body(401, "bad signature"), status=401)
+        assert self._bucket is not None
+        if not self._bucket.try_take():
+            self.throttled += 1
+            wait = max(0.001, (1 - self._bucket.level()) / self.rate)
+            return web.json_response(
+                self.error_body(429, "rate limit exceeded"),
+                status=429,
+                headers={"Retry-After": str(math.ceil(wait * 1000) / 1000)},
+            )
+        try:
+            record = Availability.model_validate(json.loads(body))
+        except (ValueError, ValidationError) as error:
+            return web.json_response(
+                self.error_body(400, f"not an availability record: {error}"), status=400
+            )
+        self.records[record.channel_sku] = record
+        self.history.setdefault(record.channel_sku, []).append(record.version)
+        return web.json_response({"received": record.channel_sku, "version": record.version})

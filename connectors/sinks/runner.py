@@ -1,0 +1,324 @@
+"""A channel's sink on Kafka: availability.<channel> is consumed with manual commits, an offset is
+committed only after the channel acknowledged its record (or a newer one of the same key), and
+records the channel refuses for good are written to inventory.dlq before their offset moves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from connectors.sinks.amazon import AmazonSink
+from connectors.sinks.base import Sink
+from connectors.sinks.engine import DeadLetterHook, SinkEngine
+from connectors.sinks.metrics import SinkMetrics
+from connectors.sinks.shopify import ShopifySink
+from connectors.sinks.webhook import WebhookSink
+from streams.codec import Codec, make_codec
+from streams.core.catalog import Channel
+from streams.core.models import Availability, DeadLetter
+from streams.errors import BrokerError, InventoryError
+from streams.runtime.topics import DLQ, availability_topic
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SINK_TYPES: dict[str, type[ShopifySink] | type[AmazonSink] | type[WebhookSink]] = {
+    "shopify": ShopifySink,
+    "amazon": AmazonSink,
+}
+
+
+def make_sink(channel: Channel, metrics: SinkMetrics) -> Sink:
+    """The adapter for the channel's type; any type without one is a signed webhook."""
+    return SINK_TYPES.get(channel.type, WebhookSink)(channel, metrics)
+
+
+def group_id(settings: Settings, channel: Channel) -> str:
+    return f"{settings.app_id}.sink.{channel.id}"
+
+
+class _DeadLetters:
+    """Writes DeadLetter records to inventory.dlq and waits for the broker's acknowledgement."""
+
+    def __init__(self, bootstrap: str, codec: Codec, channel: Channel) -> None:
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 0})
+        self._codec = codec
+        self._source = f"sink:{channel.id}"
+        self._topic = availability_topic(channel.id)
+
+    async def write(
+        self,
+        original: bytes,
+        reason: str,
+        key: bytes | None,
+        partition: int | None,
+        offset: int | None,
+    ) -> None:
+        letter = DeadLetter(
+            original=original,
+            source=self._source,
+            reason=reason,
+            topic=self._topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            rejected_at=datetime.now(UTC),
+        )
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        self._producer.produce(
+            DLQ, key=key, value=self._codec.encode(letter, DLQ), on_delivery=delivered
+        )
+        left = await asyncio.to_thread(self._producer.flush, 10.0)
+        if left or errors:
+            raise BrokerError(f"dead letter not written to {DLQ}: {errors or 'timed out'}")
+
+    def hook(self) -> DeadLetterHook:
+        async def dead_letter(
+            record: Availability,
+            raw: bytes | None,
+            partition: int | None,
+            offset: int | None,
+            reason: str,
+        ) -> None:
+            original = raw if raw is not None else self._codec.encode(record, self._topic)
+            await self.write(original, reason, record.channel_sku.encode(), partition, offset)
+
+        return dead_letter
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._producer.flush, 10.0)
+
+
+async def run_sink(
+    channel: Channel,
+    settings: Settings,
+    bootstrap: str,
+    stop: asyncio.Event,
+    *,
+    registry: CollectorRegistry | None = None,
+    sink: Sink | None = None,
+    codec: Codec | None = None,
+) -> SinkEngine:
+    """Deliver availability.<channel.id> to the channel until `stop` is set.
+
+    Runs in the caller's event loop (blocking Kafka calls go to worker threads); start one task
+    per channel. Metrics go to `registry` (a private one if None). Returns the engine at the end,
+    for its counters. Raises InvalidSinkConfig when the channel's connector settings are wrong.
+    """
+    metrics = SinkMetrics.for_registry(registry or CollectorRegistry())
+    codec = codec or make_codec(settings)
+    sink = sink or make_sink(channel, metrics)
+    topic = availability_topic(channel.id)
+    dead_letters = _DeadLetters(bootstrap, codec, channel)
+    engine = SinkEngine(sink, metrics=metrics, dead_letter=dead_letters.hook())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id(settings, channel),
+            "client.id": f"{settings.app_id}-sink-{channel.id}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.consumer_session_timeout_ms,
+            "log_level": 0,
+        }
+    )
+    revoked: list[int] = []
+    lock = threading.Lock()
+
+    def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        with lock:  # runs in the consume() thread: hand the news to the event loop's side
+            revoked.extend(tp.partition for tp in partitions)
+
+    consumer.subscribe([topic], on_revoke=on_revoke)
+    sending = asyncio.Event()
+    sender = asyncio.create_task(engine.run(sending), name=f"sink-{channel.id}")
+    log.info("sink %s: delivering %s as %s", channel.id, topic, group_id(settings, channel))
+    try:
+        while not stop.is_set():
+            messages = await asyncio.to_thread(consumer.consume, 500, 0.1)
+            with lock:
+                gone, revoked[:] = list(revoked), []
+            if gone:
+                engine.offsets.forget(gone)
+            for message in messages:
+                await _take(message, engine, codec, topic, dead_letters)
+            await _commit(consumer, engine, topic)
+            if sender.done():
+                sender.result()  # the send loop died: surface its error
+                raise InventoryError(f"sink {channel.id}: the send loop stopped")
+    finally:
+        sending.set()
+        await sender
+        await _commit(consumer, engine, topic)
+        await asyncio.to_thread(consumer.close)
+        await dead_letters.close()
+        await sink.close()
+    return engine
+
+
+async def _take(
+    message: Message, engine: SinkEngine, codec: Codec, topic: str, dead_letters: _DeadLetters
+) -> None:
+    error = message.error()
+    if error is not None:
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("sink %s: consumer error %s", engine.channel_id, error.str())
+        return
+    partition, offset = message.partition(), message.offset()
+    assert partition is not None and offset is not None
+    raw = message.value() or b""
+    try:
+        record = codec.decode(raw, topic)
+        if not isinstance(record, Availability):
+            raise InventoryError(f"expected an Availability record, got {type(record).__name__}")
+    except InventoryError as failure:
+        reason = f"sink {engine.channel_id}: cannot read record: {failure}"
+        await dead_letters.write(raw, reason, message.key(), partition, offset)
+        engine.skip(partition, offset)
+        return
+    kind, millis = message.timestamp()
+    age = max(0.0, time.time() - millis / 1000) if kind and millis > 0 else 0.0
+    engine.offer(
+        record,
+        partition=partition,
+        offset=offset,
+        raw=raw,
+        received_at=time.monotonic() - age,
+    )
+
+
+async def _commit(consumer: Consumer, engine: SinkEngine, topic: str) -> None:
+    positions = engine.committable()
+    if not positions:
+        return
+    offsets = [TopicPartition(topic, p, position) for p, position in positions.items()]
+    try:
+        await asyncio.to_thread(consumer.commit, offsets=offsets, asynchronous=False)
+    except Exception as error:  # e.g. a rebalance took the partition: its new owner resends
+        log.warning("sink %s: commit failed: %s", engine.channel_id, error)
+        return
+    engine.offsets.mark_committed(positions)
+
+
+# ---- resync ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResyncReport:
+    channel: str
+    records: int  # distinct channel_skus read from the compacted topic
+    acked: int
+    dead_lettered: int
+    unreadable: int
+    flushes: int  # sink flushes (a flush is one API call, or one feed for a bulk path)
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def read_latest(
+    bootstrap: str, topic: str, codec: Codec, timeout: float = 60.0
+) -> tuple[dict[str, Availability], int]:
+    """The newest record per channel_sku in `topic` as of now, and how many were unreadable."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"resync-{topic}-{time.time_ns()}",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    latest: dict[str, Availability] = {}
+    unreadable = 0
+    try:
+        described = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if described is None or described.error is not None:
+            raise BrokerError(f"topic {topic} does not exist")
+        ends: dict[int, int] = {}
+        starts = []
+        for p in described.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout
+        while ends:
+            for message in consumer.consume(1000, 0.2):
+                if message.error() is not None:
+                    continue
+                p, o = message.partition(), message.offset()
+                if p in ends and o is not None and o >= ends[p] - 1:
+                    del ends[p]
+                try:
+                    record = codec.decode(message.value() or b"", topic)
+                except InventoryError:
+                    unreadable += 1
+                    continue
+                if isinstance(record, Availability):
+                    held = latest.get(record.channel_sku)
+                    if held is None or record.version > held.version:
+                        latest[record.channel_sku] = record
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} did not reach its end in {timeout:g}s")
+    finally:
+        consumer.close()
+    return latest, unreadable
+
+
+async def resync_async(
+    channel: Channel,
+    settings: Settings,
+    bootstrap: str,
+    *,
+    registry: CollectorRegistry | None = None,
+    sink: Sink | None = None,
+) -> ResyncReport:
+    """Push the full current availability of a channel (latest per key of the compacted topic).
+
+    Sends every value whatever was acknowledged before: a resync repairs drift on the channel's
+    side. Large catalogs on a channel with a bulk path (Amazon) go through its feed.
+    """
+    started = time.monotonic()
+    metrics = SinkMetrics.for_registry(registry or CollectorRegistry())
+    codec = make_codec(settings)
+    sink = sink or make_sink(channel, metrics)
+    topic = availability_topic(channel.id)
+    latest, unreadable = await asyncio.to_thread(read_latest, bootstrap, topic, codec)
+    dead_letters = _DeadLetters(bootstrap, codec, channel)
+    engine = SinkEngine(sink, metrics=metrics, dead_letter=dead_letters.hook())
+    try:
+        for record in latest.values():
+            engine.offer(record)
+        await engine.run_until_idle()
+    finally:
+        await dead_letters.close()
+        await sink.close()
+    return ResyncReport(
+        channel=channel.id,
+        records=len(latest),
+        acked=engine.acked,
+        dead_lettered=engine.dead_lettered,
+        unreadable=unreadable,
+        flushes=engine.flushes,
+        seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def resync(channel: Channel, settings: Settings, bootstrap: str) -> ResyncReport:
+    """Blocking form of resync_async for the command line."""
+    return asyncio.run(resync_async(channel, settings, bootstrap))
