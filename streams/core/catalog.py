@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -102,11 +102,31 @@ class Catalog(_Model):
                 out[sku].append(listing)
         return {sku: tuple(items) for sku, items in out.items()}
 
+    @cached_property
+    def plans(self) -> dict[str, tuple[ListingPlan, ...]]:
+        """Per SKU, each listing it belongs to with what deriving its availability needs."""
+        out: dict[str, list[ListingPlan]] = defaultdict(list)
+        for listing in self.listings:
+            skus = {c.sku for c in listing.components}
+            local = len(skus) == 1
+            per_unit = sum(c.quantity for c in listing.components)
+            channel = self.channel_by_id[listing.channel]
+            for sku in skus:
+                out[sku].append(ListingPlan(listing, channel, local, per_unit))
+        return {sku: tuple(items) for sku, items in out.items()}
+
     def listings_for(self, sku: str) -> tuple[Listing, ...]:
         return self.listings_by_sku.get(sku, ())
 
     def channel_skus(self, sku: str) -> tuple[tuple[str, str], ...]:
         return tuple((li.channel, li.channel_sku) for li in self.listings_for(sku))
+
+
+class ListingPlan(NamedTuple):
+    listing: Listing
+    channel: Channel
+    local: bool  # every component is the same SKU: computed where that SKU lives
+    per_unit: int  # units of that SKU per listing unit (local listings)
 
 
 def load_catalog(data: Any) -> Catalog:

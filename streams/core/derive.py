@@ -11,13 +11,13 @@ from datetime import date, datetime
 
 from streams.core.catalog import Catalog, Listing
 from streams.core.formulas import (
+    channel_ats,
     listing_available,
     listing_backorder,
     sku_backorder,
-    sku_channel_ats,
     sku_location_ats,
 )
-from streams.core.models import Availability, Position
+from streams.core.models import Availability, Position, trusted
 from streams.core.state import Published, SkuState
 
 
@@ -36,10 +36,23 @@ class ComponentUpdate:
     cause_event_id: str
 
 
-def position(state: SkuState, loc_id: str, catalog: Catalog, as_of: datetime, cause: str) -> Position:
+def location_ats_map(state: SkuState, catalog: Catalog) -> dict[str, int]:
+    safety = catalog.safety
+    sku = state.sku
+    return {
+        loc: l.sellable.qty - l.reserved - l.committed - safety.get((sku, loc), 0)
+        for loc, l in state.locations.items()
+    }
+
+
+def position(
+    state: SkuState, loc_id: str, catalog: Catalog, as_of: datetime, cause: str,
+    ats: dict[str, int] | None = None,
+) -> Position:
     loc = state.locations[loc_id]
     loc.version += 1
-    return Position.model_construct(
+    return trusted(
+        Position,
         sku=state.sku,
         location=loc_id,
         on_hand=loc.sellable.qty,
@@ -49,7 +62,8 @@ def position(state: SkuState, loc_id: str, catalog: Catalog, as_of: datetime, ca
         quarantine=loc.quarantine.qty,
         incoming=loc.incoming,
         safety_stock=catalog.safety.get((state.sku, loc_id), 0),
-        location_ats=sku_location_ats(state, loc_id, loc, catalog),
+        location_ats=(ats[loc_id] if ats is not None
+                      else sku_location_ats(state, loc_id, loc, catalog)),
         version=loc.version,
         as_of=as_of,
         cause_event_id=cause,
@@ -68,36 +82,51 @@ def sku_availability(
     as_of: datetime,
     cause: str,
     channels: set[str] | None = None,
+    force: bool = False,
+    ats: dict[str, int] | None = None,
 ) -> tuple[list[Availability], list[ComponentUpdate]]:
-    """Changed availability of this SKU's own listings, and changed component values for bundles."""
+    """Changed availability of this SKU's own listings, and changed component values for bundles.
+
+    `force` re-sends every value under a new version: after a redelivery, the record that the first
+    delivery produced may have been lost with the worker.
+    """
     records: list[Availability] = []
     updates: list[ComponentUpdate] = []
+    plans = catalog.plans.get(state.sku)
+    if not plans:
+        return records, updates
+    if ats is None:
+        ats = location_ats_map(state, catalog)
     per_channel: dict[str, tuple[int, int, date | None]] = {}
     today = as_of.date()
-    for listing in catalog.listings_for(state.sku):
-        if channels is not None and listing.channel not in channels:
+    for listing, channel, local, per_unit in plans:
+        if channels is not None and channel.id not in channels:
             continue
-        values = per_channel.get(listing.channel)
+        values = per_channel.get(channel.id)
         if values is None:
-            channel = catalog.channel_by_id[listing.channel]
+            network = 0
+            for loc in channel.locations:
+                value = ats.get(loc, 0)
+                if value > 0:
+                    network += value
             bo_units, bo_eta = sku_backorder(state, channel, today)
-            values = per_channel[listing.channel] = (
-                sku_channel_ats(state, channel, catalog),
+            values = per_channel[channel.id] = (
+                channel_ats(network, channel.allocation_percent, channel.buffer_units),
                 bo_units,
                 bo_eta,
             )
-        ats, bo_units, bo_eta = values
-        if is_local(listing):
-            per_unit = sum(c.quantity for c in listing.components)
-            available = ats // per_unit
+        chan_ats, bo_units, bo_eta = values
+        if local:
+            available = chan_ats // per_unit
             backorderable = bo_units // per_unit
             restock = bo_eta if backorderable > 0 else None
-            version = _changed(state, f"{listing.channel}/{listing.channel_sku}", available,
-                               backorderable, restock)
+            version = _changed(state, f"{channel.id}/{listing.channel_sku}", available,
+                               backorderable, restock, force)
             if version:
                 records.append(
-                    Availability.model_construct(
-                        channel=listing.channel,
+                    trusted(
+                        Availability,
+                        channel=channel.id,
                         channel_sku=listing.channel_sku,
                         available=available,
                         backorderable=backorderable,
@@ -108,20 +137,26 @@ def sku_availability(
                     )
                 )
         else:
-            seq = _changed(state, f"{listing.channel}/{listing.channel_sku}#{state.sku}", ats,
-                           bo_units, bo_eta)
+            seq = _changed(state, f"{channel.id}/{listing.channel_sku}#{state.sku}", chan_ats,
+                           bo_units, bo_eta, force)
             if seq:
                 updates.append(
-                    ComponentUpdate(listing.channel, listing.channel_sku, state.sku, seq, ats,
+                    ComponentUpdate(channel.id, listing.channel_sku, state.sku, seq, chan_ats,
                                     bo_units, bo_eta, as_of, cause)
                 )
     return records, updates
 
 
-def _changed(state: SkuState, key: str, a: int, b: int, d: date | None) -> int:
+def _changed(state: SkuState, key: str, a: int, b: int, d: date | None, force: bool) -> int:
     """The new version when (a, b, d) differs from what was last published under key, else 0."""
     prev = state.published.get(key)
-    if prev is not None and prev.available == a and prev.backorderable == b and prev.restock_date == d:
+    if (
+        not force
+        and prev is not None
+        and prev.available == a
+        and prev.backorderable == b
+        and prev.restock_date == d
+    ):
         return 0
     version = prev.version + 1 if prev else 1
     state.published[key] = Published(a, b, d, version)
@@ -190,7 +225,7 @@ def listing_record(
         return None
     version = prev.version + 1 if prev else 1
     state.published = Published(available, backorderable, restock, version)
-    return Availability.model_construct(
+    return trusted(Availability,
         channel=channel,
         channel_sku=channel_sku,
         available=available,

@@ -18,6 +18,7 @@ from streams.core.derive import (
     ComponentUpdate,
     ListingState,
     apply_component,
+    location_ats_map,
     position,
     sku_availability,
 )
@@ -120,6 +121,7 @@ class Engine:
         self.stream_time: datetime = EPOCH
         self._expiries: list[tuple[datetime, str]] = []
         self._dirty: dict[str, tuple[set[str], datetime, str]] = {}  # sku -> locations, as_of, cause
+        self._resend: set[str] = set()  # SKUs that saw a redelivery: their outputs are sent again
 
     # ---- input ----
 
@@ -224,6 +226,9 @@ class Engine:
         outcome = apply_sku(state, command, self.catalog)
         for alert in outcome.alerts:
             self.emit.alert(alert)
+        if outcome.duplicate:
+            self._resend.add(command.sku)
+            outcome.touched.update(state.locations)
         if outcome.touched:
             dirty = self._dirty.get(command.sku)
             if dirty is None:
@@ -238,14 +243,17 @@ class Engine:
         catalog = self.catalog
         for sku, (locations, as_of, cause) in self._dirty.items():
             state = self.skus[sku]
+            ats = location_ats_map(state, catalog)
             for loc in sorted(locations):
-                self.emit.position(position(state, loc, catalog, as_of, cause))
-            records, updates = sku_availability(state, catalog, as_of, cause)
+                self.emit.position(position(state, loc, catalog, as_of, cause, ats))
+            records, updates = sku_availability(state, catalog, as_of, cause,
+                                                force=sku in self._resend, ats=ats)
             for record in records:
                 self.emit.availability(record)
             for update in updates:
                 self._component(update)
         self._dirty.clear()
+        self._resend.clear()
 
     def _component(self, update: ComponentUpdate) -> None:
         key = (update.channel, update.channel_sku)

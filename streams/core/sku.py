@@ -1,8 +1,8 @@
-"""The rules for one SKU: `apply_sku(state, command, catalog) -> outcome`, pure and idempotent by event id.
+"""The rules for one SKU: `apply_sku(state, command, catalog) -> outcome`, pure and idempotent.
 
-Every command that reaches a SKU carries an event id; a command whose id the SKU has seen (within the
-dedupe horizon) changes nothing. The state is mutated in place for speed; callers that need a
-snapshot use `SkuState.to_dict()`.
+A command applied a second time changes nothing: every effect is recorded under the id that caused
+it (see streams.core.state), for at least the 7-day horizon of business time. The state is mutated in
+place for speed; callers that need a snapshot use `SkuState.to_dict()`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from streams.core.models import (
     PickConfirmed,
     ReturnReceived,
     StockAdjusted,
+    trusted,
 )
 from streams.core.state import Bucket, Commitment, Hold, Inbound, SkuState
 
@@ -105,7 +106,7 @@ SkuCommand = (
 
 @dataclass(slots=True)
 class SkuOutcome:
-    duplicate: bool = False
+    duplicate: bool = False  # the command had been applied before: its outputs may need re-sending
     touched: set[str] = field(default_factory=set)  # locations whose position changed
     alerts: list[Alert] = field(default_factory=list)
     hold: HoldResult | None = None
@@ -114,12 +115,17 @@ class SkuOutcome:
 # ---- bucket ordering rules -------------------------------------------------------------------
 
 
-def apply_delta(bucket: Bucket, at: datetime, delta: int) -> bool:
-    """A delta inside the last count is already counted; one after it is kept for a later count."""
+def apply_delta(bucket: Bucket, at: datetime, delta: int, event_id: str) -> bool | None:
+    """A delta inside the last count is already counted; one after it is kept for a later count.
+
+    True when applied, False when inside the last count, None when applied before (a redelivery).
+    """
+    if event_id in bucket.log:
+        return None
     if bucket.count_at is not None and at <= bucket.count_at:
         return False
     bucket.qty += delta
-    bucket.log.append((at, delta))
+    bucket.log[event_id] = (at, delta)
     return True
 
 
@@ -127,8 +133,8 @@ def apply_count(bucket: Bucket, at: datetime, event_id: str, quantity: int) -> b
     """A count states the quantity as of `at`; deltas that occurred after `at` stay on top of it."""
     if bucket.count_at is not None and (at, event_id) <= (bucket.count_at, bucket.count_id):
         return False
-    kept = [entry for entry in bucket.log if entry[0] > at]
-    bucket.qty = quantity + sum(d for _, d in kept)
+    kept = {k: entry for k, entry in bucket.log.items() if entry[0] > at}
+    bucket.qty = quantity + sum(d for _, d in kept.values())
     bucket.log = kept
     bucket.count_at = at
     bucket.count_id = event_id
@@ -139,11 +145,8 @@ def apply_count(bucket: Bucket, at: datetime, event_id: str, quantity: int) -> b
 
 
 def apply_sku(state: SkuState, cmd: SkuCommand, catalog: Catalog) -> SkuOutcome:
-    """Apply one command to one SKU's state; a command seen before changes nothing."""
-    if cmd.event_id in state.seen:
-        return SkuOutcome(duplicate=True)
+    """Apply one command to one SKU's state; a command applied before changes nothing."""
     at = cmd.occurred_at
-    state.seen[cmd.event_id] = at
     if at > state.time:
         state.time = at
         if at.toordinal() != state.pruned_day:
@@ -167,15 +170,19 @@ def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: Sk
                 )
             )
             return
-        changed = apply_count(bucket, e.occurred_at, e.event_id, e.quantity)
+        changed: bool | None = apply_count(bucket, e.occurred_at, e.event_id, e.quantity)
+        if not changed and e.event_id == bucket.count_id:
+            out.duplicate = True
     else:
-        changed = apply_delta(bucket, e.occurred_at, e.quantity)
+        changed = apply_delta(bucket, e.occurred_at, e.quantity, e.event_id)
+        out.duplicate = changed is None
     if e.po_id and e.bucket == "sellable" and e.mode == "delta" and e.quantity > 0:
         inbound = loc.inbound.get(e.po_id)
         if inbound is None:
-            inbound = loc.inbound[e.po_id] = Inbound(0, 0, None, e.occurred_at)
-        inbound.received += e.quantity
-        changed = True
+            inbound = loc.inbound[e.po_id] = Inbound()
+        if e.event_id not in inbound.receipts:
+            inbound.receipts[e.event_id] = e.quantity
+            changed = True
     if changed:
         out.touched.add(e.location)
         _check_on_hand(state, e.location, e.event_id, e.occurred_at, out)
@@ -183,7 +190,9 @@ def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: Sk
 
 def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) -> None:
     loc = state.location(e.location)
-    if apply_delta(loc.sellable, e.occurred_at, -e.quantity):
+    applied = apply_delta(loc.sellable, e.occurred_at, -e.quantity, e.event_id)
+    out.duplicate = applied is None
+    if applied:
         out.touched.add(e.location)
         _check_on_hand(state, e.location, e.event_id, e.occurred_at, out)
     if e.order_id and e.line_id:
@@ -191,15 +200,19 @@ def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) 
         line = state.commitments.get(key)
         if line is None:  # picked before its order arrived: the order will find it
             line = state.commitments[key] = Commitment(e.location)
-        before = line.open
-        line.picked += e.quantity
-        line.touched_at = e.occurred_at
-        _moved_commitment(state, line, before, out)
+        if e.event_id not in line.picks:
+            before = line.open
+            line.picks[e.event_id] = e.quantity
+            line.touched_at = e.occurred_at
+            _moved_commitment(state, line, before, out)
 
 
 def _return(state: SkuState, e: ReturnReceived, catalog: Catalog, out: SkuOutcome) -> None:
     bucket = "sellable" if e.disposition == "resellable" else e.disposition
-    if apply_delta(state.location(e.location).bucket(bucket), e.occurred_at, e.quantity):
+    applied = apply_delta(state.location(e.location).bucket(bucket), e.occurred_at, e.quantity,
+                          e.event_id)
+    out.duplicate = applied is None
+    if applied:
         out.touched.add(e.location)
 
 
@@ -207,9 +220,12 @@ def _inbound(state: SkuState, e: InboundScheduled, catalog: Catalog, out: SkuOut
     loc = state.location(e.location)
     inbound = loc.inbound.get(e.po_id)
     if inbound is None:
-        inbound = loc.inbound[e.po_id] = Inbound(0, 0, e.eta, e.occurred_at)
-    inbound.scheduled += e.quantity
-    if inbound.eta is None or e.occurred_at >= inbound.at:
+        inbound = loc.inbound[e.po_id] = Inbound()
+    if e.event_id in inbound.schedules:
+        out.duplicate = True
+        return
+    inbound.schedules[e.event_id] = e.quantity
+    if inbound.at is None or e.occurred_at >= inbound.at:
         inbound.eta, inbound.at = e.eta, e.occurred_at
     out.touched.add(e.location)
 
@@ -217,6 +233,7 @@ def _inbound(state: SkuState, e: InboundScheduled, catalog: Catalog, out: SkuOut
 def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) -> None:
     hold = state.holds.pop(c.reservation_id, None) if c.reservation_id else None
     if hold is not None:  # the hold becomes the commitment: released here, committed below
+        state.closed[c.reservation_id or ""] = hold.expires_at
         for loc_id, units in hold.units.items():
             state.location(loc_id).reserved -= units
             out.touched.add(loc_id)
@@ -224,7 +241,8 @@ def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) 
         key = f"{c.order_id}/{line.line_id}"
         existing = state.commitments.get(key)
         if existing is not None and existing.ordered > 0:
-            continue  # idempotent by order line: an order re-sent under a new event id
+            out.duplicate = True
+            continue  # idempotent by order line, whatever the event id
         if line.location:
             loc_id = line.location
         elif hold is not None and hold.units:
@@ -260,22 +278,29 @@ def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) 
             if quantity is None:
                 continue
             line = state.commitments[key] = Commitment("")
+        if c.event_id in line.cancels:
+            out.duplicate = True
+            continue
         before = line.open
-        line.cancelled += quantity if quantity is not None else line.open
+        line.cancels[c.event_id] = quantity if quantity is not None else -1
         line.touched_at = c.occurred_at
         _moved_commitment(state, line, before, out)
 
 
 def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) -> None:
     existing = state.holds.get(h.reservation_id)
-    if existing is not None:
-        out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(existing.units.items()))
+    if existing is not None or h.reservation_id in state.closed:
+        out.duplicate = True
+        units = existing.units.items() if existing else ()
+        out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(units))
+        return
+    if h.expires_at <= state.time:  # reached this SKU after its own expiry: nothing to hold
+        out.hold = HoldResult(h.reservation_id, state.sku, False,
+                              short=tuple((r.line, 0) for r in h.requirements))
         return
     channel = catalog.channel_by_id.get(h.channel)
     eligible = channel.locations if channel else []
-    ats = {
-        loc: sku_location_ats(state, loc, state.location(loc), catalog) for loc in eligible
-    }
+    ats = {loc: _ats(state, loc, catalog) for loc in eligible}
     extra: dict[str, int] = {}
     short: list[tuple[int, int]] = []
     for req in h.requirements:
@@ -309,7 +334,9 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
 def _release(state: SkuState, r: ReleaseHold, catalog: Catalog, out: SkuOutcome) -> None:
     hold = state.holds.pop(r.reservation_id, None)
     if hold is None:
+        out.duplicate = r.reservation_id in state.closed
         return  # already released, expired or confirmed: never release twice
+    state.closed[r.reservation_id] = hold.expires_at
     for loc_id, units in hold.units.items():
         state.location(loc_id).reserved -= units
         out.touched.add(loc_id)
@@ -334,8 +361,16 @@ def source_location(state: SkuState, channel_id: str, catalog: Catalog) -> str:
     """The eligible location with the highest location ATS; ties go to the one listed first."""
     channel = catalog.channel_by_id.get(channel_id)
     eligible = channel.locations if channel else [loc.id for loc in catalog.locations]
-    ats = {loc: sku_location_ats(state, loc, state.location(loc), catalog) for loc in eligible}
+    ats = {loc: _ats(state, loc, catalog) for loc in eligible}
     return _best(eligible, ats) or ""
+
+
+def _ats(state: SkuState, loc: str, catalog: Catalog) -> int:
+    """Location ATS without creating a record for a location the SKU has never been at."""
+    loc_state = state.locations.get(loc)
+    if loc_state is None:
+        return -catalog.safety.get((state.sku, loc), 0)
+    return sku_location_ats(state, loc, loc_state, catalog)
 
 
 def _best(eligible: list[str], ats: dict[str, int]) -> str | None:
@@ -378,7 +413,7 @@ def _alert(
     quantity: int | None = None,
     ids: list[str] | None = None,
 ) -> Alert:
-    return Alert.model_construct(
+    return trusted(Alert,
         alert_id=f"{kind}:{event_id}:{sku}:{location or ''}",
         type=kind,
         sku=sku,
@@ -395,11 +430,12 @@ def _prune(state: SkuState) -> None:
     """Forget what is older than the horizon, once per business day of this SKU (deterministic)."""
     state.pruned_day = state.time.toordinal()
     cutoff = state.time - DEDUPE_HORIZON
-    state.seen = {k: v for k, v in state.seen.items() if v >= cutoff}
+    # a hold request that arrives after its own expiry is refused anyway, so closed ids can go then
+    state.closed = {k: v for k, v in state.closed.items() if v >= state.time}
     for loc in state.locations.values():
         for bucket in (loc.sellable, loc.damaged, loc.quarantine):
             if bucket.log:
-                bucket.log = [entry for entry in bucket.log if entry[0] >= cutoff]
+                bucket.log = {k: e for k, e in bucket.log.items() if e[0] >= cutoff}
     state.commitments = {
         k: c
         for k, c in state.commitments.items()

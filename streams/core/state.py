@@ -1,7 +1,9 @@
 """Per-SKU state: every quantity, the reservation table and the dedupe/ordering memory live in ONE record.
 
-Keeping what makes an update idempotent (seen event ids, count times, delta logs) in the same record
-as the quantities is what lets at-least-once delivery apply a record twice without counting it twice.
+Idempotence is structural and lives in the same record as the quantities it protects: a delta's id in
+its bucket's delta log, a pick's or cancel's id in its order line, a schedule's or receipt's id in its
+PO, a hold under its reservation id. So at-least-once delivery may apply a record twice without
+counting it twice, and the record grows with open business, not with traffic.
 """
 
 from __future__ import annotations
@@ -29,30 +31,35 @@ class Bucket:
     qty: int = 0
     count_at: datetime | None = None  # business time of the last applied count
     count_id: str = ""  # its event id: breaks ties between counts of the same instant
-    log: list[tuple[datetime, int]] = field(default_factory=list)  # deltas after count_at
+    # deltas applied after count_at, by event id: what a later count keeps on top, and what makes
+    # a redelivered delta recognisable
+    log: dict[str, tuple[datetime, int]] = field(default_factory=dict)
 
     def to_dict(self) -> list[Any]:
         at = to_us(self.count_at) if self.count_at else None
-        return [self.qty, at, self.count_id, [[to_us(t), d] for t, d in self.log]]
+        return [self.qty, at, self.count_id, {k: [to_us(t), d] for k, (t, d) in self.log.items()}]
 
     @classmethod
     def from_dict(cls, data: list[Any]) -> Bucket:
         qty, at, cid, log = data
-        return cls(qty, from_us(at) if at is not None else None, cid, [(from_us(t), d) for t, d in log])
+        return cls(
+            qty, from_us(at) if at is not None else None, cid,
+            {k: (from_us(t), d) for k, (t, d) in log.items()},
+        )
 
 
 @dataclass(slots=True)
 class Inbound:
-    """Expected units of one PO; schedules and receipts commute, so arrival order does not matter."""
+    """Expected units of one PO: schedules and receipts by event id, so they commute and dedupe."""
 
-    scheduled: int
-    received: int
-    eta: date | None
-    at: datetime  # business time of the schedule that set the eta
+    schedules: dict[str, int] = field(default_factory=dict)
+    receipts: dict[str, int] = field(default_factory=dict)
+    eta: date | None = None
+    at: datetime | None = None  # business time of the schedule that set the eta
 
     @property
     def quantity(self) -> int:
-        return max(0, self.scheduled - self.received)
+        return max(0, sum(self.schedules.values()) - sum(self.receipts.values()))
 
 
 @dataclass(slots=True)
@@ -86,7 +93,8 @@ class LocationState:
             "r": self.reserved,
             "c": self.committed,
             "i": {
-                p: [i.scheduled, i.received, i.eta.toordinal() if i.eta else None, to_us(i.at)]
+                p: [i.schedules, i.receipts, i.eta.toordinal() if i.eta else None,
+                    to_us(i.at) if i.at else None]
                 for p, i in self.inbound.items()
             },
             "v": self.version,
@@ -96,7 +104,10 @@ class LocationState:
     def from_dict(cls, data: dict[str, Any]) -> LocationState:
         s, d, q = (Bucket.from_dict(b) for b in data["b"])
         inbound = {
-            p: Inbound(n, r, date.fromordinal(eta) if eta is not None else None, from_us(at))
+            p: Inbound(
+                dict(n), dict(r), date.fromordinal(eta) if eta is not None else None,
+                from_us(at) if at is not None else None,
+            )
             for p, (n, r, eta, at) in data["i"].items()
         }
         return cls(s, d, q, data["r"], data["c"], inbound, data["v"])
@@ -120,26 +131,28 @@ class Hold:
 
 @dataclass(slots=True)
 class Commitment:
-    """One order line: ordered, picked and cancelled commute, so their arrival order never matters."""
+    """One order line. Picks and cancels are kept by event id: they commute and a redelivery is a no-op."""
 
     location: str
     ordered: int = 0
-    picked: int = 0
-    cancelled: int = 0
+    picks: dict[str, int] = field(default_factory=dict)
+    cancels: dict[str, int] = field(default_factory=dict)  # -1 = cancel what is still open
     touched_at: datetime | None = None
 
     @property
     def open(self) -> int:
-        return max(0, self.ordered - self.picked - self.cancelled)
+        if -1 in self.cancels.values():
+            return 0
+        return max(0, self.ordered - sum(self.picks.values()) - sum(self.cancels.values()))
 
     def to_dict(self) -> list[Any]:
         at = to_us(self.touched_at) if self.touched_at else None
-        return [self.location, self.ordered, self.picked, self.cancelled, at]
+        return [self.location, self.ordered, self.picks, self.cancels, at]
 
     @classmethod
     def from_dict(cls, data: list[Any]) -> Commitment:
         loc, o, p, c, at = data
-        return cls(loc, o, p, c, from_us(at) if at is not None else None)
+        return cls(loc, o, dict(p), dict(c), from_us(at) if at is not None else None)
 
 
 @dataclass(slots=True)
@@ -167,7 +180,7 @@ class SkuState:
     locations: dict[str, LocationState] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)  # reservation_id -> hold
     commitments: dict[str, Commitment] = field(default_factory=dict)  # "order_id/line_id"
-    seen: dict[str, datetime] = field(default_factory=dict)  # event_id -> occurred_at
+    closed: dict[str, datetime] = field(default_factory=dict)  # released holds -> their expiry
     published: dict[str, Published] = field(default_factory=dict)  # "channel/channel_sku"
     time: datetime = EPOCH  # latest business time seen for this SKU
     pruned_day: int = 0  # day ordinal of the last dedupe pruning
@@ -184,7 +197,7 @@ class SkuState:
             "l": {k: v.to_dict() for k, v in self.locations.items()},
             "h": {k: v.to_dict() for k, v in self.holds.items()},
             "c": {k: v.to_dict() for k, v in self.commitments.items()},
-            "s": {k: to_us(v) for k, v in self.seen.items()},
+            "x": {k: to_us(v) for k, v in self.closed.items()},
             "p": {k: v.to_dict() for k, v in self.published.items()},
             "t": to_us(self.time),
             "d": self.pruned_day,
@@ -197,7 +210,7 @@ class SkuState:
             locations={k: LocationState.from_dict(v) for k, v in data["l"].items()},
             holds={k: Hold.from_dict(v) for k, v in data["h"].items()},
             commitments={k: Commitment.from_dict(v) for k, v in data["c"].items()},
-            seen={k: from_us(v) for k, v in data["s"].items()},
+            closed={k: from_us(v) for k, v in data["x"].items()},
             published={k: Published.from_dict(v) for k, v in data["p"].items()},
             time=from_us(data["t"]),
             pruned_day=data["d"],

@@ -1,0 +1,213 @@
+"""Throughput of the pure domain core on a generated stream (no broker, one core).
+
+    .venv/bin/python bench/core.py [--events 1000000] [--skus 10000] [--locations 5] [--batch 1000]
+
+Prints events/s for `Engine.process_batch` (apply + derive once per touched SKU per batch, as the
+stream agents do) and for apply alone, with the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import random
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams.core.catalog import load_catalog  # noqa: E402
+from streams.core.engine import Engine  # noqa: E402
+from streams.core.models import (  # noqa: E402
+    Event,
+    InboundScheduled,
+    OrderCancelled,
+    OrderCreated,
+    PickConfirmed,
+    ReservationReleased,
+    ReservationRequested,
+    ReturnReceived,
+    StockAdjusted,
+)
+
+
+class Outputs:
+    """Counts what the engine emits (the stream agents would produce these records)."""
+
+    def __init__(self) -> None:
+        self.counts = {"positions": 0, "availability": 0, "alerts": 0, "system": 0, "decisions": 0}
+
+    def position(self, record: object) -> None:
+        self.counts["positions"] += 1
+
+    def availability(self, record: object) -> None:
+        self.counts["availability"] += 1
+
+    def alert(self, record: object) -> None:
+        self.counts["alerts"] += 1
+
+    def system_event(self, event: object) -> None:
+        self.counts["system"] += 1
+
+    def decision(self, state: object) -> None:
+        self.counts["decisions"] += 1
+
+
+def make_catalog(skus: int, locations: int):  # type: ignore[no-untyped-def]
+    locs = [f"loc-{i}" for i in range(locations)]
+    listings = []
+    for i in range(skus):
+        sku = f"SKU-{i:05d}"
+        listings.append({"channel": "web", "channel_sku": sku, "components": [{"sku": sku, "quantity": 1}]})
+        listings.append({"channel": "amz", "channel_sku": sku, "components": [{"sku": sku, "quantity": 1}]})
+        if i % 10 == 0:  # a 6-pack for one SKU in ten
+            listings.append({"channel": "web", "channel_sku": f"{sku}-6PK",
+                             "components": [{"sku": sku, "quantity": 6}]})
+        if i % 50 == 0 and i + 1 < skus:  # a bundle for one SKU in fifty
+            listings.append({"channel": "web", "channel_sku": f"KIT-{i}",
+                             "components": [{"sku": sku, "quantity": 1},
+                                            {"sku": f"SKU-{i + 1:05d}", "quantity": 2}]})
+    return load_catalog({
+        "locations": [{"id": loc} for loc in locs],
+        "channels": [
+            {"id": "web", "type": "shopify", "locations": locs, "allocation_percent": 100,
+             "buffer_units": 2},
+            {"id": "amz", "type": "amazon", "locations": locs[:2], "allocation_percent": 60,
+             "buffer_units": 0, "backorder_horizon_days": 14},
+        ],
+        "safety_stock": [{"sku": f"SKU-{i:05d}", "location": locs[0], "units": 2}
+                         for i in range(0, skus, 7)],
+        "listings": listings,
+    })
+
+
+def generate(n: int, skus: int, locations: int, seed: int = 7) -> list[Event]:
+    """A realistic mix: receipts and counts, orders with picks and cancels, returns, holds."""
+    rnd = random.Random(seed)
+    locs = [f"loc-{i}" for i in range(locations)]
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    events: list[Event] = []
+    open_lines: list[tuple[str, str, str, int]] = []
+    open_holds: list[str] = []
+    open_pos: list[tuple[str, str, str]] = []
+    # every SKU starts with a count at every location
+    for i in range(skus):
+        for loc in locs:
+            events.append(StockAdjusted(event_id=f"init-{i}-{loc}", occurred_at=t0, source="wms",
+                                        sku=f"SKU-{i:05d}", location=loc, mode="count",
+                                        quantity=rnd.randint(20, 200)))
+    seq = 0
+    while len(events) < n:
+        seq += 1
+        at = t0 + timedelta(seconds=seq * 0.5)
+        # a third of the traffic goes to the top 1 % of SKUs (best sellers), the rest is spread out
+        hot = max(1, skus // 100)
+        sku = f"SKU-{rnd.randrange(hot) if rnd.random() < 0.33 else rnd.randrange(skus):05d}"
+        loc = rnd.choice(locs)
+        eid = f"e{seq}"
+        roll = rnd.random()
+        if roll < 0.22:
+            lines = [{"line_id": "1", "sku": sku, "quantity": rnd.randint(1, 3)}]
+            if rnd.random() < 0.3:
+                lines.append({"line_id": "2", "sku": f"SKU-{rnd.randrange(skus):05d}", "quantity": 1})
+            events.append(OrderCreated(event_id=eid, occurred_at=at, source="shop", order_id=f"o{seq}",
+                                       channel=rnd.choice(["web", "amz"]), lines=lines))
+            open_lines.append((f"o{seq}", "1", sku, lines[0]["quantity"]))
+        elif roll < 0.42 and open_lines:
+            order_id, line_id, psku, qty = open_lines.pop(rnd.randrange(len(open_lines)))
+            events.append(PickConfirmed(event_id=eid, occurred_at=at, source="wms", order_id=order_id,
+                                        line_id=line_id, sku=psku, location=loc, quantity=qty))
+        elif roll < 0.46 and open_lines:
+            order_id, *_ = open_lines.pop(rnd.randrange(len(open_lines)))
+            events.append(OrderCancelled(event_id=eid, occurred_at=at, source="shop", order_id=order_id))
+        elif roll < 0.68:
+            events.append(StockAdjusted(event_id=eid, occurred_at=at, source="wms", sku=sku,
+                                        location=loc, mode="delta", quantity=rnd.choice([-2, -1, 1, 5, 12]),
+                                        reason="manual"))
+        elif roll < 0.72:
+            events.append(StockAdjusted(event_id=eid, occurred_at=at - timedelta(minutes=5), source="wms",
+                                        sku=sku, location=loc, mode="count",
+                                        quantity=rnd.randint(0, 200), reason="cycle-count"))
+        elif roll < 0.77:
+            events.append(ReturnReceived(event_id=eid, occurred_at=at, source="pos", sku=sku, location=loc,
+                                         quantity=1, disposition=rnd.choice(["resellable", "damaged"])))
+        elif roll < 0.785:
+            events.append(InboundScheduled(event_id=eid, occurred_at=at, source="erp", po_id=f"PO{seq}",
+                                           sku=sku, location=loc, quantity=rnd.randint(10, 100),
+                                           eta=(at + timedelta(days=rnd.randint(1, 20))).date()))
+            open_pos.append((f"PO{seq}", sku, loc))
+        elif roll < 0.80 and open_pos:  # a receipt against an open PO
+            po, psku, ploc = open_pos.pop(rnd.randrange(len(open_pos)))
+            events.append(StockAdjusted(event_id=eid, occurred_at=at, source="wms", sku=psku,
+                                        location=ploc, mode="delta", quantity=rnd.randint(10, 100),
+                                        reason="receipt", po_id=po))
+        elif roll < 0.93:
+            events.append(ReservationRequested(event_id=eid, occurred_at=at, source="shop",
+                                               reservation_id=f"r{seq}", channel="web", ttl_seconds=600,
+                                               lines=[{"sku": sku, "quantity": rnd.randint(1, 2)}]))
+            open_holds.append(f"r{seq}")
+        elif open_holds:
+            rid = open_holds.pop(rnd.randrange(len(open_holds)))
+            events.append(ReservationReleased(event_id=eid, occurred_at=at, source="shop",
+                                              reservation_id=rid))
+    return events[:n]
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.python_implementation()} {platform.python_version()}, {cpu}, "
+            f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--skus", type=int, default=10_000)
+    parser.add_argument("--locations", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+
+    print(f"machine: {machine()}")
+    started = time.perf_counter()
+    catalog = make_catalog(args.skus, args.locations)
+    events = generate(args.events, args.skus, args.locations)
+    print(f"generated {len(events):,} events over {args.skus:,} SKUs x {args.locations} locations "
+          f"in {time.perf_counter() - started:.1f} s")
+
+    gc.collect()
+    gc.freeze()  # the generated events are long-lived: keep the collector off them
+    # state objects live as long as the worker: collect the young generation rarely (as workers do)
+    gc.set_threshold(100_000, 50, 1000)
+    out = Outputs()
+    engine = Engine(catalog, out)
+    batch = args.batch
+    started = time.perf_counter()
+    for i in range(0, len(events), batch):
+        engine.process_batch(events[i:i + batch])
+    elapsed = time.perf_counter() - started
+    print(f"core (apply + derive per {batch}-event batch): {len(events) / elapsed:,.0f} events/s "
+          f"({elapsed:.2f} s); outputs: " + ", ".join(f"{k} {v:,}" for k, v in out.counts.items()))
+
+    out2 = Outputs()
+    engine = Engine(catalog, out2)
+    engine.flush = lambda: engine._dirty.clear()  # type: ignore[method-assign]
+    started = time.perf_counter()
+    for i in range(0, len(events), batch):
+        engine.process_batch(events[i:i + batch])
+    elapsed = time.perf_counter() - started
+    print(f"core (apply only): {len(events) / elapsed:,.0f} events/s ({elapsed:.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
