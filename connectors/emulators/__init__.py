@@ -28,6 +28,7 @@ __all__ = [
     "ShopifyEmulator",
     "WebhookEmulator",
     "emulator_for",
+    "pointed_at",
     "start_emulators",
 ]
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from connectors.emulators import Emulator, pointed_at
+from connectors.sinks import SinkEngine, SinkMetrics, make_sink
 from connectors.sinks.base import ChannelUnavailable, Outcome
+from connectors.sinks.limits import Backoff
+from streams.core.catalog import Channel
 from streams.core.models import Availability
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -60,3 +68,41 @@ class FakeSink:
 
     async def close(self) -> None:
         return None
+
+
+def channel_record(
+    sku: str, version: int, available: int, *, backorderable: int = 0, restock: date | None = None
+) -> Availability:
+    return Availability(
+        channel="shop",
+        channel_sku=sku,
+        available=available,
+        backorderable=backorderable,
+        restock_date=restock,
+        version=version,
+        as_of=T0,
+        cause_event_id=f"e-{sku}-{version}",
+    )
+
+
+async def deliver(
+    emulator: Emulator, channel_type: str, records: list[Availability], **settings: Any
+) -> tuple[SinkEngine, list[tuple[str, str]]]:
+    """Run records through the real sink into a started emulator; (engine, dead letters)."""
+    channel = pointed_at(Channel(id="shop", type=channel_type, locations=["wh"]), emulator)
+    if settings:
+        channel = Channel.model_validate({**channel.model_dump(), **settings})
+    sink = make_sink(channel, SinkMetrics(CollectorRegistry()))
+    letters: list[tuple[str, str]] = []
+
+    async def dead_letter(record: Availability, *args: Any) -> None:
+        letters.append((record.channel_sku, args[-1]))
+
+    engine = SinkEngine(sink, dead_letter=dead_letter, backoff=Backoff(base=0.05, cap=0.5))
+    for record in records:
+        engine.offer(record)
+    try:
+        await asyncio.wait_for(engine.run_until_idle(), 30)
+    finally:
+        await sink.close()
+    return engine, letters

@@ -1,0 +1,44 @@
+"""A webhook receiver's view: signed JSON availability records, within its rate limit, newest
+version last, and a receiver's 400 dead-lettered with its message."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from connectors.emulators import WebhookEmulator
+from tests.connectors.sinks.sink_fakes import channel_record, deliver
+
+
+async def test_records_arrive_signed_within_the_rate_limit_newest_last() -> None:
+    async with WebhookEmulator(rate=40, burst=5) as pos:
+        records = [channel_record(f"SKU-{i}", v, v) for v in range(1, 4) for i in range(20)]
+        _, letters = await deliver(pos, "webhook", records)
+    assert letters == []
+    assert pos.throttled == 0
+    assert {sku: r.version for sku, r in pos.records.items()} == {f"SKU-{i}": 3 for i in range(20)}
+    assert all(versions == sorted(set(versions)) for versions in pos.history.values())
+    assert pos.calls() == 20
+
+
+async def test_a_forged_or_unsigned_post_is_refused() -> None:
+    async with WebhookEmulator() as pos, aiohttp.ClientSession() as session:
+        unsigned = await session.post(pos.url + pos.path, data=b"{}")
+        forged = await session.post(
+            pos.url + pos.path,
+            data=b"{}",
+            headers={"X-Inventory-Timestamp": "1", "X-Inventory-Signature": "sha256=00"},
+        )
+    assert unsigned.status == 401 and forged.status == 401
+    assert pos.records == {}
+
+
+async def test_a_wrong_secret_is_retried_not_dead_lettered_and_a_400_is_dead_lettered() -> None:
+    async with WebhookEmulator() as pos:
+        pos.path = "/availability"
+        pos.fail_next(1, status=400)
+        pos.fail_next(2, status=401)
+        records = [channel_record("A", 1, 1), channel_record("B", 1, 1)]
+        _, letters = await deliver(pos, "webhook", records)
+    assert [sku for sku, _ in letters] == ["A"]
+    assert "HTTP 400" in letters[0][1]
+    assert set(pos.records) == {"B"}
