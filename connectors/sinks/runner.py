@@ -233,7 +233,11 @@ class ResyncReport:
 def read_latest(
     bootstrap: str, topic: str, codec: Codec, timeout: float = 60.0
 ) -> tuple[dict[str, Availability], int]:
-    """The newest record per channel_sku in `topic` as of now, and how many were unreadable."""
+    """The newest record per channel_sku in `topic` as of now, and how many were unreadable.
+
+    Reads past the reported high watermarks until a poll comes back empty: some brokers (Tansu)
+    report the base offset of the last batch + 1 there, short of the real end.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -255,10 +259,15 @@ def read_latest(
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))
+        if not starts:
+            return latest, unreadable
         consumer.assign(starts)
         deadline = time.monotonic() + timeout
-        while ends:
-            for message in consumer.consume(1000, 0.2):
+        while True:
+            messages = consumer.consume(1000, 0.2)
+            if not messages and not ends:
+                break
+            for message in messages:
                 if message.error() is not None:
                     continue
                 p, o = message.partition(), message.offset()
