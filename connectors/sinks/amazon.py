@@ -50,6 +50,7 @@ class AmazonConfig(BaseModel):
     feed_burst: float = Field(default=5.0, ge=1)
     feed_poll_seconds: float = Field(default=0.5, gt=0)  # getFeed allows 2/s
     feed_timeout_seconds: float = Field(default=3600.0, gt=0)
+    coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
 
 
 def fulfillment_availability(record: Availability, channel_code: str) -> dict[str, Any]:
@@ -69,6 +70,7 @@ class AmazonSink:
         self.channel_id = channel.id
         self.config = config = connector_config(channel, AmazonConfig)
         self.max_batch = 1  # the Listings Items API takes one SKU per call
+        self.linger = config.coalesce_seconds
         self.bulk_threshold = config.feed_threshold or 1 << 62
         self.max_bulk = config.max_feed_messages
         self._http = HttpClient(channel.id, metrics)

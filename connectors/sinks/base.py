@@ -58,7 +58,11 @@ class Outcome:
 
 @runtime_checkable
 class Sink(Protocol):
-    """One channel's API. Calls are made one at a time by the engine, never concurrently."""
+    """One channel's API. Calls are made one at a time by the engine, never concurrently.
+
+    An optional attribute `linger` (seconds, default 0) is the coalescing window: a channel_sku
+    sent less than `linger` ago waits until then, so a hot SKU costs one send per window.
+    """
 
     channel_id: str
     max_batch: int  # records per flush() call the API accepts

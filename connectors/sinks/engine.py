@@ -122,6 +122,10 @@ class SinkEngine:
         self._paused_until = 0.0
         self._wake = asyncio.Event()
         self._bulk: asyncio.Task[None] | None = None
+        # A key sent less than `linger` seconds ago waits until then: a hot SKU costs at most one
+        # send per window, while a SKU that was quiet goes out at once.
+        self._linger = float(getattr(sink, "linger", 0.0))
+        self._sent_at: dict[str, float] = {}
         self.flushes = 0  # calls of sink.flush() / flush_bulk(), for tests and the benchmark
         self.acked = 0
         self.dead_lettered = 0
@@ -222,6 +226,11 @@ class SinkEngine:
             return True
         if not self._buffer:
             return False
+        not_before = self._next_due()
+        if not_before > 0:
+            self._wake.clear()  # a new key (due at once) wakes us early
+            await _first(stop.wait(), self._wake.wait(), asyncio.sleep(not_before))
+            return True
         await self._maybe_bulk()
         if not self._buffer:
             return False
@@ -244,12 +253,25 @@ class SinkEngine:
         batch = self._take(sink.max_bulk)
         self._bulk = asyncio.create_task(self._send_bulk(sink, batch))
 
+    def _next_due(self) -> float:
+        """Seconds until some waiting key may be sent (0: one may be sent now)."""
+        if self._linger <= 0:
+            return 0.0
+        earliest = min(self._sent_at.get(key, -self._linger) for key in self._buffer)
+        return max(0.0, earliest + self._linger - self._clock())
+
     def _take(self, limit: int) -> list[_Slot]:
-        batch = list(itertools.islice(self._buffer.values(), limit))
+        now = self._clock()
+        slots: Iterable[_Slot] = self._buffer.values()
+        if self._linger > 0:
+            cutoff = now - self._linger
+            slots = (s for s in slots if self._sent_at.get(s.record.channel_sku, cutoff) <= cutoff)
+        batch = list(itertools.islice(slots, limit))
         for slot in batch:
             key = slot.record.channel_sku
             del self._buffer[key]
             self._in_flight[key] = slot
+            self._sent_at[key] = now
         return batch
 
     async def _send(self, batch: list[_Slot]) -> None:
@@ -353,6 +375,7 @@ class SinkEngine:
         for slot in slots:
             key = slot.record.channel_sku
             self._in_flight.pop(key, None)
+            self._sent_at.pop(key, None)  # not delivered: backoff, not the coalescing window, rules
             newer = self._buffer.get(key)
             if newer is not None:
                 self.offsets.done(slot.partition, slot.offset)

@@ -66,6 +66,7 @@ class ShopifyConfig(BaseModel):
     max_batch: int = Field(default=250, ge=1, le=250)
     reason: str = "correction"
     inventory_item_ids: dict[str, str] = Field(default_factory=dict)  # channel_sku -> gid, optional
+    coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
 
     @model_validator(mode="after")
     def _where(self) -> ShopifyConfig:
@@ -88,6 +89,7 @@ class ShopifySink:
         self.channel_id = channel.id
         self.config = connector_config(channel, ShopifyConfig)
         self.max_batch = self.config.max_batch
+        self.linger = self.config.coalesce_seconds
         self._http = HttpClient(channel.id, metrics)
         self._bucket = CostBucket()
         self._staged: list[Availability] = []

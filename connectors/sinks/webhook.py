@@ -45,6 +45,7 @@ class WebhookConfig(BaseModel):
     burst: float = Field(default=10.0, ge=1)
     rate_safety: float = Field(default=0.95, gt=0, le=1)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
 
 
 class WebhookSink:
@@ -52,6 +53,7 @@ class WebhookSink:
         self.channel_id = channel.id
         self.config = config = connector_config(channel, WebhookConfig)
         self.max_batch = 1
+        self.linger = config.coalesce_seconds
         self._http = HttpClient(channel.id, metrics, timeout=config.timeout_seconds)
         self._bucket = TokenBucket(config.rate * config.rate_safety, config.burst)
         self._staged: list[Availability] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -37,8 +38,10 @@ class FakeSink:
 
     channel_id = "pos"
 
-    def __init__(self, max_batch: int = 10) -> None:
+    def __init__(self, max_batch: int = 10, linger: float = 0.0) -> None:
         self.max_batch = max_batch
+        self.linger = linger
+        self.call_times: list[float] = []
         self.staged: list[Availability] = []
         self.calls: list[list[Availability]] = []
         self.state: dict[str, Availability] = {}
@@ -55,6 +58,7 @@ class FakeSink:
     async def flush(self) -> list[Outcome]:
         batch, self.staged = self.staged, []
         self.calls.append(batch)
+        self.call_times.append(time.monotonic())
         if self.failures:
             raise self.failures.pop(0)
         outcomes = []

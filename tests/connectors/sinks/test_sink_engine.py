@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
@@ -32,6 +33,23 @@ async def test_a_burst_on_one_sku_costs_one_call() -> None:
     assert len(sink.calls) == 1
     assert sink.history == {"TEE": [1000]}
     assert engine.committable() == {0: 1000}
+
+
+async def test_a_hot_sku_is_sent_once_per_window_and_a_quiet_one_at_once() -> None:
+    sink = FakeSink(linger=0.3)
+    engine = engine_for(sink)
+    engine.offer(availability("HOT", 1))
+    await engine.run_until_idle()
+    engine.offer(availability("HOT", 2))
+    engine.offer(availability("QUIET", 1))
+    draining = asyncio.create_task(engine.run_until_idle())
+    await asyncio.sleep(0.1)
+    assert sink.history == {"HOT": [1], "QUIET": [1]}  # QUIET went at once, HOT waits
+    for version in range(3, 10):
+        engine.offer(availability("HOT", version))
+    await draining
+    assert sink.history["HOT"] == [1, 9]
+    assert sink.call_times[-1] - sink.call_times[0] >= 0.3
 
 
 async def test_batches_carry_many_skus_up_to_the_channel_limit() -> None:
