@@ -62,27 +62,57 @@ def make_catalog(skus: int, locations: int):  # type: ignore[no-untyped-def]
     listings = []
     for i in range(skus):
         sku = f"SKU-{i:05d}"
-        listings.append({"channel": "web", "channel_sku": sku, "components": [{"sku": sku, "quantity": 1}]})
-        listings.append({"channel": "amz", "channel_sku": sku, "components": [{"sku": sku, "quantity": 1}]})
+        listings.append(
+            {"channel": "web", "channel_sku": sku, "components": [{"sku": sku, "quantity": 1}]}
+        )
+        listings.append(
+            {"channel": "amz", "channel_sku": sku, "components": [{"sku": sku, "quantity": 1}]}
+        )
         if i % 10 == 0:  # a 6-pack for one SKU in ten
-            listings.append({"channel": "web", "channel_sku": f"{sku}-6PK",
-                             "components": [{"sku": sku, "quantity": 6}]})
+            listings.append(
+                {
+                    "channel": "web",
+                    "channel_sku": f"{sku}-6PK",
+                    "components": [{"sku": sku, "quantity": 6}],
+                }
+            )
         if i % 50 == 0 and i + 1 < skus:  # a bundle for one SKU in fifty
-            listings.append({"channel": "web", "channel_sku": f"KIT-{i}",
-                             "components": [{"sku": sku, "quantity": 1},
-                                            {"sku": f"SKU-{i + 1:05d}", "quantity": 2}]})
-    return load_catalog({
-        "locations": [{"id": loc} for loc in locs],
-        "channels": [
-            {"id": "web", "type": "shopify", "locations": locs, "allocation_percent": 100,
-             "buffer_units": 2},
-            {"id": "amz", "type": "amazon", "locations": locs[:2], "allocation_percent": 60,
-             "buffer_units": 0, "backorder_horizon_days": 14},
-        ],
-        "safety_stock": [{"sku": f"SKU-{i:05d}", "location": locs[0], "units": 2}
-                         for i in range(0, skus, 7)],
-        "listings": listings,
-    })
+            listings.append(
+                {
+                    "channel": "web",
+                    "channel_sku": f"KIT-{i}",
+                    "components": [
+                        {"sku": sku, "quantity": 1},
+                        {"sku": f"SKU-{i + 1:05d}", "quantity": 2},
+                    ],
+                }
+            )
+    return load_catalog(
+        {
+            "locations": [{"id": loc} for loc in locs],
+            "channels": [
+                {
+                    "id": "web",
+                    "type": "shopify",
+                    "locations": locs,
+                    "allocation_percent": 100,
+                    "buffer_units": 2,
+                },
+                {
+                    "id": "amz",
+                    "type": "amazon",
+                    "locations": locs[:2],
+                    "allocation_percent": 60,
+                    "buffer_units": 0,
+                    "backorder_horizon_days": 14,
+                },
+            ],
+            "safety_stock": [
+                {"sku": f"SKU-{i:05d}", "location": locs[0], "units": 2} for i in range(0, skus, 7)
+            ],
+            "listings": listings,
+        }
+    )
 
 
 def generate(n: int, skus: int, locations: int, seed: int = 7) -> list[Event]:
@@ -97,9 +127,17 @@ def generate(n: int, skus: int, locations: int, seed: int = 7) -> list[Event]:
     # every SKU starts with a count at every location
     for i in range(skus):
         for loc in locs:
-            events.append(StockAdjusted(event_id=f"init-{i}-{loc}", occurred_at=t0, source="wms",
-                                        sku=f"SKU-{i:05d}", location=loc, mode="count",
-                                        quantity=rnd.randint(20, 200)))
+            events.append(
+                StockAdjusted(
+                    event_id=f"init-{i}-{loc}",
+                    occurred_at=t0,
+                    source="wms",
+                    sku=f"SKU-{i:05d}",
+                    location=loc,
+                    mode="count",
+                    quantity=rnd.randint(20, 200),
+                )
+            )
     seq = 0
     while len(events) < n:
         seq += 1
@@ -113,47 +151,124 @@ def generate(n: int, skus: int, locations: int, seed: int = 7) -> list[Event]:
         if roll < 0.22:
             lines = [{"line_id": "1", "sku": sku, "quantity": rnd.randint(1, 3)}]
             if rnd.random() < 0.3:
-                lines.append({"line_id": "2", "sku": f"SKU-{rnd.randrange(skus):05d}", "quantity": 1})
-            events.append(OrderCreated(event_id=eid, occurred_at=at, source="shop", order_id=f"o{seq}",
-                                       channel=rnd.choice(["web", "amz"]), lines=lines))
+                lines.append(
+                    {"line_id": "2", "sku": f"SKU-{rnd.randrange(skus):05d}", "quantity": 1}
+                )
+            events.append(
+                OrderCreated(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="shop",
+                    order_id=f"o{seq}",
+                    channel=rnd.choice(["web", "amz"]),
+                    lines=lines,
+                )
+            )
             open_lines.append((f"o{seq}", "1", sku, lines[0]["quantity"]))
         elif roll < 0.42 and open_lines:
             order_id, line_id, psku, qty = open_lines.pop(rnd.randrange(len(open_lines)))
-            events.append(PickConfirmed(event_id=eid, occurred_at=at, source="wms", order_id=order_id,
-                                        line_id=line_id, sku=psku, location=loc, quantity=qty))
+            events.append(
+                PickConfirmed(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="wms",
+                    order_id=order_id,
+                    line_id=line_id,
+                    sku=psku,
+                    location=loc,
+                    quantity=qty,
+                )
+            )
         elif roll < 0.46 and open_lines:
             order_id, *_ = open_lines.pop(rnd.randrange(len(open_lines)))
-            events.append(OrderCancelled(event_id=eid, occurred_at=at, source="shop", order_id=order_id))
+            events.append(
+                OrderCancelled(event_id=eid, occurred_at=at, source="shop", order_id=order_id)
+            )
         elif roll < 0.68:
-            events.append(StockAdjusted(event_id=eid, occurred_at=at, source="wms", sku=sku,
-                                        location=loc, mode="delta", quantity=rnd.choice([-2, -1, 1, 5, 12]),
-                                        reason="manual"))
+            events.append(
+                StockAdjusted(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="wms",
+                    sku=sku,
+                    location=loc,
+                    mode="delta",
+                    quantity=rnd.choice([-2, -1, 1, 5, 12]),
+                    reason="manual",
+                )
+            )
         elif roll < 0.72:
-            events.append(StockAdjusted(event_id=eid, occurred_at=at - timedelta(minutes=5), source="wms",
-                                        sku=sku, location=loc, mode="count",
-                                        quantity=rnd.randint(0, 200), reason="cycle-count"))
+            events.append(
+                StockAdjusted(
+                    event_id=eid,
+                    occurred_at=at - timedelta(minutes=5),
+                    source="wms",
+                    sku=sku,
+                    location=loc,
+                    mode="count",
+                    quantity=rnd.randint(0, 200),
+                    reason="cycle-count",
+                )
+            )
         elif roll < 0.77:
-            events.append(ReturnReceived(event_id=eid, occurred_at=at, source="pos", sku=sku, location=loc,
-                                         quantity=1, disposition=rnd.choice(["resellable", "damaged"])))
+            events.append(
+                ReturnReceived(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="pos",
+                    sku=sku,
+                    location=loc,
+                    quantity=1,
+                    disposition=rnd.choice(["resellable", "damaged"]),
+                )
+            )
         elif roll < 0.785:
-            events.append(InboundScheduled(event_id=eid, occurred_at=at, source="erp", po_id=f"PO{seq}",
-                                           sku=sku, location=loc, quantity=rnd.randint(10, 100),
-                                           eta=(at + timedelta(days=rnd.randint(1, 20))).date()))
+            events.append(
+                InboundScheduled(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="erp",
+                    po_id=f"PO{seq}",
+                    sku=sku,
+                    location=loc,
+                    quantity=rnd.randint(10, 100),
+                    eta=(at + timedelta(days=rnd.randint(1, 20))).date(),
+                )
+            )
             open_pos.append((f"PO{seq}", sku, loc))
         elif roll < 0.80 and open_pos:  # a receipt against an open PO
             po, psku, ploc = open_pos.pop(rnd.randrange(len(open_pos)))
-            events.append(StockAdjusted(event_id=eid, occurred_at=at, source="wms", sku=psku,
-                                        location=ploc, mode="delta", quantity=rnd.randint(10, 100),
-                                        reason="receipt", po_id=po))
+            events.append(
+                StockAdjusted(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="wms",
+                    sku=psku,
+                    location=ploc,
+                    mode="delta",
+                    quantity=rnd.randint(10, 100),
+                    reason="receipt",
+                    po_id=po,
+                )
+            )
         elif roll < 0.93:
-            events.append(ReservationRequested(event_id=eid, occurred_at=at, source="shop",
-                                               reservation_id=f"r{seq}", channel="web", ttl_seconds=600,
-                                               lines=[{"sku": sku, "quantity": rnd.randint(1, 2)}]))
+            events.append(
+                ReservationRequested(
+                    event_id=eid,
+                    occurred_at=at,
+                    source="shop",
+                    reservation_id=f"r{seq}",
+                    channel="web",
+                    ttl_seconds=600,
+                    lines=[{"sku": sku, "quantity": rnd.randint(1, 2)}],
+                )
+            )
             open_holds.append(f"r{seq}")
         elif open_holds:
             rid = open_holds.pop(rnd.randrange(len(open_holds)))
-            events.append(ReservationReleased(event_id=eid, occurred_at=at, source="shop",
-                                              reservation_id=rid))
+            events.append(
+                ReservationReleased(event_id=eid, occurred_at=at, source="shop", reservation_id=rid)
+            )
     return events[:n]
 
 
@@ -166,8 +281,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{platform.python_implementation()} {platform.python_version()}, {cpu}, "
-            f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}")
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, {cpu}, "
+        f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+    )
 
 
 def main() -> None:
@@ -182,8 +299,10 @@ def main() -> None:
     started = time.perf_counter()
     catalog = make_catalog(args.skus, args.locations)
     events = generate(args.events, args.skus, args.locations)
-    print(f"generated {len(events):,} events over {args.skus:,} SKUs x {args.locations} locations "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"generated {len(events):,} events over {args.skus:,} SKUs x {args.locations} locations "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
     gc.collect()
     gc.freeze()  # the generated events are long-lived: keep the collector off them
@@ -194,17 +313,19 @@ def main() -> None:
     batch = args.batch
     started = time.perf_counter()
     for i in range(0, len(events), batch):
-        engine.process_batch(events[i:i + batch])
+        engine.process_batch(events[i : i + batch])
     elapsed = time.perf_counter() - started
-    print(f"core (apply + derive per {batch}-event batch): {len(events) / elapsed:,.0f} events/s "
-          f"({elapsed:.2f} s); outputs: " + ", ".join(f"{k} {v:,}" for k, v in out.counts.items()))
+    print(
+        f"core (apply + derive per {batch}-event batch): {len(events) / elapsed:,.0f} events/s "
+        f"({elapsed:.2f} s); outputs: " + ", ".join(f"{k} {v:,}" for k, v in out.counts.items())
+    )
 
     out2 = Outputs()
     engine = Engine(catalog, out2)
     engine.flush = lambda: engine._dirty.clear()  # type: ignore[method-assign]
     started = time.perf_counter()
     for i in range(0, len(events), batch):
-        engine.process_batch(events[i:i + batch])
+        engine.process_batch(events[i : i + batch])
     elapsed = time.perf_counter() - started
     print(f"core (apply only): {len(events) / elapsed:,.0f} events/s ({elapsed:.2f} s)")
 

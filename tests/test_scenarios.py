@@ -18,16 +18,32 @@ SCENARIOS = sorted(p for p in (Path(__file__).parent / "scenarios").iterdir() if
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_simulate_reproduces_expected(scenario: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["simulate", "--catalog", str(scenario / "catalog.yaml"),
-                 "--events", str(scenario / "events.jsonl")])
+    code = main(
+        [
+            "simulate",
+            "--catalog",
+            str(scenario / "catalog.yaml"),
+            "--events",
+            str(scenario / "events.jsonl"),
+        ]
+    )
     assert code == 0
-    assert json.loads(capsys.readouterr().out) == json.loads((scenario / "expected.json").read_text())
+    assert json.loads(capsys.readouterr().out) == json.loads(
+        (scenario / "expected.json").read_text()
+    )
 
 
 def test_every_bad_input_kind_is_rejected_with_a_reason(capsys: pytest.CaptureFixture[str]) -> None:
     scenario = Path(__file__).parent / "scenarios" / "bad-input"
-    main(["simulate", "--catalog", str(scenario / "catalog.yaml"),
-          "--events", str(scenario / "events.jsonl")])
+    main(
+        [
+            "simulate",
+            "--catalog",
+            str(scenario / "catalog.yaml"),
+            "--events",
+            str(scenario / "events.jsonl"),
+        ]
+    )
     rejected = {r["line"]: r["reason"] for r in json.loads(capsys.readouterr().out)["rejected"]}
     expectations = {
         2: "unknown event type 'stock-counted'",
@@ -48,9 +64,13 @@ def test_every_bad_input_kind_is_rejected_with_a_reason(capsys: pytest.CaptureFi
         assert fragment in rejected[line], (line, rejected[line])
 
 
-def test_missing_files_give_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_files_give_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["simulate", "--catalog", str(tmp_path / "nope.yaml"), "--events", "x"]) == 2
     assert "cannot read catalog" in capsys.readouterr().err
-    (tmp_path / "c.yaml").write_text("locations: [{id: wh}]\nchannels: [{id: web, locations: [dc]}]\n")
+    (tmp_path / "c.yaml").write_text(
+        "locations: [{id: wh}]\nchannels: [{id: web, locations: [dc]}]\n"
+    )
     assert main(["simulate", "--catalog", str(tmp_path / "c.yaml"), "--events", "x"]) == 2
     assert "unknown locations ['dc']" in capsys.readouterr().err

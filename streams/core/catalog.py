@@ -68,10 +68,14 @@ class Catalog(_Model):
         seen: set[tuple[str, str]] = set()
         for listing in self.listings:
             if listing.channel not in channels:
-                raise ValueError(f"listing {listing.channel_sku}: unknown channel {listing.channel}")
+                raise ValueError(
+                    f"listing {listing.channel_sku}: unknown channel {listing.channel}"
+                )
             key = (listing.channel, listing.channel_sku)
             if key in seen:
-                raise ValueError(f"listing {listing.channel_sku} appears twice on {listing.channel}")
+                raise ValueError(
+                    f"listing {listing.channel_sku} appears twice on {listing.channel}"
+                )
             seen.add(key)
         return self
 

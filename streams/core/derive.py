@@ -46,7 +46,11 @@ def location_ats_map(state: SkuState, catalog: Catalog) -> dict[str, int]:
 
 
 def position(
-    state: SkuState, loc_id: str, catalog: Catalog, as_of: datetime, cause: str,
+    state: SkuState,
+    loc_id: str,
+    catalog: Catalog,
+    as_of: datetime,
+    cause: str,
     ats: dict[str, int] | None = None,
 ) -> Position:
     loc = state.locations[loc_id]
@@ -62,8 +66,9 @@ def position(
         quarantine=loc.quarantine.qty,
         incoming=loc.incoming,
         safety_stock=catalog.safety.get((state.sku, loc_id), 0),
-        location_ats=(ats[loc_id] if ats is not None
-                      else sku_location_ats(state, loc_id, loc, catalog)),
+        location_ats=(
+            ats[loc_id] if ats is not None else sku_location_ats(state, loc_id, loc, catalog)
+        ),
         version=loc.version,
         as_of=as_of,
         cause_event_id=cause,
@@ -120,8 +125,14 @@ def sku_availability(
             available = chan_ats // per_unit
             backorderable = bo_units // per_unit
             restock = bo_eta if backorderable > 0 else None
-            version = _changed(state, f"{channel.id}/{listing.channel_sku}", available,
-                               backorderable, restock, force)
+            version = _changed(
+                state,
+                f"{channel.id}/{listing.channel_sku}",
+                available,
+                backorderable,
+                restock,
+                force,
+            )
             if version:
                 records.append(
                     trusted(
@@ -137,12 +148,27 @@ def sku_availability(
                     )
                 )
         else:
-            seq = _changed(state, f"{channel.id}/{listing.channel_sku}#{state.sku}", chan_ats,
-                           bo_units, bo_eta, force)
+            seq = _changed(
+                state,
+                f"{channel.id}/{listing.channel_sku}#{state.sku}",
+                chan_ats,
+                bo_units,
+                bo_eta,
+                force,
+            )
             if seq:
                 updates.append(
-                    ComponentUpdate(channel.id, listing.channel_sku, state.sku, seq, chan_ats,
-                                    bo_units, bo_eta, as_of, cause)
+                    ComponentUpdate(
+                        channel.id,
+                        listing.channel_sku,
+                        state.sku,
+                        seq,
+                        chan_ats,
+                        bo_units,
+                        bo_eta,
+                        as_of,
+                        cause,
+                    )
                 )
     return records, updates
 
@@ -174,7 +200,8 @@ class ListingState:
     def to_dict(self) -> dict[str, object]:
         return {
             "c": {
-                k: [s, a, b, e.toordinal() if e else None] for k, (s, a, b, e) in self.components.items()
+                k: [s, a, b, e.toordinal() if e else None]
+                for k, (s, a, b, e) in self.components.items()
             },
             "p": self.published.to_dict() if self.published else None,
         }
@@ -201,14 +228,22 @@ def apply_component(
     if known is not None and known[0] >= update.seq:
         return None  # a redelivered or older value
     state.components[update.sku] = (
-        update.seq, update.channel_ats, update.backorder_units, update.backorder_eta
+        update.seq,
+        update.channel_ats,
+        update.backorder_units,
+        update.backorder_eta,
     )
-    return listing_record(state, update.channel, update.channel_sku, catalog, update.as_of,
-                          update.cause_event_id)
+    return listing_record(
+        state, update.channel, update.channel_sku, catalog, update.as_of, update.cause_event_id
+    )
 
 
 def listing_record(
-    state: ListingState, channel: str, channel_sku: str, catalog: Catalog, as_of: datetime,
+    state: ListingState,
+    channel: str,
+    channel_sku: str,
+    catalog: Catalog,
+    as_of: datetime,
     cause: str,
 ) -> Availability | None:
     listing = catalog.listing_by_key.get((channel, channel_sku))
@@ -220,12 +255,15 @@ def listing_record(
     backorderable, restock = listing_backorder(listing, bos)
     prev = state.published
     if prev is not None and (prev.available, prev.backorderable, prev.restock_date) == (
-        available, backorderable, restock
+        available,
+        backorderable,
+        restock,
     ):
         return None
     version = prev.version + 1 if prev else 1
     state.published = Published(available, backorderable, restock, version)
-    return trusted(Availability,
+    return trusted(
+        Availability,
         channel=channel,
         channel_sku=channel_sku,
         available=available,

@@ -100,8 +100,10 @@ def check_event(event: Event, catalog: Catalog) -> str | None:
             return f"order-created {event.event_id}: unknown channel {event.channel!r}"
         for line in event.lines:
             if line.location is not None and line.location not in locations:
-                return (f"order-created {event.event_id}: line {line.line_id}: unknown location "
-                        f"{line.location!r}")
+                return (
+                    f"order-created {event.event_id}: line {line.line_id}: unknown location "
+                    f"{line.location!r}"
+                )
     elif isinstance(event, ReservationRequested):
         try:
             plan(event, catalog)
@@ -120,7 +122,9 @@ class Engine:
         self.listings: dict[tuple[str, str], ListingState] = {}
         self.stream_time: datetime = EPOCH
         self._expiries: list[tuple[datetime, str]] = []
-        self._dirty: dict[str, tuple[set[str], datetime, str]] = {}  # sku -> locations, as_of, cause
+        self._dirty: dict[
+            str, tuple[set[str], datetime, str]
+        ] = {}  # sku -> locations, as_of, cause
         self._resend: set[str] = set()  # SKUs that saw a redelivery: their outputs are sent again
 
     # ---- input ----
@@ -167,7 +171,9 @@ class Engine:
             engine.listings[(channel, channel_sku)] = ListingState.from_dict(value)
         engine.stream_time = from_us(data["time"])
         engine._expiries = [
-            (r.expires_at, r.reservation_id) for r in engine.reservations.values() if r.status == HELD
+            (r.expires_at, r.reservation_id)
+            for r in engine.reservations.values()
+            if r.status == HELD
         ]
         heapq.heapify(engine._expiries)
         return engine
@@ -246,8 +252,9 @@ class Engine:
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations):
                 self.emit.position(position(state, loc, catalog, as_of, cause, ats))
-            records, updates = sku_availability(state, catalog, as_of, cause,
-                                                force=sku in self._resend, ats=ats)
+            records, updates = sku_availability(
+                state, catalog, as_of, cause, force=sku in self._resend, ats=ats
+            )
             for record in records:
                 self.emit.availability(record)
             for update in updates:

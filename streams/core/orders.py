@@ -70,8 +70,15 @@ def _created(state: OrderState, e: OrderCreated) -> Routed:
     state.created = True
     for sku, lines in by_sku.items():
         out.commands.append(
-            CommitLines(e.event_id, e.occurred_at, sku, e.order_id, e.channel, e.reservation_id,
-                        tuple(lines))
+            CommitLines(
+                e.event_id,
+                e.occurred_at,
+                sku,
+                e.order_id,
+                e.channel,
+                e.reservation_id,
+                tuple(lines),
+            )
         )
     if e.reservation_id:
         out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id)
@@ -89,8 +96,10 @@ def _cancelled(state: OrderState, e: OrderCancelled) -> Routed:
         return Routed()
     unknown = [line_id for line_id, _ in lines or () if line_id not in state.lines]
     if unknown:
-        return Routed(problem=f"order-cancelled {e.event_id}: order {e.order_id} has no line "
-                              f"{', '.join(unknown)}")
+        return Routed(
+            problem=f"order-cancelled {e.event_id}: order {e.order_id} has no line "
+            f"{', '.join(unknown)}"
+        )
     return Routed(_cancel_commands(state, e.event_id, e.occurred_at, e.order_id, lines))
 
 
@@ -110,6 +119,4 @@ def _cancel_commands(
             sku = state.lines.get(line_id)
             if sku is not None:
                 by_sku[sku].append((line_id, quantity))
-    return [
-        CancelLines(event_id, at, sku, order_id, tuple(items)) for sku, items in by_sku.items()
-    ]
+    return [CancelLines(event_id, at, sku, order_id, tuple(items)) for sku, items in by_sku.items()]

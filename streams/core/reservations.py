@@ -57,10 +57,16 @@ class ReservationState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReservationState:
         return cls(
-            d["id"], d["ch"], d["st"], from_us(d["at"]), from_us(d["ex"]),
-            [(a, b) for a, b in d["l"]], list(d["w"]),
+            d["id"],
+            d["ch"],
+            d["st"],
+            from_us(d["at"]),
+            from_us(d["ex"]),
+            [(a, b) for a, b in d["l"]],
+            list(d["w"]),
             {k: [(a, b) for a, b in v] for k, v in d["h"].items()},
-            {int(k): v for k, v in d["s"].items()}, d["r"],
+            {int(k): v for k, v in d["s"].items()},
+            d["r"],
         )
 
     def shortfall(self) -> list[dict[str, Any]]:
@@ -68,8 +74,15 @@ class ReservationState:
         for index, (item, quantity) in enumerate(self.lines):
             if index in self.short:
                 available = min(self.short[index], quantity)
-                out.append({"line": index, "item": item, "requested": quantity,
-                            "available": available, "shortfall": quantity - available})
+                out.append(
+                    {
+                        "line": index,
+                        "item": item,
+                        "requested": quantity,
+                        "available": available,
+                        "shortfall": quantity - available,
+                    }
+                )
         return out
 
 
@@ -77,7 +90,9 @@ def plan(event: ReservationRequested, catalog: Catalog) -> dict[str, tuple[HoldR
     """Per-SKU requirements of a request, or InvalidEvent when it names what the catalog lacks."""
     channel = catalog.channel_by_id.get(event.channel)
     if channel is None:
-        raise InvalidEvent(f"reservation-requested {event.event_id}: unknown channel {event.channel!r}")
+        raise InvalidEvent(
+            f"reservation-requested {event.event_id}: unknown channel {event.channel!r}"
+        )
     per_sku: dict[str, list[HoldRequirement]] = defaultdict(list)
     for index, line in enumerate(event.lines):
         if line.location is not None and line.location not in channel.locations:
@@ -94,7 +109,9 @@ def plan(event: ReservationRequested, catalog: Catalog) -> dict[str, tuple[HoldR
                 )
             for comp in listing.components:
                 per_sku[comp.sku].append(
-                    HoldRequirement(index, line.quantity * comp.quantity, comp.quantity, line.location)
+                    HoldRequirement(
+                        index, line.quantity * comp.quantity, comp.quantity, line.location
+                    )
                 )
         else:
             assert line.sku is not None
@@ -106,13 +123,24 @@ def start(event: ReservationRequested, catalog: Catalog) -> tuple[ReservationSta
     requirements = plan(event, catalog)
     expires = event.occurred_at + timedelta(seconds=event.ttl)
     state = ReservationState(
-        event.reservation_id, event.channel, PENDING, event.occurred_at, expires,
+        event.reservation_id,
+        event.channel,
+        PENDING,
+        event.occurred_at,
+        expires,
         [(line.sku or line.channel_sku or "", line.quantity) for line in event.lines],
         sorted(requirements),
     )
     commands = [
-        TryHold(f"{event.reservation_id}/hold", event.occurred_at, sku, event.reservation_id,
-                event.channel, expires, reqs)
+        TryHold(
+            f"{event.reservation_id}/hold",
+            event.occurred_at,
+            sku,
+            event.reservation_id,
+            event.channel,
+            expires,
+            reqs,
+        )
         for sku, reqs in sorted(requirements.items())
     ]
     return state, commands
@@ -140,7 +168,9 @@ def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
     return []
 
 
-def on_release(state: ReservationState, event: ReservationReleased | ReservationExpired) -> list[ReleaseHold]:
+def on_release(
+    state: ReservationState, event: ReservationReleased | ReservationExpired
+) -> list[ReleaseHold]:
     status = RELEASED if isinstance(event, ReservationReleased) else EXPIRED
     if state.status == PENDING:
         state.release_requested = status

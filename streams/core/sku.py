@@ -163,10 +163,14 @@ def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: Sk
         if e.occurred_at < state.time - DEDUPE_HORIZON:
             out.alerts.append(
                 _alert(
-                    "stale-count", e.event_id, state.sku, e.location,
+                    "stale-count",
+                    e.event_id,
+                    state.sku,
+                    e.location,
                     f"count of {e.bucket} at {e.location} is older than the "
                     f"{DEDUPE_HORIZON.days}-day ordering horizon and was not applied",
-                    e.occurred_at, quantity=e.quantity,
+                    e.occurred_at,
+                    quantity=e.quantity,
                 )
             )
             return
@@ -209,8 +213,9 @@ def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) 
 
 def _return(state: SkuState, e: ReturnReceived, catalog: Catalog, out: SkuOutcome) -> None:
     bucket = "sellable" if e.disposition == "resellable" else e.disposition
-    applied = apply_delta(state.location(e.location).bucket(bucket), e.occurred_at, e.quantity,
-                          e.event_id)
+    applied = apply_delta(
+        state.location(e.location).bucket(bucket), e.occurred_at, e.quantity, e.event_id
+    )
     out.duplicate = applied is None
     if applied:
         out.touched.add(e.location)
@@ -261,10 +266,15 @@ def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) 
         if ats < 0:
             out.alerts.append(
                 _alert(
-                    "oversell", c.event_id, state.sku, loc_id,
+                    "oversell",
+                    c.event_id,
+                    state.sku,
+                    loc_id,
                     f"order {c.order_id} line {line.line_id} ({line.quantity} units) leaves "
                     f"{loc_id} oversold by {-ats}",
-                    c.occurred_at, channel=c.channel, quantity=-ats,
+                    c.occurred_at,
+                    channel=c.channel,
+                    quantity=-ats,
                     ids=[c.event_id, c.order_id, line.line_id],
                 )
             )
@@ -295,8 +305,9 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
         out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(units))
         return
     if h.expires_at <= state.time:  # reached this SKU after its own expiry: nothing to hold
-        out.hold = HoldResult(h.reservation_id, state.sku, False,
-                              short=tuple((r.line, 0) for r in h.requirements))
+        out.hold = HoldResult(
+            h.reservation_id, state.sku, False, short=tuple((r.line, 0) for r in h.requirements)
+        )
         return
     channel = catalog.channel_by_id.get(h.channel)
     eligible = channel.locations if channel else []
@@ -395,8 +406,13 @@ def _check_on_hand(
     if on_hand < 0:
         out.alerts.append(
             _alert(
-                "negative-on-hand", event_id, state.sku, loc_id,
-                f"on hand at {loc_id} is {on_hand}", at, quantity=on_hand,
+                "negative-on-hand",
+                event_id,
+                state.sku,
+                loc_id,
+                f"on hand at {loc_id} is {on_hand}",
+                at,
+                quantity=on_hand,
             )
         )
 
@@ -413,7 +429,8 @@ def _alert(
     quantity: int | None = None,
     ids: list[str] | None = None,
 ) -> Alert:
-    return trusted(Alert,
+    return trusted(
+        Alert,
         alert_id=f"{kind}:{event_id}:{sku}:{location or ''}",
         type=kind,
         sku=sku,

@@ -43,7 +43,9 @@ class Bucket:
     def from_dict(cls, data: list[Any]) -> Bucket:
         qty, at, cid, log = data
         return cls(
-            qty, from_us(at) if at is not None else None, cid,
+            qty,
+            from_us(at) if at is not None else None,
+            cid,
             {k: (from_us(t), d) for k, (t, d) in log.items()},
         )
 
@@ -93,8 +95,12 @@ class LocationState:
             "r": self.reserved,
             "c": self.committed,
             "i": {
-                p: [i.schedules, i.receipts, i.eta.toordinal() if i.eta else None,
-                    to_us(i.at) if i.at else None]
+                p: [
+                    i.schedules,
+                    i.receipts,
+                    i.eta.toordinal() if i.eta else None,
+                    to_us(i.at) if i.at else None,
+                ]
                 for p, i in self.inbound.items()
             },
             "v": self.version,
@@ -105,7 +111,9 @@ class LocationState:
         s, d, q = (Bucket.from_dict(b) for b in data["b"])
         inbound = {
             p: Inbound(
-                dict(n), dict(r), date.fromordinal(eta) if eta is not None else None,
+                dict(n),
+                dict(r),
+                date.fromordinal(eta) if eta is not None else None,
                 from_us(at) if at is not None else None,
             )
             for p, (n, r, eta, at) in data["i"].items()

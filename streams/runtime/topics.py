@@ -32,6 +32,14 @@ LISTING_UPDATES = "inventory.listing-updates"
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
+TABLES = ("skus", "orders", "reservations", "listings")
+
+
+def changelog_topic(app_id: str, table: str) -> str:
+    """Faust's name for a table's changelog topic."""
+    return f"{app_id}-{table}-changelog"
+
+
 def availability_topic(channel_id: str) -> str:
     name = f"{AVAILABILITY_PREFIX}{channel_id}"
     if not channel_id or not _LEGAL_TOPIC.match(name):
@@ -79,6 +87,9 @@ def topic_specs(settings: Settings, channel_ids: Iterable[str]) -> list[TopicSpe
         TopicSpec(ORDER_COMMANDS, n, rf),
         TopicSpec(RESERVATION_COMMANDS, n, rf),
         TopicSpec(LISTING_UPDATES, n, rf),
+        # The stream tables' changelogs: created here so they are co-partitioned and compacted
+        # before the first worker declares them.
+        *(TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True) for t in TABLES),
     ]
     return specs
 

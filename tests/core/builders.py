@@ -41,17 +41,31 @@ def catalog(**overrides: Any) -> Catalog:
     data: dict[str, Any] = {
         "locations": [{"id": "wh"}, {"id": "store"}],
         "channels": [
-            {"id": "web", "type": "webhook", "locations": ["wh", "store"], "allocation_percent": 100,
-             "buffer_units": 0},
-            {"id": "amz", "type": "amazon", "locations": ["wh"], "allocation_percent": 50,
-             "buffer_units": 1, "backorder_horizon_days": 10},
+            {
+                "id": "web",
+                "type": "webhook",
+                "locations": ["wh", "store"],
+                "allocation_percent": 100,
+                "buffer_units": 0,
+            },
+            {
+                "id": "amz",
+                "type": "amazon",
+                "locations": ["wh"],
+                "allocation_percent": 50,
+                "buffer_units": 1,
+                "backorder_horizon_days": 10,
+            },
         ],
         "safety_stock": [],
         "listings": [
             {"channel": "web", "channel_sku": "A", "components": [{"sku": "A", "quantity": 1}]},
             {"channel": "web", "channel_sku": "A-6PK", "components": [{"sku": "A", "quantity": 6}]},
-            {"channel": "web", "channel_sku": "KIT",
-             "components": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 1}]},
+            {
+                "channel": "web",
+                "channel_sku": "KIT",
+                "components": [{"sku": "A", "quantity": 2}, {"sku": "B", "quantity": 1}],
+            },
             {"channel": "web", "channel_sku": "B", "components": [{"sku": "B", "quantity": 1}]},
             {"channel": "amz", "channel_sku": "amz-A", "components": [{"sku": "A", "quantity": 1}]},
         ],

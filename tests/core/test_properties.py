@@ -34,15 +34,28 @@ def delta_event(draw: st.DrawFn) -> Event:
     if kind == "pick":
         return ev("pick-confirmed", minute, sku=sku, location=loc, quantity=qty)
     disposition = draw(st.sampled_from(["resellable", "damaged", "quarantine"]))
-    return ev("return-received", minute, sku=sku, location=loc, quantity=qty,
-              disposition=disposition)
+    return ev(
+        "return-received", minute, sku=sku, location=loc, quantity=qty, disposition=disposition
+    )
 
 
 @st.composite
 def any_event(draw: st.DrawFn, order_ids: list[str], reservation_ids: list[str]) -> Event:
-    kind = draw(st.sampled_from(
-        ["delta", "delta", "count", "order", "cancel", "pick-line", "reserve", "release", "inbound"]
-    ))
+    kind = draw(
+        st.sampled_from(
+            [
+                "delta",
+                "delta",
+                "count",
+                "order",
+                "cancel",
+                "pick-line",
+                "reserve",
+                "release",
+                "inbound",
+            ]
+        )
+    )
     minute = draw(minute_st)
     if kind == "delta":
         return draw(delta_event())
@@ -52,23 +65,50 @@ def any_event(draw: st.DrawFn, order_ids: list[str], reservation_ids: list[str])
         oid = draw(st.sampled_from(order_ids))
         skus = draw(st.lists(sku_st, min_size=1, max_size=2, unique=True))
         res = draw(st.sampled_from([None, *reservation_ids]))
-        return ev("order-created", minute, order_id=oid, channel=draw(st.sampled_from(["web", "amz"])),
-                  reservation_id=res,
-                  lines=[{"line_id": str(i), "sku": s, "quantity": draw(qty_st)}
-                         for i, s in enumerate(skus)])
+        return ev(
+            "order-created",
+            minute,
+            order_id=oid,
+            channel=draw(st.sampled_from(["web", "amz"])),
+            reservation_id=res,
+            lines=[
+                {"line_id": str(i), "sku": s, "quantity": draw(qty_st)} for i, s in enumerate(skus)
+            ],
+        )
     if kind == "cancel":
         return ev("order-cancelled", minute, order_id=draw(st.sampled_from(order_ids)))
     if kind == "pick-line":
-        return ev("pick-confirmed", minute, order_id=draw(st.sampled_from(order_ids)), line_id="0",
-                  sku=draw(sku_st), location=draw(loc_st), quantity=draw(qty_st))
+        return ev(
+            "pick-confirmed",
+            minute,
+            order_id=draw(st.sampled_from(order_ids)),
+            line_id="0",
+            sku=draw(sku_st),
+            location=draw(loc_st),
+            quantity=draw(qty_st),
+        )
     if kind == "reserve":
-        return ev("reservation-requested", minute, reservation_id=draw(st.sampled_from(reservation_ids)),
-                  channel=draw(st.sampled_from(["web", "amz"])), ttl_seconds=draw(st.integers(60, 3600)),
-                  lines=[{"sku": draw(sku_st), "quantity": draw(qty_st)}])
+        return ev(
+            "reservation-requested",
+            minute,
+            reservation_id=draw(st.sampled_from(reservation_ids)),
+            channel=draw(st.sampled_from(["web", "amz"])),
+            ttl_seconds=draw(st.integers(60, 3600)),
+            lines=[{"sku": draw(sku_st), "quantity": draw(qty_st)}],
+        )
     if kind == "release":
-        return ev("reservation-released", minute, reservation_id=draw(st.sampled_from(reservation_ids)))
-    return ev("inbound-scheduled", minute, po_id=draw(st.sampled_from(["P1", "P2"])), sku=draw(sku_st),
-              location=draw(loc_st), quantity=draw(qty_st), eta="2026-11-05")
+        return ev(
+            "reservation-released", minute, reservation_id=draw(st.sampled_from(reservation_ids))
+        )
+    return ev(
+        "inbound-scheduled",
+        minute,
+        po_id=draw(st.sampled_from(["P1", "P2"])),
+        sku=draw(sku_st),
+        location=draw(loc_st),
+        quantity=draw(qty_st),
+        eta="2026-11-05",
+    )
 
 
 streams_st = st.lists(any_event(["o1", "o2", "o3"], ["r1", "r2", "r3"]), max_size=40)
@@ -86,14 +126,30 @@ def final(events: list[Event], engine: Engine | None = None) -> dict[str, Any]:
 def observable(engine: Engine) -> dict[str, Any]:
     """What a user can see: every position, every listing's availability, every reservation status."""
     positions = {
-        (sku, loc): (l.sellable.qty, l.damaged.qty, l.quarantine.qty, l.reserved, l.committed,
-                     l.incoming)
-        for sku, s in engine.skus.items() for loc, l in s.locations.items()
+        (sku, loc): (
+            l.sellable.qty,
+            l.damaged.qty,
+            l.quarantine.qty,
+            l.reserved,
+            l.committed,
+            l.incoming,
+        )
+        for sku, s in engine.skus.items()
+        for loc, l in s.locations.items()
     }
-    availability = {k: (p.available, p.backorderable) for s in engine.skus.values()
-                    for k, p in s.published.items() if "#" not in k}
-    availability.update({k: (v.published.available, v.published.backorderable)
-                         for k, v in engine.listings.items() if v.published})
+    availability = {
+        k: (p.available, p.backorderable)
+        for s in engine.skus.values()
+        for k, p in s.published.items()
+        if "#" not in k
+    }
+    availability.update(
+        {
+            k: (v.published.available, v.published.backorderable)
+            for k, v in engine.listings.items()
+            if v.published
+        }
+    )
     return {
         "positions": positions,
         "availability": availability,
@@ -121,8 +177,12 @@ def test_deltas_commute(events: list[Event], rnd: Any) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(delta_event(), max_size=20), st.integers(0, 50), st.integers(0, 600),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(delta_event(), max_size=20),
+    st.integers(0, 50),
+    st.integers(0, 600),
+    st.randoms(use_true_random=False),
+)
 def test_a_count_gives_the_same_position_wherever_it_arrives(
     events: list[Event], quantity: int, minute: int, rnd: Any
 ) -> None:
@@ -134,7 +194,9 @@ def test_a_count_gives_the_same_position_wherever_it_arrives(
 
 @settings(max_examples=100, deadline=None)
 @given(streams_st, st.data())
-def test_split_and_resume_from_snapshot_equals_one_run(events: list[Event], data: st.DataObject) -> None:
+def test_split_and_resume_from_snapshot_equals_one_run(
+    events: list[Event], data: st.DataObject
+) -> None:
     cut = data.draw(st.integers(0, len(events)))
     first = Engine(CATALOG, Collector())
     for event in events[:cut]:
@@ -150,8 +212,11 @@ def test_holds_never_oversell(events: list[Event]) -> None:
     """With stock only added and orders only confirming holds, no location is ever oversold."""
     safe = [e for e in events if e.type in ("reservation-requested", "reservation-released")]
     safe += [e for e in events if e.type == "order-created" and e.reservation_id]
-    safe += [delta(e.sku, e.location, abs(e.quantity), (e.occurred_at - T0).total_seconds() / 60)
-             for e in events if e.type == "stock-adjusted" and e.quantity]
+    safe += [
+        delta(e.sku, e.location, abs(e.quantity), (e.occurred_at - T0).total_seconds() / 60)
+        for e in events
+        if e.type == "stock-adjusted" and e.quantity
+    ]
     safe.sort(key=lambda e: e.occurred_at)
     engine = Engine(CATALOG, Collector())
     for event in safe:
@@ -159,11 +224,22 @@ def test_holds_never_oversell(events: list[Event]) -> None:
             res = engine.reservations.get(event.reservation_id)
             if res is None or res.status != "held":
                 continue
-            event = ev("order-created", 0, order_id=f"for-{res.reservation_id}", channel=res.channel,
-                       reservation_id=res.reservation_id,
-                       lines=[{"line_id": str(i), "sku": sku, "quantity": sum(u for _, u in held),
-                               "location": held[0][0]}
-                              for i, (sku, held) in enumerate(res.held.items())])
+            event = ev(
+                "order-created",
+                0,
+                order_id=f"for-{res.reservation_id}",
+                channel=res.channel,
+                reservation_id=res.reservation_id,
+                lines=[
+                    {
+                        "line_id": str(i),
+                        "sku": sku,
+                        "quantity": sum(u for _, u in held),
+                        "location": held[0][0],
+                    }
+                    for i, (sku, held) in enumerate(res.held.items())
+                ],
+            )
             event = event.model_copy(update={"occurred_at": engine.stream_time})
         engine.process(event)
         for sku, state in engine.skus.items():

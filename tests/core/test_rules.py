@@ -27,10 +27,20 @@ def test_location_ats_subtracts_reserved_committed_and_safety_stock() -> None:
     cat = catalog(safety_stock=[{"sku": "A", "location": "wh", "units": 3}])
     _, out = run(
         count("A", "wh", 20),
-        ev("order-created", 1, order_id="o", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 4, "location": "wh"}]),
-        ev("reservation-requested", 2, reservation_id="r", channel="web",
-           lines=[{"sku": "A", "quantity": 5, "location": "wh"}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 4, "location": "wh"}],
+        ),
+        ev(
+            "reservation-requested",
+            2,
+            reservation_id="r",
+            channel="web",
+            lines=[{"sku": "A", "quantity": 5, "location": "wh"}],
+        ),
         cat=cat,
     )
     p = pos(out, "A", "wh")
@@ -51,8 +61,13 @@ def test_network_ats_ignores_oversold_locations() -> None:
     _, out = run(
         count("A", "wh", 10),
         count("A", "store", 1),
-        ev("order-created", 1, order_id="o", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 3, "location": "store"}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 3, "location": "store"}],
+        ),
     )
     assert pos(out, "A", "store").location_ats == -2
     assert avail(out, "web", "A") == 10  # max(0, -2) + 10
@@ -90,8 +105,13 @@ def test_older_count_is_ignored_and_older_delta_is_absorbed() -> None:
 def test_absorbed_pick_still_releases_its_commitment() -> None:
     _, out = run(
         count("A", "wh", 20, 0),
-        ev("order-created", 1, order_id="o", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 3, "location": "wh"}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 3, "location": "wh"}],
+        ),
         count("A", "wh", 17, 10),  # the cycle count already saw the pick
         ev("pick-confirmed", 5, order_id="o", line_id="1", sku="A", location="wh", quantity=3),
     )
@@ -102,8 +122,13 @@ def test_absorbed_pick_still_releases_its_commitment() -> None:
 def test_cancel_and_pick_release_exactly_what_the_line_holds() -> None:
     _, out = run(
         count("A", "wh", 20),
-        ev("order-created", 1, order_id="o", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 5, "location": "wh"}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 5, "location": "wh"}],
+        ),
         ev("pick-confirmed", 2, order_id="o", line_id="1", sku="A", location="wh", quantity=2),
         ev("order-cancelled", 3, order_id="o", lines=[{"line_id": "1", "quantity": 10}]),
         ev("order-cancelled", 4, order_id="o"),
@@ -116,9 +141,16 @@ def test_cancel_whole_order_releases_every_sku() -> None:
     _, out = run(
         count("A", "wh", 10),
         count("B", "wh", 10),
-        ev("order-created", 1, order_id="o", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 2},
-                  {"line_id": "2", "sku": "B", "quantity": 3}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[
+                {"line_id": "1", "sku": "A", "quantity": 2},
+                {"line_id": "2", "sku": "B", "quantity": 3},
+            ],
+        ),
         ev("order-cancelled", 2, order_id="o"),
     )
     assert pos(out, "A", "wh").committed == 0
@@ -129,8 +161,13 @@ def test_cancel_before_its_order_still_applies() -> None:
     _, out = run(
         count("A", "wh", 10),
         ev("order-cancelled", 2, order_id="o", lines=[{"line_id": "1", "quantity": 1}]),
-        ev("order-created", 1, order_id="o", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 4, "location": "wh"}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 4, "location": "wh"}],
+        ),
     )
     assert pos(out, "A", "wh").committed == 3
 
@@ -139,10 +176,20 @@ def test_sourcing_picks_highest_location_ats_and_first_on_ties() -> None:
     _, out = run(
         count("A", "wh", 5),
         count("A", "store", 8),
-        ev("order-created", 1, order_id="o1", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 3}]),  # store (8 > 5)
-        ev("order-created", 2, order_id="o2", channel="web",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 1}]),  # tie 5 == 5: wh listed first
+        ev(
+            "order-created",
+            1,
+            order_id="o1",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 3}],
+        ),  # store (8 > 5)
+        ev(
+            "order-created",
+            2,
+            order_id="o2",
+            channel="web",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 1}],
+        ),  # tie 5 == 5: wh listed first
     )
     assert pos(out, "A", "store").committed == 3
     assert pos(out, "A", "wh").committed == 1
@@ -151,8 +198,14 @@ def test_sourcing_picks_highest_location_ats_and_first_on_ties() -> None:
 def test_uncovered_order_is_recorded_and_raises_oversell() -> None:
     _, out = run(
         count("A", "wh", 2),
-        ev("order-created", 1, order_id="o", channel="web", event_id="big",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 5}]),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            event_id="big",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 5}],
+        ),
     )
     assert pos(out, "A", "wh").committed == 5
     [alert] = out.alerts
@@ -167,8 +220,15 @@ def test_negative_on_hand_raises_alert() -> None:
 def test_incoming_drops_with_receipt_never_below_zero_and_feeds_backorder() -> None:
     _, out = run(
         count("A", "wh", 0),
-        ev("inbound-scheduled", 1, po_id="PO", sku="A", location="wh", quantity=30,
-           eta="2026-11-05"),
+        ev(
+            "inbound-scheduled",
+            1,
+            po_id="PO",
+            sku="A",
+            location="wh",
+            quantity=30,
+            eta="2026-11-05",
+        ),
         delta("A", "wh", 10, 2, reason="receipt", po_id="PO"),
     )
     p = pos(out, "A", "wh")
@@ -177,7 +237,9 @@ def test_incoming_drops_with_receipt_never_below_zero_and_feeds_backorder() -> N
     # amz: floor(20 * 50%) - 1 = 9 backorderable, restock on the PO's eta
     assert (record.backorderable, str(record.restock_date)) == (9, "2026-11-05")
     _, out = run(
-        ev("inbound-scheduled", 1, po_id="PO", sku="A", location="wh", quantity=5, eta="2026-11-05"),
+        ev(
+            "inbound-scheduled", 1, po_id="PO", sku="A", location="wh", quantity=5, eta="2026-11-05"
+        ),
         delta("A", "wh", 8, 2, reason="receipt", po_id="PO"),
     )
     assert pos(out, "A", "wh").incoming == 0
@@ -185,8 +247,15 @@ def test_incoming_drops_with_receipt_never_below_zero_and_feeds_backorder() -> N
 
 def test_backorder_outside_horizon_is_not_offered() -> None:
     _, out = run(
-        ev("inbound-scheduled", 1, po_id="PO", sku="A", location="wh", quantity=30,
-           eta="2026-12-31"),
+        ev(
+            "inbound-scheduled",
+            1,
+            po_id="PO",
+            sku="A",
+            location="wh",
+            quantity=30,
+            eta="2026-12-31",
+        ),
     )
     record = out.availabilities[("amz", "amz-A")]
     assert (record.backorderable, record.restock_date) == (0, None)
@@ -207,8 +276,13 @@ def test_reservation_is_all_or_nothing_with_shortfall_per_line() -> None:
     engine, out = run(
         count("A", "wh", 10),
         count("B", "wh", 1),
-        ev("reservation-requested", 1, reservation_id="r", channel="web",
-           lines=[{"sku": "A", "quantity": 4}, {"channel_sku": "KIT", "quantity": 2}]),
+        ev(
+            "reservation-requested",
+            1,
+            reservation_id="r",
+            channel="web",
+            lines=[{"sku": "A", "quantity": 4}, {"channel_sku": "KIT", "quantity": 2}],
+        ),
     )
     res = engine.reservations["r"]
     assert res.status == "rejected"
@@ -222,10 +296,20 @@ def test_reservation_is_all_or_nothing_with_shortfall_per_line() -> None:
 def test_reservation_is_idempotent_by_id() -> None:
     engine, out = run(
         count("A", "wh", 10),
-        ev("reservation-requested", 1, reservation_id="r", channel="web",
-           lines=[{"sku": "A", "quantity": 4}]),
-        ev("reservation-requested", 2, reservation_id="r", channel="web",
-           lines=[{"sku": "A", "quantity": 4}]),
+        ev(
+            "reservation-requested",
+            1,
+            reservation_id="r",
+            channel="web",
+            lines=[{"sku": "A", "quantity": 4}],
+        ),
+        ev(
+            "reservation-requested",
+            2,
+            reservation_id="r",
+            channel="web",
+            lines=[{"sku": "A", "quantity": 4}],
+        ),
     )
     assert pos(out, "A", "wh").reserved == 4
     assert engine.reservations["r"].status == "held"
@@ -234,12 +318,29 @@ def test_reservation_is_idempotent_by_id() -> None:
 def test_hold_confirmed_by_order_becomes_commitment_exactly_once() -> None:
     engine, out = run(
         count("A", "wh", 10),
-        ev("reservation-requested", 1, reservation_id="r", channel="web",
-           lines=[{"sku": "A", "quantity": 4}]),
-        ev("order-created", 2, order_id="o", channel="web", reservation_id="r",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 4}]),
-        ev("order-created", 3, order_id="o2", channel="web", reservation_id="r",
-           lines=[{"line_id": "1", "sku": "A", "quantity": 1}]),
+        ev(
+            "reservation-requested",
+            1,
+            reservation_id="r",
+            channel="web",
+            lines=[{"sku": "A", "quantity": 4}],
+        ),
+        ev(
+            "order-created",
+            2,
+            order_id="o",
+            channel="web",
+            reservation_id="r",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 4}],
+        ),
+        ev(
+            "order-created",
+            3,
+            order_id="o2",
+            channel="web",
+            reservation_id="r",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 1}],
+        ),
         ev("reservation-released", 4, reservation_id="r"),
     )
     p = pos(out, "A", "wh")
@@ -250,8 +351,14 @@ def test_hold_confirmed_by_order_becomes_commitment_exactly_once() -> None:
 def test_hold_expires_when_stream_time_passes_its_ttl() -> None:
     engine, out = run(
         count("A", "wh", 10),
-        ev("reservation-requested", 0, reservation_id="r", channel="web", ttl_seconds=60,
-           lines=[{"sku": "A", "quantity": 4}]),
+        ev(
+            "reservation-requested",
+            0,
+            reservation_id="r",
+            channel="web",
+            ttl_seconds=60,
+            lines=[{"sku": "A", "quantity": 4}],
+        ),
         delta("A", "wh", 1, 1),  # exactly at the expiry: not passed yet
     )
     assert engine.reservations["r"].status == "held"
@@ -260,8 +367,16 @@ def test_hold_expires_when_stream_time_passes_its_ttl() -> None:
     assert pos(out, "A", "wh").reserved == 0
     assert [e.type for e in out.system_events] == ["reservation-expired"]
     # an order confirming an expired hold commits without it, and the hold is not released twice
-    engine.process(ev("order-created", 2, order_id="o", channel="web", reservation_id="r",
-                      lines=[{"line_id": "1", "sku": "A", "quantity": 4}]))
+    engine.process(
+        ev(
+            "order-created",
+            2,
+            order_id="o",
+            channel="web",
+            reservation_id="r",
+            lines=[{"line_id": "1", "sku": "A", "quantity": 4}],
+        )
+    )
     p = pos(out, "A", "wh")
     assert (p.on_hand, p.reserved, p.committed) == (12, 0, 4)
 
@@ -269,14 +384,34 @@ def test_hold_expires_when_stream_time_passes_its_ttl() -> None:
 def test_holds_respect_channel_allocation_and_buffer() -> None:
     engine, _ = run(
         count("A", "wh", 20),
-        ev("reservation-requested", 1, reservation_id="r1", channel="amz",
-           lines=[{"sku": "A", "quantity": 9}]),  # amz: floor(20 * 50%) - 1 = 9
-        ev("reservation-requested", 2, reservation_id="r2", channel="amz",
-           lines=[{"sku": "A", "quantity": 1}]),  # floor(11 * 50%) - 1 = 4: fits
-        ev("reservation-requested", 3, reservation_id="r3", channel="amz",
-           lines=[{"channel_sku": "amz-A", "quantity": 4}]),  # floor(10 * 50%) - 1 = 4: fits
-        ev("reservation-requested", 4, reservation_id="r4", channel="amz",
-           lines=[{"sku": "A", "quantity": 3}]),  # floor(6 * 50%) - 1 = 2: short
+        ev(
+            "reservation-requested",
+            1,
+            reservation_id="r1",
+            channel="amz",
+            lines=[{"sku": "A", "quantity": 9}],
+        ),  # amz: floor(20 * 50%) - 1 = 9
+        ev(
+            "reservation-requested",
+            2,
+            reservation_id="r2",
+            channel="amz",
+            lines=[{"sku": "A", "quantity": 1}],
+        ),  # floor(11 * 50%) - 1 = 4: fits
+        ev(
+            "reservation-requested",
+            3,
+            reservation_id="r3",
+            channel="amz",
+            lines=[{"channel_sku": "amz-A", "quantity": 4}],
+        ),  # floor(10 * 50%) - 1 = 4: fits
+        ev(
+            "reservation-requested",
+            4,
+            reservation_id="r4",
+            channel="amz",
+            lines=[{"sku": "A", "quantity": 3}],
+        ),  # floor(6 * 50%) - 1 = 2: short
     )
     statuses = [engine.reservations[r].status for r in ("r1", "r2", "r3", "r4")]
     assert statuses == ["held", "held", "held", "rejected"]
@@ -302,10 +437,22 @@ def test_availability_versions_strictly_increase_and_only_on_change() -> None:
             super().availability(record)
 
     engine = Engine(catalog(), Spy())
-    for i, event in enumerate([count("A", "wh", 5), delta("A", "wh", 1, 1),
-                               delta("A", "store", 0 or 2, 2),
-                               ev("inbound-scheduled", 3, po_id="P", sku="A", location="store",
-                                  quantity=1, eta="2026-11-03")]):
+    for i, event in enumerate(
+        [
+            count("A", "wh", 5),
+            delta("A", "wh", 1, 1),
+            delta("A", "store", 0 or 2, 2),
+            ev(
+                "inbound-scheduled",
+                3,
+                po_id="P",
+                sku="A",
+                location="store",
+                quantity=1,
+                eta="2026-11-03",
+            ),
+        ]
+    ):
         engine.process(event)
         assert len(versions) == min(i + 1, 3)
     assert versions == [1, 2, 3]

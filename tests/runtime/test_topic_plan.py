@@ -8,6 +8,7 @@ from streams.errors import InvalidCatalog
 from streams.runtime.topics import TopicSpec, topic_specs
 from streams.settings import Settings
 
+CHANGELOGS = {f"inventory-streams-{t}-changelog" for t in ("skus", "orders", "reservations", "listings")}
 CO_PARTITIONED = {
     "inventory.events",
     "inventory.positions",
@@ -15,6 +16,7 @@ CO_PARTITIONED = {
     "inventory.order-commands",
     "inventory.reservation-commands",
     "inventory.listing-updates",
+    *CHANGELOGS,
 }
 
 
@@ -37,6 +39,7 @@ def test_spec_topics_and_internal_topics_with_their_layout() -> None:
         "availability.shopify-us",
         "availability.amazon",
         "inventory.catalog",
+        *CHANGELOGS,
     }
     assert specs["inventory.events"].configs() == {"cleanup.policy": "delete", "retention.ms": "-1"}
     assert specs["inventory.positions"].configs() == {"cleanup.policy": "compact"}

@@ -1,0 +1,206 @@
+"""Bytes of the internal topics: business events stay Avro (via streams.codec), commands are JSON.
+
+Internal records are written and read only by this project's own stages; a JSON object tagged with
+its kind keeps them readable in `tail` and independent of the public Avro contracts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+from streams.codec import Codec
+from streams.core.derive import ComponentUpdate
+from streams.core.models import Event, OrderLine
+from streams.core.orders import Confirmation
+from streams.core.sku import (
+    CancelLines,
+    CommitLines,
+    HoldRequirement,
+    HoldResult,
+    ReleaseHold,
+    TryHold,
+)
+from streams.core.state import from_us, to_us
+from streams.errors import EncodingError
+
+INTERNAL_TOPIC = "inventory.internal"  # the topic name the codec sees for forwarded events
+
+
+class CatalogChanged:
+    """Tells one partition's stage to derive its outputs again under a new catalog version."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+
+Command = (
+    Event
+    | CommitLines
+    | CancelLines
+    | TryHold
+    | ReleaseHold
+    | HoldResult
+    | ComponentUpdate
+    | Confirmation
+    | CatalogChanged
+)
+
+
+def _ts(value: datetime) -> int:
+    return to_us(value)
+
+
+def _dt(value: int) -> datetime:
+    return from_us(value)
+
+
+def _day(value: date | None) -> int | None:
+    return value.toordinal() if value else None
+
+
+def _undate(value: int | None) -> date | None:
+    return date.fromordinal(value) if value is not None else None
+
+
+def _to_json(cmd: Any) -> dict[str, Any]:
+    if isinstance(cmd, CommitLines):
+        return {
+            "t": "commit",
+            "e": cmd.event_id,
+            "at": _ts(cmd.occurred_at),
+            "sku": cmd.sku,
+            "o": cmd.order_id,
+            "ch": cmd.channel,
+            "r": cmd.reservation_id,
+            "l": [[x.line_id, x.sku, x.quantity, x.location] for x in cmd.lines],
+        }
+    if isinstance(cmd, CancelLines):
+        return {
+            "t": "cancel",
+            "e": cmd.event_id,
+            "at": _ts(cmd.occurred_at),
+            "sku": cmd.sku,
+            "o": cmd.order_id,
+            "l": [list(x) for x in cmd.lines],
+        }
+    if isinstance(cmd, TryHold):
+        return {
+            "t": "hold",
+            "e": cmd.event_id,
+            "at": _ts(cmd.occurred_at),
+            "sku": cmd.sku,
+            "r": cmd.reservation_id,
+            "ch": cmd.channel,
+            "x": _ts(cmd.expires_at),
+            "q": [[q.line, q.units, q.per_unit, q.location] for q in cmd.requirements],
+        }
+    if isinstance(cmd, ReleaseHold):
+        return {
+            "t": "release",
+            "e": cmd.event_id,
+            "at": _ts(cmd.occurred_at),
+            "sku": cmd.sku,
+            "r": cmd.reservation_id,
+            "why": cmd.reason,
+        }
+    if isinstance(cmd, HoldResult):
+        return {
+            "t": "result",
+            "r": cmd.reservation_id,
+            "sku": cmd.sku,
+            "ok": cmd.ok,
+            "h": [list(x) for x in cmd.held],
+            "s": [list(x) for x in cmd.short],
+        }
+    if isinstance(cmd, ComponentUpdate):
+        return {
+            "t": "component",
+            "ch": cmd.channel,
+            "cs": cmd.channel_sku,
+            "sku": cmd.sku,
+            "n": cmd.seq,
+            "a": cmd.channel_ats,
+            "b": cmd.backorder_units,
+            "d": _day(cmd.backorder_eta),
+            "at": _ts(cmd.as_of),
+            "c": cmd.cause_event_id,
+        }
+    if isinstance(cmd, Confirmation):
+        return {"t": "confirm", "r": cmd.reservation_id, "o": cmd.order_id, "e": cmd.event_id}
+    if isinstance(cmd, CatalogChanged):
+        return {"t": "catalog", "v": cmd.version}
+    raise EncodingError(f"no internal encoding for {type(cmd).__name__}")
+
+
+def _from_json(d: dict[str, Any]) -> Command:
+    kind = d["t"]
+    if kind == "commit":
+        lines = tuple(OrderLine(line_id=a, sku=b, quantity=c, location=e) for a, b, c, e in d["l"])
+        return CommitLines(d["e"], _dt(d["at"]), d["sku"], d["o"], d["ch"], d["r"], lines)
+    if kind == "cancel":
+        return CancelLines(d["e"], _dt(d["at"]), d["sku"], d["o"], tuple((a, b) for a, b in d["l"]))
+    if kind == "hold":
+        reqs = tuple(HoldRequirement(a, b, c, e) for a, b, c, e in d["q"])
+        return TryHold(d["e"], _dt(d["at"]), d["sku"], d["r"], d["ch"], _dt(d["x"]), reqs)
+    if kind == "release":
+        return ReleaseHold(d["e"], _dt(d["at"]), d["sku"], d["r"], d["why"])
+    if kind == "result":
+        return HoldResult(
+            d["r"],
+            d["sku"],
+            d["ok"],
+            tuple((a, b) for a, b in d["h"]),
+            tuple((a, b) for a, b in d["s"]),
+        )
+    if kind == "component":
+        return ComponentUpdate(
+            d["ch"],
+            d["cs"],
+            d["sku"],
+            d["n"],
+            d["a"],
+            d["b"],
+            _undate(d["d"]),
+            _dt(d["at"]),
+            d["c"],
+        )
+    if kind == "confirm":
+        return Confirmation(d["r"], d["o"], d["e"])
+    if kind == "catalog":
+        return CatalogChanged(d["v"])
+    raise EncodingError(f"unknown internal record kind {kind!r}")
+
+
+class CommandCodec:
+    """Serializer pair for internal topics: events as Avro single objects, commands as JSON."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+
+    def encode(self, cmd: Command) -> bytes:
+        if isinstance(
+            cmd,
+            CommitLines
+            | CancelLines
+            | TryHold
+            | ReleaseHold
+            | HoldResult
+            | ComponentUpdate
+            | Confirmation
+            | CatalogChanged,
+        ):
+            return json.dumps(_to_json(cmd), separators=(",", ":")).encode()
+        return self.codec.encode(cmd, INTERNAL_TOPIC)
+
+    def decode(self, data: bytes) -> Command:
+        if data[:1] == b"{":
+            try:
+                return _from_json(json.loads(data))
+            except (ValueError, KeyError, TypeError) as error:
+                raise EncodingError(f"malformed internal record: {error}") from None
+        decoded = self.codec.decode(data, INTERNAL_TOPIC)
+        return decoded  # type: ignore[return-value]

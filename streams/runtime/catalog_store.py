@@ -1,0 +1,60 @@
+"""The catalog on Kafka: the compacted `inventory.catalog` topic holds the latest catalog, so a worker
+started anywhere, and a replay, derive availability from the same catalog version."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streams.core.catalog import Catalog, load_catalog
+from streams.errors import BrokerError
+from streams.runtime.topics import CATALOG
+
+KEY = b"catalog"
+
+
+def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
+    """The last catalog published, or None when none has been."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"catalog-reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        tp = TopicPartition(CATALOG, 0)
+        low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        if high <= low:
+            return None
+        consumer.assign([TopicPartition(CATALOG, 0, high - 1)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            return load_catalog(json.loads(message.value()))
+        raise BrokerError(f"could not read {CATALOG} within {timeout:.0f} s")
+    finally:
+        consumer.close()
+
+
+def publish(bootstrap: str, catalog: Catalog) -> Catalog:
+    """Publish `catalog` under the next version number; returns what was published."""
+    latest = read_latest(bootstrap)
+    if latest is not None:
+        same = latest.model_dump(exclude={"version"}) == catalog.model_dump(exclude={"version"})
+        if same:
+            return latest
+        catalog = catalog.model_copy(update={"version": latest.version + 1})
+    elif catalog.version == 0:
+        catalog = catalog.model_copy(update={"version": 1})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer.produce(CATALOG, json.dumps(catalog.model_dump(mode="json")).encode(), KEY)
+    if producer.flush(10) != 0:
+        raise BrokerError(f"catalog was not acknowledged by {bootstrap}")
+    return catalog

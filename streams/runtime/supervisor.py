@@ -1,0 +1,223 @@
+"""`inventory-streams up`: broker, topics, catalog, workers and a live status view, in the foreground.
+
+Child processes are stopped on exit, Ctrl-C included; the embedded broker goes with them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from streams.core.catalog import Catalog
+from streams.runtime.broker import free_port, kafka_cluster
+from streams.runtime.catalog_store import publish
+from streams.runtime.topics import (
+    ALERTS,
+    AVAILABILITY_PREFIX,
+    DLQ,
+    EVENTS,
+    POSITIONS,
+    ensure_topics,
+    topic_specs,
+)
+from streams.settings import Settings
+
+
+@dataclass
+class Worker:
+    index: int
+    metrics_port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class Status:
+    events: int = 0
+    positions: int = 0
+    availability: int = 0
+    alerts: int = 0
+    dead_letters: int = 0
+    lag: int = 0
+    workers_alive: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def start_worker(
+    settings: Settings, bootstrap: str, index: int, clock: str, log_dir: Path
+) -> Worker:
+    port = free_port()
+    log_path = log_dir / f"worker-{index}.log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handle = log_path.open("ab")
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "worker",
+            "--clock",
+            clock,
+            "--metrics-port",
+            str(port),
+            "--data-dir",
+            str(log_dir / f"worker-{index}"),
+        ],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    handle.close()
+    return Worker(index, port, process, log_path)
+
+
+def stop_worker(worker: Worker, grace: float = 10.0) -> None:
+    if worker.process.poll() is not None:
+        return
+    worker.process.send_signal(signal.SIGTERM)
+    try:
+        worker.process.wait(grace)
+    except subprocess.TimeoutExpired:
+        worker.process.kill()
+        worker.process.wait()
+
+
+class StatusReader:
+    """Reads what a user wants to see straight from Kafka: record counts and consumer lag."""
+
+    def __init__(self, bootstrap: str, settings: Settings, channels: list[str]) -> None:
+        self.settings = settings
+        self.topics = {"events": EVENTS, "positions": POSITIONS, "alerts": ALERTS, "dlq": DLQ}
+        self.availability = [f"{AVAILABILITY_PREFIX}{c}" for c in channels]
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": settings.app_id,
+                "enable.auto.commit": False,
+            }
+        )
+        self.reader = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": f"status-{uuid.uuid4().hex}"}
+        )
+
+    def _end(self, topic: str) -> tuple[int, list[TopicPartition]]:
+        tps = [TopicPartition(topic, p) for p in range(self._partitions(topic))]
+        total = 0
+        for tp in tps:
+            _, high = self.reader.get_watermark_offsets(tp, timeout=2)
+            tp.offset = high
+            total += high
+        return total, tps
+
+    def _partitions(self, topic: str) -> int:
+        meta = self.reader.list_topics(topic, timeout=2).topics.get(topic)
+        return len(meta.partitions) if meta and meta.partitions else 0
+
+    def read(self) -> Status:
+        status = Status()
+        status.events, ends = self._end(EVENTS)
+        status.positions, _ = self._end(POSITIONS)
+        status.alerts, _ = self._end(ALERTS)
+        status.dead_letters, _ = self._end(DLQ)
+        status.availability = sum(self._end(t)[0] for t in self.availability)
+        committed = self.consumer.committed(
+            [TopicPartition(EVENTS, tp.partition) for tp in ends], timeout=2
+        )
+        status.lag = sum(
+            max(0, end.offset - (c.offset if c.offset >= 0 else 0))
+            for end, c in zip(ends, committed)
+        )
+        return status
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.reader.close()
+
+
+def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
+    table = Table(title=f"inventory-streams on {bootstrap}  (Ctrl-C to stop)", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("events in", f"{status.events:,}")
+    table.add_row("positions out", f"{status.positions:,}")
+    table.add_row("availability updates out", f"{status.availability:,}")
+    table.add_row("alerts", f"{status.alerts:,}")
+    table.add_row("dead letters", f"{status.dead_letters:,}")
+    table.add_row("consumer lag (inventory.events)", f"{status.lag:,}")
+    alive = sum(1 for w in workers if w.process.poll() is None)
+    table.add_row("workers alive", f"{alive}/{len(workers)}")
+    for name, value in status.extra.items():
+        table.add_row(name, value)
+    return table
+
+
+def run_up(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    workers: int = 1,
+    duration: float | None = None,
+    extras: Callable[[str, ExitStack], Callable[[Status], None] | None] | None = None,
+    console: Console | None = None,
+) -> Status:
+    """Run everything until Ctrl-C (or `duration` seconds); returns the last status read."""
+    console = console or Console(stderr=True)
+    log_dir = settings.data_dir / "up"
+    with kafka_cluster(settings) as bootstrap, ExitStack() as stack:
+        console.print(
+            f"[bold]broker[/] {bootstrap}"
+            + ("" if settings.kafka_bootstrap_servers else " (embedded Tansu)")
+        )
+        created = ensure_topics(bootstrap, topic_specs(settings, [c.id for c in catalog.channels]))
+        console.print(f"[bold]topics[/] {len(created)} created")
+        published = publish(bootstrap, catalog)
+        console.print(
+            f"[bold]catalog[/] version {published.version}: {len(catalog.channels)} "
+            f"channels, {len(catalog.listings)} listings"
+        )
+        pool = [start_worker(settings, bootstrap, i, "wall", log_dir) for i in range(workers)]
+        for worker in pool:
+            stack.callback(stop_worker, worker)
+        console.print(f"[bold]workers[/] {workers} (logs in {log_dir})")
+        on_status = extras(bootstrap, stack) if extras else None
+        reader = StatusReader(bootstrap, settings, [c.id for c in catalog.channels])
+        stack.callback(reader.close)
+        status = Status()
+        started = time.monotonic()
+        try:
+            with Live(
+                render(status, bootstrap, pool),
+                console=console,
+                refresh_per_second=2,
+                transient=False,
+            ) as live:
+                while duration is None or time.monotonic() - started < duration:
+                    time.sleep(1.0)
+                    status = reader.read()
+                    if on_status is not None:
+                        on_status(status)
+                    live.update(render(status, bootstrap, pool))
+                    dead = [w for w in pool if w.process.poll() is not None]
+                    if dead:
+                        tail = dead[0].log_path.read_text(errors="replace")[-2000:]
+                        console.print(f"[red]worker {dead[0].index} exited[/]:\n{tail}")
+                        break
+        except KeyboardInterrupt:
+            console.print("stopping...")
+        status.workers_alive = sum(1 for w in pool if w.process.poll() is None)
+        return status

@@ -1,0 +1,455 @@
+"""The live topology: where every record goes, in one file.
+
+    inventory.events ──► [sku stage] ── single-SKU event keyed where it lives: applied here
+          │                  │  ├─ other single-SKU events ──► inventory.sku-commands (by SKU)
+          │                  │  ├─ order events ─────────────► inventory.order-commands (by order)
+          │                  │  └─ reservation events ───────► inventory.reservation-commands (by id)
+          │                  ├─ positions ──► inventory.positions      alerts ──► inventory.alerts
+          │                  ├─ availability of single-SKU listings ──► availability.<channel>
+          │                  ├─ bundle component values ──► inventory.listing-updates
+          │                  └─ hold answers ──► inventory.reservation-commands
+    inventory.sku-commands ──► [sku stage]           (table `skus`: one SkuState per SKU)
+    inventory.order-commands ──► [order stage]       (table `orders`) ──► per-SKU commands
+    inventory.reservation-commands ──► [reservation stage] (table `reservations`)
+          ├─ tentative holds / releases ──► inventory.sku-commands
+          └─ expiry timer ──► `reservation-expired` on inventory.events (so replay reproduces it)
+    inventory.listing-updates ──► [listing stage]    (table `listings`) ──► availability.<channel>
+    anything undecodable or against the contract ──► inventory.dlq
+
+Delivery is at-least-once: outputs are sent immediately, Faust flushes its producer before it
+commits offsets, and every table record carries what makes its update idempotent (streams.core.state).
+Tables use the key partitioner, so a record's changelog partition is the partition of its key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2  # the partitioner Faust's producer uses for keys
+from faust.serializers import codecs
+
+from streams.codec import Codec, make_codec
+from streams.commands import CatalogChanged, CommandCodec
+from streams.core.catalog import Catalog, load_catalog
+from streams.core.derive import (
+    ComponentUpdate,
+    ListingState,
+    apply_component,
+    listing_record,
+    location_ats_map,
+    position,
+    sku_availability,
+)
+from streams.core.engine import check_event
+from streams.core.keys import position_key
+from streams.core.models import (
+    DeadLetter,
+    InboundScheduled,
+    OrderCancelled,
+    OrderCreated,
+    PickConfirmed,
+    ReservationExpired,
+    ReservationReleased,
+    ReservationRequested,
+    ReturnReceived,
+    StockAdjusted,
+    trusted,
+)
+from streams.core.orders import Confirmation, OrderState, route_order
+from streams.core.reservations import (
+    HELD,
+    ReservationState,
+    expiry_event,
+    on_confirmed,
+    on_release,
+    on_result,
+    start,
+)
+from streams.core.sku import HoldResult, apply_sku
+from streams.core.state import SkuState
+from streams.errors import EncodingError, InvalidEvent
+from streams.metrics import Metrics
+from streams.runtime.topics import (
+    ALERTS,
+    DLQ,
+    EVENTS,
+    LISTING_UPDATES,
+    ORDER_COMMANDS,
+    POSITIONS,
+    RESERVATION_COMMANDS,
+    SKU_COMMANDS,
+    availability_topic,
+)
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
+BATCH_MAX = 1000
+BATCH_WITHIN = 0.005  # seconds: small enough for the latency goal, large enough to coalesce
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class _StateCodec(codecs.Codec):
+    """Table values: the core's own snapshot encoding (the same one the property tests round-trip)."""
+
+    def __init__(self, loads: Callable[[dict[str, Any]], Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._from = loads
+
+    def _dumps(self, obj: Any) -> bytes:
+        return json.dumps(obj.to_dict(), separators=(",", ":")).encode()
+
+    def _loads(self, s: bytes) -> Any:
+        return self._from(json.loads(s))
+
+
+codecs.register("sku-state", _StateCodec(SkuState.from_dict))
+codecs.register("order-state", _StateCodec(OrderState.from_dict))
+codecs.register("reservation-state", _StateCodec(ReservationState.from_dict))
+codecs.register("listing-state", _StateCodec(ListingState.from_dict))
+
+
+@dataclass
+class Clock:
+    """Hold expiry clock: wall time in production, the largest occurred_at seen for replays/tests."""
+
+    mode: str  # "wall" | "stream"
+    stream_time: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
+
+    def observe(self, at: datetime) -> None:
+        if at > self.stream_time:
+            self.stream_time = at
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) if self.mode == "wall" else self.stream_time
+
+
+@dataclass
+class Runtime:
+    """What the stages share inside one worker process."""
+
+    catalog: Catalog
+    codec: Codec
+    commands: CommandCodec
+    metrics: Metrics
+    clock: Clock
+    partitions: int
+
+
+def create_app(
+    settings: Settings, bootstrap: str, catalog: Catalog, metrics: Metrics, clock_mode: str = "wall"
+) -> faust.App:
+    codec = make_codec(settings)
+    rt = Runtime(
+        catalog, codec, CommandCodec(codec), metrics, Clock(clock_mode), settings.topic_partitions
+    )
+    n = settings.topic_partitions
+
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=n,
+        topic_replication_factor=settings.topic_replication,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+        producer_linger=0.002,
+        stream_wait_empty=False,
+        web_enabled=False,
+        table_standby_replicas=0,
+    )
+
+    def raw_topic(name: str) -> faust.TopicT:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=n,
+            internal=False,
+        )
+
+    # ---- topics ----
+    events = raw_topic(EVENTS)
+    sku_commands = raw_topic(SKU_COMMANDS)
+    order_commands = raw_topic(ORDER_COMMANDS)
+    reservation_commands = raw_topic(RESERVATION_COMMANDS)
+    listing_updates = raw_topic(LISTING_UPDATES)
+    positions = raw_topic(POSITIONS)
+    alerts = raw_topic(ALERTS)
+    dlq = raw_topic(DLQ)
+    availability = {ch.id: raw_topic(availability_topic(ch.id)) for ch in catalog.channels}
+
+    # ---- tables (changelog-backed, recovered on restart) ----
+    def table(name: str, serializer: str) -> faust.TableT:
+        t = app.Table(name, default=None, partitions=n, key_type=bytes, use_partitioner=True)
+        # set before the changelog topic is first built, which reads them
+        t.key_serializer, t.value_serializer = "raw", serializer
+        return t
+
+    skus = table("skus", "sku-state")
+    orders = table("orders", "order-state")
+    reservations = table("reservations", "reservation-state")
+    listings = table("listings", "listing-state")
+
+    # ---- shared helpers ----
+    def send(topic: faust.TopicT, key: str | bytes | None, value: bytes) -> None:
+        k = key.encode() if isinstance(key, str) else key
+        topic.send_soon(key=k, value=value)
+
+    def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
+        record = trusted(
+            DeadLetter,
+            original=message.value or b"",
+            source=source,
+            reason=reason,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            rejected_at=datetime.now(UTC),
+        )
+        send(dlq, message.key, rt.codec.encode(record, DLQ))
+        rt.metrics.dead_letters.inc()
+
+    def emit_availability(record: Any) -> None:
+        topic = availability.get(record.channel)
+        if topic is not None:
+            name = availability_topic(record.channel)
+            send(topic, record.channel_sku, rt.codec.encode(record, name))
+            rt.metrics.records_out.labels("availability").inc()
+
+    # ---- sku stage ----
+    @app.agent(
+        app.topic(
+            EVENTS,
+            SKU_COMMANDS,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+    )
+    async def sku_stage(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            started = time.perf_counter()
+            touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
+            for event in batch:
+                message = event.message
+                if message.topic == EVENTS:
+                    command = route_input(message)
+                    if command is None:
+                        continue
+                else:
+                    try:
+                        command = rt.commands.decode(message.value)
+                    except (EncodingError, InvalidEvent) as error:
+                        dead_letter(message, str(error))
+                        continue
+                    if isinstance(command, CatalogChanged):
+                        rederive_partition(message.partition, touched)
+                        continue
+                apply_one(command, touched)
+            flush_skus(touched)
+            rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
+
+    def route_input(message: Any) -> Any:
+        """Decode a business event; keep it here if its SKU lives here, else forward it."""
+        rt.metrics.events_in.inc()
+        try:
+            ev = rt.codec.decode(message.value, EVENTS)
+        except (EncodingError, InvalidEvent) as error:
+            dead_letter(message, getattr(error, "reason", str(error)))
+            return None
+        reason = check_event(ev, rt.catalog)  # type: ignore[arg-type]
+        if reason is not None:
+            dead_letter(message, reason, getattr(ev, "source", "unknown"))
+            return None
+        rt.clock.observe(ev.occurred_at)  # type: ignore[attr-defined]
+        if isinstance(ev, SINGLE_SKU):
+            key = ev.sku.encode()
+            if partition_for(key, n) == message.partition:
+                return ev
+            send(sku_commands, key, message.value)
+        elif isinstance(ev, OrderCreated | OrderCancelled):
+            send(order_commands, ev.order_id, message.value)
+        else:
+            send(reservation_commands, ev.reservation_id, message.value)  # type: ignore[union-attr]
+        return None
+
+    def apply_one(command: Any, touched: dict[bytes, Any]) -> None:
+        key = command.sku.encode()
+        entry = touched.get(key)
+        state = entry[0] if entry else (skus.get(key) or SkuState(command.sku))
+        outcome = apply_sku(state, command, rt.catalog)
+        for alert in outcome.alerts:
+            send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
+            rt.metrics.alerts.labels(alert.type).inc()
+        if outcome.hold is not None:
+            send(
+                reservation_commands, outcome.hold.reservation_id, rt.commands.encode(outcome.hold)
+            )
+        locations = entry[1] if entry else set()
+        locations |= outcome.touched
+        resend = (entry[4] if entry else False) or outcome.duplicate
+        if outcome.duplicate:
+            locations |= set(state.locations)
+        touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
+
+    def rederive_partition(partition: int, touched: dict[bytes, Any]) -> None:
+        for key, state in list(skus.items()):
+            if partition_for(key, n) == partition and key not in touched:
+                touched[key] = (state, set(state.locations), state.time, "catalog", True)
+
+    def flush_skus(touched: dict[bytes, Any]) -> None:
+        catalog = rt.catalog
+        for key, (state, locations, as_of, cause, resend) in touched.items():
+            ats = location_ats_map(state, catalog)
+            for loc in sorted(locations):
+                record = position(state, loc, catalog, as_of, cause, ats)
+                send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
+                rt.metrics.records_out.labels("position").inc()
+            records, updates = sku_availability(state, catalog, as_of, cause, force=resend, ats=ats)
+            for record in records:
+                emit_availability(record)
+            for update in updates:
+                send(
+                    listing_updates,
+                    f"{update.channel}|{update.channel_sku}",
+                    rt.commands.encode(update),
+                )
+            skus[key] = state  # one changelog record per SKU per batch
+
+    # ---- order stage ----
+    @app.agent(order_commands)
+    async def order_stage(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            for event in batch:
+                message = event.message
+                try:
+                    ev = rt.codec.decode(message.value, EVENTS)
+                except (EncodingError, InvalidEvent) as error:
+                    dead_letter(message, str(error))
+                    continue
+                assert isinstance(ev, OrderCreated | OrderCancelled)
+                key = ev.order_id.encode()
+                state = orders.get(key) or OrderState()
+                routed = route_order(state, ev)
+                if routed.problem:
+                    dead_letter(message, routed.problem, ev.source)
+                for command in routed.commands:
+                    send(sku_commands, command.sku, rt.commands.encode(command))
+                if routed.confirmation is not None:
+                    send(
+                        reservation_commands,
+                        routed.confirmation.reservation_id,
+                        rt.commands.encode(routed.confirmation),
+                    )
+                orders[key] = state
+
+    # ---- reservation stage ----
+    @app.agent(reservation_commands)
+    async def reservation_stage(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            for event in batch:
+                message = event.message
+                try:
+                    item = rt.commands.decode(message.value)
+                except (EncodingError, InvalidEvent) as error:
+                    dead_letter(message, str(error))
+                    continue
+                handle_reservation(message, item)
+
+    def handle_reservation(message: Any, item: Any) -> None:
+        if isinstance(item, ReservationRequested):
+            key = item.reservation_id.encode()
+            if reservations.get(key) is not None:
+                return  # idempotent by reservation id
+            try:
+                state, tries = start(item, rt.catalog)
+            except InvalidEvent as error:
+                dead_letter(message, error.reason, item.source)
+                return
+            for command in tries:
+                send(sku_commands, command.sku, rt.commands.encode(command))
+            reservations[key] = state
+            return
+        rid = item.reservation_id
+        key = rid.encode()
+        state = reservations.get(key)
+        if state is None:
+            return  # released, expired or confirmed before it was ever requested: nothing held
+        releases = []
+        if isinstance(item, HoldResult):
+            releases = on_result(state, item)
+            if state.status != "pending":
+                rt.metrics.reservations.labels(state.status).inc()
+        elif isinstance(item, ReservationReleased | ReservationExpired):
+            releases = on_release(state, item)
+        elif isinstance(item, Confirmation):
+            on_confirmed(state)
+        for command in releases:
+            send(sku_commands, command.sku, rt.commands.encode(command))
+        reservations[key] = state
+
+    expiry_sent: dict[str, float] = {}
+
+    @app.timer(interval=0.5)
+    async def expire_holds() -> None:
+        """Publish `reservation-expired` for held reservations past their TTL on this worker."""
+        now = rt.clock.now()
+        wall = time.monotonic()
+        for key, state in list(reservations.items()):
+            if state is None or state.status != HELD or state.expires_at >= now:
+                continue
+            rid = state.reservation_id
+            if wall - expiry_sent.get(rid, -1e9) < 30:
+                continue  # sent recently: wait for it to come round
+            expiry_sent[rid] = wall
+            event = expiry_event(state)
+            send(events, key, rt.codec.encode(event, EVENTS))
+
+    # ---- listing stage (bundles and kits whose components live on several partitions) ----
+    @app.agent(listing_updates)
+    async def listing_stage(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            for event in batch:
+                message = event.message
+                try:
+                    update = rt.commands.decode(message.value)
+                except (EncodingError, InvalidEvent) as error:
+                    dead_letter(message, str(error))
+                    continue
+                if not isinstance(update, ComponentUpdate):
+                    continue
+                key = message.key
+                state = listings.get(key) or ListingState({})
+                record = apply_component(state, update, rt.catalog)
+                if record is not None:
+                    emit_availability(record)
+                listings[key] = state
+
+    app.inventory_runtime = rt  # type: ignore[attr-defined]
+    _ = listing_record  # re-derivation of a listing on catalog change goes through its components
+    return app
+
+
+def catalog_from_json(data: bytes) -> Catalog:
+    return load_catalog(json.loads(data))
