@@ -66,6 +66,7 @@ from streams.core.orders import Confirmation, OrderState, route_order
 from streams.core.reservations import (
     HELD,
     ReservationState,
+    closed_before_requested,
     expiry_event,
     on_confirmed,
     on_release,
@@ -395,7 +396,9 @@ def create_app(
         key = rid.encode()
         state = reservations.get(key)
         if state is None:
-            return  # released, expired or confirmed before it was ever requested: nothing held
+            if isinstance(item, ReservationReleased | ReservationExpired):
+                reservations[key] = closed_before_requested(item)
+            return  # nothing was ever held under this id
         releases = []
         if isinstance(item, HoldResult):
             releases = on_result(state, item)

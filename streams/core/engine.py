@@ -41,6 +41,7 @@ from streams.core.orders import OrderState, route_order
 from streams.core.reservations import (
     HELD,
     ReservationState,
+    closed_before_requested,
     expiry_event,
     on_confirmed,
     on_release,
@@ -219,7 +220,9 @@ class Engine:
                 heapq.heappush(self._expiries, (res.expires_at, res.reservation_id))
         elif isinstance(event, ReservationReleased | ReservationExpired):
             res = self.reservations.get(event.reservation_id)
-            if res is not None:
+            if res is None:
+                self.reservations[event.reservation_id] = closed_before_requested(event)
+            else:
                 for release in on_release(res, event):
                     self._sku(release)
         else:

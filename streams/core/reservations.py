@@ -181,6 +181,13 @@ def on_release(
     return _release_all(state, status, event.occurred_at)
 
 
+def closed_before_requested(event: ReservationReleased | ReservationExpired) -> ReservationState:
+    """A release or expiry that overtook its request: remembered, so the request is never held."""
+    status = RELEASED if isinstance(event, ReservationReleased) else EXPIRED
+    return ReservationState(event.reservation_id, "", status, event.occurred_at, event.occurred_at,
+                            [], [])
+
+
 def on_confirmed(state: ReservationState) -> None:
     if state.status == HELD:
         state.status = CONFIRMED

@@ -456,3 +456,14 @@ def test_availability_versions_strictly_increase_and_only_on_change() -> None:
         engine.process(event)
         assert len(versions) == min(i + 1, 3)
     assert versions == [1, 2, 3]
+
+
+def test_release_that_overtakes_its_request_keeps_the_request_from_holding() -> None:
+    engine, out = run(
+        count("A", "wh", 10),
+        ev("reservation-released", 2, reservation_id="r"),
+        ev("reservation-requested", 1, reservation_id="r", channel="web",
+           lines=[{"sku": "A", "quantity": 4}]),
+    )
+    assert engine.reservations["r"].status == "released"
+    assert pos(out, "A", "wh").reserved == 0
