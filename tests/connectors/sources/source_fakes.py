@@ -1,0 +1,99 @@
+"""An in-memory Kafka producer with confluent's produce/poll/flush contract, and readers for its log."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from connectors.sources.producer import SourceProducer
+from streams.codec import make_codec
+from streams.core.models import DeadLetter
+from streams.runtime.topics import DLQ, EVENTS
+
+CODEC = make_codec()
+
+
+@dataclass
+class FakeMessage:
+    _topic: str
+    _key: bytes | None
+    _value: bytes
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
+@dataclass
+class FakeError:
+    reason: str
+
+    def str(self) -> str:
+        return self.reason
+
+
+@dataclass
+class FakeKafka:
+    """Buffers up to `capacity` records (then BufferError, like librdkafka); poll() delivers them.
+
+    `fail` decides per message whether the broker refuses it (a delivery report with an error).
+    """
+
+    capacity: int = 1_000_000
+    fail: Callable[[FakeMessage], bool] = lambda _msg: False
+    log: list[FakeMessage] = field(default_factory=list)  # acknowledged, in order
+    _queue: list[tuple[FakeMessage, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        *,
+        on_delivery: Any = None,
+    ) -> None:
+        with self._lock:
+            if len(self._queue) >= self.capacity:
+                raise BufferError("Local: Queue full")
+            self._queue.append((FakeMessage(topic, key, value or b""), on_delivery))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        for msg, callback in batch:
+            failed = self.fail(msg)
+            if not failed:
+                self.log.append(msg)
+            if callback is not None:
+                callback(FakeError("Broker: refused") if failed else None, msg)
+        return len(batch)
+
+    def flush(self, timeout: float = 0.0) -> int:
+        self.poll()
+        return 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    # ---- reading back ----
+
+    def events(self) -> list[Any]:
+        return [CODEC.decode(m.value(), EVENTS) for m in self.log if m.topic() == EVENTS]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        out = [CODEC.decode(m.value(), DLQ) for m in self.log if m.topic() == DLQ]
+        assert all(isinstance(letter, DeadLetter) for letter in out)
+        return out  # type: ignore[return-value]
+
+
+def fake_producer(**kwargs: Any) -> tuple[SourceProducer, FakeKafka]:
+    kafka = FakeKafka(**kwargs)
+    return SourceProducer(client=kafka, codec=CODEC), kafka
