@@ -107,8 +107,10 @@ class SinkEngine:
         dead_letter: DeadLetterHook | None = None,
         backoff: Backoff | None = None,
         clock: Clock = time.monotonic,
+        on_ack: Callable[[Availability], None] | None = None,
     ) -> None:
         self.sink = sink
+        self._on_ack = on_ack  # told of every record the channel acknowledged (status views)
         self.channel_id = sink.channel_id
         self._metrics = metrics or SinkMetrics(CollectorRegistry())
         self._dead_letter = dead_letter
@@ -126,6 +128,7 @@ class SinkEngine:
         # send per window, while a SKU that was quiet goes out at once.
         self._linger = float(getattr(sink, "linger", 0.0))
         self._sent_at: dict[str, float] = {}
+        self._last_partial = -float("inf")  # a batch that is not full goes at most once per window
         self.flushes = 0  # calls of sink.flush() / flush_bulk(), for tests and the benchmark
         self.acked = 0
         self.dead_lettered = 0
@@ -226,10 +229,15 @@ class SinkEngine:
             return True
         if not self._buffer:
             return False
-        not_before = self._next_due()
-        if not_before > 0:
+        due, not_before = self._due()
+        if due == 0:
             self._wake.clear()  # a new key (due at once) wakes us early
             await _first(stop.wait(), self._wake.wait(), asyncio.sleep(not_before))
+            return True
+        partial_wait = self._last_partial + self._linger - self._clock()
+        if due < self.sink.max_batch and partial_wait > 0:
+            # Not a full call yet and one partial call went out this window: let the batch grow.
+            await _first(stop.wait(), asyncio.sleep(partial_wait))
             return True
         await self._maybe_bulk()
         if not self._buffer:
@@ -253,12 +261,22 @@ class SinkEngine:
         batch = self._take(sink.max_bulk)
         self._bulk = asyncio.create_task(self._send_bulk(sink, batch))
 
-    def _next_due(self) -> float:
-        """Seconds until some waiting key may be sent (0: one may be sent now)."""
+    def _due(self) -> tuple[int, float]:
+        """(keys that may be sent now, up to a full batch; seconds until the next one may)."""
+        limit = self.sink.max_batch
         if self._linger <= 0:
-            return 0.0
-        earliest = min(self._sent_at.get(key, -self._linger) for key in self._buffer)
-        return max(0.0, earliest + self._linger - self._clock())
+            return min(limit, len(self._buffer)), 0.0
+        cutoff = self._clock() - self._linger
+        due, earliest = 0, float("inf")
+        for key in self._buffer:
+            sent = self._sent_at.get(key, cutoff)
+            if sent <= cutoff:
+                due += 1
+                if due >= limit:
+                    break
+            else:
+                earliest = min(earliest, sent)
+        return due, (0.0 if due else earliest - cutoff)
 
     def _take(self, limit: int) -> list[_Slot]:
         now = self._clock()
@@ -267,6 +285,8 @@ class SinkEngine:
             cutoff = now - self._linger
             slots = (s for s in slots if self._sent_at.get(s.record.channel_sku, cutoff) <= cutoff)
         batch = list(itertools.islice(slots, limit))
+        if 0 < len(batch) < limit:
+            self._last_partial = now
         for slot in batch:
             key = slot.record.channel_sku
             del self._buffer[key]
@@ -350,6 +370,8 @@ class SinkEngine:
         self.acked += 1
         self._metrics.records_acked.labels(self.channel_id).inc()
         self._metrics.ack_latency.labels(self.channel_id).observe(self._clock() - slot.since)
+        if self._on_ack is not None:
+            self._on_ack(slot.record)
 
     async def _reject(self, slot: _Slot, reason: str) -> None:
         record = slot.record

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -111,19 +112,21 @@ async def run_sink(
     registry: CollectorRegistry | None = None,
     sink: Sink | None = None,
     codec: Codec | None = None,
+    on_ack: Callable[[Availability], None] | None = None,
 ) -> SinkEngine:
     """Deliver availability.<channel.id> to the channel until `stop` is set.
 
     Runs in the caller's event loop (blocking Kafka calls go to worker threads); start one task
     per channel. Metrics go to `registry` (a private one if None). Returns the engine at the end,
-    for its counters. Raises InvalidSinkConfig when the channel's connector settings are wrong.
+    for its counters. `on_ack` is called with every record the channel acknowledged (e.g. for a
+    status view). Raises InvalidSinkConfig when the channel's connector settings are wrong.
     """
     metrics = SinkMetrics.for_registry(registry or CollectorRegistry())
     codec = codec or make_codec(settings)
     sink = sink or make_sink(channel, metrics)
     topic = availability_topic(channel.id)
     dead_letters = _DeadLetters(bootstrap, codec, channel)
-    engine = SinkEngine(sink, metrics=metrics, dead_letter=dead_letters.hook())
+    engine = SinkEngine(sink, metrics=metrics, dead_letter=dead_letters.hook(), on_ack=on_ack)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

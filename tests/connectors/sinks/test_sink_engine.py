@@ -36,7 +36,7 @@ async def test_a_burst_on_one_sku_costs_one_call() -> None:
 
 
 async def test_a_hot_sku_is_sent_once_per_window_and_a_quiet_one_at_once() -> None:
-    sink = FakeSink(linger=0.3)
+    sink = FakeSink(max_batch=1, linger=0.3)
     engine = engine_for(sink)
     engine.offer(availability("HOT", 1))
     await engine.run_until_idle()
@@ -50,6 +50,20 @@ async def test_a_hot_sku_is_sent_once_per_window_and_a_quiet_one_at_once() -> No
     await draining
     assert sink.history["HOT"] == [1, 9]
     assert sink.call_times[-1] - sink.call_times[0] >= 0.3
+
+
+async def test_a_batch_that_is_not_full_goes_at_most_once_per_window() -> None:
+    sink = FakeSink(max_batch=3, linger=0.3)
+    engine = engine_for(sink)
+    engine.offer(availability("A", 1))
+    await engine.run_until_idle()  # alone: at once
+    for sku in ("B", "C", "D", "E"):
+        engine.offer(availability(sku, 1))
+    await engine.run_until_idle()
+    sizes = [len(call) for call in sink.calls]
+    assert sizes == [1, 3, 1]  # the full batch at once, the remainder after the window
+    assert sink.call_times[2] - sink.call_times[0] >= 0.3
+    assert sink.call_times[1] - sink.call_times[0] < 0.2
 
 
 async def test_batches_carry_many_skus_up_to_the_channel_limit() -> None:
