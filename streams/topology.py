@@ -321,13 +321,15 @@ def create_app(
 
     def flush_skus(touched: dict[bytes, Any]) -> None:
         catalog = rt.catalog
+        floor = time.time_ns() // 1000  # versions above any sent before a crash (see derive)
         for key, (state, locations, as_of, cause, resend) in touched.items():
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations):
-                record = position(state, loc, catalog, as_of, cause, ats)
+                record = position(state, loc, catalog, as_of, cause, ats, floor)
                 send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
                 rt.metrics.records_out.labels("position").inc()
-            records, updates = sku_availability(state, catalog, as_of, cause, force=resend, ats=ats)
+            records, updates = sku_availability(state, catalog, as_of, cause, force=resend, ats=ats,
+                                                floor=floor)
             for record in records:
                 emit_availability(record)
             for update in updates:
@@ -444,7 +446,7 @@ def create_app(
                     continue
                 key = message.key
                 state = listings.get(key) or ListingState({})
-                record = apply_component(state, update, rt.catalog)
+                record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
                 if record is not None:
                     emit_availability(record)
                 listings[key] = state

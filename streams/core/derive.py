@@ -52,9 +52,10 @@ def position(
     as_of: datetime,
     cause: str,
     ats: dict[str, int] | None = None,
+    floor: int = 0,
 ) -> Position:
     loc = state.locations[loc_id]
-    loc.version += 1
+    loc.version = max(loc.version + 1, floor)
     return trusted(
         Position,
         sku=state.sku,
@@ -89,11 +90,14 @@ def sku_availability(
     channels: set[str] | None = None,
     force: bool = False,
     ats: dict[str, int] | None = None,
+    floor: int = 0,
 ) -> tuple[list[Availability], list[ComponentUpdate]]:
     """Changed availability of this SKU's own listings, and changed component values for bundles.
 
     `force` re-sends every value under a new version: after a redelivery, the record that the first
-    delivery produced may have been lost with the worker.
+    delivery produced may have been lost with the worker. `floor` is the smallest version to use:
+    live stages pass the wall clock in microseconds, so a state recovered after a crash (which may
+    be older than records already sent) still issues versions above every one sent before.
     """
     records: list[Availability] = []
     updates: list[ComponentUpdate] = []
@@ -132,6 +136,7 @@ def sku_availability(
                 backorderable,
                 restock,
                 force,
+                floor,
             )
             if version:
                 records.append(
@@ -155,6 +160,7 @@ def sku_availability(
                 bo_units,
                 bo_eta,
                 force,
+                floor,
             )
             if seq:
                 updates.append(
@@ -173,7 +179,9 @@ def sku_availability(
     return records, updates
 
 
-def _changed(state: SkuState, key: str, a: int, b: int, d: date | None, force: bool) -> int:
+def _changed(
+    state: SkuState, key: str, a: int, b: int, d: date | None, force: bool, floor: int
+) -> int:
     """The new version when (a, b, d) differs from what was last published under key, else 0."""
     prev = state.published.get(key)
     if (
@@ -184,7 +192,7 @@ def _changed(state: SkuState, key: str, a: int, b: int, d: date | None, force: b
         and prev.restock_date == d
     ):
         return 0
-    version = prev.version + 1 if prev else 1
+    version = max(prev.version + 1 if prev else 1, floor)
     state.published[key] = Published(a, b, d, version)
     return version
 
@@ -221,7 +229,7 @@ class ListingState:
 
 
 def apply_component(
-    state: ListingState, update: ComponentUpdate, catalog: Catalog
+    state: ListingState, update: ComponentUpdate, catalog: Catalog, floor: int = 0
 ) -> Availability | None:
     """Fold one component's values into its listing; the new record when availability changed."""
     known = state.components.get(update.sku)
@@ -234,7 +242,8 @@ def apply_component(
         update.backorder_eta,
     )
     return listing_record(
-        state, update.channel, update.channel_sku, catalog, update.as_of, update.cause_event_id
+        state, update.channel, update.channel_sku, catalog, update.as_of, update.cause_event_id,
+        floor,
     )
 
 
@@ -245,6 +254,7 @@ def listing_record(
     catalog: Catalog,
     as_of: datetime,
     cause: str,
+    floor: int = 0,
 ) -> Availability | None:
     listing = catalog.listing_by_key.get((channel, channel_sku))
     if listing is None:
@@ -260,7 +270,7 @@ def listing_record(
         restock,
     ):
         return None
-    version = prev.version + 1 if prev else 1
+    version = max(prev.version + 1 if prev else 1, floor)
     state.published = Published(available, backorderable, restock, version)
     return trusted(
         Availability,

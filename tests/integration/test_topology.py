@@ -1,0 +1,102 @@
+"""The live topology on a real broker gives exactly what `simulate` gives for the same input."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.core.models import event_to_json
+from streams.simulate import read_catalog, simulate
+from tests.integration.live import LiveSystem
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+sys.path.insert(0, str(Path(__file__).parent.parent.parent / "bench"))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SCENARIOS.iterdir() if p.is_dir()))
+def test_scenario_live_equals_simulate(name: str, tmp_path: Path) -> None:
+    scenario = SCENARIOS / name
+    catalog = read_catalog(scenario / "catalog.yaml")
+    expected = simulate(catalog, (scenario / "events.jsonl").read_bytes().splitlines())
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(0)
+        counts = live.publish(scenario / "events.jsonl")
+        view = live.wait_for(expected, timeout=60)
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
+        # every rejected line is in the dead-letter topic with its reason, whichever stage refused it
+        letters = list(live.latest_all("inventory.dlq"))
+        assert len(letters) == len(expected["rejected"]) >= counts["rejected"]
+        assert sorted(_same_words(d["reason"]) for d in letters) == sorted(
+            _same_words(r["reason"]) for r in expected["rejected"]
+        )
+
+
+def _same_words(reason: str) -> str:
+    """A reason without where it was found: `publish` prefixes the line, JSON positions vary."""
+    reason = re.sub(r"^line \d+: ", "", reason)
+    return "malformed JSON" if reason.startswith("malformed JSON") else reason
+
+
+def big_stream(path: Path, events: int, skus: int) -> None:
+    import core as bench  # bench/core.py's realistic generator
+
+    with path.open("w") as out:
+        for event in bench.generate(events, skus, 5, seed=11):
+            out.write(json.dumps(event_to_json(event)) + "\n")
+
+
+def bench_catalog_yaml(path: Path, skus: int) -> None:
+    import core as bench
+    import yaml
+
+    path.write_text(yaml.safe_dump(bench.make_catalog(skus, 5).model_dump(mode="json")))
+
+
+def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
+    skus, n = 500, 100_000
+    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
+    big_stream(tmp_path / "events.jsonl", n, skus)
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+    expected = simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(0)
+        live.publish(tmp_path / "events.jsonl")
+        # let it get well into the stream, then kill it without warning
+        deadline = time.monotonic() + 120
+        while live.position_count() < 20_000 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert live.position_count() >= 20_000, "the worker made no progress"
+        live.kill_worker(0)
+        live.start_worker(0)
+        view = live.wait_for(expected, timeout=300, every=5)
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
+        # versions never go backwards for a key, across the crash
+        for key, versions in live.versions("availability.web").items():
+            assert versions == sorted(versions) and len(set(versions)) == len(versions), key
+
+
+def test_two_workers_share_the_partitions_and_agree_with_simulate(tmp_path: Path) -> None:
+    skus, n = 300, 20_000
+    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
+    big_stream(tmp_path / "events.jsonl", n, skus)
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+    expected = simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(0)
+        live.start_worker(1)
+        live.publish(tmp_path / "events.jsonl")
+        view = live.wait_for(expected, timeout=240, every=5)
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
+        assert live.partition_owners() == 2, "both workers must own partitions"
+
+
