@@ -258,17 +258,20 @@ class SinkEngine:
             return
         if len(self._buffer) < sink.bulk_threshold or not await sink.bulk_ready():
             return
-        batch = self._take(sink.max_bulk)
+        batch = self._take(sink.max_bulk, bulk=True)
         self._bulk = asyncio.create_task(self._send_bulk(sink, batch))
 
     def _due(self) -> tuple[int, float]:
         """(keys that may be sent now, up to a full batch; seconds until the next one may)."""
         limit = self.sink.max_batch
-        if self._linger <= 0:
+        flying = self._in_flight
+        if self._linger <= 0 and not flying:
             return min(limit, len(self._buffer)), 0.0
         cutoff = self._clock() - self._linger
         due, earliest = 0, float("inf")
         for key in self._buffer:
+            if key in flying:  # one call per key at a time: it waits for the outcome (a wake-up)
+                continue
             sent = self._sent_at.get(key, cutoff)
             if sent <= cutoff:
                 due += 1
@@ -276,16 +279,18 @@ class SinkEngine:
                     break
             else:
                 earliest = min(earliest, sent)
-        return due, (0.0 if due else earliest - cutoff)
+        return due, (0.0 if due else min(60.0, earliest - cutoff))
 
-    def _take(self, limit: int) -> list[_Slot]:
+    def _take(self, limit: int, bulk: bool = False) -> list[_Slot]:
         now = self._clock()
-        slots: Iterable[_Slot] = self._buffer.values()
-        if self._linger > 0:
-            cutoff = now - self._linger
-            slots = (s for s in slots if self._sent_at.get(s.record.channel_sku, cutoff) <= cutoff)
+        cutoff = now - self._linger
+        slots: Iterable[_Slot] = (
+            slot
+            for key, slot in self._buffer.items()
+            if key not in self._in_flight and self._sent_at.get(key, cutoff) <= cutoff
+        )
         batch = list(itertools.islice(slots, limit))
-        if 0 < len(batch) < limit:
+        if not bulk and 0 < len(batch) < limit:
             self._last_partial = now
         for slot in batch:
             key = slot.record.channel_sku

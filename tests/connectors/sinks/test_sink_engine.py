@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -64,6 +65,47 @@ async def test_a_batch_that_is_not_full_goes_at_most_once_per_window() -> None:
     assert sizes == [1, 3, 1]  # the full batch at once, the remainder after the window
     assert sink.call_times[2] - sink.call_times[0] >= 0.3
     assert sink.call_times[1] - sink.call_times[0] < 0.2
+
+
+class SlowBulkSink(FakeSink):
+    """A fake with a bulk path (like a feed) that finishes only when the test says so."""
+
+    bulk_threshold = 5
+    max_bulk = 100
+
+    def __init__(self) -> None:
+        super().__init__(max_batch=1)
+        self.release = asyncio.Event()
+        self.bulks: list[list[int]] = []
+
+    async def bulk_ready(self) -> bool:
+        return not self.bulks
+
+    async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
+        self.bulks.append([r.version for r in records])
+        await self.release.wait()
+        for record in records:
+            self.state[record.channel_sku] = record
+            self.history.setdefault(record.channel_sku, []).append(record.version)
+        return [Outcome.ack(r.channel_sku) for r in records]
+
+
+async def test_a_key_in_a_pending_bulk_is_not_sent_again_until_the_bulk_resolves() -> None:
+    sink = SlowBulkSink()
+    engine = engine_for(sink)
+    for i in range(6):
+        engine.offer(availability(f"K{i}", 1))
+    draining = asyncio.create_task(engine.run_until_idle())
+    await asyncio.sleep(0.05)
+    assert len(sink.bulks) == 1 and sink.calls == []
+    engine.offer(availability("K0", 2))  # newer, while K0 v1 is inside the pending bulk
+    engine.offer(availability("OTHER", 1))
+    await asyncio.sleep(0.05)
+    assert [[r.channel_sku for r in call] for call in sink.calls] == [["OTHER"]]
+    sink.release.set()
+    await draining
+    assert sink.history["K0"] == [1, 2]
+    assert sink.state["K0"].version == 2
 
 
 async def test_batches_carry_many_skus_up_to_the_channel_limit() -> None:
