@@ -151,9 +151,9 @@ class SourceMapping:
             return 1
         packs = self.spec.pack_sizes.get(source_sku.strip())
         if packs is not None:
-            for name, factor in packs.items():
+            for name, pack in packs.items():
                 if name.upper() == unit:
-                    return factor
+                    return pack
         factor = self._upper_units.get(unit)
         if factor is None:
             known = ", ".join(sorted(self._upper_units)) or "none"

@@ -30,7 +30,7 @@ from connectors.sources.batch import ImportReport, run_import
 from connectors.sources.ledger import ImportLedger
 from connectors.sources.mapping import SourceMapping, load_mapping
 from connectors.sources.metrics import SourceMetrics
-from connectors.sources.producer import SourceProducer
+from connectors.sources.producer import Outgoing, SourceProducer
 from connectors.sources.progress import FileProgress
 from streams.core.models import Event, parse_event
 from streams.errors import EncodingError, InvalidEvent
@@ -169,16 +169,17 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def account(
+def collect(
     results: list[LineResult],
     raw: bytes,
-    translator: PosTranslator,
+    source: str,
     producer: SourceProducer,
     tally: Tally,
     where: str,
-) -> None:
-    """Send one transaction's results: events produced, refusals dead-lettered, all counted."""
-    source = translator.mapping.source
+) -> list[Outgoing]:
+    """The records of one transaction, encoded: its events, and a dead letter per refused line
+    (the transaction's bytes, and which line and why); every line counted in `tally`."""
+    out: list[Outgoing] = []
     for result in results:
         tally.received += 1
         if result.duplicate:
@@ -190,7 +191,7 @@ def account(
         reason = result.reason
         if result.event is not None:
             try:
-                producer.send(producer.encode_event(result.event))
+                out.append(producer.encode_event(result.event))
             except EncodingError as error:
                 reason = str(error)
             else:
@@ -198,9 +199,11 @@ def account(
                 tally.events += 1
                 continue
         text = f"{where}: {result.label}: {reason}"
-        producer.dead_letter(raw, source, text, key=f"{where}:{result.label}".encode())
+        key = f"{where}:{result.label}".encode()
+        out.append(producer.encode_dead_letter(raw, source, text, key=key))
         tally.dead_lettered += 1
         tally.note(text)
+    return out
 
 
 def import_pos(
@@ -228,7 +231,9 @@ def import_pos(
             if not raw.strip():
                 continue
             where = f"{name} line {number}"
-            account(translator.translate(raw), raw, translator, producer, report.tally, where)
+            results = translator.translate(raw)
+            for record in collect(results, raw, mapping.source, producer, report.tally, where):
+                producer.send(record)
             if number % _PROGRESS_EVERY == 0:
                 bar.update(handle.tell(), report.tally.received)
 

@@ -1,4 +1,4 @@
-"""An in-memory Kafka producer with confluent's produce/poll/flush contract, and readers for its log."""
+"""An in-memory Kafka producer with confluent's produce/poll/flush contract; readers for its log."""
 
 from __future__ import annotations
 
