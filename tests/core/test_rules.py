@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streams.core.engine import Collector, Engine
 from streams.core.models import Event
-from tests.core.builders import catalog, count, delta, ev
+from tests.core.builders import T0, catalog, count, delta, ev
 
 
 def run(*events: Event, cat=None) -> tuple[Engine, Collector]:
@@ -467,3 +467,17 @@ def test_release_that_overtakes_its_request_keeps_the_request_from_holding() -> 
     )
     assert engine.reservations["r"].status == "released"
     assert pos(out, "A", "wh").reserved == 0
+
+
+def test_versions_continue_above_a_floor_after_recovery_from_an_older_state() -> None:
+    from streams.core.derive import sku_availability
+    from streams.core.state import SkuState
+
+    engine, out = run(count("A", "wh", 5))
+    snapshot = SkuState.from_dict(engine.skus["A"].to_dict())  # what a changelog would restore
+    first = out.availabilities[("web", "A")].version
+    records, _ = sku_availability(snapshot, catalog(), T0, "x", force=True, floor=first + 1000)
+    by_key = {(r.channel, r.channel_sku): r.version for r in records}
+    assert by_key[("web", "A")] == first + 1000
+    records, _ = sku_availability(snapshot, catalog(), T0, "x", force=True, floor=0)
+    assert {(r.channel, r.channel_sku): r.version for r in records}[("web", "A")] == first + 1001
