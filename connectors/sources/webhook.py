@@ -38,13 +38,18 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connectors.sources import shopify
-from connectors.sources.base import Backpressure, DeliveryFailed, InvalidSourceConfig, Tally
+from connectors.sources.base import (
+    Backpressure,
+    DeliveryFailed,
+    InvalidSourceConfig,
+    Tally,
+    parse_json_event,
+)
 from connectors.sources.mapping import load_mapping
 from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import PosTranslator, collect
 from connectors.sources.producer import Outgoing, SourceProducer
 from streams.core.catalog import Catalog
-from streams.core.models import parse_event_json
 from streams.errors import EncodingError, InvalidEvent
 from streams.settings import Settings
 
@@ -359,7 +364,7 @@ class Receiver:
         for number, raw in enumerate(lines, start=1):
             tally.received += 1
             try:
-                event = parse_event_json(raw)
+                event = parse_json_event(raw)
                 if event.source != source.name:
                     raise InvalidEvent(
                         f"source: {event.source!r} does not match the webhook source "

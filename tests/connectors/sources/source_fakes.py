@@ -50,7 +50,7 @@ class FakeKafka:
     fail: Callable[[FakeMessage], bool] = lambda _msg: False
     log: list[FakeMessage] = field(default_factory=list)  # acknowledged, in order
     _queue: list[tuple[FakeMessage, Any]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def produce(
         self,
@@ -64,9 +64,12 @@ class FakeKafka:
             if len(self._queue) >= self.capacity:
                 raise BufferError("Local: Queue full")
             self._queue.append((FakeMessage(topic, key, value or b""), on_delivery))
+            self._lock.notify_all()
 
     def poll(self, timeout: float = 0.0) -> int:
         with self._lock:
+            if not self._queue and timeout > 0:
+                self._lock.wait(timeout)  # like librdkafka: block until a report or the timeout
             batch, self._queue = self._queue, []
         for msg, callback in batch:
             failed = self.fail(msg)
@@ -84,6 +87,9 @@ class FakeKafka:
         return len(self._queue)
 
     # ---- reading back ----
+
+    def count(self, topic: str) -> int:
+        return sum(1 for m in self.log if m.topic() == topic)
 
     def events(self) -> list[Any]:
         return [CODEC.decode(m.value(), EVENTS) for m in self.log if m.topic() == EVENTS]
