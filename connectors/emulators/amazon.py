@@ -79,6 +79,8 @@ class AmazonEmulator(Emulator):
     burst: float = 5.0  # ... and burst
     feed_rate: float = 5 / 300  # JSON_LISTINGS_FEED submissions: 5 per 5 minutes
     feed_burst: float = 5.0
+    get_feed_rate: float = 2.0  # getFeed usage plan
+    get_feed_burst: float = 15.0
     feed_processing_seconds: float = 0.5
     listings: dict[str, dict[str, Any]] = field(default_factory=dict)  # sku -> attributes
     history: dict[str, list[int]] = field(default_factory=dict)  # sku -> quantities, in order
@@ -87,11 +89,13 @@ class AmazonEmulator(Emulator):
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
     _bucket: Bucket | None = None
     _feed_bucket: Bucket | None = None
+    _get_feed_bucket: Bucket | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._bucket = Bucket(self.burst, self.rate)
         self._feed_bucket = Bucket(self.feed_burst, self.feed_rate)
+        self._get_feed_bucket = Bucket(self.get_feed_burst, self.get_feed_rate)
 
     def add_listing(self, sku: str, quantity: int = 0) -> None:
         self.listings.setdefault(
@@ -332,6 +336,8 @@ class AmazonEmulator(Emulator):
     async def _get_feed(self, request: web.Request) -> web.Response:
         if (denied := self._auth(request)) is not None:
             return denied
+        if (limited := self._limit(self._get_feed_bucket, self.get_feed_rate)) is not None:
+            return limited
         feed = self.feeds.get(request.match_info["feed"])
         if feed is None:
             return web.json_response(_errors("NotFound", "Feed not found"), status=404)

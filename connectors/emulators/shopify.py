@@ -236,6 +236,7 @@ class ShopifyEmulator(Emulator):
                 "The @idempotent directive is required for this mutation.", "BAD_REQUEST"
             )
         self._check_input(value, cas)
+        assert isinstance(value, dict)
         requested = self.mutation_cost
         throttled = self._throttled(requested)
         if throttled is not None:

@@ -130,17 +130,17 @@ class ShopifySink:
                 todo = {}
                 break
             reread = set()
-            for sku, error in errors.items():
-                if sku is None:  # an error about the whole input: nothing can pass as it is
+            for failed, error in errors.items():
+                if failed is None:  # an error about the whole input: nothing can pass as it is
                     for each in todo:
                         outcomes[each] = Outcome.reject(each, error)
                     todo = {}
                     break
                 if error.split(":", 1)[0] in _STALE:
-                    reread.add(sku)  # someone else changed it: read, then set ours again
+                    reread.add(failed)  # someone else changed it: read, then set ours again
                 else:
-                    outcomes[sku] = Outcome.reject(sku, error)
-                    todo.pop(sku, None)
+                    outcomes[failed] = Outcome.reject(failed, error)
+                    todo.pop(failed, None)
         for sku in todo:
             outcomes[sku] = Outcome.retry(sku, "the quantity kept changing on the shop side")
         return [outcomes[record.channel_sku] for record in batch]
@@ -261,9 +261,9 @@ class ShopifySink:
             self._next_cost = float(requested)
         result = answer["data"]["inventorySetQuantities"]
         errors: dict[str | None, str] = {}
-        for error in result.get("userErrors") or []:
-            field = error.get("field") or []
-            text = f"{error.get('code')}: {error.get('message')}"
+        for user_error in result.get("userErrors") or []:
+            field = user_error.get("field") or []
+            text = f"{user_error.get('code')}: {user_error.get('message')}"
             if len(field) >= 3 and field[1] == "quantities" and str(field[2]).isdigit():
                 errors[records[int(field[2])].channel_sku] = text
             else:
