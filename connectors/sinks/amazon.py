@@ -43,7 +43,7 @@ class AmazonConfig(BaseModel):
     fulfillment_channel_code: str = "DEFAULT"
     rate: float = Field(default=5.0, gt=0)  # patchListingsItem usage plan of the account
     burst: float = Field(default=5.0, ge=1)
-    rate_safety: float = Field(default=0.9, gt=0, le=1)  # pace below the plan: network jitter
+    rate_safety: float = Field(default=0.95, gt=0, le=1)  # pace below the plan: network jitter
     feed_threshold: int = Field(default=500, ge=0)  # waiting SKUs that justify a feed; 0 = never
     max_feed_messages: int = Field(default=25_000, ge=1, le=25_000)
     feed_rate: float = Field(default=5 / 300, gt=0)  # JSON_LISTINGS_FEED: 5 per 5 minutes
@@ -74,7 +74,8 @@ class AmazonSink:
         self.bulk_threshold = config.feed_threshold or 1 << 62
         self.max_bulk = config.max_feed_messages
         self._http = HttpClient(channel.id, metrics)
-        self._bucket = TokenBucket(config.rate * config.rate_safety, config.burst)
+        # One token of the plan's burst is left unused: slack for requests that arrive bunched.
+        self._bucket = TokenBucket(config.rate * config.rate_safety, max(1.0, config.burst - 1))
         self._feeds = TokenBucket(config.feed_rate, config.feed_burst)
         self._staged: list[Availability] = []
         self._headers = {

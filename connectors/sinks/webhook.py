@@ -55,7 +55,8 @@ class WebhookSink:
         self.max_batch = 1
         self.linger = config.coalesce_seconds
         self._http = HttpClient(channel.id, metrics, timeout=config.timeout_seconds)
-        self._bucket = TokenBucket(config.rate * config.rate_safety, config.burst)
+        # One token of the receiver's burst is left unused: slack for requests that arrive bunched.
+        self._bucket = TokenBucket(config.rate * config.rate_safety, max(1.0, config.burst - 1))
         self._staged: list[Availability] = []
 
     def add(self, record: Availability) -> None:
