@@ -18,6 +18,7 @@ from streams.codec import make_codec, record_to_json
 from streams.commands import CommandCodec
 from streams.core.models import parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
+from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import AVAILABILITY_PREFIX, EVENTS
 from streams.settings import Settings
 
@@ -112,10 +113,7 @@ def tail(
         if metadata is None or metadata.error is not None or not metadata.partitions:
             raise InventoryError(f"topic {topic!r} does not exist")
         partitions = sorted(metadata.partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
+        ends = true_end_offsets(bootstrap, topic, partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         seen = 0
         positions = dict.fromkeys(partitions, 0)

@@ -77,6 +77,7 @@ from streams.core.sku import HoldResult, apply_sku
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
+from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
     DLQ,
@@ -199,6 +200,11 @@ def create_app(
     availability = {ch.id: raw_topic(availability_topic(ch.id)) for ch in catalog.channels}
 
     # ---- tables (changelog-backed, recovered on restart) ----
+    def stored(t: faust.TableT, key: bytes, from_dict: Callable[[Any], Any]) -> Any:
+        """A table value as a state object: recovery hands back the decoded JSON, not the object."""
+        value = t.get(key)
+        return from_dict(value) if isinstance(value, dict) else value
+
     def table(name: str, serializer: str) -> faust.TableT:
         t = app.Table(name, default=None, partitions=n, key_type=bytes, use_partitioner=True)
         # set before the changelog topic is first built, which reads them
@@ -210,10 +216,13 @@ def create_app(
     reservations = table("reservations", "reservation-state")
     listings = table("listings", "listing-state")
 
+    outputs = Outputs(bootstrap)
+    outputs.install(app)
+
     # ---- shared helpers ----
     def send(topic: faust.TopicT, key: str | bytes | None, value: bytes) -> None:
         k = key.encode() if isinstance(key, str) else key
-        topic.send_soon(key=k, value=value)
+        outputs.send(topic.get_topic_name(), k, value)
 
     def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
         record = trusted(
@@ -269,6 +278,7 @@ def create_app(
                         continue
                 apply_one(command, touched)
             flush_skus(touched)
+            outputs.poll()
             rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
 
     def route_input(message: Any) -> Any:
@@ -298,7 +308,7 @@ def create_app(
     def apply_one(command: Any, touched: dict[bytes, Any]) -> None:
         key = command.sku.encode()
         entry = touched.get(key)
-        state = entry[0] if entry else (skus.get(key) or SkuState(command.sku))
+        state = entry[0] if entry else (stored(skus, key, SkuState.from_dict) or SkuState(command.sku))
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
@@ -315,8 +325,9 @@ def create_app(
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
 
     def rederive_partition(partition: int, touched: dict[bytes, Any]) -> None:
-        for key, state in list(skus.items()):
+        for key in list(skus.keys()):
             if partition_for(key, n) == partition and key not in touched:
+                state = stored(skus, key, SkuState.from_dict)
                 touched[key] = (state, set(state.locations), state.time, "catalog", True)
 
     def flush_skus(touched: dict[bytes, Any]) -> None:
@@ -353,7 +364,7 @@ def create_app(
                     continue
                 assert isinstance(ev, OrderCreated | OrderCancelled)
                 key = ev.order_id.encode()
-                state = orders.get(key) or OrderState()
+                state = stored(orders, key, OrderState.from_dict) or OrderState()
                 routed = route_order(state, ev)
                 if routed.problem:
                     dead_letter(message, routed.problem, ev.source)
@@ -366,6 +377,7 @@ def create_app(
                         rt.commands.encode(routed.confirmation),
                     )
                 orders[key] = state
+            outputs.poll()
 
     # ---- reservation stage ----
     @app.agent(reservation_commands)
@@ -379,11 +391,12 @@ def create_app(
                     dead_letter(message, str(error))
                     continue
                 handle_reservation(message, item)
+            outputs.poll()
 
     def handle_reservation(message: Any, item: Any) -> None:
         if isinstance(item, ReservationRequested):
             key = item.reservation_id.encode()
-            if reservations.get(key) is not None:
+            if stored(reservations, key, ReservationState.from_dict) is not None:
                 return  # idempotent by reservation id
             try:
                 state, tries = start(item, rt.catalog)
@@ -396,7 +409,7 @@ def create_app(
             return
         rid = item.reservation_id
         key = rid.encode()
-        state = reservations.get(key)
+        state = stored(reservations, key, ReservationState.from_dict)
         if state is None:
             if isinstance(item, ReservationReleased | ReservationExpired):
                 reservations[key] = closed_before_requested(item)
@@ -421,7 +434,8 @@ def create_app(
         """Publish `reservation-expired` for held reservations past their TTL on this worker."""
         now = rt.clock.now()
         wall = time.monotonic()
-        for key, state in list(reservations.items()):
+        for key in list(reservations.keys()):
+            state = stored(reservations, key, ReservationState.from_dict)
             if state is None or state.status != HELD or state.expires_at >= now:
                 continue
             rid = state.reservation_id
@@ -445,11 +459,12 @@ def create_app(
                 if not isinstance(update, ComponentUpdate):
                     continue
                 key = message.key
-                state = listings.get(key) or ListingState({})
+                state = stored(listings, key, ListingState.from_dict) or ListingState({})
                 record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
                 if record is not None:
                     emit_availability(record)
                 listings[key] = state
+            outputs.poll()
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     _ = listing_record  # re-derivation of a listing on catalog change goes through its components

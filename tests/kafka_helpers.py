@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 
+from streams.runtime.offsets import true_end_offsets
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.runtime.topics import TopicSpec, ensure_topics
@@ -91,8 +92,11 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Messa
             raise AssertionError(f"topic {topic} does not exist: {described and described.error}")
         ends: dict[int, int] = {}
         starts: list[TopicPartition] = []
+        # the true ends: Tansu's high watermark stops at the last batch's first record
+        true_ends = true_end_offsets(bootstrap, topic, sorted(described.partitions), timeout)
         for p in sorted(described.partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, _ = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            high = true_ends[p]
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))

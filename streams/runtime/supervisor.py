@@ -24,6 +24,7 @@ from rich.table import Table
 from streams.core.catalog import Catalog
 from streams.runtime.broker import free_port, kafka_cluster
 from streams.runtime.catalog_store import publish
+from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
     ALERTS,
     AVAILABILITY_PREFIX,
@@ -102,6 +103,7 @@ class StatusReader:
 
     def __init__(self, bootstrap: str, settings: Settings, channels: list[str]) -> None:
         self.settings = settings
+        self.bootstrap = bootstrap
         self.topics = {"events": EVENTS, "positions": POSITIONS, "alerts": ALERTS, "dlq": DLQ}
         self.availability = [f"{AVAILABILITY_PREFIX}{c}" for c in channels]
         self.consumer = Consumer(
@@ -116,13 +118,9 @@ class StatusReader:
         )
 
     def _end(self, topic: str) -> tuple[int, list[TopicPartition]]:
-        tps = [TopicPartition(topic, p) for p in range(self._partitions(topic))]
-        total = 0
-        for tp in tps:
-            _, high = self.reader.get_watermark_offsets(tp, timeout=2)
-            tp.offset = high
-            total += high
-        return total, tps
+        ends = true_end_offsets(self.bootstrap, topic, list(range(self._partitions(topic))), 2.0)
+        tps = [TopicPartition(topic, p, end) for p, end in sorted(ends.items())]
+        return sum(ends.values()), tps
 
     def _partitions(self, topic: str) -> int:
         meta = self.reader.list_topics(topic, timeout=2).topics.get(topic)

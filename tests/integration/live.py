@@ -121,17 +121,12 @@ class LiveSystem:
         return [r["value"] for r in read_topic(topic, self.settings, self.bootstrap)]
 
     def position_count(self) -> int:
-        """How many position records exist so far (cheap: end offsets only)."""
-        from confluent_kafka import Consumer, TopicPartition
+        """How many position records exist so far."""
+        from streams.runtime.offsets import true_end_offsets
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "position-count"})
-        try:
-            return sum(
-                consumer.get_watermark_offsets(TopicPartition("inventory.positions", p), timeout=5)[1]
-                for p in range(self.settings.topic_partitions)
-            )
-        finally:
-            consumer.close()
+        ends = true_end_offsets(self.bootstrap, "inventory.positions",
+                                list(range(self.settings.topic_partitions)))
+        return sum(ends.values())
 
     def partition_owners(self) -> int:
         """How many members of the workers' consumer group own at least one partition."""

@@ -1,0 +1,72 @@
+"""The stages' output producer: librdkafka (confluent-kafka) rather than Faust's pure-Python one.
+
+At-least-once: `install(app)` makes Faust's own pre-commit producer flush also flush this producer
+and fail the commit when any record was not acknowledged, so offsets are never committed past an
+output that is not on the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from streams.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+class Outputs:
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 200_000,
+            # keys hash as Faust's producer and our sources hash them (Java murmur2)
+            "partitioner": "murmur2_random",
+            "logger": logging.getLogger("streams.outputs.librdkafka"),
+        })
+        self._failed: list[str] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                return
+            except BufferError:  # backpressure: wait for acknowledgements, never grow unbounded
+                self._producer.poll(0.05)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed.append(f"{msg.topic()}: {err}")
+
+    async def flush(self) -> None:
+        remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, 30)
+        if remaining or self._failed:
+            failed, self._failed = self._failed[:5], []
+            raise BrokerError(f"{remaining} outputs unsent, failures: {failed}")
+
+    def install(self, app: Any) -> None:
+        """Hook this producer's flush into Faust's flush-before-commit."""
+        new_producer = app._new_producer
+
+        def _new_producer() -> Any:
+            producer = new_producer()
+            faust_flush = producer.flush
+
+            async def flush() -> None:
+                await self.flush()
+                await faust_flush()
+
+            producer.flush = flush
+            return producer
+
+        app._new_producer = _new_producer
