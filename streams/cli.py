@@ -98,7 +98,7 @@ def _up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     catalog = read_catalog(Path(args.catalog) if args.catalog else settings.catalog_file)
-    run_up(settings, catalog, workers=args.workers, duration=args.duration)
+    run_up(settings, catalog, workers=args.workers, duration=args.duration, demo=args.demo)
     return 0
 
 
@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1, help="stream worker processes")
     up.add_argument("--duration", type=float, help="stop after this many seconds")
     up.add_argument("--data-dir", help="where workers keep logs and local state")
+    up.add_argument("--demo", action="store_true",
+                    help="also run channel emulators and drive a flash sale against them")
     up.set_defaults(run=_up)
 
     pub = sub.add_parser("publish", help="validate a JSONL file and produce it to inventory.events")

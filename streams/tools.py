@@ -27,6 +27,7 @@ INTERNAL_PREFIXES = (
     "inventory.order-commands",
     "inventory.reservation-commands",
     "inventory.listing-updates",
+    "inventory.reservation-decisions",
 )
 
 

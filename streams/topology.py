@@ -84,6 +84,7 @@ from streams.runtime.topics import (
     EVENTS,
     LISTING_UPDATES,
     ORDER_COMMANDS,
+    RESERVATION_DECISIONS,
     POSITIONS,
     RESERVATION_COMMANDS,
     SKU_COMMANDS,
@@ -194,6 +195,7 @@ def create_app(
     order_commands = raw_topic(ORDER_COMMANDS)
     reservation_commands = raw_topic(RESERVATION_COMMANDS)
     listing_updates = raw_topic(LISTING_UPDATES)
+    decisions = raw_topic(RESERVATION_DECISIONS)
     positions = raw_topic(POSITIONS)
     alerts = raw_topic(ALERTS)
     dlq = raw_topic(DLQ)
@@ -396,7 +398,10 @@ def create_app(
     def handle_reservation(message: Any, item: Any) -> None:
         if isinstance(item, ReservationRequested):
             key = item.reservation_id.encode()
-            if stored(reservations, key, ReservationState.from_dict) is not None:
+            known = stored(reservations, key, ReservationState.from_dict)
+            if known is not None:
+                if known.status != "pending":
+                    decide(known)  # a retried request gets the same answer again
                 return  # idempotent by reservation id
             try:
                 state, tries = start(item, rt.catalog)
@@ -415,6 +420,7 @@ def create_app(
                 reservations[key] = closed_before_requested(item)
             return  # nothing was ever held under this id
         releases = []
+        status_before = state.status
         if isinstance(item, HoldResult):
             releases = on_result(state, item)
             if state.status != "pending":
@@ -425,7 +431,13 @@ def create_app(
             on_confirmed(state)
         for command in releases:
             send(sku_commands, command.sku, rt.commands.encode(command))
+        if state.status != status_before:
+            decide(state)
         reservations[key] = state
+
+    def decide(state: ReservationState) -> None:
+        value = json.dumps(state.decision(), separators=(",", ":")).encode()
+        send(decisions, state.reservation_id, value)
 
     expiry_sent: dict[str, float] = {}
 

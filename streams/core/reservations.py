@@ -69,6 +69,21 @@ class ReservationState:
             d["r"],
         )
 
+    def decision(self) -> dict[str, Any]:
+        """What a caller is told about this reservation (the reservation API's answer)."""
+        return {
+            "reservation_id": self.reservation_id,
+            "channel": self.channel,
+            "status": self.status,
+            "expires_at": self.expires_at.isoformat().replace("+00:00", "Z"),
+            "held": [
+                {"sku": sku, "location": loc, "quantity": units}
+                for sku, parts in sorted(self.held.items())
+                for loc, units in parts
+            ],
+            "shortfall": self.shortfall(),
+        }
+
     def shortfall(self) -> list[dict[str, Any]]:
         out = []
         for index, (item, quantity) in enumerate(self.lines):

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.table import Table
 from streams.core.catalog import Catalog
 from streams.runtime.broker import free_port, kafka_cluster
 from streams.runtime.catalog_store import publish
+from streams.runtime.channels import ChannelServices, FlashSale
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
     ALERTS,
@@ -170,7 +170,7 @@ def run_up(
     *,
     workers: int = 1,
     duration: float | None = None,
-    extras: Callable[[str, ExitStack], Callable[[Status], None] | None] | None = None,
+    demo: bool = False,
     console: Console | None = None,
 ) -> Status:
     """Run everything until Ctrl-C (or `duration` seconds); returns the last status read."""
@@ -192,7 +192,14 @@ def run_up(
         for worker in pool:
             stack.callback(stop_worker, worker)
         console.print(f"[bold]workers[/] {workers} (logs in {log_dir})")
-        on_status = extras(bootstrap, stack) if extras else None
+        channels = ChannelServices(settings, bootstrap, catalog, demo)
+        channels.start()
+        stack.callback(channels.stop)
+        if demo:
+            sale = FlashSale(settings, bootstrap, catalog)
+            sale.start()
+            stack.callback(sale.stop)
+            console.print("[bold]demo[/] channel emulators and a flash sale are running")
         reader = StatusReader(bootstrap, settings, [c.id for c in catalog.channels])
         stack.callback(reader.close)
         status = Status()
@@ -207,8 +214,7 @@ def run_up(
                 while duration is None or time.monotonic() - started < duration:
                     time.sleep(1.0)
                     status = reader.read()
-                    if on_status is not None:
-                        on_status(status)
+                    status.extra = channels.status()
                     live.update(render(status, bootstrap, pool))
                     dead = [w for w in pool if w.process.poll() is not None]
                     if dead:

@@ -28,6 +28,7 @@ SKU_COMMANDS = "inventory.sku-commands"
 ORDER_COMMANDS = "inventory.order-commands"
 RESERVATION_COMMANDS = "inventory.reservation-commands"
 LISTING_UPDATES = "inventory.listing-updates"
+RESERVATION_DECISIONS = "inventory.reservation-decisions"
 
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -87,6 +88,8 @@ def topic_specs(settings: Settings, channel_ids: Iterable[str]) -> list[TopicSpe
         TopicSpec(ORDER_COMMANDS, n, rf),
         TopicSpec(RESERVATION_COMMANDS, n, rf),
         TopicSpec(LISTING_UPDATES, n, rf),
+        # the reservation stage's answers (held / rejected, then released / expired / confirmed)
+        TopicSpec(RESERVATION_DECISIONS, n, rf),
         # The stream tables' changelogs: created here so they are co-partitioned and compacted
         # before the first worker declares them.
         *(TopicSpec(changelog_topic(settings.app_id, t), n, rf, compacted=True) for t in TABLES),

@@ -31,6 +31,10 @@ def test_scenario_live_equals_simulate(name: str, tmp_path: Path) -> None:
         view = live.wait_for(expected, timeout=60)
         assert view["positions"] == expected["positions"]
         assert view["availability"] == expected["availability"]
+        # every reservation ends with the status simulate gives it (the last decision per id)
+        decisions = live.latest("inventory.reservation-decisions")
+        statuses = [{"reservation_id": k, "status": v["status"]} for k, v in decisions.items()]
+        assert sorted(statuses, key=lambda r: r["reservation_id"]) == expected["reservations"]
         # every rejected line is in the dead-letter topic with its reason, whichever stage refused it
         letters = list(live.latest_all("inventory.dlq"))
         assert len(letters) == len(expected["rejected"]) >= counts["rejected"]

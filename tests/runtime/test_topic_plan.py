@@ -16,6 +16,7 @@ CO_PARTITIONED = {
     "inventory.order-commands",
     "inventory.reservation-commands",
     "inventory.listing-updates",
+    "inventory.reservation-decisions",
     *CHANGELOGS,
 }
 

@@ -1,0 +1,161 @@
+"""Channel side of `up`: sink connectors for every channel (and, with --demo, their emulators and a
+flash sale to watch), run in one background asyncio loop so the status view stays responsive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from connectors.emulators import start_emulators
+from connectors.sinks import run_sink
+from connectors.sources.producer import SourceProducer
+from streams.core.catalog import Catalog, Channel
+from streams.core.models import Availability, parse_event
+from streams.runtime.topics import RESERVATION_DECISIONS
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_CONNECTOR_FIELDS = ("url", "endpoint", "shop_domain")
+
+
+def configured(channel: Channel) -> bool:
+    """A channel whose catalog entry says where its API is."""
+    extra = channel.model_extra or {}
+    return any(extra.get(name) for name in _CONNECTOR_FIELDS)
+
+
+class ChannelServices:
+    def __init__(self, settings: Settings, bootstrap: str, catalog: Catalog, demo: bool) -> None:
+        self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
+        self.acked: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="channels", daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(30)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def status(self) -> dict[str, str]:
+        rows = {f"acknowledged by {ch}": f"{n:,}" for ch, n in sorted(self.acked.items())}
+        if self.errors:
+            rows["channel errors"] = self.errors[-1][:80]
+        return rows
+
+    def _on_ack(self, record: Availability) -> None:
+        self.acked[record.channel] += 1
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if self.demo:
+            async with start_emulators(self.catalog.channels, self.catalog.listings) as running:
+                await self._sinks(running.channels)
+        else:
+            await self._sinks([c for c in self.catalog.channels if configured(c)])
+
+    async def _sinks(self, channels: list[Channel]) -> None:
+        assert self._stop is not None
+        tasks = [asyncio.create_task(run_sink(ch, self.settings, self.bootstrap, self._stop,
+                                              on_ack=self._on_ack)) for ch in channels]
+        self._ready.set()
+        for task in asyncio.as_completed(tasks):
+            try:
+                await task
+            except Exception as error:  # a channel's failure must not stop the others
+                self.errors.append(f"{type(error).__name__}: {error}")
+                log.exception("sink stopped")
+
+
+class FlashSale:
+    """The demo's traffic: stock arrives, then checkout holds from every channel, most of which
+    become orders, some released, the rest left to expire, until stopped."""
+
+    def __init__(self, settings: Settings, bootstrap: str, catalog: Catalog, rate: float = 40.0):
+        self.producer = SourceProducer(bootstrap, settings=settings)
+        # storefronts turn only held reservations into orders: follow the decisions
+        self.decisions = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-flash-sale",
+                                   "enable.auto.commit": False})
+        self.decisions.assign([TopicPartition(RESERVATION_DECISIONS, p, OFFSET_END)
+                               for p in range(settings.topic_partitions)])
+        self.held: set[str] = set()
+        self.catalog, self.rate = catalog, rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flash-sale", daemon=True)
+        self.sent = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.producer.close()
+        self.decisions.close()
+
+    def _follow_decisions(self) -> None:
+        for message in self.decisions.consume(500, timeout=0):
+            if message.error() is None and b'"status":"held"' in (message.value() or b""):
+                self.held.add(message.key().decode())
+
+    def _event(self, **fields: object) -> None:
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self.sent += 1
+        self.producer.send_event(parse_event({"occurred_at": now, "source": "demo", **fields,
+                                              "event_id": f"demo-{time.time_ns()}-{self.sent}"}))
+
+    def _run(self) -> None:
+        rnd = random.Random(42)
+        skus = sorted({c.sku for li in self.catalog.listings for c in li.components})
+        locations = [loc.id for loc in self.catalog.locations]
+        for sku in skus:
+            for loc in locations:
+                self._event(type="stock-adjusted", sku=sku, location=loc, mode="count",
+                            quantity=rnd.randint(20, 60))
+        self.producer.flush()
+        pending: list[tuple[float, str, str, str, int]] = []
+        n = 0
+        while not self._stop.wait(1 / self.rate):
+            n += 1
+            channel = rnd.choice(self.catalog.channels)
+            sku = rnd.choice(skus)
+            rid = f"demo-r{n}-{time.time_ns()}"
+            qty = rnd.randint(1, 2)
+            self._event(type="reservation-requested", reservation_id=rid, channel=channel.id,
+                        ttl_seconds=60, lines=[{"sku": sku, "quantity": qty}])
+            pending.append((time.monotonic() + rnd.uniform(0.5, 3), rid, channel.id, sku, qty))
+            due = [p for p in pending if p[0] <= time.monotonic()]
+            pending = [p for p in pending if p[0] > time.monotonic()]
+            self._follow_decisions()
+            for _, rid_, channel_id, sku_, qty_ in due:
+                if rid_ not in self.held:
+                    continue  # rejected: the shopper saw "sold out"
+                roll = rnd.random()
+                if roll < 0.7:
+                    self._event(type="order-created", order_id=f"o-{rid_}", channel=channel_id,
+                                reservation_id=rid_,
+                                lines=[{"line_id": "1", "sku": sku_, "quantity": qty_}])
+                elif roll < 0.85:
+                    self._event(type="reservation-released", reservation_id=rid_)
+            if n % 25 == 0:  # the warehouse restocks now and then
+                self._event(type="stock-adjusted", sku=rnd.choice(skus), location=locations[0],
+                            mode="delta", quantity=rnd.randint(5, 15), reason="receipt")
+            self.producer.poll()
