@@ -160,6 +160,18 @@ def read_records(
 
 # ---- mapping rows to events ----------------------------------------------------------------
 
+_SHAPES_CACHED = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    sku: str
+    location: str
+    factor: int
+    sign: int
+    reason: str | None
+    bucket: str
+
 
 class RowMapper:
     """Builds the event of one row of a file whose header is known; InvalidEvent when it cannot."""
@@ -201,6 +213,28 @@ class RowMapper:
             self.kind, mapping.spec.default_reason
         )
         self._seen_content: dict[str, int] = {}
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
+
+    def _shape(self, key: tuple[str, ...]) -> _Shape:
+        """What a row's codes mean; rows repeat them, so the answer is kept (refusals are not)."""
+        m = self.mapping
+        code, location, unit, reason_code, bucket_code = key
+        reason = m.reason(reason_code) if self.i_reason >= 0 else None
+        bucket = m.bucket(bucket_code) if self.i_bucket >= 0 else None
+        if reason is not None:
+            bucket = bucket or reason.bucket
+        shape = _Shape(
+            sku=m.sku(code),
+            location=m.location(location),
+            factor=m.factor(code, unit if self.i_unit >= 0 else None),
+            sign=reason.sign if reason is not None else 1,
+            reason=reason.reason if reason is not None else self.default_reason,
+            bucket=bucket or m.spec.default_bucket,
+        )
+        if len(self._shapes) >= _SHAPES_CACHED:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        return shape
 
     def build(self, fields: list[str]) -> tuple[Event, int | str]:
         """(event, content key); the content key tells a repeated row from a conflicting one."""
@@ -221,32 +255,32 @@ class RowMapper:
             seen = self._seen_content.get(content, 0) + 1
             self._seen_content[content] = seen
             ident = event_id(self.prefix, content, seen)
-        code = fields[self.i_sku]
-        unit = fields[self.i_unit] if self.i_unit >= 0 else None
-        quantity = m.quantity(fields[self.i_quantity], m.factor(code, unit))
-        po_id = (fields[self.i_po].strip() or None) if self.i_po >= 0 else None
+        key = (
+            fields[self.i_sku],
+            fields[self.i_location],
+            fields[self.i_unit] if self.i_unit >= 0 else "",
+            fields[self.i_reason] if self.i_reason >= 0 else "",
+            fields[self.i_bucket] if self.i_bucket >= 0 else "",
+        )
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shape(key)
         data: dict[str, Any] = {
             "event_id": ident,
             "type": self.event_type,
             "source": m.source,
             "occurred_at": m.timestamp(fields[self.i_at]),
-            "sku": m.sku(code),
-            "location": m.location(fields[self.i_location]),
-            "po_id": po_id,
+            "sku": shape.sku,
+            "location": shape.location,
+            "quantity": m.quantity(fields[self.i_quantity], shape.factor) * shape.sign,
+            "po_id": (fields[self.i_po].strip() or None) if self.i_po >= 0 else None,
         }
         if self.kind == "inbound":
-            data["quantity"] = quantity
             data["eta"] = m.date(fields[self.i_eta])
         else:
-            reason = m.reason(fields[self.i_reason]) if self.i_reason >= 0 else None
-            bucket = m.bucket(fields[self.i_bucket]) if self.i_bucket >= 0 else None
-            if reason is not None:
-                quantity *= reason.sign
-                bucket = bucket or reason.bucket
             data["mode"] = self.mode
-            data["quantity"] = quantity
-            data["bucket"] = bucket or m.spec.default_bucket
-            data["reason"] = reason.reason if reason is not None else self.default_reason
+            data["bucket"] = shape.bucket
+            data["reason"] = shape.reason
         return parse_event(data), content
 
 
