@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -227,7 +227,8 @@ class SourceProducer:
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             self._delivered(err, msg)
-            loop.call_soon_threadsafe(settle, err)
+            with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+                loop.call_soon_threadsafe(settle, err)
 
         give_up = time.monotonic() + deadline
         for out in records:

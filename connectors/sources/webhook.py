@@ -244,8 +244,10 @@ class Receiver:
         deliveries: DeliveryLog,
         *,
         produce_deadline: float = 10.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.sources = dict(sources)
+        self.max_body_bytes = max_body_bytes
         self.producer = producer
         self.metrics = metrics
         self.deliveries = deliveries
@@ -258,7 +260,11 @@ class Receiver:
         if source is None:
             return _error(404, f"no webhook source {name!r} is configured here")
         started = time.perf_counter()
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.max_body_bytes
+            return _error(413, f"the body is larger than the {limit:,} bytes accepted")
         problem = self._authenticate(source, request, body)
         if problem is not None:
             self.metrics.unauthorized.labels(name).inc()
@@ -456,7 +462,9 @@ def make_app(
     if sources is None:
         sources = default_sources(settings, catalog)
     metrics = metrics or SourceMetrics.for_registry(CollectorRegistry())
-    receiver = Receiver(sources, producer, metrics, deliveries or DeliveryLog())
+    receiver = Receiver(
+        sources, producer, metrics, deliveries or DeliveryLog(), max_body_bytes=max_body_bytes
+    )
     app = web.Application(client_max_size=max_body_bytes)
     app[_SOURCES_KEY] = dict(sources)
     app[_RECEIVER_KEY] = receiver

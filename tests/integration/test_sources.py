@@ -282,3 +282,43 @@ def test_pos_upload_lands_with_business_time(
         '"2026-11-23T15:30:00+00:00"',
     }
     assert len(read_all(kafka_bootstrap, dlq, 3)) == 3
+
+
+def test_the_import_command(
+    kafka_bootstrap: str,
+    unique_topic_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+
+    from connectors.sources.cli import add_import_parser, run_import
+
+    parser = argparse.ArgumentParser(prog="inventory-streams")
+    add_import_parser(parser.add_subparsers(dest="command"))
+    argv = [
+        "import",
+        "csv",
+        str(FIXTURES / "erp-adjustments.csv"),
+        "--mapping",
+        str(FIXTURES / "erp-adjustments.yaml"),
+        "--no-progress",
+    ]
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path)
+    events = f"{unique_topic_prefix}.inventory.events"
+    dlq = f"{unique_topic_prefix}.inventory.dlq"
+
+    def run() -> int:
+        args = parser.parse_args(argv)
+        status: int = args.run(args, settings, events_topic=events, dlq_topic=dlq)
+        return status
+
+    assert run_import is parser.parse_args(argv).run
+    assert run() == 1  # completed, two rows dead-lettered
+    out = capsys.readouterr().out
+    assert "6 records -> 4 events, 2 dead-lettered" in out
+    assert "dead-lettered: erp-adjustments.csv line 6: sku: source code '999999'" in out
+    assert run() == 0  # the ledger in data_dir knows the file
+    assert "already imported" in capsys.readouterr().out
+    assert len(read_all(kafka_bootstrap, events, 4)) == 4
+    assert len(read_all(kafka_bootstrap, dlq, 2)) == 2

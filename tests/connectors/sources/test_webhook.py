@@ -303,6 +303,19 @@ async def test_a_broker_refusal_answers_503() -> None:
         assert "the broker refused 1 of 1 records" in (await response.json())["error"]
 
 
+async def test_bodies_over_the_limit_get_413() -> None:
+    producer, kafka = fake_producer()
+    app = make_app(SETTINGS, producer, sources=SOURCES, max_body_bytes=1000)
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/webhooks/wms-east", data=b"x" * 5000)
+        assert response.status == 413
+        assert await response.json() == {
+            "error": "the body is larger than the 1,000 bytes accepted",
+            "status": 413,
+        }
+    assert kafka.log == []
+
+
 def test_configuration_errors() -> None:
     with pytest.raises(InvalidSourceConfig, match="webhook source wms-east has no secret"):
         load_sources(FIXTURES / "sources.yaml", Settings(webhook_secrets={"shopify-us": "x"}))
