@@ -123,6 +123,44 @@ codecs.register("reservation-state", _StateCodec(ReservationState.from_dict))
 codecs.register("listing-state", _StateCodec(ListingState.from_dict))
 
 
+class DeferredWrites:
+    """Table changelog writes coalesced to once per key per commit.
+
+    Stages mutate state in memory; each changed record is written to its changelog right before
+    Faust commits offsets (inside the same flush), so a hot SKU touched by every batch costs one
+    changelog record per commit instead of one per batch, and the changelog always holds the state
+    as of the committed offsets, which is exactly what a restart resumes from.
+
+    After the records are on the broker, each changelog partition written to gets one tombstone
+    for a key no table uses, in a batch of its own. Tansu reports a partition's high watermark as
+    the base offset of its last batch + 1, and Faust recovers a table by reading its changelog up
+    to that watermark: without the marker, every record after the first in the last batch would be
+    missing after a restart while the offsets of the events that made them are already committed.
+    """
+
+    MARKER = b"\x00end-of-commit"
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[int, bytes], tuple[Any, bytes, Any]] = {}
+        self.written: dict[tuple[int, int], Any] = {}  # (table, partition) -> table
+
+    def put(self, table: Any, key: bytes, value: Any) -> None:
+        table.data[key] = value  # visible to the stages at once; durable at the next commit
+        self.pending[(id(table), key)] = (table, key, value)
+
+    def write(self) -> None:
+        pending, self.pending = self.pending, {}
+        for table, key, value in pending.values():
+            future = table.send_changelog(None, key, value)
+            self.written[(id(table), future.message.partition)] = table
+
+    def mark(self) -> bool:
+        written, self.written = self.written, {}
+        for (_, partition), table in written.items():
+            table.send_changelog(partition, self.MARKER, None, value_serializer="raw")
+        return bool(written)
+
+
 @dataclass
 class Clock:
     """Hold expiry clock: wall time in production, the largest occurred_at seen for replays/tests."""
@@ -220,6 +258,9 @@ def create_app(
 
     outputs = Outputs(bootstrap)
     outputs.install(app)
+    writes = DeferredWrites()
+    outputs.before_flush.append(writes.write)
+    outputs.after_flush.append(writes.mark)
 
     # ---- shared helpers ----
     def send(topic: faust.TopicT, key: str | bytes | None, value: bytes) -> None:
@@ -351,7 +392,7 @@ def create_app(
                     f"{update.channel}|{update.channel_sku}",
                     rt.commands.encode(update),
                 )
-            skus[key] = state  # one changelog record per SKU per batch
+            writes.put(skus, key, state)
 
     # ---- order stage ----
     @app.agent(order_commands)
@@ -378,7 +419,7 @@ def create_app(
                         routed.confirmation.reservation_id,
                         rt.commands.encode(routed.confirmation),
                     )
-                orders[key] = state
+                writes.put(orders, key, state)
             outputs.poll()
 
     # ---- reservation stage ----
@@ -410,14 +451,14 @@ def create_app(
                 return
             for command in tries:
                 send(sku_commands, command.sku, rt.commands.encode(command))
-            reservations[key] = state
+            writes.put(reservations, key, state)
             return
         rid = item.reservation_id
         key = rid.encode()
         state = stored(reservations, key, ReservationState.from_dict)
         if state is None:
             if isinstance(item, ReservationReleased | ReservationExpired):
-                reservations[key] = closed_before_requested(item)
+                writes.put(reservations, key, closed_before_requested(item))
             return  # nothing was ever held under this id
         releases = []
         status_before = state.status
@@ -433,7 +474,7 @@ def create_app(
             send(sku_commands, command.sku, rt.commands.encode(command))
         if state.status != status_before:
             decide(state)
-        reservations[key] = state
+        writes.put(reservations, key, state)
 
     def decide(state: ReservationState) -> None:
         value = json.dumps(state.decision(), separators=(",", ":")).encode()
@@ -475,7 +516,7 @@ def create_app(
                 record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
                 if record is not None:
                     emit_availability(record)
-                listings[key] = state
+                writes.put(listings, key, state)
             outputs.poll()
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]

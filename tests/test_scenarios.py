@@ -58,6 +58,7 @@ def test_every_bad_input_kind_is_rejected_with_a_reason(capsys: pytest.CaptureFi
         11: "an event must be a JSON object",
         12: "unknown channel 'ebay'",
         13: "quantity: Input should be greater than 0",
+        15: "type: must be a string, got list",
     }
     assert set(rejected) == set(expectations)
     for line, fragment in expectations.items():

@@ -223,6 +223,8 @@ def parse_event(data: Any) -> Event:
     kind = data.get("type")
     if kind is None:
         raise InvalidEvent("type: required field is missing")
+    if not isinstance(kind, str):
+        raise InvalidEvent(f"type: must be a string, got {type(kind).__name__}")
     if kind not in EVENT_TYPES:
         known = ", ".join(EVENT_TYPES)
         raise InvalidEvent(f"type: unknown event type {kind!r} (known: {known})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -32,6 +33,8 @@ class Outputs:
             "logger": logging.getLogger("streams.outputs.librdkafka"),
         })
         self._failed: list[str] = []
+        self.before_flush: list[Callable[[], None]] = []  # e.g. deferred table writes
+        self.after_flush: list[Callable[[], bool]] = []  # True: sent more, flush Faust again
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         while True:
@@ -63,8 +66,12 @@ class Outputs:
             faust_flush = producer.flush
 
             async def flush() -> None:
+                for hook in self.before_flush:
+                    hook()
                 await self.flush()
                 await faust_flush()
+                if any([hook() for hook in self.after_flush]):
+                    await faust_flush()
 
             producer.flush = flush
             return producer
