@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -92,6 +93,20 @@ def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resync(args: argparse.Namespace) -> int:
+    from connectors.sinks import resync
+    from streams.simulate import read_catalog
+
+    settings = _settings(args)
+    catalog = read_catalog(Path(args.catalog) if args.catalog else settings.catalog_file)
+    channel = catalog.channel_by_id.get(args.channel)
+    if channel is None:
+        raise InventoryError(f"channel {args.channel!r} is not in the catalog")
+    report = resync(channel, settings, _bootstrap(settings))
+    print(json.dumps(dataclasses.asdict(report), default=str))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from streams.runtime.supervisor import run_up
     from streams.simulate import read_catalog
@@ -133,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--limit", type=int, help="stop after this many records")
     tl.set_defaults(run=_tail)
 
+    rs = sub.add_parser("resync", help="push a channel's full current availability to it")
+    rs.add_argument("channel")
+    rs.add_argument("--catalog", help="catalog YAML with the channel's connector settings")
+    rs.set_defaults(run=_resync)
+
     cat = sub.add_parser("catalog", help="publish a catalog YAML to inventory.catalog")
     cat.add_argument("file")
     cat.set_defaults(run=_catalog)
@@ -140,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     tp = sub.add_parser("topics", help="create every topic (idempotent)")
     tp.add_argument("--catalog", help="catalog YAML whose channels get availability topics")
     tp.set_defaults(run=_topics)
+
+    from connectors.sources.cli import add_import_parser
+
+    add_import_parser(sub)
 
     wk = sub.add_parser("worker", help="run one stream worker (what `up` starts)")
     wk.add_argument(

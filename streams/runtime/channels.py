@@ -13,11 +13,15 @@ from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from aiohttp import web
+
 from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
 from connectors.sources.producer import SourceProducer
+from connectors.sources.webhook import default_sources, start_webhook_receiver
 from streams.core.catalog import Catalog, Channel
 from streams.core.models import Availability, parse_event
+from streams.errors import InventoryError
 from streams.runtime.topics import RESERVATION_DECISIONS
 from streams.settings import Settings
 
@@ -37,6 +41,7 @@ class ChannelServices:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
+        self.webhooks = "starting"
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="channels", daemon=True)
@@ -53,6 +58,7 @@ class ChannelServices:
 
     def status(self) -> dict[str, str]:
         rows = {f"acknowledged by {ch}": f"{n:,}" for ch, n in sorted(self.acked.items())}
+        rows["webhook receiver"] = self.webhooks
         if self.errors:
             rows["channel errors"] = self.errors[-1][:80]
         return rows
@@ -66,11 +72,35 @@ class ChannelServices:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        if self.demo:
-            async with start_emulators(self.catalog.channels, self.catalog.listings) as running:
-                await self._sinks(running.channels)
-        else:
-            await self._sinks([c for c in self.catalog.channels if configured(c)])
+        receiver = await self._webhooks()
+        try:
+            if self.demo:
+                async with start_emulators(self.catalog.channels, self.catalog.listings) as running:
+                    await self._sinks(running.channels)
+            else:
+                await self._sinks([c for c in self.catalog.channels if configured(c)])
+        finally:
+            if receiver is not None:
+                runner, producer = receiver
+                await runner.cleanup()
+                producer.close()
+
+    async def _webhooks(self) -> tuple[web.AppRunner, SourceProducer] | None:
+        """The webhook receiver, for every source that has a secret (WEBHOOK_SECRETS)."""
+        if not self.settings.webhook_secrets:
+            self.webhooks = "off (set WEBHOOK_SECRETS to receive webhooks)"
+            return None
+        try:
+            sources = default_sources(self.settings, self.catalog)
+            producer = SourceProducer(self.bootstrap, settings=self.settings)
+            runner = await start_webhook_receiver(self.settings, producer, sources=sources,
+                                                  catalog=self.catalog, host="127.0.0.1")
+        except (InventoryError, OSError) as error:
+            self.webhooks = f"not started: {error}"
+            return None
+        self.webhooks = (f"http://127.0.0.1:{self.settings.webhook_port}/webhooks/"
+                         f"{{{','.join(sorted(sources))}}}")
+        return runner, producer
 
     async def _sinks(self, channels: list[Channel]) -> None:
         assert self._stop is not None
