@@ -1,0 +1,434 @@
+"""The reservation API over HTTP, with the domain core standing in for the stream: auth, validation
+like the events, 201/409 from the decision, idempotent retries, releases, errors as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from connectors.sources.producer import SourceProducer
+from streams.api import AvailabilityView, Decisions, api_of, make_app
+from streams.codec import make_codec
+from streams.core.catalog import load_catalog
+from streams.core.engine import Collector, Engine
+from streams.core.models import ReservationReleased, ReservationRequested, StockAdjusted
+from streams.runtime.topics import EVENTS
+from streams.settings import Settings
+from tests.connectors.sources.source_fakes import FakeKafka, FakeMessage
+
+CODEC = make_codec()
+TOKENS = {"web": "tok-web", "amazon": "tok-amazon", "pos": "tok-pos"}
+CATALOG = load_catalog(
+    {
+        "locations": [{"id": "wh"}],
+        "channels": [{"id": ch, "locations": ["wh"]} for ch in TOKENS],
+        "listings": [
+            *(
+                {"channel": ch, "channel_sku": "HOT", "components": [{"sku": "HOT", "quantity": 1}]}
+                for ch in TOKENS
+            ),
+            {
+                "channel": "web",
+                "channel_sku": "HOT-2PK",
+                "components": [{"sku": "HOT", "quantity": 2}],
+            },
+        ],
+    }
+)
+WEB = {"Authorization": "Bearer tok-web"}
+AMAZON = {"Authorization": "Bearer tok-amazon"}
+
+
+class FakeStream(FakeKafka):
+    """Acknowledges like the broker, then decides like the reservation stage (the real core)."""
+
+    def __init__(self, decisions: Decisions, loop: asyncio.AbstractEventLoop, units: int) -> None:
+        super().__init__()
+        self.decisions = decisions
+        self.loop = loop
+        self.answer = True
+        self.engine = Engine(CATALOG, Collector())
+        self.engine.process(
+            StockAdjusted(
+                event_id="count",
+                occurred_at=datetime.now(UTC),
+                source="wms",
+                sku="HOT",
+                location="wh",
+                mode="count",
+                quantity=units,
+            )
+        )
+        self.seen = 0
+
+    def poll(self, timeout: float = 0.0) -> int:
+        count = super().poll(timeout)
+        for message in self.log[self.seen :]:
+            self.seen += 1
+            if self.answer and message.topic() == EVENTS:
+                self._decide(message)
+        return count
+
+    def _decide(self, message: FakeMessage) -> None:
+        event = CODEC.decode(message.value(), EVENTS)
+        assert isinstance(event, ReservationRequested | ReservationReleased)
+        known = self.engine.reservations.get(event.reservation_id)
+        before = known.status if known else None
+        self.engine.process(event)
+        state = self.engine.reservations[event.reservation_id]
+        repeat = isinstance(event, ReservationRequested) and known is not None
+        # the topology publishes a decision on a repeat, and on a change of a requested one
+        changed = state.status != before and bool(state.channel)
+        if (repeat and state.status != "pending") or changed:
+            self.loop.call_soon_threadsafe(self.decisions.offer, state.decision())
+
+    def reserved(self) -> int:
+        self.engine.flush()
+        return self.engine.skus["HOT"].locations["wh"].reserved
+
+    def events(self) -> list[Any]:
+        return [CODEC.decode(m.value(), EVENTS) for m in self.log if m.topic() == EVENTS]
+
+
+@dataclass
+class Rig:
+    client: TestClient[web.Request, web.Application]
+    stream: FakeStream
+    decisions: Decisions
+    availability: AvailabilityView
+
+    async def post(self, body: Any, headers: dict[str, str] = WEB) -> tuple[int, dict[str, Any]]:
+        response = await self.client.post("/reservations", json=body, headers=headers)
+        return response.status, await response.json()
+
+    async def delete(self, rid: str, headers: dict[str, str] = WEB) -> tuple[int, dict[str, Any]]:
+        response = await self.client.delete(f"/reservations/{rid}", headers=headers)
+        return response.status, await response.json()
+
+
+async def make_rig(units: int = 10, timeout: float = 2.0) -> AsyncIterator[Rig]:
+    decisions, availability = Decisions(), AvailabilityView()
+    decisions.caught_up = True
+    stream = FakeStream(decisions, asyncio.get_running_loop(), units)
+    producer = SourceProducer(client=stream, settings=Settings())
+    app = make_app(
+        Settings(channel_tokens=TOKENS),
+        CATALOG,
+        producer,
+        decisions,
+        availability,
+        decision_timeout=timeout,
+    )
+    async with TestClient(TestServer(app)) as client:
+        yield Rig(client, stream, decisions, availability)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    async for r in make_rig():
+        yield r
+
+
+def reservation(rid: str = "r1", quantity: int = 1, **extra: Any) -> dict[str, Any]:
+    return {
+        "reservation_id": rid,
+        "channel": "web",
+        "lines": [{"sku": "HOT", "quantity": quantity}],
+        **extra,
+    }
+
+
+# ---- authentication ----
+
+
+async def test_health_needs_no_token(rig: Rig) -> None:
+    response = await rig.client.get("/health")
+    assert response.status == 200
+    assert (await response.json())["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "tok-web"}, {"Authorization": "Bearer "}, {"Authorization": "Basic x"}],
+)
+async def test_a_request_without_a_bearer_token_gets_401(rig: Rig, headers: dict[str, str]) -> None:
+    response = await rig.client.post("/reservations", json=reservation(), headers=headers)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "bearer token" in (await response.json())["error"]
+    assert rig.stream.events() == []
+
+
+async def test_an_unknown_token_gets_401_and_produces_nothing(rig: Rig) -> None:
+    status, body = await rig.post(reservation(), {"Authorization": "Bearer tok-nope"})
+    assert (status, body["error"]) == (401, "unknown bearer token")
+    response = await rig.client.get("/availability/web/HOT", headers={"Authorization": "Bearer x"})
+    assert response.status == 401
+    assert rig.stream.events() == []
+
+
+async def test_a_channel_can_only_reserve_for_itself(rig: Rig) -> None:
+    status, body = await rig.post(reservation(), AMAZON)
+    assert status == 403
+    assert body["error"] == "this token is for channel amazon; it cannot reserve for 'web'"
+    assert rig.stream.events() == []
+
+
+# ---- validation: the events' own models, then the catalog ----
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"channel": "web", "lines": [{"sku": "HOT", "quantity": 1}]},
+            "reservation_id: required field is missing",
+        ),
+        (reservation(quantity=0), "lines.0.quantity: Input should be greater than 0"),
+        (reservation(quantity="2"), "lines.0.quantity: Input should be a valid integer"),
+        (reservation(ttl_seconds=99_999), "ttl_seconds: Input should be less than or equal to"),
+        ({**reservation(), "lines": []}, "lines: List should have at least 1 item"),
+        (
+            {**reservation(), "lines": [{"sku": "HOT", "channel_sku": "HOT", "quantity": 1}]},
+            "lines.0: each line needs exactly one of sku or channel_sku",
+        ),
+        ({**reservation(), "colour": "red"}, "colour: unknown field"),
+        ({**reservation(), "event_id": "mine"}, "event_id: set by the API, leave it out"),
+        ({**reservation(), "type": "order-created"}, "type: must be reservation-requested"),
+        ({**reservation(), "reservation_id": "x" * 201}, "reservation_id: at most 200 characters"),
+        (
+            {**reservation(), "lines": [{"channel_sku": "NOPE", "quantity": 1}]},
+            "line 0: unknown channel_sku 'NOPE' on channel web",
+        ),
+        (
+            {**reservation(), "lines": [{"sku": "HOT", "quantity": 1, "location": "mars"}]},
+            "line 0: location 'mars' is not eligible for channel web",
+        ),
+        ([1, 2], "the body must be a JSON object, got list"),
+    ],
+)
+async def test_bad_input_gets_400_with_the_reason(rig: Rig, body: Any, message: str) -> None:
+    status, answer = await rig.post(body)
+    assert status == 400, answer
+    assert message in answer["error"]
+    assert "api:" not in answer["error"]  # no event id the caller never sent
+    assert rig.stream.events() == []
+
+
+async def test_malformed_and_empty_bodies_get_400(rig: Rig) -> None:
+    for data, message in ((b"{not json", "malformed JSON"), (b"", "empty body")):
+        response = await rig.client.post("/reservations", data=data, headers=WEB)
+        assert response.status == 400
+        assert message in (await response.json())["error"]
+
+
+# ---- decisions ----
+
+
+async def test_a_hold_is_201_with_the_held_lines_and_expiry(rig: Rig) -> None:
+    status, body = await rig.post(reservation("r1", 3, ttl_seconds=60))
+    assert status == 201, body
+    assert body["status"] == "held"
+    assert body["held"] == [{"sku": "HOT", "location": "wh", "quantity": 3}]
+    expires = datetime.fromisoformat(body["expires_at"])
+    assert 55 < (expires - datetime.now(UTC)).total_seconds() <= 60
+    assert rig.stream.reserved() == 3
+    [event] = rig.stream.events()
+    assert (event.event_id, event.source, event.reservation_id) == ("api:r1", "api:web", "r1")
+    assert rig.stream.log[0].key() == b"r1"  # keyed by reservation id, like every producer's
+
+
+async def test_the_channel_defaults_to_the_tokens(rig: Rig) -> None:
+    body = reservation("r1")
+    del body["channel"]
+    status, answer = await rig.post(body, AMAZON)
+    assert (status, answer["channel"]) == (201, "amazon")
+
+
+async def test_not_enough_is_409_with_the_shortfall_and_nothing_held(rig: Rig) -> None:
+    status, body = await rig.post(
+        {
+            "reservation_id": "r1",
+            "lines": [{"sku": "HOT", "quantity": 2}, {"channel_sku": "HOT-2PK", "quantity": 5}],
+        }
+    )
+    assert status == 409
+    assert body["status"] == "rejected"
+    assert body["shortfall"] == [
+        {"line": 1, "item": "HOT-2PK", "requested": 5, "available": 4, "shortfall": 1}
+    ]
+    assert "line 1 (HOT-2PK): requested 5, available 4" in body["error"]
+    assert rig.stream.reserved() == 0
+
+
+async def test_a_retried_request_gets_the_same_answer_and_holds_once(rig: Rig) -> None:
+    first = await rig.post(reservation("r1", 4))
+    again = await asyncio.gather(*(rig.post(reservation("r1", 4)) for _ in range(5)))
+    assert first[0] == 201
+    assert all(answer == first for answer in again)
+    assert rig.stream.reserved() == 4
+    assert {e.event_id for e in rig.stream.events()} == {"api:r1"}
+
+
+async def test_another_channel_cannot_take_over_a_reservation_id(rig: Rig) -> None:
+    assert (await rig.post(reservation("r1")))[0] == 201
+    body = {**reservation("r1"), "channel": "amazon"}
+    status, answer = await rig.post(body, AMAZON)
+    assert status == 409
+    assert answer["error"] == "reservation_id r1 is already used by another channel"
+    assert "held" not in answer
+
+
+async def test_concurrent_requests_never_hold_more_than_there_is(rig: Rig) -> None:
+    tokens = [WEB, AMAZON, {"Authorization": "Bearer tok-pos"}]
+    channels = ["web", "amazon", "pos"]
+    answers = await asyncio.gather(
+        *(
+            rig.post({**reservation(f"r{i}"), "channel": channels[i % 3]}, tokens[i % 3])
+            for i in range(60)
+        )
+    )
+    assert sorted(status for status, _ in answers) == [201] * 10 + [409] * 50
+    assert rig.stream.reserved() == 10
+
+
+async def test_a_release_frees_the_hold_and_is_idempotent(rig: Rig) -> None:
+    await rig.post(reservation("r1", 2))
+    status, body = await rig.delete("r1")
+    assert (status, body["status"]) == (200, "released")
+    assert body["released"] == [{"sku": "HOT", "location": "wh", "quantity": 2}]
+    assert rig.stream.reserved() == 0
+    again = await rig.delete("r1")
+    assert again[0] == 200 and again[1]["status"] == "released"
+    assert len(rig.stream.events()) == 2  # the second DELETE was answered from what is known
+    status, body = await rig.post(reservation("r1", 2))
+    assert status == 409 and body["status"] == "released"  # a closed id is never held again
+    assert "use a new reservation_id" in body["error"]
+
+
+async def test_unknown_and_foreign_reservations_are_404(rig: Rig) -> None:
+    await rig.post(reservation("r1", 2))
+    for rid, headers in (("nope", WEB), ("r1", AMAZON)):
+        status, body = await rig.delete(rid, headers)
+        assert status == 404
+        assert body["error"].startswith(f"no open reservation {rid} for channel")
+    assert rig.stream.reserved() == 2
+    assert [type(e).__name__ for e in rig.stream.events()] == ["ReservationRequested"]
+
+
+async def test_releasing_a_rejected_reservation_says_so(rig: Rig) -> None:
+    await rig.post(reservation("big", 50))
+    status, body = await rig.delete("big")
+    assert (status, body["status"]) == (200, "rejected")
+
+
+async def test_no_decision_in_time_is_503_and_the_retry_gets_it() -> None:
+    async for rig in make_rig(timeout=0.3):
+        rig.stream.answer = False
+        status, body = await rig.post(reservation("r1"))
+        assert status == 503
+        assert "retry with the same reservation_id" in body["error"]
+        assert body["reservation_id"] == "r1"
+        rig.stream.answer = True
+        assert (await rig.post(reservation("r1")))[0] == 201
+        assert rig.stream.reserved() == 1
+
+
+async def test_a_broker_refusal_is_503() -> None:
+    async for rig in make_rig():
+        rig.stream.fail = lambda _message: True
+        response = await rig.client.post("/reservations", json=reservation(), headers=WEB)
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        assert "could not be stored" in (await response.json())["error"]
+
+
+# ---- availability ----
+
+
+async def test_availability_is_the_latest_record_of_the_tokens_channel(rig: Rig) -> None:
+    record = {
+        "channel": "web",
+        "channel_sku": "HOT",
+        "available": 7,
+        "backorderable": 0,
+        "restock_date": None,
+        "version": 2,
+        "as_of": "2026-01-01T00:00:00Z",
+        "cause_event_id": "e2",
+    }
+    rig.availability.offer(record)
+    rig.availability.offer({**record, "available": 9, "version": 1})  # older: ignored
+    response = await rig.client.get("/availability/web/HOT", headers=WEB)
+    assert (response.status, await response.json()) == (200, record)
+    response = await rig.client.get("/availability/web/HOT", headers=AMAZON)
+    assert response.status == 403
+    for path, message in (
+        ("/availability/amazon/HOT", "no availability has been published"),
+        ("/availability/amazon/NOPE", "channel amazon has no listing 'NOPE'"),
+    ):
+        response = await rig.client.get(path, headers=AMAZON)
+        assert response.status == 404
+        assert message in (await response.json())["error"]
+
+
+# ---- errors are JSON, never a trace ----
+
+
+async def test_framework_errors_are_json(rig: Rig) -> None:
+    response = await rig.client.get("/nowhere", headers=WEB)
+    assert (response.status, (await response.json())["error"]) == (
+        404,
+        "no such endpoint: GET /nowhere",
+    )
+    response = await rig.client.put("/reservations", headers=WEB)
+    assert response.status == 405
+    assert "not allowed" in (await response.json())["error"]
+    response = await rig.client.post("/reservations", data=b"x" * 100_000, headers=WEB)
+    assert response.status == 413
+    assert "too large" in (await response.json())["error"]
+
+
+async def test_a_failure_of_ours_is_a_500_without_a_trace(rig: Rig) -> None:
+    def broken(_event: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    api_of(rig.client.server.app).producer.encode_event = broken  # type: ignore[method-assign]
+    response = await rig.client.post("/reservations", json=reservation(), headers=WEB)
+    assert response.status == 500
+    text = await response.text()
+    assert "secret internals" not in text and "Traceback" not in text
+    assert (await response.json())["error"] == "internal error; it has been logged"
+
+
+# ---- the decisions view ----
+
+
+async def test_waiters_take_only_what_they_accept_and_closed_ids_are_bounded() -> None:
+    decisions = Decisions(remember=2)
+    held = {
+        "reservation_id": "a",
+        "channel": "web",
+        "status": "held",
+        "expires_at": "2999-01-01T00:00:00Z",
+        "held": [],
+        "shortfall": [],
+    }
+    release = decisions.wait("a", lambda d: d["status"] != "held")
+    anything = decisions.wait("a")
+    decisions.offer(held)
+    assert anything.result() == held and not release.done()
+    decisions.offer({**held, "status": "released"})
+    assert release.result()["status"] == "released"
+    for rid in "bcd":
+        decisions.offer({**held, "reservation_id": rid, "status": "rejected"})
+    assert decisions.known("a") is None and decisions.known("d") is not None
+    decisions.offer({**held, "reservation_id": "e"})
+    assert decisions.known("e") == {**held, "reservation_id": "e"}  # open holds are all kept
