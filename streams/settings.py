@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     worker_web_port: int = 6066
     data_dir: Path = REPO_ROOT / "var"
     consumer_session_timeout_ms: int = 6000  # Tansu joins wait ~half of this
+    # Faust fixes its consumers' fetch wait at 1.5 s, and Tansu answers an empty fetch only when the
+    # wait is over, even if data arrives: every hop of the topology would wait that long
+    consumer_fetch_max_wait_ms: int = 20
     catalog_file: Path = REPO_ROOT / "deploy" / "catalog.yaml"
 
     # HTTP surfaces.

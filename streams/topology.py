@@ -167,13 +167,25 @@ class Clock:
 
     mode: str  # "wall" | "stream"
     stream_time: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
+    last_activity: float = 0.0  # monotonic time of the last batch any stage processed
 
     def observe(self, at: datetime) -> None:
         if at > self.stream_time:
             self.stream_time = at
 
-    def now(self) -> datetime:
-        return datetime.now(UTC) if self.mode == "wall" else self.stream_time
+    def busy(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def now(self) -> datetime | None:
+        """The time holds expire against, or None when expiry must wait.
+
+        With the stream clock, the largest occurred_at routed so far runs ahead of events still on
+        their way through the other stages (orders, holds): expiring then could release a hold
+        that an order already in flight confirms. So expiry waits until the worker is idle.
+        """
+        if self.mode == "wall":
+            return datetime.now(UTC)
+        return self.stream_time if time.monotonic() - self.last_activity > 0.3 else None
 
 
 @dataclass
@@ -188,9 +200,28 @@ class Runtime:
     partitions: int
 
 
+def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """Give Faust's consumers our fetch wait (Faust passes a fixed 1.5 s to aiokafka)."""
+    import aiokafka
+
+    if getattr(aiokafka.AIOKafkaConsumer, "_inventory_tuned", False):
+        return
+    base = aiokafka.AIOKafkaConsumer
+
+    class Consumer(base):  # type: ignore[misc, valid-type]
+        _inventory_tuned = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = fetch_max_wait_ms
+            super().__init__(*args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer = Consumer  # type: ignore[misc]
+
+
 def create_app(
     settings: Settings, bootstrap: str, catalog: Catalog, metrics: Metrics, clock_mode: str = "wall"
 ) -> faust.App:
+    tune_fetch_wait(settings.consumer_fetch_max_wait_ms)
     codec = make_codec(settings)
     rt = Runtime(
         catalog, codec, CommandCodec(codec), metrics, Clock(clock_mode), settings.topic_partitions
@@ -302,6 +333,7 @@ def create_app(
     )
     async def sku_stage(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            rt.clock.busy()
             started = time.perf_counter()
             touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
             for event in batch:
@@ -398,6 +430,7 @@ def create_app(
     @app.agent(order_commands)
     async def order_stage(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            rt.clock.busy()
             for event in batch:
                 message = event.message
                 try:
@@ -426,6 +459,7 @@ def create_app(
     @app.agent(reservation_commands)
     async def reservation_stage(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            rt.clock.busy()
             for event in batch:
                 message = event.message
                 try:
@@ -486,6 +520,8 @@ def create_app(
     async def expire_holds() -> None:
         """Publish `reservation-expired` for held reservations past their TTL on this worker."""
         now = rt.clock.now()
+        if now is None:
+            return
         wall = time.monotonic()
         for key in list(reservations.keys()):
             state = stored(reservations, key, ReservationState.from_dict)
@@ -502,6 +538,7 @@ def create_app(
     @app.agent(listing_updates)
     async def listing_stage(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+            rt.clock.busy()
             for event in batch:
                 message = event.message
                 try:
@@ -518,6 +555,11 @@ def create_app(
                     emit_availability(record)
                 writes.put(listings, key, state)
             outputs.poll()
+
+    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == EVENTS)
+        log.warning("assigned partitions of %s: %s", EVENTS, mine)
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     _ = listing_record  # re-derivation of a listing on catalog change goes through its components

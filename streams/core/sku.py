@@ -24,6 +24,7 @@ from streams.core.models import (
 from streams.core.state import Bucket, Commitment, Hold, Inbound, SkuState
 
 DEDUPE_HORIZON = timedelta(days=7)
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 # ---- commands a SKU receives besides the single-SKU events themselves -------------------------
@@ -149,7 +150,7 @@ def apply_sku(state: SkuState, cmd: SkuCommand, catalog: Catalog) -> SkuOutcome:
     at = cmd.occurred_at
     if at > state.time:
         state.time = at
-        if at.toordinal() != state.pruned_day:
+        if _hour(at) != state.pruned_day:
             _prune(state)
     out = SkuOutcome()
     _HANDLERS[type(cmd)](state, cmd, catalog, out)
@@ -304,10 +305,11 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
         units = existing.units.items() if existing else ()
         out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(units))
         return
-    if h.expires_at <= state.time:  # reached this SKU after its own expiry: nothing to hold
-        out.hold = HoldResult(
-            h.reservation_id, state.sku, False, short=tuple((r.line, 0) for r in h.requirements)
-        )
+    if h.expires_at < state.time - ORPHAN_GRACE:
+        # only a redelivery can arrive this late: placing it would leave an orphan hold
+        out.duplicate = True
+        out.hold = HoldResult(h.reservation_id, state.sku, False,
+                              short=tuple((r.line, 0) for r in h.requirements))
         return
     channel = catalog.channel_by_id.get(h.channel)
     eligible = channel.locations if channel else []
@@ -443,12 +445,23 @@ def _alert(
     )
 
 
+def _hour(at: datetime) -> int:
+    return at.toordinal() * 24 + at.hour
+
+
 def _prune(state: SkuState) -> None:
-    """Forget what is older than the horizon, once per business day of this SKU (deterministic)."""
-    state.pruned_day = state.time.toordinal()
+    """Forget what is older than the horizon, once per business hour of this SKU (deterministic)."""
+    state.pruned_day = _hour(state.time)
     cutoff = state.time - DEDUPE_HORIZON
-    # a hold request that arrives after its own expiry is refused anyway, so closed ids can go then
-    state.closed = {k: v for k, v in state.closed.items() if v >= state.time}
+    # An orphan hold (its reservation's release was lost with a crashed worker, or a redelivered
+    # request re-placed it after its id was forgotten) never outlives its expiry by more than the
+    # grace period; closed ids are kept as long, so a redelivery inside it is still recognised.
+    grace = state.time - ORPHAN_GRACE
+    for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < grace]:
+        hold = state.holds.pop(rid)
+        for loc_id, units in hold.units.items():
+            state.location(loc_id).reserved -= units
+    state.closed = {k: v for k, v in state.closed.items() if v >= grace}
     for loc in state.locations.values():
         for bucket in (loc.sellable, loc.damaged, loc.quarantine):
             if bucket.log:

@@ -191,7 +191,7 @@ class SkuState:
     closed: dict[str, datetime] = field(default_factory=dict)  # released holds -> their expiry
     published: dict[str, Published] = field(default_factory=dict)  # "channel/channel_sku"
     time: datetime = EPOCH  # latest business time seen for this SKU
-    pruned_day: int = 0  # day ordinal of the last dedupe pruning
+    pruned_day: int = 0  # business hour (day ordinal * 24 + hour) of the last pruning
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)

@@ -481,3 +481,25 @@ def test_versions_continue_above_a_floor_after_recovery_from_an_older_state() ->
     assert by_key[("web", "A")] == first + 1000
     records, _ = sku_availability(snapshot, catalog(), T0, "x", force=True, floor=0)
     assert {(r.channel, r.channel_sku): r.version for r in records}[("web", "A")] == first + 1001
+
+
+def test_an_orphan_hold_is_dropped_at_the_first_hourly_pass_after_expiry_plus_grace() -> None:
+    from streams.core.sku import TryHold, HoldRequirement, apply_sku
+    from streams.core.state import SkuState
+    from datetime import timedelta
+
+    state = SkuState("A")
+    cat = catalog()
+    apply_sku(state, count("A", "wh", 10), cat)
+    hold = TryHold("h1", T0, "A", "r-orphan", "web", T0 + timedelta(minutes=15),
+                   (HoldRequirement(0, 4, 1, "wh"),))
+    assert apply_sku(state, hold, cat).hold.ok
+    assert state.locations["wh"].reserved == 4  # its release was lost: nobody will send it
+    apply_sku(state, delta("A", "wh", 1, 60), cat)  # 09:00 pass: 45 min past expiry, in grace
+    assert state.locations["wh"].reserved == 4
+    apply_sku(state, delta("A", "wh", 1, 80), cat)  # 09:20: no pass inside the hour
+    assert state.locations["wh"].reserved == 4
+    apply_sku(state, delta("A", "wh", 1, 125), cat)  # 10:05 pass: 1 h 50 min past expiry
+    assert state.locations["wh"].reserved == 0
+    assert apply_sku(state, hold, cat).duplicate  # and a redelivered request is not re-placed
+    assert state.locations["wh"].reserved == 0
