@@ -1,0 +1,316 @@
+"""The reservation API on a real broker and real workers: a flash sale never oversells, with one
+worker or two, and a SIGKILL of the worker mid-sale loses no hold and duplicates none."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from streams.api import run_api
+from streams.core.catalog import load_catalog
+from streams.settings import Settings
+from tests.integration.live import LiveSystem
+
+pytestmark = pytest.mark.integration
+
+CHANNELS = ("web", "amazon", "pos")
+TOKENS = {ch: f"tok-{ch}" for ch in CHANNELS}
+CATALOG = load_catalog(
+    {
+        "locations": [{"id": "wh"}],
+        "channels": [{"id": ch, "locations": ["wh"]} for ch in CHANNELS],
+        "listings": [
+            *(
+                {"channel": ch, "channel_sku": "HOT", "components": [{"sku": "HOT", "quantity": 1}]}
+                for ch in CHANNELS
+            ),
+            # MUG lives on another partition than HOT (murmur2 of the keys, 4 partitions)
+            {"channel": "web", "channel_sku": "MUG", "components": [{"sku": "MUG", "quantity": 1}]},
+        ],
+    }
+)
+Answer = tuple[int, dict[str, Any]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def api(live: LiveSystem, decision_timeout: float = 30.0) -> AsyncIterator[str]:
+    """The API served in this test's event loop; yields its base URL."""
+    settings = Settings(kafka_bootstrap_servers=live.bootstrap, channel_tokens=TOKENS)
+    port, stop, started = free_port(), asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        run_api(
+            settings,
+            live.bootstrap,
+            CATALOG,
+            stop,
+            port,
+            host="127.0.0.1",
+            decision_timeout=decision_timeout,
+            started=started,
+        )
+    )
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # start-up failed: show why
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task
+
+
+async def stock(live: LiveSystem, tmp_path: Path, units: int, sku: str = "HOT") -> None:
+    """Count `units` of `sku` at wh and wait until the worker has applied it."""
+    path = tmp_path / f"stock-{sku}.jsonl"
+    count = {
+        "type": "stock-adjusted",
+        "event_id": f"count-{sku}",
+        "occurred_at": "2020-01-01T00:00:00Z",
+        "source": "wms",
+        "sku": sku,
+        "location": "wh",
+        "mode": "count",
+        "quantity": units,
+    }
+    path.write_text(json.dumps(count) + "\n")
+    await asyncio.to_thread(live.publish, path)
+    await until(lambda p: p["on_hand"] == units, live, timeout=60, sku=sku)
+
+
+async def until(check: Any, live: LiveSystem, timeout: float, sku: str = "HOT") -> dict[str, Any]:
+    """Poll the position of `sku` at wh until `check` holds; the last position either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        positions = await asyncio.to_thread(live.latest, "inventory.positions")
+        current = positions.get(f"{sku}|wh")
+        if current is not None and check(current):
+            return current
+        dead = [i for i, p in live.workers.items() if p.poll() is not None]
+        assert not dead, f"worker {dead} exited"
+        if time.monotonic() > deadline:
+            assert current is not None, f"no position of {sku} at all"
+            return current
+        await asyncio.sleep(0.5)
+
+
+async def reserve(
+    session: aiohttp.ClientSession,
+    base: str,
+    rid: str,
+    channel: str,
+    quantity: int = 1,
+    ttl: int | None = None,
+    retry_for: float = 0.0,
+    lines: list[dict[str, Any]] | None = None,
+) -> Answer:
+    """POST one reservation; a 503 is retried with the same id for `retry_for` seconds."""
+    body: dict[str, Any] = {
+        "reservation_id": rid,
+        "channel": channel,
+        "lines": lines or [{"channel_sku": "HOT", "quantity": quantity}],
+    }
+    if ttl is not None:
+        body["ttl_seconds"] = ttl
+    headers = {"Authorization": f"Bearer {TOKENS[channel]}"}
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            async with session.post(f"{base}/reservations", json=body, headers=headers) as r:
+                answer = (r.status, await r.json())
+        except aiohttp.ClientError as error:  # the API itself is never down here: report it
+            answer = (0, {"error": str(error)})
+        if answer[0] != 503 or time.monotonic() > deadline:
+            return answer
+        await asyncio.sleep(0.5)
+
+
+def wait_until_stable(live: LiveSystem, timeout: float = 30.0) -> None:
+    """Both workers joined: the group is stable (Tansu's DescribeGroups lists no members, so the
+    owners themselves cannot be asked for)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": live.bootstrap})
+    group = live.settings.app_id
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = admin.describe_consumer_groups([group])[group].result().state
+        if state == ConsumerGroupState.STABLE:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} not stable after {timeout:g} s")
+
+
+def held_units(answers: list[Answer]) -> int:
+    return sum(
+        line["quantity"] for status, body in answers if status == 201 for line in body["held"]
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_flash_sale_of_1000_requests_holds_exactly_the_stock(
+    tmp_path: Path, workers: int
+) -> None:
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        for index in range(workers):
+            live.start_worker(index)
+        await stock(live, tmp_path, 100)
+        if workers == 2:
+            await asyncio.to_thread(wait_until_stable, live)
+        async with (
+            api(live) as base,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+        ):
+            answers = await asyncio.gather(
+                *(
+                    reserve(session, base, f"sale-{i}", CHANNELS[i % 3], quantity=1 + (i // 3) % 3)
+                    for i in range(1000)
+                )
+            )
+            statuses = [status for status, _ in answers]
+            assert set(statuses) <= {201, 409}, [b for s, b in answers if s not in (201, 409)][:3]
+            assert held_units(answers) == 100
+            assert all(
+                body["status"] == "rejected" and body["shortfall"]
+                for status, body in answers
+                if status == 409
+            )
+            assert {body["channel"] for status, body in answers if status == 201} == set(CHANNELS)
+
+            final = await until(lambda p: p["reserved"] == 100, live, timeout=15)
+            assert (final["on_hand"], final["reserved"], final["location_ats"]) == (100, 100, 0)
+            every = await asyncio.to_thread(live.latest_all, "inventory.positions")
+            assert min(p["location_ats"] for p in every) >= 0  # never oversold, not even briefly
+            decisions = await asyncio.to_thread(live.latest, "inventory.reservation-decisions")
+            assert sum(d["status"] == "held" for d in decisions.values()) == statuses.count(201)
+            for channel in CHANNELS:
+                record = (await asyncio.to_thread(live.latest, f"availability.{channel}"))["HOT"]
+                assert record["available"] == 0
+                headers = {"Authorization": f"Bearer {TOKENS[channel]}"}
+                for _ in range(20):  # the API's view follows the topic
+                    async with session.get(
+                        f"{base}/availability/{channel}/HOT", headers=headers
+                    ) as r:
+                        seen = await r.json()
+                    if seen.get("available") == 0:
+                        break
+                    await asyncio.sleep(0.25)
+                assert seen["available"] == 0
+
+
+async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(tmp_path: Path) -> None:
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        live.start_worker(0)
+        await stock(live, tmp_path, 150)
+        async with (
+            api(live, decision_timeout=5.0) as base,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+        ):
+            # short holds that expire while the worker is down
+            short = await asyncio.gather(
+                *(reserve(session, base, f"short-{i}", "web", ttl=3) for i in range(10))
+            )
+            assert [s for s, _ in short] == [201] * 10
+
+            # 200 more in flight when the worker dies; each client retries a 503 with its id
+            sale = [
+                asyncio.create_task(
+                    reserve(session, base, f"sale-{i}", CHANNELS[i % 3], retry_for=120)
+                )
+                for i in range(200)
+            ]
+            while sum(t.done() for t in sale) < 20:
+                await asyncio.sleep(0.01)
+            live.kill_worker(0)
+            in_flight = sum(not t.done() for t in sale)
+            await asyncio.sleep(1.0)
+            live.start_worker(0)
+            answers = [await t for t in sale]
+            assert in_flight > 0, "every request was answered before the kill"
+            assert {s for s, _ in answers} <= {201, 409}, [a for a in answers if a[0] >= 500][:3]
+
+            # after the restart: the short holds expired, every 201 of the sale is held, once
+            held = held_units(answers)
+            assert 140 <= held <= 150
+            final = await until(lambda p: p["reserved"] == held, live, timeout=60)
+            assert (final["reserved"], final["location_ats"]) == (held, 150 - held)
+            decisions = await asyncio.to_thread(live.latest, "inventory.reservation-decisions")
+            assert {decisions[f"short-{i}"]["status"] for i in range(10)} == {"expired"}
+
+            # retried after the crash: the same answers, nothing held twice
+            again = await asyncio.gather(
+                *(reserve(session, base, f"sale-{i}", CHANNELS[i % 3]) for i in range(200))
+            )
+            assert [s for s, _ in again] == [s for s, _ in answers]
+            # and a release frees exactly its hold
+            rid = next(b["reservation_id"] for s, b in answers if s == 201)
+            channel = next(b["channel"] for s, b in answers if s == 201)
+            async with session.delete(
+                f"{base}/reservations/{rid}", headers={"Authorization": f"Bearer {TOKENS[channel]}"}
+            ) as r:
+                assert (r.status, (await r.json())["status"]) == (200, "released")
+            final = await until(lambda p: p["reserved"] == held - 1, live, timeout=15)
+            assert final["reserved"] == held - 1
+
+
+async def test_all_or_nothing_across_partitions_even_through_a_crash(tmp_path: Path) -> None:
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        live.start_worker(0)
+        await stock(live, tmp_path, 50, "HOT")
+        await stock(live, tmp_path, 1, "MUG")
+        both = [{"channel_sku": "HOT", "quantity": 1}, {"channel_sku": "MUG", "quantity": 1}]
+        async with api(live, decision_timeout=5.0) as base, aiohttp.ClientSession() as session:
+            # MUG is short: HOT's part is released, nothing stays held
+            status, body = await reserve(
+                session,
+                base,
+                "too-many",
+                "web",
+                lines=[
+                    {"channel_sku": "HOT", "quantity": 2},
+                    {"channel_sku": "MUG", "quantity": 2},
+                ],
+            )
+            assert status == 409
+            assert body["shortfall"] == [
+                {"line": 1, "item": "MUG", "requested": 2, "available": 1, "shortfall": 1}
+            ]
+            for sku in ("HOT", "MUG"):
+                assert (await until(lambda p: p["reserved"] == 0, live, 10, sku))["reserved"] == 0
+
+            # 20 two-SKU requests for the one MUG, short-lived, and the worker dies among them
+            sale = [
+                asyncio.create_task(
+                    reserve(session, base, f"pair-{i}", "web", ttl=3, lines=both, retry_for=60)
+                )
+                for i in range(20)
+            ]
+            while not any(t.done() for t in sale):
+                await asyncio.sleep(0.01)
+            live.kill_worker(0)
+            await asyncio.sleep(1.0)
+            live.start_worker(0)
+            answers = [await t for t in sale]
+            assert {s for s, _ in answers} <= {201, 409}
+            assert sum(s == 201 for s, _ in answers) <= 1
+            assert all(len(b["held"]) == 2 for s, b in answers if s == 201)  # both lines or none
+            # no orphan: after the TTL every partial or full hold is gone, on both partitions
+            for sku in ("HOT", "MUG"):
+                final = await until(lambda p: p["reserved"] == 0, live, 30, sku)
+                assert (final["reserved"], final["location_ats"]) == (0, final["on_hand"])
