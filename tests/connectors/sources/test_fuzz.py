@@ -343,4 +343,6 @@ def test_importer_never_crashes_and_accounts_for_every_row(
         assert prefix.startswith("export.csv line ") and reason
         numbers.append(int(prefix.rsplit(" ", 1)[1]))
     assert len(numbers) == len(set(numbers))  # no row dead-lettered twice
-    assert t.received <= sum(1 for line in lines if line.strip())
+    # a line of only spaces or tabs is a one-field record to the CSV reader (dead-lettered), so
+    # only empty lines are no records
+    assert t.received <= sum(1 for line in lines if line.strip(b"\r\n"))
