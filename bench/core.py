@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.core.catalog import load_catalog  # noqa: E402
-from streams.core.engine import Engine  # noqa: E402
-from streams.core.models import (  # noqa: E402
+from streams.core.catalog import load_catalog
+from streams.core.engine import Engine
+from streams.core.models import (
     Event,
     InboundScheduled,
     OrderCancelled,

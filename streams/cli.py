@@ -1,4 +1,4 @@
-"""The `inventory-streams` command line (SPEC §6): one subcommand per job, errors as one clear line."""
+"""The `inventory-streams` CLI (SPEC §6): one subcommand per job, errors as one clear line."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streams.errors import InventoryError
+
+if TYPE_CHECKING:
+    from streams.settings import Settings
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -25,7 +29,7 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     from streams.settings import get_settings
 
     settings = get_settings()
@@ -34,7 +38,7 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return settings
 
 
-def _bootstrap(settings) -> str:  # type: ignore[no-untyped-def]
+def _bootstrap(settings: Settings) -> str:
     if not settings.kafka_bootstrap_servers:
         raise InventoryError("KAFKA_BOOTSTRAP_SERVERS is not set (or run `inventory-streams up`)")
     return str(settings.kafka_bootstrap_servers)
@@ -134,8 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1, help="stream worker processes")
     up.add_argument("--duration", type=float, help="stop after this many seconds")
     up.add_argument("--data-dir", help="where workers keep logs and local state")
-    up.add_argument("--demo", action="store_true",
-                    help="also run channel emulators and drive a flash sale against them")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run channel emulators and drive a flash sale against them",
+    )
     up.set_defaults(run=_up)
 
     pub = sub.add_parser("publish", help="validate a JSONL file and produce it to inventory.events")

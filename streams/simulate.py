@@ -1,4 +1,4 @@
-"""`inventory-streams simulate`: the domain core over a JSONL file, no broker, deterministic output."""
+"""`inventory-streams simulate`: the domain core over a JSONL file, no broker, deterministic."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from streams.core.models import format_ts, parse_event_json
 from streams.errors import InvalidCatalog, InvalidEvent
 
 POSITION_FIELDS = (
-    "sku", "location", "on_hand", "reserved", "committed", "damaged", "quarantine", "incoming",
+    "sku",
+    "location",
+    "on_hand",
+    "reserved",
+    "committed",
+    "damaged",
+    "quarantine",
+    "incoming",
     "location_ats",
 )
 AVAILABILITY_FIELDS = ("channel", "channel_sku", "available", "backorderable")
@@ -29,7 +36,7 @@ def read_catalog(path: Path) -> Catalog:
 
 
 def simulate(catalog: Catalog, lines: Iterable[bytes | str]) -> dict[str, list[dict[str, Any]]]:
-    """Run every line through the core; bad lines are rejected with a reason and never stop the run."""
+    """Run every line through the core; a bad line is rejected with a reason and never stops it."""
     collector = Collector()
     engine = Engine(catalog, collector)
     rejected: list[dict[str, Any]] = []

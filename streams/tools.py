@@ -1,4 +1,4 @@
-"""`publish` and `tail`: produce a JSONL file of events, and print any of our topics as JSON lines."""
+"""`publish` and `tail`: produce a JSONL file of events; print any of our topics as JSON lines."""
 
 from __future__ import annotations
 
@@ -130,12 +130,14 @@ def tail(
             if message.error():
                 continue
             last = time.monotonic()
-            positions[message.partition()] = message.offset() + 1
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None  # set on every consumed record
+            positions[partition] = offset + 1
             key = message.key()
             line = {
                 "topic": topic,
-                "partition": message.partition(),
-                "offset": message.offset(),
+                "partition": partition,
+                "offset": offset,
                 "key": key.decode("utf-8", "replace") if key is not None else None,
                 "value": decode_record(topic, message.value(), codec, commands),
             }

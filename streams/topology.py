@@ -1,9 +1,9 @@
 """The live topology: where every record goes, in one file.
 
     inventory.events ──► [sku stage] ── single-SKU event keyed where it lives: applied here
-          │                  │  ├─ other single-SKU events ──► inventory.sku-commands (by SKU)
-          │                  │  ├─ order events ─────────────► inventory.order-commands (by order)
-          │                  │  └─ reservation events ───────► inventory.reservation-commands (by id)
+          │                  │ ├─ other single-SKU events ──► inventory.sku-commands (by SKU)
+          │                  │ ├─ order events ─────────────► inventory.order-commands (by order)
+          │                  │ └─ reservation events ───────► inventory.reservation-commands (by id)
           │                  ├─ positions ──► inventory.positions      alerts ──► inventory.alerts
           │                  ├─ availability of single-SKU listings ──► availability.<channel>
           │                  ├─ bundle component values ──► inventory.listing-updates
@@ -17,8 +17,9 @@
     anything undecodable or against the contract ──► inventory.dlq
 
 Delivery is at-least-once: outputs are sent immediately, Faust flushes its producer before it
-commits offsets, and every table record carries what makes its update idempotent (streams.core.state).
-Tables use the key partitioner, so a record's changelog partition is the partition of its key.
+commits offsets, and every table record carries what makes its update idempotent
+(streams.core.state). Tables use the key partitioner, so a record's changelog partition is the
+partition of its key.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.partitioner import murmur2  # the partitioner Faust's producer uses for keys
 from faust.serializers import codecs
+from faust.types import TableT
 
 from streams.codec import Codec, make_codec
 from streams.commands import CatalogChanged, CommandCodec
@@ -51,6 +53,7 @@ from streams.core.engine import check_event
 from streams.core.keys import position_key
 from streams.core.models import (
     DeadLetter,
+    Event,
     InboundScheduled,
     OrderCancelled,
     OrderCreated,
@@ -84,9 +87,9 @@ from streams.runtime.topics import (
     EVENTS,
     LISTING_UPDATES,
     ORDER_COMMANDS,
-    RESERVATION_DECISIONS,
     POSITIONS,
     RESERVATION_COMMANDS,
+    RESERVATION_DECISIONS,
     SKU_COMMANDS,
     availability_topic,
 )
@@ -99,12 +102,18 @@ BATCH_MAX = 1000
 BATCH_WITHIN = 0.005  # seconds: small enough for the latency goal, large enough to coalesce
 
 
+def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[Any]]:
+    """The agent's stream as batches of up to BATCH_MAX events gathered within BATCH_WITHIN."""
+    # StreamT's stubs lack take_events; the faust.Stream every agent receives has it
+    return cast("faust.Stream[Any]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN)
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class _StateCodec(codecs.Codec):
-    """Table values: the core's own snapshot encoding (the same one the property tests round-trip)."""
+    """Table values: the core's own snapshot encoding (the one the property tests round-trip)."""
 
     def __init__(self, loads: Callable[[dict[str, Any]], Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -163,7 +172,7 @@ class DeferredWrites:
 
 @dataclass
 class Clock:
-    """Hold expiry clock: wall time in production, the largest occurred_at seen for replays/tests."""
+    """Hold expiry clock: wall time in production, the largest occurred_at seen in replays/tests."""
 
     mode: str  # "wall" | "stream"
     stream_time: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
@@ -215,7 +224,7 @@ def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
             kwargs["fetch_max_wait_ms"] = fetch_max_wait_ms
             super().__init__(*args, **kwargs)
 
-    aiokafka.AIOKafkaConsumer = Consumer  # type: ignore[misc]
+    aiokafka.AIOKafkaConsumer = Consumer
 
 
 def create_app(
@@ -271,13 +280,17 @@ def create_app(
     availability = {ch.id: raw_topic(availability_topic(ch.id)) for ch in catalog.channels}
 
     # ---- tables (changelog-backed, recovered on restart) ----
-    def stored(t: faust.TableT, key: bytes, from_dict: Callable[[Any], Any]) -> Any:
+    def stored(t: TableT, key: bytes, from_dict: Callable[[Any], Any]) -> Any:
         """A table value as a state object: recovery hands back the decoded JSON, not the object."""
         value = t.get(key)
         return from_dict(value) if isinstance(value, dict) else value
 
-    def table(name: str, serializer: str) -> faust.TableT:
-        t = app.Table(name, default=None, partitions=n, key_type=bytes, use_partitioner=True)
+    def table(name: str, serializer: str) -> faust.Table[bytes, Any]:
+        # app.Table builds a faust.Table; the serializers are its attributes, not TableT's
+        t = cast(
+            "faust.Table[bytes, Any]",
+            app.Table(name, default=None, partitions=n, key_type=bytes, use_partitioner=True),
+        )
         # set before the changelog topic is first built, which reads them
         t.key_serializer, t.value_serializer = "raw", serializer
         return t
@@ -332,7 +345,7 @@ def create_app(
         )
     )
     async def sku_stage(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in batches(stream):
             rt.clock.busy()
             started = time.perf_counter()
             touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
@@ -360,15 +373,16 @@ def create_app(
         """Decode a business event; keep it here if its SKU lives here, else forward it."""
         rt.metrics.events_in.inc()
         try:
-            ev = rt.codec.decode(message.value, EVENTS)
+            # inventory.events carries the SPEC §2 events; check_event validates them below
+            ev = cast(Event, rt.codec.decode(message.value, EVENTS))
         except (EncodingError, InvalidEvent) as error:
             dead_letter(message, getattr(error, "reason", str(error)))
             return None
-        reason = check_event(ev, rt.catalog)  # type: ignore[arg-type]
+        reason = check_event(ev, rt.catalog)
         if reason is not None:
             dead_letter(message, reason, getattr(ev, "source", "unknown"))
             return None
-        rt.clock.observe(ev.occurred_at)  # type: ignore[attr-defined]
+        rt.clock.observe(ev.occurred_at)
         if isinstance(ev, SINGLE_SKU):
             key = ev.sku.encode()
             if partition_for(key, n) == message.partition:
@@ -377,13 +391,15 @@ def create_app(
         elif isinstance(ev, OrderCreated | OrderCancelled):
             send(order_commands, ev.order_id, message.value)
         else:
-            send(reservation_commands, ev.reservation_id, message.value)  # type: ignore[union-attr]
+            send(reservation_commands, ev.reservation_id, message.value)
         return None
 
     def apply_one(command: Any, touched: dict[bytes, Any]) -> None:
         key = command.sku.encode()
         entry = touched.get(key)
-        state = entry[0] if entry else (stored(skus, key, SkuState.from_dict) or SkuState(command.sku))
+        state = (
+            entry[0] if entry else (stored(skus, key, SkuState.from_dict) or SkuState(command.sku))
+        )
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
@@ -414,10 +430,11 @@ def create_app(
                 record = position(state, loc, catalog, as_of, cause, ats, floor)
                 send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
                 rt.metrics.records_out.labels("position").inc()
-            records, updates = sku_availability(state, catalog, as_of, cause, force=resend, ats=ats,
-                                                floor=floor)
-            for record in records:
-                emit_availability(record)
+            records, updates = sku_availability(
+                state, catalog, as_of, cause, force=resend, ats=ats, floor=floor
+            )
+            for listing in records:
+                emit_availability(listing)
             for update in updates:
                 send(
                     listing_updates,
@@ -429,7 +446,7 @@ def create_app(
     # ---- order stage ----
     @app.agent(order_commands)
     async def order_stage(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in batches(stream):
             rt.clock.busy()
             for event in batch:
                 message = event.message
@@ -458,7 +475,7 @@ def create_app(
     # ---- reservation stage ----
     @app.agent(reservation_commands)
     async def reservation_stage(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in batches(stream):
             rt.clock.busy()
             for event in batch:
                 message = event.message
@@ -504,8 +521,8 @@ def create_app(
             releases = on_release(state, item)
         elif isinstance(item, Confirmation):
             on_confirmed(state)
-        for command in releases:
-            send(sku_commands, command.sku, rt.commands.encode(command))
+        for release in releases:
+            send(sku_commands, release.sku, rt.commands.encode(release))
         if state.status != status_before:
             decide(state)
         writes.put(reservations, key, state)
@@ -537,7 +554,7 @@ def create_app(
     # ---- listing stage (bundles and kits whose components live on several partitions) ----
     @app.agent(listing_updates)
     async def listing_stage(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        async for batch in batches(stream):
             rt.clock.busy()
             for event in batch:
                 message = event.message
@@ -556,7 +573,8 @@ def create_app(
                 writes.put(listings, key, state)
             outputs.poll()
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc]
+    # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == EVENTS)
         log.warning("assigned partitions of %s: %s", EVENTS, mine)

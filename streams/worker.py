@@ -1,4 +1,4 @@
-"""One stream worker process: reads the catalog from Kafka, then runs the Faust topology until stopped."""
+"""One stream worker: reads the catalog from Kafka, then runs the Faust topology until stopped."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The catalog of SPEC §4 as a validated, immutable value with the lookups the core needs precomputed."""
+"""The catalog of SPEC §4 as a validated, immutable value, the core's lookups precomputed."""
 
 from __future__ import annotations
 

@@ -40,8 +40,8 @@ def location_ats_map(state: SkuState, catalog: Catalog) -> dict[str, int]:
     safety = catalog.safety
     sku = state.sku
     return {
-        loc: l.sellable.qty - l.reserved - l.committed - safety.get((sku, loc), 0)
-        for loc, l in state.locations.items()
+        loc: stock.sellable.qty - stock.reserved - stock.committed - safety.get((sku, loc), 0)
+        for loc, stock in state.locations.items()
     }
 
 
@@ -242,7 +242,12 @@ def apply_component(
         update.backorder_eta,
     )
     return listing_record(
-        state, update.channel, update.channel_sku, catalog, update.as_of, update.cause_event_id,
+        state,
+        update.channel,
+        update.channel_sku,
+        catalog,
+        update.as_of,
+        update.cause_event_id,
         floor,
     )
 

@@ -49,7 +49,7 @@ from streams.core.reservations import (
     plan,
     start,
 )
-from streams.core.sku import SkuCommand, apply_sku
+from streams.core.sku import HoldResult, SkuCommand, apply_sku
 from streams.core.state import EPOCH, SkuState, from_us, to_us
 from streams.errors import InvalidEvent
 
@@ -228,7 +228,7 @@ class Engine:
         else:
             self._sku(event)
 
-    def _sku(self, command: SkuCommand):  # type: ignore[no-untyped-def]
+    def _sku(self, command: SkuCommand) -> HoldResult | None:
         state = self.skus.get(command.sku)
         if state is None:
             state = self.skus[command.sku] = SkuState(command.sku)

@@ -42,7 +42,7 @@ def sku_channel_ats(state: SkuState, channel: Channel, catalog: Catalog) -> int:
 
 
 def sku_backorder(state: SkuState, channel: Channel, as_of: date) -> tuple[int, date | None]:
-    """Units expected within the channel's horizon through the channel formula, and the earliest eta."""
+    """Units expected within the channel's horizon (channel formula), and the earliest eta."""
     if channel.backorder_horizon_days <= 0:
         return 0, None
     horizon = as_of + timedelta(days=channel.backorder_horizon_days)

@@ -1,4 +1,7 @@
-"""Record keys: one function decides how every event is keyed on `inventory.events`, for every producer we own."""
+"""Record keys: one function decides how every event is keyed on `inventory.events`.
+
+Every producer we own keys its events through it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from streams.core.models import (
 
 
 def event_key(event: Event) -> str:
-    """The SKU for single-SKU events; the order or reservation id for events the system splits per SKU."""
+    """The SKU for single-SKU events; the order or reservation id for events split per SKU."""
     if isinstance(event, OrderCreated | OrderCancelled):
         return event.order_id
     if isinstance(event, ReservationRequested | ReservationReleased | ReservationExpired):

@@ -1,4 +1,7 @@
-"""Typed events and output records of SPEC §2 and §5; input is validated here once, with reasons a person can read."""
+"""Typed events and output records of SPEC §2 and §5.
+
+Input is validated here once, with reasons a person can read.
+"""
 
 from __future__ import annotations
 
@@ -217,7 +220,7 @@ def _describe(error: ValidationError) -> str:
 
 
 def parse_event(data: Any) -> Event:
-    """A validated event from a decoded JSON/Avro mapping, or InvalidEvent with a readable reason."""
+    """A validated event from a decoded JSON/Avro mapping, or InvalidEvent with a clear reason."""
     if not isinstance(data, dict):
         raise InvalidEvent(f"an event must be a JSON object, got {type(data).__name__}")
     kind = data.get("type")
@@ -237,7 +240,7 @@ def parse_event(data: Any) -> Event:
 
 
 def parse_event_json(raw: bytes | str) -> Event:
-    """Parse one JSON line; malformed JSON is an InvalidEvent, never an exception of another kind."""
+    """Parse one JSON line; malformed JSON is an InvalidEvent, never another kind of exception."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:

@@ -1,4 +1,4 @@
-"""Order routing: splits order events per SKU, remembering each order's lines so a cancel finds them.
+"""Order routing: splits order events per SKU, keeping each order's lines so a cancel finds them.
 
 Idempotent by construction: routing the same event twice yields the same per-SKU commands with the
 same event id, which the SKUs ignore the second time.
@@ -36,7 +36,7 @@ class OrderState:
             (e, from_us(t), [tuple(x) for x in lines] if lines is not None else None)
             for e, t, lines in data["p"]
         ]
-        return cls(dict(data["l"]), data["c"], pending)  # type: ignore[arg-type]
+        return cls(dict(data["l"]), data["c"], pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +82,8 @@ def _created(state: OrderState, e: OrderCreated) -> Routed:
         )
     if e.reservation_id:
         out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id)
-    for event_id, at, lines in state.pending:
-        out.commands.extend(_cancel_commands(state, event_id, at, e.order_id, lines))
+    for event_id, at, cancelled in state.pending:
+        out.commands.extend(_cancel_commands(state, event_id, at, e.order_id, cancelled))
     state.pending = []
     return out
 
@@ -116,7 +116,7 @@ def _cancel_commands(
             by_sku[sku].append((line_id, None))
     else:
         for line_id, quantity in lines:
-            sku = state.lines.get(line_id)
-            if sku is not None:
-                by_sku[sku].append((line_id, quantity))
+            line_sku = state.lines.get(line_id)
+            if line_sku is not None:
+                by_sku[line_sku].append((line_id, quantity))
     return [CancelLines(event_id, at, sku, order_id, tuple(items)) for sku, items in by_sku.items()]

@@ -1,4 +1,4 @@
-"""Reservation coordination: a request becomes tentative holds on every SKU it needs, then one decision.
+"""Reservation coordination: a request becomes tentative holds on each SKU, then one decision.
 
 All-or-nothing: a request is `held` only when every SKU held its part; otherwise the parts that were
 held are released and the request is `rejected` with the shortfall per line. Idempotent by
@@ -199,8 +199,9 @@ def on_release(
 def closed_before_requested(event: ReservationReleased | ReservationExpired) -> ReservationState:
     """A release or expiry that overtook its request: remembered, so the request is never held."""
     status = RELEASED if isinstance(event, ReservationReleased) else EXPIRED
-    return ReservationState(event.reservation_id, "", status, event.occurred_at, event.occurred_at,
-                            [], [])
+    return ReservationState(
+        event.reservation_id, "", status, event.occurred_at, event.occurred_at, [], []
+    )
 
 
 def on_confirmed(state: ReservationState) -> None:

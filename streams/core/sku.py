@@ -1,14 +1,16 @@
 """The rules for one SKU: `apply_sku(state, command, catalog) -> outcome`, pure and idempotent.
 
 A command applied a second time changes nothing: every effect is recorded under the id that caused
-it (see streams.core.state), for at least the 7-day horizon of business time. The state is mutated in
-place for speed; callers that need a snapshot use `SkuState.to_dict()`.
+it (see streams.core.state), for at least the 7-day horizon of business time. The state is mutated
+in place for speed; callers that need a snapshot use `SkuState.to_dict()`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from streams.core.catalog import Catalog
 from streams.core.formulas import channel_ats, network_ats, sku_location_ats
@@ -302,14 +304,15 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
     existing = state.holds.get(h.reservation_id)
     if existing is not None or h.reservation_id in state.closed:
         out.duplicate = True
-        units = existing.units.items() if existing else ()
-        out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(units))
+        held = tuple(existing.units.items()) if existing else ()
+        out.hold = HoldResult(h.reservation_id, state.sku, True, held)
         return
     if h.expires_at < state.time - ORPHAN_GRACE:
         # only a redelivery can arrive this late: placing it would leave an orphan hold
         out.duplicate = True
-        out.hold = HoldResult(h.reservation_id, state.sku, False,
-                              short=tuple((r.line, 0) for r in h.requirements))
+        out.hold = HoldResult(
+            h.reservation_id, state.sku, False, short=tuple((r.line, 0) for r in h.requirements)
+        )
         return
     channel = catalog.channel_by_id.get(h.channel)
     eligible = channel.locations if channel else []
@@ -317,6 +320,7 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
     extra: dict[str, int] = {}
     short: list[tuple[int, int]] = []
     for req in h.requirements:
+        loc_id: str | None
         if req.location is not None:
             loc_id = req.location
             loc_avail = max(0, ats.get(loc_id, 0)) if loc_id in ats else 0
@@ -355,7 +359,8 @@ def _release(state: SkuState, r: ReleaseHold, catalog: Catalog, out: SkuOutcome)
         out.touched.add(loc_id)
 
 
-_HANDLERS = {
+# Any: each handler takes its own command type, and apply_sku dispatches on type(cmd)
+_HANDLERS: dict[type, Callable[[SkuState, Any, Catalog, SkuOutcome], None]] = {
     StockAdjusted: _stock_adjusted,
     PickConfirmed: _pick,
     ReturnReceived: _return,

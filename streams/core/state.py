@@ -1,9 +1,9 @@
-"""Per-SKU state: every quantity, the reservation table and the dedupe/ordering memory live in ONE record.
+"""Per-SKU state: quantities, reservation table and dedupe/ordering memory all live in ONE record.
 
-Idempotence is structural and lives in the same record as the quantities it protects: a delta's id in
-its bucket's delta log, a pick's or cancel's id in its order line, a schedule's or receipt's id in its
-PO, a hold under its reservation id. So at-least-once delivery may apply a record twice without
-counting it twice, and the record grows with open business, not with traffic.
+Idempotence is structural and lives in the same record as the quantities it protects: a delta's id
+in its bucket's delta log, a pick's or cancel's id in its order line, a schedule's or receipt's id
+in its PO, a hold under its reservation id. So at-least-once delivery may apply a record twice
+without counting it twice, and the record grows with open business, not with traffic.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class Hold:
 
 @dataclass(slots=True)
 class Commitment:
-    """One order line. Picks and cancels are kept by event id: they commute and a redelivery is a no-op."""
+    """One order line; picks and cancels kept by event id commute, and a redelivery is a no-op."""
 
     location: str
     ordered: int = 0

@@ -1,5 +1,5 @@
-"""The catalog on Kafka: the compacted `inventory.catalog` topic holds the latest catalog, so a worker
-started anywhere, and a replay, derive availability from the same catalog version."""
+"""The catalog on Kafka: the compacted `inventory.catalog` topic holds the latest catalog, so a
+worker started anywhere, and a replay, derive availability from the same catalog version."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
-            return load_catalog(json.loads(message.value()))
+            value = message.value()
+            assert value is not None  # the catalog is only ever written, never deleted (tombstone)
+            return load_catalog(json.loads(value))
         raise BrokerError(f"could not read {CATALOG} within {timeout:.0f} s")
     finally:
         consumer.close()

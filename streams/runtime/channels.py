@@ -11,9 +11,8 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
-
 from aiohttp import web
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
@@ -93,19 +92,26 @@ class ChannelServices:
         try:
             sources = default_sources(self.settings, self.catalog)
             producer = SourceProducer(self.bootstrap, settings=self.settings)
-            runner = await start_webhook_receiver(self.settings, producer, sources=sources,
-                                                  catalog=self.catalog, host="127.0.0.1")
+            runner = await start_webhook_receiver(
+                self.settings, producer, sources=sources, catalog=self.catalog, host="127.0.0.1"
+            )
         except (InventoryError, OSError) as error:
             self.webhooks = f"not started: {error}"
             return None
-        self.webhooks = (f"http://127.0.0.1:{self.settings.webhook_port}/webhooks/"
-                         f"{{{','.join(sorted(sources))}}}")
+        self.webhooks = (
+            f"http://127.0.0.1:{self.settings.webhook_port}/webhooks/"
+            f"{{{','.join(sorted(sources))}}}"
+        )
         return runner, producer
 
     async def _sinks(self, channels: list[Channel]) -> None:
         assert self._stop is not None
-        tasks = [asyncio.create_task(run_sink(ch, self.settings, self.bootstrap, self._stop,
-                                              on_ack=self._on_ack)) for ch in channels]
+        tasks = [
+            asyncio.create_task(
+                run_sink(ch, self.settings, self.bootstrap, self._stop, on_ack=self._on_ack)
+            )
+            for ch in channels
+        ]
         self._ready.set()
         for task in asyncio.as_completed(tasks):
             try:
@@ -122,10 +128,19 @@ class FlashSale:
     def __init__(self, settings: Settings, bootstrap: str, catalog: Catalog, rate: float = 40.0):
         self.producer = SourceProducer(bootstrap, settings=settings)
         # storefronts turn only held reservations into orders: follow the decisions
-        self.decisions = Consumer({"bootstrap.servers": bootstrap, "group.id": "demo-flash-sale",
-                                   "enable.auto.commit": False})
-        self.decisions.assign([TopicPartition(RESERVATION_DECISIONS, p, OFFSET_END)
-                               for p in range(settings.topic_partitions)])
+        self.decisions = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "demo-flash-sale",
+                "enable.auto.commit": False,
+            }
+        )
+        self.decisions.assign(
+            [
+                TopicPartition(RESERVATION_DECISIONS, p, OFFSET_END)
+                for p in range(settings.topic_partitions)
+            ]
+        )
         self.held: set[str] = set()
         self.catalog, self.rate = catalog, rate
         self._stop = threading.Event()
@@ -144,13 +159,23 @@ class FlashSale:
     def _follow_decisions(self) -> None:
         for message in self.decisions.consume(500, timeout=0):
             if message.error() is None and b'"status":"held"' in (message.value() or b""):
-                self.held.add(message.key().decode())
+                key = message.key()
+                assert key is not None  # decisions are keyed by reservation id
+                self.held.add(key.decode())
 
     def _event(self, **fields: object) -> None:
         now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         self.sent += 1
-        self.producer.send_event(parse_event({"occurred_at": now, "source": "demo", **fields,
-                                              "event_id": f"demo-{time.time_ns()}-{self.sent}"}))
+        self.producer.send_event(
+            parse_event(
+                {
+                    "occurred_at": now,
+                    "source": "demo",
+                    **fields,
+                    "event_id": f"demo-{time.time_ns()}-{self.sent}",
+                }
+            )
+        )
 
     def _run(self) -> None:
         rnd = random.Random(42)
@@ -158,8 +183,13 @@ class FlashSale:
         locations = [loc.id for loc in self.catalog.locations]
         for sku in skus:
             for loc in locations:
-                self._event(type="stock-adjusted", sku=sku, location=loc, mode="count",
-                            quantity=rnd.randint(20, 60))
+                self._event(
+                    type="stock-adjusted",
+                    sku=sku,
+                    location=loc,
+                    mode="count",
+                    quantity=rnd.randint(20, 60),
+                )
         self.producer.flush()
         pending: list[tuple[float, str, str, str, int]] = []
         n = 0
@@ -169,8 +199,13 @@ class FlashSale:
             sku = rnd.choice(skus)
             rid = f"demo-r{n}-{time.time_ns()}"
             qty = rnd.randint(1, 2)
-            self._event(type="reservation-requested", reservation_id=rid, channel=channel.id,
-                        ttl_seconds=60, lines=[{"sku": sku, "quantity": qty}])
+            self._event(
+                type="reservation-requested",
+                reservation_id=rid,
+                channel=channel.id,
+                ttl_seconds=60,
+                lines=[{"sku": sku, "quantity": qty}],
+            )
             pending.append((time.monotonic() + rnd.uniform(0.5, 3), rid, channel.id, sku, qty))
             due = [p for p in pending if p[0] <= time.monotonic()]
             pending = [p for p in pending if p[0] > time.monotonic()]
@@ -180,12 +215,22 @@ class FlashSale:
                     continue  # rejected: the shopper saw "sold out"
                 roll = rnd.random()
                 if roll < 0.7:
-                    self._event(type="order-created", order_id=f"o-{rid_}", channel=channel_id,
-                                reservation_id=rid_,
-                                lines=[{"line_id": "1", "sku": sku_, "quantity": qty_}])
+                    self._event(
+                        type="order-created",
+                        order_id=f"o-{rid_}",
+                        channel=channel_id,
+                        reservation_id=rid_,
+                        lines=[{"line_id": "1", "sku": sku_, "quantity": qty_}],
+                    )
                 elif roll < 0.85:
                     self._event(type="reservation-released", reservation_id=rid_)
             if n % 25 == 0:  # the warehouse restocks now and then
-                self._event(type="stock-adjusted", sku=rnd.choice(skus), location=locations[0],
-                            mode="delta", quantity=rnd.randint(5, 15), reason="receipt")
+                self._event(
+                    type="stock-adjusted",
+                    sku=rnd.choice(skus),
+                    location=locations[0],
+                    mode="delta",
+                    quantity=rnd.randint(5, 15),
+                    reason="receipt",
+                )
             self.producer.poll()

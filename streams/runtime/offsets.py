@@ -12,10 +12,17 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 
-def true_end_offsets(bootstrap: str, topic: str, partitions: list[int],
-                     timeout: float = 5.0) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+def true_end_offsets(
+    bootstrap: str, topic: str, partitions: list[int], timeout: float = 5.0
+) -> dict[int, int]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"ends-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
         ends: dict[int, int] = {}
         starts = []
@@ -35,7 +42,9 @@ def true_end_offsets(bootstrap: str, topic: str, partitions: list[int],
             if message.error():
                 waiting.discard(message.partition())  # end of partition reached
                 continue
-            ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None  # set on every consumed record
+            ends[partition] = max(ends[partition], offset + 1)
         return ends
     finally:
         consumer.close()

@@ -21,17 +21,19 @@ log = logging.getLogger(__name__)
 
 class Outputs:
     def __init__(self, bootstrap: str) -> None:
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 200_000,
-            # keys hash as Faust's producer and our sources hash them (Java murmur2)
-            "partitioner": "murmur2_random",
-            "logger": logging.getLogger("streams.outputs.librdkafka"),
-        })
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 200_000,
+                # keys hash as Faust's producer and our sources hash them (Java murmur2)
+                "partitioner": "murmur2_random",
+                "logger": logging.getLogger("streams.outputs.librdkafka"),
+            }
+        )
         self._failed: list[str] = []
         self.before_flush: list[Callable[[], None]] = []  # e.g. deferred table writes
         self.after_flush: list[Callable[[], bool]] = []  # True: sent more, flush Faust again

@@ -1,4 +1,4 @@
-"""`inventory-streams up`: broker, topics, catalog, workers and a live status view, in the foreground.
+"""`inventory-streams up`: broker, topics, catalog, workers and a live status view, in foreground.
 
 Child processes are stopped on exit, Ctrl-C included; the embedded broker goes with them.
 """
@@ -138,7 +138,7 @@ class StatusReader:
         )
         status.lag = sum(
             max(0, end.offset - (c.offset if c.offset >= 0 else 0))
-            for end, c in zip(ends, committed)
+            for end, c in zip(ends, committed, strict=True)
         )
         return status
 

@@ -1,4 +1,4 @@
-"""The core's invariants under generated streams (hypothesis): duplicates, order, snapshots, oversell."""
+"""Core invariants on generated streams (hypothesis): duplicates, order, snapshots, oversell."""
 
 from __future__ import annotations
 
@@ -124,18 +124,18 @@ def final(events: list[Event], engine: Engine | None = None) -> dict[str, Any]:
 
 
 def observable(engine: Engine) -> dict[str, Any]:
-    """What a user can see: every position, every listing's availability, every reservation status."""
+    """What a user sees: every position, every listing's availability, every reservation status."""
     positions = {
         (sku, loc): (
-            l.sellable.qty,
-            l.damaged.qty,
-            l.quarantine.qty,
-            l.reserved,
-            l.committed,
-            l.incoming,
+            stock.sellable.qty,
+            stock.damaged.qty,
+            stock.quarantine.qty,
+            stock.reserved,
+            stock.committed,
+            stock.incoming,
         )
         for sku, s in engine.skus.items()
-        for loc, l in s.locations.items()
+        for loc, stock in s.locations.items()
     }
     availability = {
         k: (p.available, p.backorderable)

@@ -21,8 +21,17 @@ from streams.runtime.topics import ensure_topics, topic_specs
 from streams.settings import Settings
 from streams.tools import publish_file, read_topic
 
-POSITION_FIELDS = ("sku", "location", "on_hand", "reserved", "committed", "damaged",
-                   "quarantine", "incoming", "location_ats")
+POSITION_FIELDS = (
+    "sku",
+    "location",
+    "on_hand",
+    "reserved",
+    "committed",
+    "damaged",
+    "quarantine",
+    "incoming",
+    "location_ats",
+)
 AVAILABILITY_FIELDS = ("channel", "channel_sku", "available", "backorderable")
 
 
@@ -38,7 +47,9 @@ class LiveSystem:
     def __enter__(self) -> LiveSystem:
         self.broker.start()
         self.bootstrap = self.broker.bootstrap_servers
-        ensure_topics(self.bootstrap, topic_specs(self.settings, [c.id for c in self.catalog.channels]))
+        ensure_topics(
+            self.bootstrap, topic_specs(self.settings, [c.id for c in self.catalog.channels])
+        )
         publish(self.bootstrap, self.catalog)
         return self
 
@@ -51,9 +62,19 @@ class LiveSystem:
         log = (self.workdir / f"worker-{index}.log").open("ab")
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
         self.workers[index] = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", "--clock", self.clock,
-             "--data-dir", str(self.workdir / f"worker-{index}")],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streams.cli",
+                "worker",
+                "--clock",
+                self.clock,
+                "--data-dir",
+                str(self.workdir / f"worker-{index}"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill_worker(self, index: int) -> None:
@@ -85,18 +106,25 @@ class LiveSystem:
     def view(self) -> dict[str, list[dict[str, Any]]]:
         """Positions and availability in the shape `simulate` prints them."""
         positions = sorted(
-            ({f: v[f] for f in POSITION_FIELDS} for v in self.latest("inventory.positions").values()),
+            (
+                {f: v[f] for f in POSITION_FIELDS}
+                for v in self.latest("inventory.positions").values()
+            ),
             key=lambda p: (p["sku"], p["location"]),
         )
         availability = []
         for channel in self.catalog.channels:
-            availability += [{f: v[f] for f in AVAILABILITY_FIELDS}
-                             for v in self.latest(f"availability.{channel.id}").values()]
+            availability += [
+                {f: v[f] for f in AVAILABILITY_FIELDS}
+                for v in self.latest(f"availability.{channel.id}").values()
+            ]
         availability.sort(key=lambda a: (a["channel"], a["channel_sku"]))
         return {"positions": positions, "availability": availability}
 
-    def wait_for(self, expected: dict[str, Any], timeout: float, every: float = 1.0) -> dict[str, Any]:
-        """Poll until the live view equals `expected` (positions and availability) or time runs out."""
+    def wait_for(
+        self, expected: dict[str, Any], timeout: float, every: float = 1.0
+    ) -> dict[str, Any]:
+        """Poll until the live view (positions, availability) equals `expected` or time runs out."""
         deadline = time.monotonic() + timeout
         view: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -124,8 +152,9 @@ class LiveSystem:
         """How many position records exist so far."""
         from streams.runtime.offsets import true_end_offsets
 
-        ends = true_end_offsets(self.bootstrap, "inventory.positions",
-                                list(range(self.settings.topic_partitions)))
+        ends = true_end_offsets(
+            self.bootstrap, "inventory.positions", list(range(self.settings.topic_partitions))
+        )
         return sum(ends.values())
 
     def partition_owners(self) -> int:

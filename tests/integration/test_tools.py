@@ -19,17 +19,27 @@ pytestmark = pytest.mark.integration
 def test_publish_then_tail_returns_every_record_of_batched_writes(tmp_path: Path) -> None:
     settings = Settings(kafka_bootstrap_servers=None)
     lines = [
-        json.dumps({"event_id": f"e{i}", "type": "stock-adjusted",
-                    "occurred_at": "2026-11-01T08:00:00Z", "source": "t", "sku": f"S{i % 7}",
-                    "location": "wh", "mode": "delta", "quantity": 1})
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "type": "stock-adjusted",
+                "occurred_at": "2026-11-01T08:00:00Z",
+                "source": "t",
+                "sku": f"S{i % 7}",
+                "location": "wh",
+                "mode": "delta",
+                "quantity": 1,
+            }
+        )
         for i in range(2_000)
     ]
     lines.insert(10, "{not json")
     (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
     with EmbeddedBroker() as broker:  # a broker of its own: counts must not see other tests
         ensure_topics(broker.bootstrap_servers, topic_specs(settings, []))
-        counts = publish_file(tmp_path / "events.jsonl", settings, broker.bootstrap_servers,
-                              progress=False)
+        counts = publish_file(
+            tmp_path / "events.jsonl", settings, broker.bootstrap_servers, progress=False
+        )
         assert counts == {"published": 2_000, "rejected": 1}
         out = io.StringIO()
         assert tail("inventory.events", settings, broker.bootstrap_servers, out) == 2_000

@@ -35,7 +35,7 @@ def test_scenario_live_equals_simulate(name: str, tmp_path: Path) -> None:
         decisions = live.latest("inventory.reservation-decisions")
         statuses = [{"reservation_id": k, "status": v["status"]} for k, v in decisions.items()]
         assert sorted(statuses, key=lambda r: r["reservation_id"]) == expected["reservations"]
-        # every rejected line is in the dead-letter topic with its reason, whichever stage refused it
+        # every rejected line is in the dead-letter topic with its reason, whatever stage refused it
         letters = list(live.latest_all("inventory.dlq"))
         assert len(letters) == len(expected["rejected"]) >= counts["rejected"]
         assert sorted(_same_words(d["reason"]) for d in letters) == sorted(
@@ -116,5 +116,3 @@ def test_two_workers_share_the_partitions_and_agree_with_simulate(tmp_path: Path
         assert view["positions"] == expected["positions"]
         assert view["availability"] == expected["availability"]
         assert live.partition_owners() == 2, "both workers must own partitions"
-
-

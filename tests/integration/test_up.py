@@ -24,9 +24,21 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["COLUMNS"] = "120"
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "up", "--demo", "--duration", "25",
-         "--data-dir", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "up",
+            "--demo",
+            "--duration",
+            "25",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
@@ -41,6 +53,7 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     assert int(row(output, "acknowledged by shopify-us").replace(",", "")) > 0
     assert int(row(output, "acknowledged by amazon-us").replace(",", "")) > 0
     # no process outlives `up`
-    leftovers = subprocess.run(["pgrep", "-f", f"--data-dir {tmp_path}/up/worker"],
-                               capture_output=True, text=True)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", f"--data-dir {tmp_path}/up/worker"], capture_output=True, text=True
+    )
     assert leftovers.stdout.strip() == ""

@@ -8,7 +8,9 @@ from streams.errors import InvalidCatalog
 from streams.runtime.topics import TopicSpec, topic_specs
 from streams.settings import Settings
 
-CHANGELOGS = {f"inventory-streams-{t}-changelog" for t in ("skus", "orders", "reservations", "listings")}
+CHANGELOGS = {
+    f"inventory-streams-{t}-changelog" for t in ("skus", "orders", "reservations", "listings")
+}
 CO_PARTITIONED = {
     "inventory.events",
     "inventory.positions",
