@@ -196,7 +196,9 @@ class CommandCodec:
             return json.dumps(_to_json(cmd), separators=(",", ":")).encode()
         return self.codec.encode(cmd, INTERNAL_TOPIC)
 
-    def decode(self, data: bytes) -> Command:
+    def decode(self, data: bytes | None) -> Command:
+        if data is None:
+            raise EncodingError("empty record (a tombstone) on an internal topic")
         if data[:1] == b"{":
             try:
                 return _from_json(json.loads(data))

@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     # Faust fixes its consumers' fetch wait at 1.5 s, and Tansu answers an empty fetch only when the
     # wait is over, even if data arrives: every hop of the topology would wait that long
     consumer_fetch_max_wait_ms: int = 20
+    commit_interval_seconds: float = 1.0
     catalog_file: Path = REPO_ROOT / "deploy" / "catalog.yaml"
 
     # HTTP surfaces.

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,9 +32,17 @@ INTERNAL_PREFIXES = (
 
 
 def publish_file(
-    path: Path, settings: Settings, bootstrap: str, progress: bool = True
+    path: Path,
+    settings: Settings,
+    bootstrap: str,
+    progress: bool = True,
+    after_each: Callable[[], None] | None = None,
 ) -> dict[str, int]:
-    """Validate every line; good events go to inventory.events, bad lines to inventory.dlq."""
+    """Validate every line; good events go to inventory.events, bad lines to inventory.dlq.
+
+    `after_each`, when given, runs after every line is acknowledged (one record at a time: tests
+    use it to let the topology settle between events).
+    """
     try:
         size = path.stat().st_size
         handle = path.open("rb")
@@ -67,6 +75,9 @@ def publish_file(
                 continue
             producer.send_event(event)
             published += 1
+            if after_each is not None:
+                producer.flush()
+                after_each()
             if number % 5000 == 0:
                 bar.update(task, counts=f"{published:,} events, {rejected:,} rejected")
     counts = producer.close()

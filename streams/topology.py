@@ -52,6 +52,7 @@ from streams.core.derive import (
 from streams.core.engine import check_event
 from streams.core.keys import position_key
 from streams.core.models import (
+    EVENT_TYPES,
     DeadLetter,
     Event,
     InboundScheduled,
@@ -97,6 +98,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+EVENT_CLASSES = tuple(EVENT_TYPES.values())
 SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.005  # seconds: small enough for the latency goal, large enough to coalesce
@@ -248,7 +250,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
         broker_heartbeat_interval=1.0,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.commit_interval_seconds,
         producer_acks=-1,
         producer_linger=0.002,
         stream_wait_empty=False,
@@ -369,12 +371,22 @@ def create_app(
             outputs.poll()
             rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
 
+    def decode_event(value: bytes | None) -> Event:
+        """A SPEC §2 event, or EncodingError for a tombstone or a record of another kind."""
+        if value is None:
+            raise EncodingError("empty record (a tombstone): inventory.events carries events only")
+        decoded = rt.codec.decode(value, EVENTS)
+        if not isinstance(decoded, EVENT_CLASSES):
+            raise EncodingError(
+                f"a {type(decoded).__name__} record does not belong on {EVENTS}: events only"
+            )
+        return cast(Event, decoded)
+
     def route_input(message: Any) -> Any:
         """Decode a business event; keep it here if its SKU lives here, else forward it."""
         rt.metrics.events_in.inc()
         try:
-            # inventory.events carries the SPEC §2 events; check_event validates them below
-            ev = cast(Event, rt.codec.decode(message.value, EVENTS))
+            ev = decode_event(message.value)
         except (EncodingError, InvalidEvent) as error:
             dead_letter(message, getattr(error, "reason", str(error)))
             return None
@@ -451,7 +463,7 @@ def create_app(
             for event in batch:
                 message = event.message
                 try:
-                    ev = rt.codec.decode(message.value, EVENTS)
+                    ev = decode_event(message.value)
                 except (EncodingError, InvalidEvent) as error:
                     dead_letter(message, str(error))
                     continue

@@ -38,8 +38,13 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
             if message is None or message.error():
                 continue
             value = message.value()
-            assert value is not None  # the catalog is only ever written, never deleted (tombstone)
-            return load_catalog(json.loads(value))
+            if value is None:
+                raise BrokerError(f"the latest record on {CATALOG} is a tombstone: publish a "
+                                  "catalog with `inventory-streams catalog FILE`")
+            try:
+                return load_catalog(json.loads(value))
+            except ValueError as error:
+                raise BrokerError(f"the latest record on {CATALOG} is not a catalog: {error}") from None
         raise BrokerError(f"could not read {CATALOG} within {timeout:.0f} s")
     finally:
         consumer.close()

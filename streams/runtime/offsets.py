@@ -15,6 +15,15 @@ from confluent_kafka import Consumer, TopicPartition
 def true_end_offsets(
     bootstrap: str, topic: str, partitions: list[int], timeout: float = 5.0
 ) -> dict[int, int]:
+    """The end offset of each of `topic`'s `partitions`."""
+    ends = true_end_offsets_many(bootstrap, {topic: partitions}, timeout)
+    return {p: ends[(topic, p)] for p in partitions}
+
+
+def true_end_offsets_many(
+    bootstrap: str, partitions: dict[str, list[int]], timeout: float = 5.0
+) -> dict[tuple[str, int], int]:
+    """End offsets of several topics' partitions, read with one consumer."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -24,27 +33,29 @@ def true_end_offsets(
         }
     )
     try:
-        ends: dict[int, int] = {}
+        ends: dict[tuple[str, int], int] = {}
         starts = []
-        for p in partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            ends[p] = high
-            if high > 0:
-                starts.append(TopicPartition(topic, p, high - 1))
+        for topic, numbers in partitions.items():
+            for p in numbers:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                ends[(topic, p)] = high
+                if high > 0:
+                    starts.append(TopicPartition(topic, p, high - 1))
         if not starts:
             return ends
         consumer.assign(starts)
-        waiting = {tp.partition for tp in starts}
+        waiting = {(tp.topic, tp.partition) for tp in starts}
         while waiting:
             message = consumer.poll(timeout)
             if message is None:
                 break
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None  # set on every message and event
             if message.error():
-                waiting.discard(message.partition())  # end of partition reached
+                waiting.discard((topic, partition))  # end of partition reached
                 continue
-            partition, offset = message.partition(), message.offset()
-            assert partition is not None and offset is not None  # set on every consumed record
-            ends[partition] = max(ends[partition], offset + 1)
+            assert offset is not None  # set on every consumed record
+            ends[(topic, partition)] = max(ends[(topic, partition)], offset + 1)
         return ends
     finally:
         consumer.close()

@@ -27,7 +27,7 @@ def test_scenario_live_equals_simulate(name: str, tmp_path: Path) -> None:
     expected = simulate(catalog, (scenario / "events.jsonl").read_bytes().splitlines())
     with LiveSystem(catalog, tmp_path) as live:
         live.start_worker(0)
-        counts = live.publish(scenario / "events.jsonl")
+        counts = live.publish(scenario / "events.jsonl", stepwise=True)
         view = live.wait_for(expected, timeout=60)
         assert view["positions"] == expected["positions"]
         assert view["availability"] == expected["availability"]
