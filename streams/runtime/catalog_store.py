@@ -39,12 +39,15 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
                 continue
             value = message.value()
             if value is None:
-                raise BrokerError(f"the latest record on {CATALOG} is a tombstone: publish a "
-                                  "catalog with `inventory-streams catalog FILE`")
+                raise BrokerError(
+                    f"the latest record on {CATALOG} is a tombstone: publish a "
+                    "catalog with `inventory-streams catalog FILE`"
+                )
             try:
                 return load_catalog(json.loads(value))
             except ValueError as error:
-                raise BrokerError(f"the latest record on {CATALOG} is not a catalog: {error}") from None
+                reason = f"the latest record on {CATALOG} is not a catalog: {error}"
+                raise BrokerError(reason) from None
         raise BrokerError(f"could not read {CATALOG} within {timeout:.0f} s")
     finally:
         consumer.close()

@@ -49,13 +49,13 @@ def true_end_offsets_many(
             message = consumer.poll(timeout)
             if message is None:
                 break
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            assert topic is not None and partition is not None  # set on every message and event
+            name, partition, offset = message.topic(), message.partition(), message.offset()
+            assert name is not None and partition is not None  # set on every message and event
             if message.error():
-                waiting.discard((topic, partition))  # end of partition reached
+                waiting.discard((name, partition))  # end of partition reached
                 continue
             assert offset is not None  # set on every consumed record
-            ends[(topic, partition)] = max(ends[(topic, partition)], offset + 1)
+            ends[(name, partition)] = max(ends[(name, partition)], offset + 1)
         return ends
     finally:
         consumer.close()
