@@ -18,6 +18,7 @@ from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
 from connectors.sources.producer import SourceProducer
 from connectors.sources.webhook import default_sources, start_webhook_receiver
+from streams.api import run_api
 from streams.core.catalog import Catalog, Channel
 from streams.core.models import Availability, parse_event
 from streams.errors import InventoryError
@@ -41,6 +42,7 @@ class ChannelServices:
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
         self.webhooks = "starting"
+        self.api = "starting"
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="channels", daemon=True)
@@ -58,6 +60,7 @@ class ChannelServices:
     def status(self) -> dict[str, str]:
         rows = {f"acknowledged by {ch}": f"{n:,}" for ch, n in sorted(self.acked.items())}
         rows["webhook receiver"] = self.webhooks
+        rows["reservation API"] = self.api
         if self.errors:
             rows["channel errors"] = self.errors[-1][:80]
         return rows
@@ -72,6 +75,7 @@ class ChannelServices:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         receiver = await self._webhooks()
+        api = self._api()
         try:
             if self.demo:
                 async with start_emulators(self.catalog.channels, self.catalog.listings) as running:
@@ -79,10 +83,30 @@ class ChannelServices:
             else:
                 await self._sinks([c for c in self.catalog.channels if configured(c)])
         finally:
+            if api is not None:
+                await api
             if receiver is not None:
                 runner, producer = receiver
                 await runner.cleanup()
                 producer.close()
+
+    def _api(self) -> asyncio.Task[None] | None:
+        """The reservation API (SPEC §7), when channels have tokens (CHANNEL_TOKENS; demo ones
+        with --demo)."""
+        settings = self.settings
+        if not settings.channel_tokens and self.demo:
+            tokens = {c.id: f"demo-{c.id}" for c in self.catalog.channels}
+            settings = settings.model_copy(update={"channel_tokens": tokens})
+        if not settings.channel_tokens:
+            self.api = "off (set CHANNEL_TOKENS to serve reservations)"
+            return None
+        assert self._stop is not None
+        self.api = f"http://127.0.0.1:{settings.api_port}"
+        if self.demo and not self.settings.channel_tokens:
+            self.api += " (bearer demo-<channel>)"
+        return asyncio.create_task(
+            run_api(settings, self.bootstrap, self.catalog, self._stop, host="127.0.0.1")
+        )
 
     async def _webhooks(self) -> tuple[web.AppRunner, SourceProducer] | None:
         """The webhook receiver, for every source that has a secret (WEBHOOK_SECRETS)."""

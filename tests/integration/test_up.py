@@ -52,6 +52,8 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     # the channel emulators received availability through the sink connectors
     assert int(row(output, "acknowledged by shopify-us").replace(",", "")) > 0
     assert int(row(output, "acknowledged by amazon-us").replace(",", "")) > 0
+    # the reservation API answered with demo tokens while it ran
+    assert row(output, "reservation API").startswith("http://127.0.0.1:")
     # no process outlives `up`
     leftovers = subprocess.run(
         ["pgrep", "-f", f"--data-dir {tmp_path}/up/worker"], capture_output=True, text=True
