@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+
 from tests.kafka_helpers import unique_name
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 
-from streams.runtime.offsets import true_end_offsets
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import TopicSpec, ensure_topics
 
 Payload = str | bytes | None

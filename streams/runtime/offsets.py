@@ -7,6 +7,7 @@ last batch from just below the reported watermark.
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from confluent_kafka import Consumer, TopicPartition
@@ -23,7 +24,10 @@ def true_end_offsets(
 def true_end_offsets_many(
     bootstrap: str, partitions: dict[str, list[int]], timeout: float = 5.0
 ) -> dict[tuple[str, int], int]:
-    """End offsets of several topics' partitions, read with one consumer."""
+    """End offsets of several topics' partitions, read with one consumer.
+
+    On a partition still being written to, the result is the end seen within `timeout`.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -45,8 +49,10 @@ def true_end_offsets_many(
             return ends
         consumer.assign(starts)
         waiting = {(tp.topic, tp.partition) for tp in starts}
-        while waiting:
-            message = consumer.poll(timeout)
+        # a partition being written to keeps moving its end: stop chasing it at the deadline
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            message = consumer.poll(min(timeout, max(0.0, deadline - time.monotonic())))
             if message is None:
                 break
             name, partition, offset = message.topic(), message.partition(), message.offset()

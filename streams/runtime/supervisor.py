@@ -24,7 +24,7 @@ from streams.core.catalog import Catalog
 from streams.runtime.broker import free_port, kafka_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale
-from streams.runtime.offsets import true_end_offsets
+from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.topics import (
     ALERTS,
     AVAILABILITY_PREFIX,
@@ -117,28 +117,33 @@ class StatusReader:
             {"bootstrap.servers": bootstrap, "group.id": f"status-{uuid.uuid4().hex}"}
         )
 
-    def _end(self, topic: str) -> tuple[int, list[TopicPartition]]:
-        ends = true_end_offsets(self.bootstrap, topic, list(range(self._partitions(topic))), 2.0)
-        tps = [TopicPartition(topic, p, end) for p, end in sorted(ends.items())]
-        return sum(ends.values()), tps
-
     def _partitions(self, topic: str) -> int:
         meta = self.reader.list_topics(topic, timeout=2).topics.get(topic)
         return len(meta.partitions) if meta and meta.partitions else 0
 
     def read(self) -> Status:
-        status = Status()
-        status.events, ends = self._end(EVENTS)
-        status.positions, _ = self._end(POSITIONS)
-        status.alerts, _ = self._end(ALERTS)
-        status.dead_letters, _ = self._end(DLQ)
-        status.availability = sum(self._end(t)[0] for t in self.availability)
+        """One pass over every topic shown (ends of busy topics as seen within a second)."""
+        topics = [EVENTS, POSITIONS, ALERTS, DLQ, *self.availability]
+        ends = true_end_offsets_many(
+            self.bootstrap, {t: list(range(self._partitions(t))) for t in topics}, 1.0
+        )
+
+        def total(topic: str) -> int:
+            return sum(end for (t, _), end in ends.items() if t == topic)
+
+        status = Status(
+            events=total(EVENTS),
+            positions=total(POSITIONS),
+            alerts=total(ALERTS),
+            dead_letters=total(DLQ),
+            availability=sum(total(t) for t in self.availability),
+        )
+        event_parts = sorted(p for (t, p) in ends if t == EVENTS)
         committed = self.consumer.committed(
-            [TopicPartition(EVENTS, tp.partition) for tp in ends], timeout=2
+            [TopicPartition(EVENTS, p) for p in event_parts], timeout=2
         )
         status.lag = sum(
-            max(0, end.offset - (c.offset if c.offset >= 0 else 0))
-            for end, c in zip(ends, committed, strict=True)
+            max(0, ends[(EVENTS, c.partition)] - max(c.offset, 0)) for c in committed
         )
         return status
 

@@ -24,8 +24,13 @@ from streams.runtime.topics import ensure_topics, topic_specs
 from streams.settings import Settings
 from streams.tools import publish_file, read_topic
 
-STAGE_INPUTS = ("inventory.events", "inventory.sku-commands", "inventory.order-commands",
-                "inventory.reservation-commands", "inventory.listing-updates")
+STAGE_INPUTS = (
+    "inventory.events",
+    "inventory.sku-commands",
+    "inventory.order-commands",
+    "inventory.reservation-commands",
+    "inventory.listing-updates",
+)
 POSITION_FIELDS = (
     "sku",
     "location",
@@ -65,8 +70,11 @@ class LiveSystem:
 
     def start_worker(self, index: int) -> None:
         log = (self.workdir / f"worker-{index}.log").open("ab")
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-               "COMMIT_INTERVAL_SECONDS": "0.2"}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "COMMIT_INTERVAL_SECONDS": "0.2",
+        }
         self.workers[index] = subprocess.Popen(
             [
                 sys.executable,
@@ -106,14 +114,20 @@ class LiveSystem:
         a release each take their own path): what simulate's strict log order gives.
         """
         after_each = self.wait_idle if stepwise else None
-        return publish_file(path, self.settings, self.bootstrap, progress=False,
-                            after_each=after_each)
+        return publish_file(
+            path, self.settings, self.bootstrap, progress=False, after_each=after_each
+        )
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until every stage has committed everything on its input topics (twice in a row)."""
         inputs = {t: list(range(self.settings.topic_partitions)) for t in STAGE_INPUTS}
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.settings.app_id,
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.settings.app_id,
+                "enable.auto.commit": False,
+            }
+        )
         try:
             settled = 0
             deadline = time.monotonic() + timeout
@@ -121,9 +135,7 @@ class LiveSystem:
                 if time.monotonic() > deadline:
                     raise AssertionError("the topology did not settle")
                 ends = true_end_offsets_many(self.bootstrap, inputs)
-                committed = consumer.committed(
-                    [TopicPartition(t, p) for t, p in ends], timeout=5
-                )
+                committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=5)
                 behind = sum(ends[(c.topic, c.partition)] - max(c.offset, 0) for c in committed)
                 settled = settled + 1 if behind == 0 else 0
                 time.sleep(0.1)

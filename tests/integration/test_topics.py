@@ -7,11 +7,11 @@ from collections import defaultdict
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
-from tests.kafka_helpers import consume_all, create_topic, produce
 
 from streams.errors import BrokerError
 from streams.runtime.topics import TopicSpec, ensure_topics, topic_specs
 from streams.settings import Settings
+from tests.kafka_helpers import consume_all, create_topic, produce
 
 pytestmark = pytest.mark.integration
 
