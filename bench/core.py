@@ -273,6 +273,7 @@ def generate(n: int, skus: int, locations: int, seed: int = 7) -> list[Event]:
 
 
 def machine() -> str:
+    """CPU, cores and load: a figure means little without the machine and what else ran."""
     cpu = "unknown cpu"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -281,9 +282,11 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    one, five, fifteen = os.getloadavg()
     return (
         f"{platform.python_implementation()} {platform.python_version()}, {cpu}, "
-        f"{os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+        f"{os.cpu_count()} cores, load average {one:.2f} {five:.2f} {fifteen:.2f}, "
+        f"{platform.system()} {platform.machine()}"
     )
 
 

@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import ClientSession, TCPConnector, web
 
+from bench.core import machine
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connectors.sources.batch import import_csv
 from connectors.sources.producer import SourceProducer
@@ -52,23 +51,6 @@ unmapped_skus: keep
 locations: {"01": wh-east, "02": store-12}
 reasons: {"RCV": {reason: receipt}, "SHR": {reason: shrink, sign: -1}}
 """
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    one, five, fifteen = os.getloadavg()
-    load = f", load average {one:.2f} {five:.2f} {fifteen:.2f}"
-    return (
-        f"{platform.python_implementation()} {platform.python_version()}, {cpu}, "
-        f"{os.cpu_count()} cores{load}, {platform.system()} {platform.machine()}"
-    )
 
 
 def write_csv(path: Path, rows: int) -> int:

@@ -455,19 +455,36 @@ def create_app(
                 )
             writes.put(skus, key, state)
 
+    async def decoded(
+        stream: faust.StreamT, decode: Callable[[bytes | None], Any]
+    ) -> AsyncIterator[list[tuple[Any, Any]]]:
+        """Batches of (message, record); what cannot be decoded goes to the DLQ here."""
+        async for batch in batches(stream):
+            rt.clock.busy()
+            items = []
+            for event in batch:
+                try:
+                    items.append((event.message, decode(event.message.value)))
+                except (EncodingError, InvalidEvent) as error:
+                    dead_letter(event.message, getattr(error, "reason", str(error)))
+            yield items
+            outputs.poll()
+
+    def only(kinds: tuple[type, ...], decode: Callable[[bytes | None], Any]) -> Any:
+        def decode_kind(value: bytes | None) -> Any:
+            record = decode(value)
+            if not isinstance(record, kinds):
+                raise EncodingError(f"a {type(record).__name__} record does not belong here")
+            return record
+
+        return decode_kind
+
     # ---- order stage ----
     @app.agent(order_commands)
     async def order_stage(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
-            rt.clock.busy()
-            for event in batch:
-                message = event.message
-                try:
-                    ev = decode_event(message.value)
-                except (EncodingError, InvalidEvent) as error:
-                    dead_letter(message, str(error))
-                    continue
-                assert isinstance(ev, OrderCreated | OrderCancelled)
+        order_events = only((OrderCreated, OrderCancelled), decode_event)
+        async for items in decoded(stream, order_events):
+            for message, ev in items:
                 key = ev.order_id.encode()
                 state = stored(orders, key, OrderState.from_dict) or OrderState()
                 routed = route_order(state, ev)
@@ -482,22 +499,20 @@ def create_app(
                         rt.commands.encode(routed.confirmation),
                     )
                 writes.put(orders, key, state)
-            outputs.poll()
 
     # ---- reservation stage ----
     @app.agent(reservation_commands)
     async def reservation_stage(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
-            rt.clock.busy()
-            for event in batch:
-                message = event.message
-                try:
-                    item = rt.commands.decode(message.value)
-                except (EncodingError, InvalidEvent) as error:
-                    dead_letter(message, str(error))
-                    continue
+        kinds = (
+            ReservationRequested,
+            ReservationReleased,
+            ReservationExpired,
+            HoldResult,
+            Confirmation,
+        )
+        async for items in decoded(stream, only(kinds, rt.commands.decode)):
+            for message, item in items:
                 handle_reservation(message, item)
-            outputs.poll()
 
     def handle_reservation(message: Any, item: Any) -> None:
         if isinstance(item, ReservationRequested):
@@ -566,24 +581,14 @@ def create_app(
     # ---- listing stage (bundles and kits whose components live on several partitions) ----
     @app.agent(listing_updates)
     async def listing_stage(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
-            rt.clock.busy()
-            for event in batch:
-                message = event.message
-                try:
-                    update = rt.commands.decode(message.value)
-                except (EncodingError, InvalidEvent) as error:
-                    dead_letter(message, str(error))
-                    continue
-                if not isinstance(update, ComponentUpdate):
-                    continue
+        async for items in decoded(stream, only((ComponentUpdate,), rt.commands.decode)):
+            for message, update in items:
                 key = message.key
                 state = stored(listings, key, ListingState.from_dict) or ListingState({})
                 record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
                 if record is not None:
                     emit_availability(record)
                 writes.put(listings, key, state)
-            outputs.poll()
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from streams.runtime.catalog_store import publish
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.topics import ensure_topics, topic_specs
 from streams.settings import Settings
+from streams.simulate import AVAILABILITY_FIELDS, POSITION_FIELDS
 from streams.tools import publish_file, read_topic
 
 STAGE_INPUTS = (
@@ -31,18 +32,6 @@ STAGE_INPUTS = (
     "inventory.reservation-commands",
     "inventory.listing-updates",
 )
-POSITION_FIELDS = (
-    "sku",
-    "location",
-    "on_hand",
-    "reserved",
-    "committed",
-    "damaged",
-    "quarantine",
-    "incoming",
-    "location_ats",
-)
-AVAILABILITY_FIELDS = ("channel", "channel_sku", "available", "backorderable")
 
 
 class LiveSystem:
