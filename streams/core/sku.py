@@ -455,9 +455,12 @@ def _hour(at: datetime) -> int:
 
 
 def _prune(state: SkuState) -> None:
-    """Forget what is older than the horizon, once per business hour of this SKU (deterministic)."""
-    state.pruned_day = _hour(state.time)
-    cutoff = state.time - DEDUPE_HORIZON
+    """Hourly: release orphan holds. Daily: forget what is older than the horizon.
+
+    Both run on this SKU's business time, so they are deterministic; the daily part scans the
+    order lines and delta logs, which for a hot SKU is too much to do every hour.
+    """
+    previous, state.pruned_day = state.pruned_day, _hour(state.time)
     # An orphan hold (its reservation's release was lost with a crashed worker, or a redelivered
     # request re-placed it after its id was forgotten) never outlives its expiry by more than the
     # grace period; closed ids are kept as long, so a redelivery inside it is still recognised.
@@ -466,7 +469,11 @@ def _prune(state: SkuState) -> None:
         hold = state.holds.pop(rid)
         for loc_id, units in hold.units.items():
             state.location(loc_id).reserved -= units
-    state.closed = {k: v for k, v in state.closed.items() if v >= grace}
+    if state.closed:
+        state.closed = {k: v for k, v in state.closed.items() if v >= grace}
+    if previous // 24 == state.pruned_day // 24:
+        return
+    cutoff = state.time - DEDUPE_HORIZON
     for loc in state.locations.values():
         for bucket in (loc.sellable, loc.damaged, loc.quarantine):
             if bucket.log:
