@@ -196,7 +196,28 @@ def _arrived(consumer: Consumer, timeout: float) -> list[Message]:
     return [] if first is None else [first, *consumer.consume(500, 0)]
 
 
-class DecisionFeed:
+class _FeedThread:
+    """A background reader thread: launched once, stopped by setting its halt flag."""
+
+    def __init__(self) -> None:
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str | None = None
+
+    def _launch(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
+        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class DecisionFeed(_FeedThread):
     """Reads `inventory.reservation-decisions` on every partition into a Decisions view.
 
     Start positions are fixed in start(), before any request is produced, so no decision made
@@ -219,9 +240,7 @@ class DecisionFeed:
         self.loop = loop
         self.lookback_seconds = lookback_seconds
         self.fetch_wait_ms = fetch_wait_ms
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: str | None = None
+        super().__init__()
 
     def start(self) -> None:
         """Fix the start offsets and begin reading (blocking: call it from a thread)."""
@@ -243,10 +262,7 @@ class DecisionFeed:
         behind = {p for p in parts if starts[p] < ends[p]}
         if not behind:
             self.loop.call_soon_threadsafe(setattr, self.decisions, "caught_up", True)
-        self._thread = threading.Thread(
-            target=self._run, args=(consumer, ends, behind), name="api-decisions", daemon=True
-        )
-        self._thread.start()
+        self._launch(self._run, (consumer, ends, behind), "api-decisions")
 
     def _run(self, consumer: Consumer, ends: dict[int, int], behind: set[int]) -> None:
         try:
@@ -281,16 +297,8 @@ class DecisionFeed:
         finally:
             consumer.close()
 
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
-    def stop(self) -> None:
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-
-class ViewFeed:
+class ViewFeed(_FeedThread):
     """Reads `inventory.catalog` and every `availability.<channel>` from the beginning."""
 
     def __init__(
@@ -312,19 +320,14 @@ class ViewFeed:
         self.fetch_wait_ms = fetch_wait_ms
         self._channels = {c.id for c in catalog.channels}
         self._version = catalog.version
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: str | None = None
+        super().__init__()
 
     def start(self) -> None:
         consumer = _consumer(self.bootstrap, self.fetch_wait_ms)
         consumer.assign(
             [TopicPartition(CATALOG, 0, 0), *self._availability_partitions(self._channels)]
         )
-        self._thread = threading.Thread(
-            target=self._run, args=(consumer,), name="api-views", daemon=True
-        )
-        self._thread.start()
+        self._launch(self._run, (consumer,), "api-views")
 
     def _availability_partitions(self, channels: Iterable[str]) -> list[TopicPartition]:
         return [
@@ -373,14 +376,6 @@ class ViewFeed:
             log.warning("reservation API: undecodable record on %s: %s", topic, error)
             return
         self.view.offer(record_to_json(record))
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 # ---- metrics ---------------------------------------------------------------------------------
