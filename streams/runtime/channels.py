@@ -53,7 +53,7 @@ class ChannelServices:
         self._ready.wait(30)
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
 
@@ -129,6 +129,8 @@ class ChannelServices:
         return runner, producer
 
     async def _sinks(self, channels: list[Channel]) -> None:
+        """Run a sink per channel until `up` stops (with no channel, still wait: the webhook
+        receiver and the API live as long as this loop)."""
         assert self._stop is not None
         tasks = [
             asyncio.create_task(
@@ -136,13 +138,18 @@ class ChannelServices:
             )
             for ch in channels
         ]
+        for task in tasks:
+            task.add_done_callback(self._sink_ended)
         self._ready.set()
-        for task in asyncio.as_completed(tasks):
-            try:
-                await task
-            except Exception as error:  # a channel's failure must not stop the others
-                self.errors.append(f"{type(error).__name__}: {error}")
-                log.exception("sink stopped")
+        await self._stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _sink_ended(self, task: asyncio.Task[object]) -> None:
+        """A channel's failure is shown at once and does not stop the others."""
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.errors.append(f"{type(error).__name__}: {error}")
+            log.error("sink stopped: %s", error, exc_info=error)
 
 
 class FlashSale:

@@ -59,3 +59,30 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
         ["pgrep", "-f", f"--data-dir {tmp_path}/up/worker"], capture_output=True, text=True
     )
     assert leftovers.stdout.strip() == ""
+
+
+def test_plain_up_runs_until_its_duration_and_stops_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["COLUMNS"] = "120"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "up",
+            "--duration",
+            "10",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert row(output, "workers alive") == "1/1"
+    assert row(output, "webhook receiver").startswith("off")
+    assert row(output, "reservation API").startswith("off")
+    assert "Traceback" not in output
