@@ -723,12 +723,7 @@ def make_app(
     app.router.add_get("/availability/{channel}/{channel_sku}", api.available)
     app.router.add_get("/health", api.health)
 
-    async def polling(_app: web.Application) -> Any:
-        producer.start_polling()
-        yield
-        producer.stop_polling()
-
-    app.cleanup_ctx.append(polling)
+    app.cleanup_ctx.append(producer.polling_while_serving)
     return app
 
 

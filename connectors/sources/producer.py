@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -301,6 +301,11 @@ class SourceProducer:
             yield self
         finally:
             self.stop_polling()
+
+    async def polling_while_serving(self, _app: Any) -> AsyncIterator[None]:
+        """An aiohttp cleanup context: delivery reports are served while the app runs."""
+        with self.polling():
+            yield
 
     def close(self, timeout: float = 30.0) -> DeliveryCounts:
         """Flush what is pending and stop the poller; the counts are final."""

@@ -471,12 +471,7 @@ def make_app(
     app.router.add_post("/webhooks/{source}", receiver.handle)
     app.router.add_get("/healthz", _healthz)
 
-    async def polling(_app: web.Application) -> Any:
-        producer.start_polling()
-        yield
-        producer.stop_polling()
-
-    app.cleanup_ctx.append(polling)
+    app.cleanup_ctx.append(producer.polling_while_serving)
     return app
 
 
