@@ -23,11 +23,9 @@ class Settings(BaseSettings):
     topic_partitions: int = 4
     topic_replication: int = 1
     events_retention_ms: int = -1  # the event log is the source of truth: keep it
-    dedupe_horizon_seconds: int = 7 * 24 * 3600
 
     # Workers.
     app_id: str = "inventory-streams"
-    worker_web_port: int = 6066
     data_dir: Path = REPO_ROOT / "var"
     consumer_session_timeout_ms: int = 6000  # Tansu joins wait ~half of this
     # Faust fixes its consumers' fetch wait at 1.5 s, and Tansu answers an empty fetch only when the
@@ -37,7 +35,6 @@ class Settings(BaseSettings):
     catalog_file: Path = REPO_ROOT / "deploy" / "catalog.yaml"
 
     # HTTP surfaces.
-    metrics_port: int = 9108
     webhook_port: int = 8088
     api_port: int = 8080
     channel_tokens: dict[str, str] = Field(default_factory=dict)  # channel id -> bearer token

@@ -44,7 +44,6 @@ from streams.core.derive import (
     ComponentUpdate,
     ListingState,
     apply_component,
-    listing_record,
     location_ats_map,
     position,
     sku_availability,
@@ -597,7 +596,6 @@ def create_app(
         log.warning("assigned partitions of %s: %s", EVENTS, mine)
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
-    _ = listing_record  # re-derivation of a listing on catalog change goes through its components
     return app
 
 
