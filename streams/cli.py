@@ -53,7 +53,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _catalog(args: argparse.Namespace) -> int:
-    from streams.runtime.catalog_store import publish
+    from streams.runtime.catalog_store import announce, publish
     from streams.runtime.topics import ensure_topics, topic_specs
     from streams.simulate import read_catalog
 
@@ -62,6 +62,7 @@ def _catalog(args: argparse.Namespace) -> int:
     catalog = read_catalog(Path(args.file))
     ensure_topics(bootstrap, topic_specs(settings, [c.id for c in catalog.channels]))
     published = publish(bootstrap, catalog)
+    announce(bootstrap, published.version, settings.topic_partitions)
     print(json.dumps({"catalog_version": published.version}))
     return 0
 

@@ -37,6 +37,11 @@ class CatalogChanged:
         self.version = version
 
 
+def catalog_changed(version: int) -> bytes:
+    """The announcement a partition's SKU stage gets when catalog `version` is published."""
+    return json.dumps(_to_json(CatalogChanged(version)), separators=(",", ":")).encode()
+
+
 Command = (
     Event
     | CommitLines
@@ -128,6 +133,7 @@ def _to_json(cmd: Any) -> dict[str, Any]:
             "d": _day(cmd.backorder_eta),
             "at": _ts(cmd.as_of),
             "c": cmd.cause_event_id,
+            "cv": cmd.catalog_version,
         }
     if isinstance(cmd, Confirmation):
         return {"t": "confirm", "r": cmd.reservation_id, "o": cmd.order_id, "e": cmd.event_id}
@@ -167,6 +173,7 @@ def _from_json(d: dict[str, Any]) -> Command:
             _undate(d["d"]),
             _dt(d["at"]),
             d["c"],
+            d.get("cv", 0),
         )
     if kind == "confirm":
         return Confirmation(d["r"], d["o"], d["e"])

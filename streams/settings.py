@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     consumer_fetch_max_wait_ms: int = 20
     commit_interval_seconds: float = 1.0
     catalog_file: Path = REPO_ROOT / "deploy" / "catalog.yaml"
+    catalog_check_seconds: float = 2.0  # how soon a worker notices a catalog nobody announced
 
     # HTTP surfaces.
     webhook_port: int = 8088

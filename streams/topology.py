@@ -24,6 +24,7 @@ partition of its key.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -38,7 +39,7 @@ from faust.serializers import codecs
 from faust.types import TableT
 
 from streams.codec import Codec, make_codec
-from streams.commands import CatalogChanged, CommandCodec
+from streams.commands import CatalogChanged, CommandCodec, catalog_changed
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.derive import (
     ComponentUpdate,
@@ -46,6 +47,7 @@ from streams.core.derive import (
     apply_component,
     location_ats_map,
     position,
+    retire_listings,
     sku_availability,
 )
 from streams.core.engine import check_event
@@ -80,6 +82,7 @@ from streams.core.sku import HoldResult, apply_sku
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
+from streams.runtime.catalog_store import CatalogFeed, read_latest
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
@@ -278,7 +281,6 @@ def create_app(
     positions = raw_topic(POSITIONS)
     alerts = raw_topic(ALERTS)
     dlq = raw_topic(DLQ)
-    availability = {ch.id: raw_topic(availability_topic(ch.id)) for ch in catalog.channels}
 
     # ---- tables (changelog-backed, recovered on restart) ----
     def stored(t: TableT, key: bytes, from_dict: Callable[[Any], Any]) -> Any:
@@ -328,11 +330,42 @@ def create_app(
         rt.metrics.dead_letters.inc()
 
     def emit_availability(record: Any) -> None:
-        topic = availability.get(record.channel)
-        if topic is not None:
-            name = availability_topic(record.channel)
-            send(topic, record.channel_sku, rt.codec.encode(record, name))
-            rt.metrics.records_out.labels("availability").inc()
+        # the topic exists: `up` and `inventory-streams catalog` create every channel's topic
+        name = availability_topic(record.channel)
+        outputs.send(name, record.channel_sku.encode(), rt.codec.encode(record, name))
+        rt.metrics.records_out.labels("availability").inc()
+
+    # ---- catalog changes ----
+    def ensure_catalog(version: int) -> None:
+        """Catch up with a catalog at least this new (a stage saw work derived under it)."""
+        if rt.catalog.version < version:
+            adopt(read_latest(bootstrap))
+
+    def adopt(latest: Catalog | None) -> None:
+        if latest is not None and latest.version > rt.catalog.version:
+            log.warning(
+                "catalog version %d replaces version %d", latest.version, rt.catalog.version
+            )
+            rt.catalog = latest
+
+    catalog_feed = CatalogFeed(bootstrap)
+
+    @app.timer(interval=settings.catalog_check_seconds)
+    async def watch_catalog() -> None:
+        """Adopt a newly published catalog and have every partition's SKUs derived under it.
+
+        The first check after a start announces the current version too, so SKUs whose outputs
+        were derived under an older catalog (a change published while no worker ran, or a worker
+        that died mid-way) are derived again. Each SKU record says which catalog it was derived
+        under, so announcing twice re-derives nothing twice.
+        """
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, catalog_feed.changed):
+            return
+        adopt(await loop.run_in_executor(None, read_latest, bootstrap))
+        announcement = catalog_changed(rt.catalog.version)
+        for partition in range(n):
+            outputs.send(SKU_COMMANDS, None, announcement, partition)
 
     # ---- sku stage ----
     @app.agent(
@@ -363,6 +396,7 @@ def create_app(
                         dead_letter(message, str(error))
                         continue
                     if isinstance(command, CatalogChanged):
+                        ensure_catalog(command.version)
                         rederive_partition(message.partition, touched)
                         continue
                 apply_one(command, touched)
@@ -409,7 +443,10 @@ def create_app(
         key = command.sku.encode()
         entry = touched.get(key)
         state = (
-            entry[0] if entry else (stored(skus, key, SkuState.from_dict) or SkuState(command.sku))
+            entry[0]
+            if entry
+            else stored(skus, key, SkuState.from_dict)
+            or SkuState(command.sku, catalog_version=rt.catalog.version)
         )
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
@@ -427,23 +464,43 @@ def create_app(
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
 
     def rederive_partition(partition: int, touched: dict[bytes, Any]) -> None:
-        for key in list(skus.keys()):
-            if partition_for(key, n) == partition and key not in touched:
+        """Every SKU of this partition derived under an older catalog is derived again."""
+        version = rt.catalog.version
+        for key, value in list(skus.data.items()):
+            if key in touched or partition_for(key, n) != partition:
+                continue
+            derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version
+            if derived_under != version:
                 state = stored(skus, key, SkuState.from_dict)
-                touched[key] = (state, set(state.locations), state.time, "catalog", True)
+                touched[key] = (state, set(), state.time, f"catalog:v{version}", False)
 
     def flush_skus(touched: dict[bytes, Any]) -> None:
         catalog = rt.catalog
         floor = time.time_ns() // 1000  # versions above any sent before a crash (see derive)
         for key, (state, locations, as_of, cause, resend) in touched.items():
+            refresh = state.catalog_version != catalog.version
+            if refresh:  # a new catalog: safety stock, allocations and listings may all differ
+                locations = set(state.locations)
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations):
                 record = position(state, loc, catalog, as_of, cause, ats, floor)
                 send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
                 rt.metrics.records_out.labels("position").inc()
             records, updates = sku_availability(
-                state, catalog, as_of, cause, force=resend, ats=ats, floor=floor
+                state,
+                catalog,
+                as_of,
+                cause,
+                force=resend,
+                ats=ats,
+                floor=floor,
+                refresh_components=refresh,
             )
+            if refresh:
+                retired, retired_updates = retire_listings(state, catalog, as_of, cause, floor)
+                records += retired
+                updates += retired_updates
+                state.catalog_version = catalog.version
             for listing in records:
                 emit_availability(listing)
             for update in updates:
@@ -582,6 +639,7 @@ def create_app(
     async def listing_stage(stream: faust.StreamT) -> None:
         async for items in decoded(stream, only((ComponentUpdate,), rt.commands.decode)):
             for message, update in items:
+                ensure_catalog(update.catalog_version)
                 key = message.key
                 state = stored(listings, key, ListingState.from_dict) or ListingState({})
                 record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)

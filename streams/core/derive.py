@@ -34,6 +34,7 @@ class ComponentUpdate:
     backorder_eta: date | None
     as_of: datetime
     cause_event_id: str
+    catalog_version: int = 0  # the catalog it was derived under: the listing stage catches up to it
 
 
 def location_ats_map(state: SkuState, catalog: Catalog) -> dict[str, int]:
@@ -91,11 +92,14 @@ def sku_availability(
     force: bool = False,
     ats: dict[str, int] | None = None,
     floor: int = 0,
+    refresh_components: bool = False,
 ) -> tuple[list[Availability], list[ComponentUpdate]]:
     """Changed availability of this SKU's own listings, and changed component values for bundles.
 
     `force` re-sends every value under a new version: after a redelivery, the record that the first
-    delivery produced may have been lost with the worker. `floor` is the smallest version to use:
+    delivery produced may have been lost with the worker. `refresh_components` re-sends only the
+    component values (a new catalog may have changed a bundle whose components did not change;
+    the listing stage publishes only what changed). `floor` is the smallest version to use:
     live stages pass the wall clock in microseconds, so a state recovered after a crash (which may
     be older than records already sent) still issues versions above every one sent before.
     """
@@ -159,7 +163,7 @@ def sku_availability(
                 chan_ats,
                 bo_units,
                 bo_eta,
-                force,
+                force or refresh_components,
                 floor,
             )
             if seq:
@@ -174,8 +178,64 @@ def sku_availability(
                         bo_eta,
                         as_of,
                         cause,
+                        catalog.version,
                     )
                 )
+    return records, updates
+
+
+def retire_listings(
+    state: SkuState, catalog: Catalog, as_of: datetime, cause: str, floor: int = 0
+) -> tuple[list[Availability], list[ComponentUpdate]]:
+    """Zero availability for what this SKU published under listings the catalog no longer has.
+
+    A channel must stop selling a listing that was removed; the zero is published once, and a
+    listing added back later continues its versions from there.
+    """
+    records: list[Availability] = []
+    updates: list[ComponentUpdate] = []
+    planned = set()
+    for listing, planned_channel, local, _ in catalog.plans.get(state.sku, ()):
+        suffix = "" if local else f"#{state.sku}"
+        planned.add(f"{planned_channel.id}/{listing.channel_sku}{suffix}")
+    for key, prev in list(state.published.items()):
+        if key in planned or (prev.available == 0 and prev.backorderable == 0):
+            continue
+        channel, _, channel_sku = key.partition("/")
+        component = channel_sku.endswith(f"#{state.sku}")
+        if component:
+            channel_sku = channel_sku[: -len(state.sku) - 1]
+        version = max(prev.version + 1, floor)
+        state.published[key] = Published(0, 0, None, version)
+        if component:
+            updates.append(
+                ComponentUpdate(
+                    channel,
+                    channel_sku,
+                    state.sku,
+                    version,
+                    0,
+                    0,
+                    None,
+                    as_of,
+                    cause,
+                    catalog.version,
+                )
+            )
+        else:
+            records.append(
+                trusted(
+                    Availability,
+                    channel=channel,
+                    channel_sku=channel_sku,
+                    available=0,
+                    backorderable=0,
+                    restock_date=None,
+                    version=version,
+                    as_of=as_of,
+                    cause_event_id=cause,
+                )
+            )
     return records, updates
 
 
@@ -262,13 +322,16 @@ def listing_record(
     floor: int = 0,
 ) -> Availability | None:
     listing = catalog.listing_by_key.get((channel, channel_sku))
-    if listing is None:
-        return None
-    ats = {sku: v[1] for sku, v in state.components.items()}
-    bos = {sku: (v[2], v[3]) for sku, v in state.components.items()}
-    available = listing_available(listing, ats)
-    backorderable, restock = listing_backorder(listing, bos)
+    if listing is None:  # removed from the catalog: the channel must stop selling it
+        available, backorderable, restock = 0, 0, None
+    else:
+        ats = {sku: v[1] for sku, v in state.components.items()}
+        bos = {sku: (v[2], v[3]) for sku, v in state.components.items()}
+        available = listing_available(listing, ats)
+        backorderable, restock = listing_backorder(listing, bos)
     prev = state.published
+    if listing is None and prev is None:
+        return None
     if prev is not None and (prev.available, prev.backorderable, prev.restock_date) == (
         available,
         backorderable,

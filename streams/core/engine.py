@@ -20,6 +20,7 @@ from streams.core.derive import (
     apply_component,
     location_ats_map,
     position,
+    retire_listings,
     sku_availability,
 )
 from streams.core.models import (
@@ -231,7 +232,9 @@ class Engine:
     def _sku(self, command: SkuCommand) -> HoldResult | None:
         state = self.skus.get(command.sku)
         if state is None:
-            state = self.skus[command.sku] = SkuState(command.sku)
+            state = self.skus[command.sku] = SkuState(
+                command.sku, catalog_version=self.catalog.version
+            )
         outcome = apply_sku(state, command, self.catalog)
         for alert in outcome.alerts:
             self.emit.alert(alert)
@@ -252,12 +255,24 @@ class Engine:
         catalog = self.catalog
         for sku, (locations, as_of, cause) in self._dirty.items():
             state = self.skus[sku]
+            refresh = state.catalog_version != catalog.version
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations):
                 self.emit.position(position(state, loc, catalog, as_of, cause, ats))
             records, updates = sku_availability(
-                state, catalog, as_of, cause, force=sku in self._resend, ats=ats
+                state,
+                catalog,
+                as_of,
+                cause,
+                force=sku in self._resend,
+                ats=ats,
+                refresh_components=refresh,
             )
+            if refresh:  # derived under another catalog: zero what it no longer lists
+                retired, retired_updates = retire_listings(state, catalog, as_of, cause)
+                records += retired
+                updates += retired_updates
+                state.catalog_version = catalog.version
             for record in records:
                 self.emit.availability(record)
             for update in updates:

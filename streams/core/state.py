@@ -192,6 +192,7 @@ class SkuState:
     published: dict[str, Published] = field(default_factory=dict)  # "channel/channel_sku"
     time: datetime = EPOCH  # latest business time seen for this SKU
     pruned_day: int = 0  # business hour (day ordinal * 24 + hour) of the last pruning
+    catalog_version: int = 0  # the catalog its published values were last derived under
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
@@ -209,6 +210,7 @@ class SkuState:
             "p": {k: v.to_dict() for k, v in self.published.items()},
             "t": to_us(self.time),
             "d": self.pruned_day,
+            "v": self.catalog_version,
         }
 
     @classmethod
@@ -222,4 +224,5 @@ class SkuState:
             published={k: Published.from_dict(v) for k, v in data["p"].items()},
             time=from_us(data["t"]),
             pruned_day=data["d"],
+            catalog_version=data.get("v", 0),
         )

@@ -53,6 +53,41 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
         consumer.close()
 
 
+class CatalogFeed:
+    """Tells cheaply whether a catalog was published since the last look (one end-offset query)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._consumer: Consumer | None = None
+        self._seen = -1
+
+    def changed(self) -> bool:
+        """True on the first call and whenever inventory.catalog has grown since the last one."""
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self._bootstrap,
+                    "group.id": f"catalog-feed-{uuid.uuid4().hex}",
+                }
+            )
+        _, high = self._consumer.get_watermark_offsets(TopicPartition(CATALOG, 0), timeout=5)
+        grown, self._seen = high != self._seen, high
+        return grown
+
+
+def announce(bootstrap: str, version: int, partitions: int) -> None:
+    """Tell every partition's SKU stage that catalog `version` is out (else workers notice by
+    themselves within a catalog check interval)."""
+    from streams.commands import catalog_changed
+    from streams.runtime.topics import SKU_COMMANDS
+
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for partition in range(partitions):
+        producer.produce(SKU_COMMANDS, catalog_changed(version), partition=partition)
+    if producer.flush(10) != 0:
+        raise BrokerError(f"catalog announcement was not acknowledged by {bootstrap}")
+
+
 def publish(bootstrap: str, catalog: Catalog) -> Catalog:
     """Publish `catalog` under the next version number; returns what was published."""
     latest = read_latest(bootstrap)

@@ -38,10 +38,12 @@ class Outputs:
         self.before_flush: list[Callable[[], None]] = []  # e.g. deferred table writes
         self.after_flush: list[Callable[[], bool]] = []  # True: sent more, flush Faust again
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes, partition: int = -1) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._delivered)
+                self._producer.produce(
+                    topic, value, key, partition=partition, on_delivery=self._delivered
+                )
                 return
             except BufferError:  # backpressure: wait for acknowledgements, never grow unbounded
                 self._producer.poll(0.05)

@@ -142,9 +142,7 @@ class StatusReader:
         committed = self.consumer.committed(
             [TopicPartition(EVENTS, p) for p in event_parts], timeout=2
         )
-        status.lag = sum(
-            max(0, ends[(EVENTS, c.partition)] - max(c.offset, 0)) for c in committed
-        )
+        status.lag = sum(max(0, ends[(EVENTS, c.partition)] - max(c.offset, 0)) for c in committed)
         return status
 
     def close(self) -> None:

@@ -516,3 +516,33 @@ def test_an_orphan_hold_is_dropped_at_the_first_hourly_pass_after_expiry_plus_gr
     assert state.locations["wh"].reserved == 0
     assert apply_sku(state, hold, cat).duplicate  # and a redelivered request is not re-placed
     assert state.locations["wh"].reserved == 0
+
+
+def test_catalog_change_zeroes_removed_listings_and_derives_new_ones() -> None:
+    engine, out = run(count("A", "wh", 12), count("B", "wh", 5))
+    assert avail(out, "web", "A-6PK") == 2
+    assert avail(out, "web", "KIT") == 5
+    data = catalog().model_dump()
+    data["listings"] = [
+        item
+        for item in data["listings"]
+        if item["channel_sku"] not in ("A-6PK", "KIT")  # a pack and a bundle removed
+    ] + [
+        {
+            "channel": "amz",
+            "channel_sku": "amz-KIT",
+            "components": [{"sku": "A", "quantity": 3}, {"sku": "B", "quantity": 1}],
+        }
+    ]
+    data["version"] = 2
+    engine.set_catalog(catalog(**data))
+    assert avail(out, "web", "A-6PK") == 0
+    assert avail(out, "web", "KIT") == 0
+    # amz: 50% of wh then a buffer of 1 -> A 5, B 1; the new kit is min(5 // 3, 1 // 1)
+    assert avail(out, "amz", "amz-KIT") == 1
+    assert avail(out, "web", "A") == 12
+    # the zeros are published once: another change of A does not repeat them
+    zeros = {k: out.availabilities[("web", k)].version for k in ("A-6PK", "KIT")}
+    engine.process(delta("A", "wh", 1, 1))
+    assert avail(out, "web", "A") == 13
+    assert {k: out.availabilities[("web", k)].version for k in ("A-6PK", "KIT")} == zeros
