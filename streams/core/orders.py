@@ -22,12 +22,16 @@ class OrderState:
     created: bool = False
     # cancels that arrived before their order: (event_id, occurred_at, lines or None for all)
     pending: list[tuple[str, datetime, list[tuple[str, int]] | None]] = field(default_factory=list)
+    # whole-order cancels -> the lines they cancelled: a redelivery cancels those, not lines the
+    # order gained since (an order created again with more lines)
+    whole: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "l": self.lines,
             "c": self.created,
             "p": [[e, to_us(t), lines] for e, t, lines in self.pending],
+            "w": self.whole,
         }
 
     @classmethod
@@ -36,7 +40,7 @@ class OrderState:
             (e, from_us(t), [tuple(x) for x in lines] if lines is not None else None)
             for e, t, lines in data["p"]
         ]
-        return cls(dict(data["l"]), data["c"], pending)
+        return cls(dict(data["l"]), data["c"], pending, dict(data.get("w", {})))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +116,9 @@ def _cancel_commands(
 ) -> list[SkuCommand]:
     by_sku: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
     if lines is None:
-        for line_id, sku in state.lines.items():
-            by_sku[sku].append((line_id, None))
+        cancelled = state.whole.setdefault(event_id, list(state.lines))
+        for line_id in cancelled:
+            by_sku[state.lines[line_id]].append((line_id, None))
     else:
         for line_id, quantity in lines:
             line_sku = state.lines.get(line_id)

@@ -546,3 +546,35 @@ def test_catalog_change_zeroes_removed_listings_and_derives_new_ones() -> None:
     engine.process(delta("A", "wh", 1, 1))
     assert avail(out, "web", "A") == 13
     assert {k: out.availabilities[("web", k)].version for k in ("A-6PK", "KIT")} == zeros
+
+
+def test_redelivered_whole_order_cancel_cancels_only_what_it_cancelled_first() -> None:
+    """An order created again with more lines after a whole-order cancel: a redelivery of that
+    cancel must not cancel the new line (found by the duplicates property)."""
+    cancel = ev("order-cancelled", 2, event_id="c1", order_id="o")
+    engine, out = run(
+        count("A", "wh", 5),
+        count("B", "wh", 5),
+        ev(
+            "order-created",
+            1,
+            order_id="o",
+            channel="web",
+            lines=[{"line_id": "0", "sku": "A", "quantity": 1}],
+        ),
+        cancel,
+        ev(
+            "order-created",
+            3,
+            order_id="o",
+            channel="web",
+            lines=[
+                {"line_id": "0", "sku": "A", "quantity": 1},
+                {"line_id": "1", "sku": "B", "quantity": 1},
+            ],
+        ),
+    )
+    assert pos(out, "B", "wh").committed == 1
+    engine.process(cancel)  # redelivered
+    assert pos(out, "B", "wh").committed == 1
+    assert pos(out, "A", "wh").committed == 0
