@@ -116,19 +116,23 @@ def test_broker_does_not_outlive_its_owner(owner_end: str) -> None:
                 print(broker.pid, flush=True)
                 if sys.argv[1] == "is-killed":
                     time.sleep(60)
+                sys.stdin.readline()  # exits normally once the test has seen the broker alive
                 """
             ),
             owner_end,
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert owner.stdout is not None
+        assert owner.stdout is not None and owner.stdin is not None
         broker_pid = int(owner.stdout.readline())
         assert alive(broker_pid)
         if owner_end == "is-killed":
             owner.kill()  # no atexit: the kernel's parent-death signal must end the broker
+        else:
+            owner.stdin.close()
         owner.wait(10)
         assert wait_dead(broker_pid), f"broker {broker_pid} outlived its owner"
     finally:
