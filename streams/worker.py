@@ -37,4 +37,7 @@ def run_worker(
     app = create_app(settings, bootstrap, catalog, metrics, clock_mode=clock)
     logging.getLogger("faust").setLevel(logging.WARNING)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every record:
+    # every debug line of aiokafka and Faust would then be built, only for its handler to drop it
+    worker.spinner = None
     worker.execute_from_commandline()
