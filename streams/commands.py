@@ -6,9 +6,10 @@ its kind keeps them readable in `tail` and independent of the public Avro contra
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from typing import Any
+
+import orjson
 
 from streams.codec import Codec
 from streams.core.derive import ComponentUpdate
@@ -39,7 +40,7 @@ class CatalogChanged:
 
 def catalog_changed(version: int) -> bytes:
     """The announcement a partition's SKU stage gets when catalog `version` is published."""
-    return json.dumps(_to_json(CatalogChanged(version)), separators=(",", ":")).encode()
+    return orjson.dumps(_to_json(CatalogChanged(version)))
 
 
 Command = (
@@ -200,7 +201,7 @@ class CommandCodec:
             | Confirmation
             | CatalogChanged,
         ):
-            return json.dumps(_to_json(cmd), separators=(",", ":")).encode()
+            return orjson.dumps(_to_json(cmd))
         return self.codec.encode(cmd, INTERNAL_TOPIC)
 
     def decode(self, data: bytes | None) -> Command:
@@ -208,7 +209,7 @@ class CommandCodec:
             raise EncodingError("empty record (a tombstone) on an internal topic")
         if data[:1] == b"{":
             try:
-                return _from_json(json.loads(data))
+                return _from_json(orjson.loads(data))
             except (ValueError, KeyError, TypeError) as error:
                 raise EncodingError(f"malformed internal record: {error}") from None
         decoded = self.codec.decode(data, INTERNAL_TOPIC)

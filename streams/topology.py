@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
+import orjson  # table records and commands: several times faster than json on the hot path
 from aiokafka.partitioner import murmur2  # the partitioner Faust's producer uses for keys
 from faust.serializers import codecs
 from faust.types import TableT
@@ -124,10 +125,10 @@ class _StateCodec(codecs.Codec):
         self._from = loads
 
     def _dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj.to_dict(), separators=(",", ":")).encode()
+        return orjson.dumps(obj.to_dict())
 
     def _loads(self, s: bytes) -> Any:
-        return self._from(json.loads(s))
+        return self._from(orjson.loads(s))
 
 
 codecs.register("sku-state", _StateCodec(SkuState.from_dict))
@@ -144,6 +145,11 @@ class DeferredWrites:
     changelog record per commit instead of one per batch, and the changelog always holds the state
     as of the committed offsets, which is exactly what a restart resumes from.
 
+    The records go through the outputs' librdkafka producer, in the format Faust's changelog has
+    (raw key; the table codec's JSON value; the key's murmur2 partition, as use_partitioner gives),
+    at a fraction of the CPU of Faust's pure-Python producer. The memory store Faust recovers
+    into keeps no changelog offsets, so nothing else about the send is Faust's business.
+
     After the records are on the broker, each changelog partition written to gets one tombstone
     for a key no table uses, in a batch of its own. Tansu reports a partition's high watermark as
     the base offset of its last batch + 1, and Faust recovers a table by reading its changelog up
@@ -153,24 +159,27 @@ class DeferredWrites:
 
     MARKER = b"\x00end-of-commit"
 
-    def __init__(self) -> None:
-        self.pending: dict[tuple[int, bytes], tuple[Any, bytes, Any]] = {}
-        self.written: dict[tuple[int, int], Any] = {}  # (table, partition) -> table
+    def __init__(self, outputs: Outputs, partitions: int) -> None:
+        self.outputs = outputs
+        self.partitions = partitions
+        self.pending: dict[tuple[str, bytes], Any] = {}  # (changelog topic, key) -> state
+        self.written: set[tuple[str, int]] = set()  # (changelog topic, partition)
 
     def put(self, table: Any, key: bytes, value: Any) -> None:
         table.data[key] = value  # visible to the stages at once; durable at the next commit
-        self.pending[(id(table), key)] = (table, key, value)
+        self.pending[(table.changelog_topic.get_topic_name(), key)] = value
 
     def write(self) -> None:
         pending, self.pending = self.pending, {}
-        for table, key, value in pending.values():
-            future = table.send_changelog(None, key, value)
-            self.written[(id(table), future.message.partition)] = table
+        for (topic, key), value in pending.items():
+            partition = partition_for(key, self.partitions)
+            self.outputs.send(topic, key, orjson.dumps(value.to_dict()), partition)
+            self.written.add((topic, partition))
 
     def mark(self) -> bool:
-        written, self.written = self.written, {}
-        for (_, partition), table in written.items():
-            table.send_changelog(partition, self.MARKER, None, value_serializer="raw")
+        written, self.written = self.written, set()
+        for topic, partition in written:
+            self.outputs.send(topic, self.MARKER, None, partition)
         return bool(written)
 
 
@@ -305,7 +314,7 @@ def create_app(
 
     outputs = Outputs(bootstrap)
     outputs.install(app)
-    writes = DeferredWrites()
+    writes = DeferredWrites(outputs, n)
     outputs.before_flush.append(writes.write)
     outputs.after_flush.append(writes.mark)
 
@@ -611,8 +620,7 @@ def create_app(
         writes.put(reservations, key, state)
 
     def decide(state: ReservationState) -> None:
-        value = json.dumps(state.decision(), separators=(",", ":")).encode()
-        send(decisions, state.reservation_id, value)
+        send(decisions, state.reservation_id, orjson.dumps(state.decision()))
 
     expiry_sent: dict[str, float] = {}
 

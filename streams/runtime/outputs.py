@@ -38,7 +38,7 @@ class Outputs:
         self.before_flush: list[Callable[[], None]] = []  # e.g. deferred table writes
         self.after_flush: list[Callable[[], bool]] = []  # True: sent more, flush Faust again
 
-    def send(self, topic: str, key: bytes | None, value: bytes, partition: int = -1) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1) -> None:
         while True:
             try:
                 self._producer.produce(
@@ -75,6 +75,7 @@ class Outputs:
                 await self.flush()
                 await faust_flush()
                 if any([hook() for hook in self.after_flush]):
+                    await self.flush()
                     await faust_flush()
 
             producer.flush = flush
