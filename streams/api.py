@@ -39,6 +39,7 @@ from connectors.sources.producer import SourceProducer
 from streams.codec import Codec, make_codec, record_to_json
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.engine import check_event
+from streams.core.keys import event_key
 from streams.core.models import (
     MAX_TTL_SECONDS,
     ReservationReleased,
@@ -627,7 +628,7 @@ class ReservationApi:
         future = self.decisions.wait(rid, accept)  # registered first: the answer can be quick
         try:
             try:
-                out = self.producer.encode_event(event)
+                out = self.producer.encode_event(event, event_key(event, self.catalog))
                 await self.producer.send_async([out], deadline=PRODUCE_DEADLINE_SECONDS)
             except (Backpressure, DeliveryFailed, EncodingError) as error:
                 raise _Refused(

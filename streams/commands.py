@@ -15,6 +15,7 @@ from streams.codec import Codec
 from streams.core.derive import ComponentUpdate
 from streams.core.models import Event, OrderLine
 from streams.core.orders import Confirmation
+from streams.core.reservations import ReservationState
 from streams.core.sku import (
     CancelLines,
     CommitLines,
@@ -27,6 +28,15 @@ from streams.core.state import from_us, to_us
 from streams.errors import EncodingError
 
 INTERNAL_TOPIC = "inventory.internal"  # the topic name the codec sees for forwarded events
+
+
+class ReservationDecided:
+    """A request decided where its SKU lives, for the reservation record (expiry, release)."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ReservationState) -> None:
+        self.state = state
 
 
 class CatalogChanged:
@@ -53,6 +63,7 @@ Command = (
     | ComponentUpdate
     | Confirmation
     | CatalogChanged
+    | ReservationDecided
 )
 
 
@@ -140,6 +151,8 @@ def _to_json(cmd: Any) -> dict[str, Any]:
         return {"t": "confirm", "r": cmd.reservation_id, "o": cmd.order_id, "e": cmd.event_id}
     if isinstance(cmd, CatalogChanged):
         return {"t": "catalog", "v": cmd.version}
+    if isinstance(cmd, ReservationDecided):
+        return {"t": "decided", "s": cmd.state.to_dict()}
     raise EncodingError(f"no internal encoding for {type(cmd).__name__}")
 
 
@@ -180,6 +193,8 @@ def _from_json(d: dict[str, Any]) -> Command:
         return Confirmation(d["r"], d["o"], d["e"])
     if kind == "catalog":
         return CatalogChanged(d["v"])
+    if kind == "decided":
+        return ReservationDecided(ReservationState.from_dict(d["s"]))
     raise EncodingError(f"unknown internal record kind {kind!r}")
 
 
@@ -199,7 +214,8 @@ class CommandCodec:
             | HoldResult
             | ComponentUpdate
             | Confirmation
-            | CatalogChanged,
+            | CatalogChanged
+            | ReservationDecided,
         ):
             return orjson.dumps(_to_json(cmd))
         return self.codec.encode(cmd, INTERNAL_TOPIC)

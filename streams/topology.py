@@ -40,7 +40,7 @@ from faust.serializers import codecs
 from faust.types import TableT
 
 from streams.codec import Codec, make_codec
-from streams.commands import CatalogChanged, CommandCodec, catalog_changed
+from streams.commands import CatalogChanged, CommandCodec, ReservationDecided, catalog_changed
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.derive import (
     ComponentUpdate,
@@ -75,11 +75,12 @@ from streams.core.reservations import (
     closed_before_requested,
     expiry_event,
     on_confirmed,
+    on_decided,
     on_release,
     on_result,
     start,
 )
-from streams.core.sku import HoldResult, apply_sku
+from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
@@ -208,6 +209,15 @@ class Clock:
         if self.mode == "wall":
             return datetime.now(UTC)
         return self.stream_time if time.monotonic() - self.last_activity > 0.3 else None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRequest:
+    """A reservation request the SKU stage decides itself (every line is one local SKU)."""
+
+    state: ReservationState
+    hold: TryHold
+    original: bytes  # the event as received, for the reservation stage if this SKU knows the id
 
 
 @dataclass
@@ -408,7 +418,10 @@ def create_app(
                         ensure_catalog(command.version)
                         rederive_partition(message.partition, touched)
                         continue
-                apply_one(command, touched)
+                if isinstance(command, LocalRequest):
+                    hold_here(command, touched)
+                else:
+                    apply_one(command, touched)
             flush_skus(touched)
             outputs.poll()
             rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
@@ -445,23 +458,61 @@ def create_app(
         elif isinstance(ev, OrderCreated | OrderCancelled):
             send(order_commands, ev.order_id, message.value)
         else:
+            local = local_request(ev, message) if isinstance(ev, ReservationRequested) else None
+            if local is not None:
+                return local
             send(reservation_commands, ev.reservation_id, message.value)
         return None
 
-    def apply_one(command: Any, touched: dict[bytes, Any]) -> None:
+    def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
+        """A request whose every line is one SKU that lives on this partition: decided here."""
+        try:
+            state, tries = start(ev, rt.catalog)
+        except InvalidEvent:
+            return None  # the reservation stage dead-letters it with its reason
+        if len(tries) != 1 or partition_for(tries[0].sku.encode(), n) != message.partition:
+            return None
+        return LocalRequest(state, tries[0], message.value)
+
+    def hold_here(request: LocalRequest, touched: dict[bytes, Any]) -> None:
+        """Decide a single-SKU request in one hop: hold, publish the decision, tell the record.
+
+        The SKU record knows every reservation id it held or refused (until an hour past its
+        expiry): a retried or redelivered request it knows goes to the reservation stage, which
+        answers with the status the reservation has now.
+        """
+        hold, rid = request.hold, request.hold.reservation_id
+        state = sku_state(hold.sku, touched)
+        if rid in state.holds or rid in state.closed:
+            send(reservation_commands, rid, request.original)
+            return
+        outcome = apply_one(hold, touched, answer=False)
+        assert outcome.hold is not None
+        if not outcome.hold.ok:
+            state.closed[rid] = hold.expires_at  # refused: a retry gets the same answer
+        on_result(request.state, outcome.hold)
+        # the record first: a release the caller sends after reading the decision comes after it
+        send(reservation_commands, rid, rt.commands.encode(ReservationDecided(request.state)))
+        decide(request.state)
+        rt.metrics.reservations.labels(request.state.status).inc()
+
+    def sku_state(sku: str, touched: dict[bytes, Any]) -> SkuState:
+        key = sku.encode()
+        entry = touched.get(key)
+        if entry:
+            return cast(SkuState, entry[0])
+        found = stored(skus, key, SkuState.from_dict)
+        return found or SkuState(sku, catalog_version=rt.catalog.version)
+
+    def apply_one(command: Any, touched: dict[bytes, Any], answer: bool = True) -> SkuOutcome:
         key = command.sku.encode()
         entry = touched.get(key)
-        state = (
-            entry[0]
-            if entry
-            else stored(skus, key, SkuState.from_dict)
-            or SkuState(command.sku, catalog_version=rt.catalog.version)
-        )
+        state = entry[0] if entry else sku_state(command.sku, touched)
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
             rt.metrics.alerts.labels(alert.type).inc()
-        if outcome.hold is not None:
+        if outcome.hold is not None and answer:
             send(
                 reservation_commands, outcome.hold.reservation_id, rt.commands.encode(outcome.hold)
             )
@@ -471,6 +522,7 @@ def create_app(
         if outcome.duplicate:
             locations |= set(state.locations)
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
+        return outcome
 
     def rederive_partition(partition: int, touched: dict[bytes, Any]) -> None:
         """Every SKU of this partition derived under an older catalog is derived again."""
@@ -574,12 +626,24 @@ def create_app(
             ReservationExpired,
             HoldResult,
             Confirmation,
+            ReservationDecided,
         )
         async for items in decoded(stream, only(kinds, rt.commands.decode)):
             for message, item in items:
                 handle_reservation(message, item)
 
     def handle_reservation(message: Any, item: Any) -> None:
+        if isinstance(item, ReservationDecided):
+            key = item.state.reservation_id.encode()
+            known = stored(reservations, key, ReservationState.from_dict)
+            kept, releases = on_decided(known, item.state)
+            for release in releases:
+                send(sku_commands, release.sku, rt.commands.encode(release))
+            if releases:
+                decide(kept)  # the record's status stands: the caller is told again
+            if kept is not known:
+                writes.put(reservations, key, kept)
+            return
         if isinstance(item, ReservationRequested):
             key = item.reservation_id.encode()
             known = stored(reservations, key, ReservationState.from_dict)

@@ -242,7 +242,7 @@ async def test_a_hold_is_201_with_the_held_lines_and_expiry(rig: Rig) -> None:
     assert rig.stream.reserved() == 3
     [event] = rig.stream.events()
     assert (event.event_id, event.source, event.reservation_id) == ("api:r1", "api:web", "r1")
-    assert rig.stream.log[0].key() == b"r1"  # keyed by reservation id, like every producer's
+    assert rig.stream.log[0].key() == b"HOT"  # keyed by SKU (SPEC §5): decided where it lives
 
 
 async def test_the_channel_defaults_to_the_tokens(rig: Rig) -> None:

@@ -160,9 +160,10 @@ class SourceProducer:
 
     # ---- encoding (raises EncodingError before anything is sent) -------------------------------
 
-    def encode_event(self, event: Event) -> Outgoing:
+    def encode_event(self, event: Event, key: str | None = None) -> Outgoing:
+        """`key` overrides `event_key(event)` (the reservation API resolves listings to SKUs)."""
         value = self.codec.encode(event, self.events_topic)
-        return Outgoing(self.events_topic, event_key(event).encode("utf-8"), value, False)
+        return Outgoing(self.events_topic, (key or event_key(event)).encode("utf-8"), value, False)
 
     def encode_dead_letter(
         self, original: bytes, source: str, reason: str, *, key: bytes | None = None

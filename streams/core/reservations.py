@@ -204,6 +204,33 @@ def closed_before_requested(event: ReservationReleased | ReservationExpired) -> 
     )
 
 
+def on_decided(
+    known: ReservationState | None, decided: ReservationState
+) -> tuple[ReservationState, list[ReleaseHold]]:
+    """A single-SKU request decided where its SKU lives reaches the reservation record.
+
+    Returns the record to keep and the holds to give back. The record is the decision unless one
+    was already kept: a redelivery of the same decision changes nothing, while a hold placed for a
+    request the record had already closed (a release that overtook it, or an id reused after the
+    SKU forgot it) is released again, and the record's own status stands.
+    """
+    if known is None:
+        return decided, []
+    if decided.status != HELD or known.accepted_at == decided.accepted_at:
+        return known, []
+    reason = known.status if known.status in (RELEASED, EXPIRED) else RELEASED
+    return known, [
+        ReleaseHold(
+            f"{decided.reservation_id}/{reason}@{to_us(decided.accepted_at)}",
+            decided.accepted_at,
+            sku,
+            decided.reservation_id,
+            reason,
+        )
+        for sku in sorted(decided.held)
+    ]
+
+
 def on_confirmed(state: ReservationState) -> None:
     if state.status == HELD:
         state.status = CONFIRMED

@@ -52,7 +52,7 @@ def test_events_are_keyed_by_event_key_and_dead_letters_keep_the_bytes() -> None
     counts = producer.flush()
     assert [(m.topic(), m.key()) for m in kafka.log] == [
         (EVENTS, b"MUG"),
-        (EVENTS, b"1001"),
+        (EVENTS, b"MUG"),  # SPEC §5: inventory.events is keyed by SKU, an order by its first
         (DLQ, b"f.csv:3"),
     ]
     (letter,) = kafka.dead_letters()
