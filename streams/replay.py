@@ -45,6 +45,7 @@ INTERNAL_TOPICS = (
     LISTING_UPDATES,
     RESERVATION_DECISIONS,
 )
+_PROBE = "inventory-streams-replay-probe"
 _BUSY_STATES = ("STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE")
 
 
@@ -169,26 +170,54 @@ def check_stopped(bootstrap: str, group: str, wait: float) -> None:
     """
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     deadline = time.monotonic() + wait
-    while True:
-        try:
-            description = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        except KafkaException as error:
-            raise BrokerError(f"cannot describe consumer group {group}: {error}") from None
-        state = description.state.name
-        if description.members:
-            hosts = sorted({m.host for m in description.members})
-            raise GroupActive(
-                f"consumer group {group} has {len(description.members)} active members "
-                f"({', '.join(hosts)}): stop every worker and `up` first"
-            )
-        if state not in _BUSY_STATES:
-            return
-        if time.monotonic() >= deadline:
-            raise GroupActive(
-                f"consumer group {group} is {state}: workers are running, or stopped less than "
-                "a session timeout ago; stop every worker and `up`, then retry"
-            )
-        time.sleep(1.0)
+    probe: Consumer | None = None
+    try:
+        while True:
+            state = _group_state(admin, group)
+            if state not in _BUSY_STATES:
+                return
+            if time.monotonic() >= deadline:
+                raise GroupActive(
+                    f"consumer group {group} is {state}: workers are running, or stopped less "
+                    "than a session timeout ago; stop every worker and `up`, then retry"
+                )
+            # Tansu forgets a stopped member only when someone else joins: ask to join. A live
+            # Faust worker keeps the group on its own protocol, so the probe is refused and the
+            # worker is not disturbed; once no worker is left, the probe's join empties the group.
+            if probe is None:
+                probe = Consumer(
+                    {
+                        "bootstrap.servers": bootstrap,
+                        "group.id": group,
+                        "enable.auto.commit": False,
+                        "session.timeout.ms": 6000,
+                        "client.id": _PROBE,
+                        "log_level": 0,
+                    }
+                )
+                probe.subscribe([EVENTS], on_assign=lambda consumer, parts: consumer.unsubscribe())
+            probe.poll(1.0)
+    finally:
+        if probe is not None:
+            probe.close()
+
+
+def _group_state(admin: AdminClient, group: str) -> str:
+    """The group's state; GroupActive when it lists members."""
+    try:
+        description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except KafkaException as error:
+        raise BrokerError(f"cannot describe consumer group {group}: {error}") from None
+    members = [m for m in description.members if m.client_id != _PROBE]
+    if members:
+        hosts = sorted({m.host for m in members})
+        raise GroupActive(
+            f"consumer group {group} has {len(members)} active members "
+            f"({', '.join(hosts)}): stop every worker and `up` first"
+        )
+    if description.members:  # only our probe, on its way out
+        return "PREPARING_REBALANCE"
+    return str(description.state.name)
 
 
 def _commit(bootstrap: str, group: str, offsets: list[TopicPartition]) -> None:
