@@ -57,6 +57,7 @@ class Finding:
     line: int
     system: str
     sku: str
+    target: str  # their location_or_channel, as written
     location: str | None
     channel: str | None
     theirs: int
@@ -72,7 +73,7 @@ class Finding:
 
     @property
     def where(self) -> str:
-        return self.location or self.channel or ""
+        return self.target
 
 
 def parse_snapshot(lines: Iterable[str]) -> list[SnapshotRow]:
@@ -157,6 +158,7 @@ def compare(
             "line": row.line,
             "system": row.system,
             "sku": row.sku,
+            "target": row.target,
             "theirs": row.quantity,
             "their_as_of": format_ts(row.as_of),
         }
