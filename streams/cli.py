@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from streams.errors import InventoryError
 
 if TYPE_CHECKING:
+    from streams.core.catalog import Catalog
     from streams.settings import Settings
 
 
@@ -112,6 +113,76 @@ def _resync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _live_catalog(args: argparse.Namespace, bootstrap: str) -> Catalog | None:
+    from streams.runtime.catalog_store import read_latest
+    from streams.simulate import read_catalog
+
+    return read_catalog(Path(args.catalog)) if args.catalog else read_latest(bootstrap)
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from streams.reconcile import Thresholds, reconcile
+
+    if args.threshold < 0 or args.threshold_percent < 0:
+        raise InventoryError("thresholds cannot be negative")
+    settings = _settings(args)
+    bootstrap = _bootstrap(settings)
+    report = reconcile(
+        Path(args.snapshot),
+        bootstrap,
+        settings=settings,
+        thresholds=Thresholds(args.threshold, args.threshold_percent),
+        correct=args.correct,
+        catalog=_live_catalog(args, bootstrap) if args.catalog else None,
+    )
+    if args.format == "json":
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        sys.stdout.write(report.to_text())
+    return 1 if report.drift else 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from streams.replay import Start, parse_offsets, rebuild, redrive
+
+    start: Start | None = None
+    if args.from_beginning:
+        start = Start(beginning=True)
+    elif args.from_offset is not None:
+        start = Start(offsets=parse_offsets(args.from_offset))
+    elif args.from_time is not None:
+        try:
+            at = datetime.fromisoformat(args.from_time)
+        except ValueError:
+            raise InventoryError(
+                f"--from-time {args.from_time!r} is not an ISO timestamp"
+            ) from None
+        if at.tzinfo is None:
+            raise InventoryError(f"--from-time {args.from_time!r} needs a timezone (add Z)")
+        start = Start(time=at)
+    settings = _settings(args)
+    bootstrap = _bootstrap(settings)
+    if args.dlq:
+        catalog = _live_catalog(args, bootstrap)
+        report = redrive(settings, bootstrap, start, catalog, dry_run=args.dry_run)
+        print(json.dumps({**report.to_json(), "dry_run": args.dry_run}, default=str))
+        return 0
+    if start is None:
+        raise InventoryError(
+            "choose where to rebuild from: --from-beginning, --from-offset or --from-time"
+        )
+    if not args.yes:
+        raise InventoryError(
+            "a rebuild deletes the internal and changelog topics and moves the workers' offsets "
+            "on inventory.events; run again with --yes (see --help)"
+        )
+    result = rebuild(settings, bootstrap, start, wait=args.wait)
+    print(json.dumps(dataclasses.asdict(result)))
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from streams.runtime.supervisor import run_up
     from streams.simulate import read_catalog
@@ -120,6 +191,49 @@ def _up(args: argparse.Namespace) -> int:
     catalog = read_catalog(Path(args.catalog) if args.catalog else settings.catalog_file)
     run_up(settings, catalog, workers=args.workers, duration=args.duration, demo=args.demo)
     return 0
+
+
+RECONCILE_HELP = """\
+Compare another system's counts with the live state, row by row:
+  - a catalog location: their quantity against on_hand of the latest inventory.positions record
+  - a channel id: their quantity (sku = channel_sku) against `available` on availability.<channel>
+A difference is drift when it exceeds --threshold units AND --threshold-percent of their count
+(both 0 by default: any difference). When our record is newer than their as_of, the row is
+`stale` instead: movements after their count explain part of the gap, so it is neither alerted
+nor corrected. Rows naming an unknown location/channel, an unlisted channel_sku, or a key we
+have no record of are `unmatched`, with the reason.
+
+Every drifting row publishes a `drift` alert to inventory.alerts. --correct also publishes, for
+drifting location rows, a stock-adjusted `count` of their quantity as of their as_of (source =
+the system column, event id derived from the row: re-running changes nothing; deltas after
+as_of are kept on top, and a count older than our last count is ignored by the core). Channel
+availability is derived and cannot be corrected by a count.
+
+Exit status: 0 no drift, 1 drift found, 2 bad input (nothing is published then)."""
+
+REPLAY_HELP = """\
+Rebuild (without --dlq): stop-the-world. Stop every worker and `up` first: the command refuses
+while the consumer group is detectably active (on Tansu a stopped worker's group stays active
+until its session expires: it waits up to --wait seconds). With --yes it then deletes and
+recreates the internal topics and the table changelogs, and points the workers' group at the
+chosen start on inventory.events. The next `up` or `worker` rebuilds every table and re-emits
+positions, availability and alerts (alerts again, with the same ids). Run workers with
+`--clock stream` while they catch up, so old holds do not all expire by wall time.
+  --from-beginning  the only faithful rebuild (from the oldest record the log retains).
+  --from-offset / --from-time  state before that point is LOST: tables start empty and only
+      later events are applied (e.g. right after a full count of every SKU). Keys that no
+      later event touches keep their old records on the compacted output topics.
+  --from-time scans record timestamps (when records were written to the log, not occurred_at):
+      Tansu's offsets-for-times is imprecise. Prefer --from-offset when you know the offsets.
+Availability versions stay strictly increasing per key: the topology takes a wall-clock floor
+(microseconds since the epoch) for every version, so rebuilt records are sent above every
+version sent before (as long as this machine's clock has not gone back).
+
+Re-drive (--dlq): reads inventory.dlq from this command's committed position (group
+<app>-dlq-redrive; a --from option overrides it), re-validates each record's original bytes as
+`publish` does (and against the latest catalog), re-publishes those that now pass to
+inventory.events, reports the others with their reason, and commits the position: a second
+re-drive sends nothing again. Re-sent events already applied change nothing (idempotent ids)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +269,57 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--follow", "-f", action="store_true", help="keep waiting for new records")
     tl.add_argument("--limit", type=int, help="stop after this many records")
     tl.set_defaults(run=_tail)
+
+    rc = sub.add_parser(
+        "reconcile",
+        help="audit another system's counts against the live state (drift report)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=RECONCILE_HELP,
+    )
+    rc.add_argument("snapshot", help="CSV: system,sku,location_or_channel,quantity,as_of")
+    rc.add_argument("--threshold", type=int, default=0, help="units of difference tolerated")
+    rc.add_argument(
+        "--threshold-percent",
+        type=float,
+        default=0.0,
+        help="difference tolerated, in percent of their count",
+    )
+    rc.add_argument(
+        "--correct",
+        action="store_true",
+        help="publish their count as a stock-adjusted count for every drifting location row",
+    )
+    rc.add_argument("--format", choices=["text", "json"], default="text")
+    rc.add_argument("--catalog", help="catalog YAML (default: the latest on inventory.catalog)")
+    rc.set_defaults(run=_reconcile)
+
+    rp = sub.add_parser(
+        "replay",
+        help="rebuild state and derived topics from the event log, or re-drive dead letters",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=REPLAY_HELP,
+    )
+    where = rp.add_mutually_exclusive_group()
+    where.add_argument("--from-beginning", action="store_true", help="the whole retained log")
+    where.add_argument(
+        "--from-offset",
+        metavar="N|P:N,...",
+        help="one offset for every partition, or per partition",
+    )
+    where.add_argument(
+        "--from-time", metavar="ISO", help="first record written at or after this time"
+    )
+    rp.add_argument("--dlq", action="store_true", help="re-drive dead letters instead of a rebuild")
+    rp.add_argument("--dry-run", action="store_true", help="--dlq: report, send nothing")
+    rp.add_argument("--yes", action="store_true", help="confirm a (destructive) rebuild")
+    rp.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for stopped workers' sessions to expire (default 30)",
+    )
+    rp.add_argument("--catalog", help="--dlq: catalog YAML to validate against (default: latest)")
+    rp.set_defaults(run=_replay)
 
     rs = sub.add_parser("resync", help="push a channel's full current availability to it")
     rs.add_argument("channel")
