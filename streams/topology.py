@@ -68,7 +68,7 @@ from streams.core.models import (
     StockAdjusted,
     trusted,
 )
-from streams.core.orders import Confirmation, OrderState, route_order
+from streams.core.orders import Confirmation, OrderState, commit_commands, route_order
 from streams.core.reservations import (
     HELD,
     ReservationState,
@@ -420,6 +420,8 @@ def create_app(
                         continue
                 if isinstance(command, LocalRequest):
                     hold_here(command, touched)
+                elif isinstance(command, OrderCreated):
+                    commit_here(command, message, touched)
                 else:
                     apply_one(command, touched)
             flush_skus(touched)
@@ -455,6 +457,10 @@ def create_app(
             if partition_for(key, n) == message.partition:
                 return ev
             send(sku_commands, key, message.value)
+        elif isinstance(ev, OrderCreated) and all(
+            partition_for(line.sku.encode(), n) == message.partition for line in ev.lines
+        ):
+            return ev  # every line's SKU lives here: committed in place (commit_here)
         elif isinstance(ev, OrderCreated | OrderCancelled):
             send(order_commands, ev.order_id, message.value)
         else:
@@ -463,6 +469,14 @@ def create_app(
                 return local
             send(reservation_commands, ev.reservation_id, message.value)
         return None
+
+    def commit_here(order: OrderCreated, message: Any, touched: dict[bytes, Any]) -> None:
+        """An order whose SKUs all live here: its lines are committed now, in one hop, and the
+        order stage gets the event marked as committed, for its record (the lines a later
+        cancel finds, cancels that came first, the confirmation of its reservation)."""
+        for command in commit_commands(order):
+            apply_one(command, touched)
+        outputs.send(ORDER_COMMANDS, order.order_id.encode(), message.value, headers=COMMITTED)
 
     def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
         """A request whose every line is one SKU that lives on this partition: decided here."""
@@ -604,7 +618,7 @@ def create_app(
             for message, ev in items:
                 key = ev.order_id.encode()
                 state = stored(orders, key, OrderState.from_dict) or OrderState()
-                routed = route_order(state, ev)
+                routed = route_order(state, ev, committed=is_committed(message))
                 if routed.problem:
                     dead_letter(message, routed.problem, ev.source)
                 for command in routed.commands:
@@ -727,6 +741,17 @@ def create_app(
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app
+
+
+COMMITTED: list[tuple[str, str | bytes | None]] = [
+    ("inventory-committed", b"1")
+]  # header: the SKU stage committed this order's lines
+
+
+def is_committed(message: Any) -> bool:
+    headers = message.headers or ()
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return any(name == COMMITTED[0][0] and value == b"1" for name, value in pairs)
 
 
 def catalog_from_json(data: bytes) -> Catalog:

@@ -59,31 +59,37 @@ class Routed:
     problem: str | None = None  # a reason for the dead-letter topic
 
 
-def route_order(state: OrderState, event: OrderCreated | OrderCancelled) -> Routed:
+def route_order(
+    state: OrderState, event: OrderCreated | OrderCancelled, committed: bool = False
+) -> Routed:
+    """The per-SKU commands of an order event. `committed`: the SKUs already have the order's
+    lines (the SKU stage applied an order whose SKUs all live on its partition), so only the
+    order's record, its pending cancels and its confirmation are left to do."""
     if isinstance(event, OrderCreated):
-        return _created(state, event)
+        return _created(state, event, committed)
     return _cancelled(state, event)
 
 
-def _created(state: OrderState, e: OrderCreated) -> Routed:
-    out = Routed()
+def commit_commands(e: OrderCreated) -> list[CommitLines]:
+    """One CommitLines per SKU of the order, its lines in order."""
     by_sku: dict[str, list[OrderLine]] = defaultdict(list)
     for line in e.lines:
         by_sku[line.sku].append(line)
+    return [
+        CommitLines(
+            e.event_id, e.occurred_at, sku, e.order_id, e.channel, e.reservation_id, tuple(lines)
+        )
+        for sku, lines in by_sku.items()
+    ]
+
+
+def _created(state: OrderState, e: OrderCreated, committed: bool) -> Routed:
+    out = Routed()
+    for line in e.lines:
         state.lines.setdefault(line.line_id, line.sku)
     state.created = True
-    for sku, lines in by_sku.items():
-        out.commands.append(
-            CommitLines(
-                e.event_id,
-                e.occurred_at,
-                sku,
-                e.order_id,
-                e.channel,
-                e.reservation_id,
-                tuple(lines),
-            )
-        )
+    if not committed:
+        out.commands.extend(commit_commands(e))
     if e.reservation_id:
         out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id)
     for event_id, at, cancelled in state.pending:

@@ -38,11 +38,23 @@ class Outputs:
         self.before_flush: list[Callable[[], None]] = []  # e.g. deferred table writes
         self.after_flush: list[Callable[[], bool]] = []  # True: sent more, flush Faust again
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int = -1) -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int = -1,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition=partition, on_delivery=self._delivered
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    on_delivery=self._delivered,
+                    headers=headers,
                 )
                 return
             except BufferError:  # backpressure: wait for acknowledgements, never grow unbounded
