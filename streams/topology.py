@@ -329,6 +329,9 @@ def create_app(
     outputs.after_flush.append(writes.mark)
 
     # ---- shared helpers ----
+    positions_out = rt.metrics.records_out.labels("position")  # bound once: labels() is a lookup
+    availability_out = rt.metrics.records_out.labels("availability")
+
     def send(topic: faust.TopicT, key: str | bytes | None, value: bytes) -> None:
         k = key.encode() if isinstance(key, str) else key
         outputs.send(topic.get_topic_name(), k, value)
@@ -352,7 +355,7 @@ def create_app(
         # the topic exists: `up` and `inventory-streams catalog` create every channel's topic
         name = availability_topic(record.channel)
         outputs.send(name, record.channel_sku.encode(), rt.codec.encode(record, name))
-        rt.metrics.records_out.labels("availability").inc()
+        availability_out.inc()
 
     # ---- catalog changes ----
     def ensure_catalog(version: int) -> None:
@@ -560,7 +563,7 @@ def create_app(
             for loc in sorted(locations):
                 record = position(state, loc, catalog, as_of, cause, ats, floor)
                 send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
-                rt.metrics.records_out.labels("position").inc()
+                positions_out.inc()
             records, updates = sku_availability(
                 state,
                 catalog,

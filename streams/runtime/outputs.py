@@ -27,6 +27,9 @@ class Outputs:
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 2,
+                # a delivery report (a Python callback served by poll) only for a record that
+                # failed: flush() still waits for every record, and a failure fails the commit
+                "delivery.report.only.error": True,
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 200_000,
                 # keys hash as Faust's producer and our sources hash them (Java murmur2)
