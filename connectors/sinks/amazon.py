@@ -50,6 +50,9 @@ class AmazonConfig(BaseModel):
     feed_burst: float = Field(default=5.0, ge=1)
     feed_poll_seconds: float = Field(default=0.5, gt=0)  # getFeed allows 2/s
     feed_timeout_seconds: float = Field(default=3600.0, gt=0)
+    # A feed waits for the updates to stop (or for its backlog to be this old): with 5 feeds per
+    # 5 minutes, one sent mid-burst is spent on values that are already changing again.
+    feed_settle_seconds: float = Field(default=5.0, ge=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
 
 
@@ -73,6 +76,7 @@ class AmazonSink:
         self.linger = config.coalesce_seconds
         self.bulk_threshold = config.feed_threshold or 1 << 62
         self.max_bulk = config.max_feed_messages
+        self.bulk_hold = config.feed_settle_seconds
         self._http = HttpClient(channel.id, metrics)
         # One token of the plan's burst is left unused: slack for requests that arrive bunched.
         self._bucket = TokenBucket(config.rate * config.rate_safety, max(1.0, config.burst - 1))

@@ -316,6 +316,7 @@ async def resync_async(
     try:
         for record in latest.values():
             engine.offer(record)
+        engine.end_of_input()
         await engine.run_until_idle()
     finally:
         await dead_letters.close()
