@@ -135,6 +135,9 @@ async def run_sink(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": settings.consumer_session_timeout_ms,
+            # Tansu answers a fetch only when its wait is over, even if records arrive meanwhile:
+            # librdkafka's default 500 ms would be added to a burst's last records.
+            "fetch.wait.max.ms": settings.consumer_fetch_max_wait_ms,
             "log_level": 0,
         }
     )
@@ -156,8 +159,17 @@ async def run_sink(
                 gone, revoked[:] = list(revoked), []
             if gone:
                 engine.offsets.forget(gone)
+            # The record's own timestamp, on the engine's clock: its staleness starts there.
+            skew = time.monotonic() - time.time()
             for message in messages:
-                await _take(message, engine, codec, topic, dead_letters)
+                unreadable = _take(message, engine, codec, topic, skew)
+                if unreadable is not None:
+                    partition, offset = message.partition(), message.offset()
+                    assert partition is not None and offset is not None
+                    await dead_letters.write(
+                        message.value() or b"", unreadable, message.key(), partition, offset
+                    )
+                    engine.skip(partition, offset)
             await _commit(consumer, engine, topic)
             if sender.done():
                 sender.result()  # the send loop died: surface its error
@@ -172,35 +184,33 @@ async def run_sink(
     return engine
 
 
-async def _take(
-    message: Message, engine: SinkEngine, codec: Codec, topic: str, dead_letters: _DeadLetters
-) -> None:
+def _take(
+    message: Message, engine: SinkEngine, codec: Codec, topic: str, skew: float
+) -> str | None:
+    """Offer one consumed record to the engine; the dead-letter reason if it cannot be read.
+
+    Synchronous on purpose: it runs for every record read, and a burst is tens of thousands.
+    """
     error = message.error()
     if error is not None:
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("sink %s: consumer error %s", engine.channel_id, error.str())
-        return
+        return None
     partition, offset = message.partition(), message.offset()
     assert partition is not None and offset is not None
-    raw = message.value() or b""
     try:
-        record = codec.decode(raw, topic)
+        record = codec.decode(message.value() or b"", topic)
         if not isinstance(record, Availability):
             raise InventoryError(f"expected an Availability record, got {type(record).__name__}")
     except InventoryError as failure:
-        reason = f"sink {engine.channel_id}: cannot read record: {failure}"
-        await dead_letters.write(raw, reason, message.key(), partition, offset)
-        engine.skip(partition, offset)
-        return
+        return f"sink {engine.channel_id}: cannot read record: {failure}"
     kind, millis = message.timestamp()
-    age = max(0.0, time.time() - millis / 1000) if kind and millis > 0 else 0.0
+    now = time.monotonic()
+    received_at = min(now, skew + millis / 1000) if kind and millis > 0 else now
     engine.offer(
-        record,
-        partition=partition,
-        offset=offset,
-        raw=raw,
-        received_at=time.monotonic() - age,
+        record, partition=partition, offset=offset, raw=message.value(), received_at=received_at
     )
+    return None
 
 
 async def _commit(consumer: Consumer, engine: SinkEngine, topic: str) -> None:
