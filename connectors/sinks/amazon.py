@@ -43,7 +43,7 @@ class AmazonConfig(BaseModel):
     fulfillment_channel_code: str = "DEFAULT"
     rate: float = Field(default=5.0, gt=0)  # patchListingsItem usage plan of the account
     burst: float = Field(default=5.0, ge=1)
-    rate_safety: float = Field(default=0.95, gt=0, le=1)  # pace below the plan: network jitter
+    rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the plan
     feed_threshold: int = Field(default=500, ge=0)  # waiting SKUs that justify a feed; 0 = never
     max_feed_messages: int = Field(default=25_000, ge=1, le=25_000)
     feed_rate: float = Field(default=5 / 300, gt=0)  # JSON_LISTINGS_FEED: 5 per 5 minutes
@@ -78,8 +78,9 @@ class AmazonSink:
         self.max_bulk = config.max_feed_messages
         self.bulk_hold = config.feed_settle_seconds
         self._http = HttpClient(channel.id, metrics)
-        # One token of the plan's burst is left unused: slack for requests that arrive bunched.
-        self._bucket = TokenBucket(config.rate * config.rate_safety, max(1.0, config.burst - 1))
+        # Empty at first: the other side's bucket may still hold the calls of a process of ours
+        # that stopped a moment ago. Tokens are taken when an answer is back (see TokenBucket).
+        self._bucket = TokenBucket(config.rate * config.rate_safety, config.burst, tokens=0.0)
         self._feeds = TokenBucket(config.feed_rate, config.feed_burst)
         self._staged: list[Availability] = []
         self._headers = {
@@ -93,8 +94,7 @@ class AmazonSink:
         self._staged.append(record)
 
     async def ready(self) -> None:
-        while (wait := self._bucket.delay()) > 0:
-            await asyncio.sleep(wait)
+        await self._bucket.wait()
 
     async def close(self) -> None:
         await self._http.close()
@@ -120,11 +120,14 @@ class AmazonSink:
         url = (
             f"{config.endpoint}{LISTINGS}/{quote(config.seller_id, safe='')}/{quote(sku, safe='')}"
         )
-        await self._bucket.acquire()
         body = json.dumps(self.patch_body(record)).encode()
-        reply = await self._http.request(
-            "PATCH", f"{url}?{query}", body=body, headers=self._headers
-        )
+        await self._bucket.wait()
+        try:
+            reply = await self._http.request(
+                "PATCH", f"{url}?{query}", body=body, headers=self._headers
+            )
+        finally:
+            self._bucket.take()  # when the answer is back: no margin needed for network jitter
         if reply.status == 200:
             answer = reply.json() or {}
             if answer.get("status") == "ACCEPTED":
