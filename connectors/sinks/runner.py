@@ -31,6 +31,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+POLL_RECORDS = 500  # records per consume() call
+COMMIT_EVERY = 0.2  # seconds between offset commits while records keep coming
+
 SINK_TYPES: dict[str, type[ShopifySink] | type[AmazonSink] | type[WebhookSink]] = {
     "shopify": ShopifySink,
     "amazon": AmazonSink,
@@ -151,10 +154,11 @@ async def run_sink(
     consumer.subscribe([topic], on_revoke=on_revoke)
     sending = asyncio.Event()
     sender = asyncio.create_task(engine.run(sending), name=f"sink-{channel.id}")
+    next_commit = 0.0
     log.info("sink %s: delivering %s as %s", channel.id, topic, group_id(settings, channel))
     try:
         while not stop.is_set():
-            messages = await asyncio.to_thread(consumer.consume, 500, 0.1)
+            messages = await asyncio.to_thread(consumer.consume, POLL_RECORDS, 0.1)
             with lock:
                 gone, revoked[:] = list(revoked), []
             if gone:
@@ -170,7 +174,11 @@ async def run_sink(
                         message.value() or b"", unreadable, message.key(), partition, offset
                     )
                     engine.skip(partition, offset)
-            await _commit(consumer, engine, topic)
+            # A commit is a broker round trip that holds up the next poll: during a burst, one
+            # every COMMIT_EVERY seconds; at once when the poll came back short (caught up).
+            if len(messages) < POLL_RECORDS or time.monotonic() >= next_commit:
+                await _commit(consumer, engine, topic)
+                next_commit = time.monotonic() + COMMIT_EVERY
             if sender.done():
                 sender.result()  # the send loop died: surface its error
                 raise InventoryError(f"sink {channel.id}: the send loop stopped")
