@@ -5,9 +5,10 @@ every update being an absolute quantity whose version only moves forward, idempo
 
 Pacing: while records keep arriving, a key goes at most once per coalescing window (`linger`) and a
 batch that is not full at most once per window, so a burst costs about one call per window per
-full batch. Once the input has been quiet for `quiet` seconds (a quarter of the window by default)
-the burst is over and nothing is held for a timer: the newest value of every waiting key goes as
-soon as the channel's rate limit allows. While waiting for the limit, keys keep coalescing.
+full batch. Once the consumer has read all the broker had and no record came for `quiet` seconds
+(a quarter of the window by default) the burst is over and nothing is held for a timer: the
+newest value of every waiting key goes as soon as the channel's rate limit allows. While waiting
+for the limit, keys keep coalescing.
 
 No Kafka and no HTTP here: the runner feeds records in with offer() and commits what
 committable() returns; a Sink does the talking. Tests drive it with a fake sink.
@@ -145,6 +146,9 @@ class SinkEngine:
         # scarce bulk submission is not spent on values that are still changing.
         self._bulk_hold = float(getattr(sink, "bulk_hold", 0.0))
         self._last_input = -float("inf")
+        # When the consumer last read everything the broker had (None: nobody tells us, e.g. a
+        # resync); quiet input needs that, so a stall of our own is not taken for a burst's end.
+        self._caught_up_at: float | None = None
         self._sent_at: dict[str, float] = {}
         self._last_partial = -float("inf")  # a batch that is not full goes at most once per window
         # The sender sleeps until this many new sendable keys arrived (1 = any): a burst of new
@@ -207,6 +211,19 @@ class SinkEngine:
         self._last_input = -float("inf")
         self._wake.set()
 
+    def caught_up(self) -> None:
+        """The consumer has offered everything the broker had (a poll came back short)."""
+        self._caught_up_at = self._clock()
+        if self._buffer:
+            self._wake.set()
+
+    def _until_quiet(self) -> float:
+        """Seconds until the input counts as quiet; <= 0 when it does."""
+        wait = self._last_input + self._quiet - self._clock()
+        if self._caught_up_at is not None and self._caught_up_at < self._last_input:
+            return max(wait, self._quiet)  # records may still be waiting: caught_up() wakes us
+        return wait
+
     def skip(self, partition: int, offset: int) -> None:
         """A record handled outside the engine (e.g. undecodable, already dead-lettered)."""
         self.offsets.track(partition, offset)
@@ -261,7 +278,7 @@ class SinkEngine:
             return True
         if not self._buffer:
             return False
-        until_quiet = self._last_input + self._quiet - self._clock()
+        until_quiet = self._until_quiet()
         settled = until_quiet <= 0
         await self._maybe_bulk(settled)
         if not self._buffer:
@@ -284,7 +301,7 @@ class SinkEngine:
             return True  # stopped while waiting for the rate limit: nothing was sent
         self._metrics.throttle_wait.labels(self.channel_id).inc(self._clock() - waited)
         # Keys kept coalescing while we waited; the input may have gone quiet meanwhile.
-        batch = self._take(limit, settled=self._clock() - self._last_input >= self._quiet)
+        batch = self._take(limit, settled=self._until_quiet() <= 0)
         if not batch:
             return True  # new input ended the quiet while we waited: decide again
         await self._send(batch)

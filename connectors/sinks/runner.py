@@ -174,9 +174,12 @@ async def run_sink(
                         message.value() or b"", unreadable, message.key(), partition, offset
                     )
                     engine.skip(partition, offset)
+            caught_up = len(messages) < POLL_RECORDS  # the poll found the end of the log
+            if caught_up:
+                engine.caught_up()
             # A commit is a broker round trip that holds up the next poll: during a burst, one
-            # every COMMIT_EVERY seconds; at once when the poll came back short (caught up).
-            if len(messages) < POLL_RECORDS or time.monotonic() >= next_commit:
+            # every COMMIT_EVERY seconds; at once when caught up.
+            if caught_up or time.monotonic() >= next_commit:
                 await _commit(consumer, engine, topic)
                 next_commit = time.monotonic() + COMMIT_EVERY
             if sender.done():

@@ -107,6 +107,24 @@ async def test_when_records_stop_a_batch_that_is_not_full_goes_at_once() -> None
     assert 0.1 <= sink.call_times[2] - offered < 0.1 + 0.15
 
 
+async def test_a_pause_before_the_consumer_caught_up_is_not_the_end_of_a_burst() -> None:
+    sink = FakeSink(max_batch=3, linger=0.4)  # quiet after 0.1 s
+    engine = engine_for(sink)
+    engine.caught_up()  # a consumer that reached the end of the log before the records came
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    engine.offer(availability("A", 1))  # alone: at once
+    await asyncio.sleep(0.02)
+    engine.offer(availability("B", 1))  # a partial batch in the same window: waits
+    await asyncio.sleep(0.2)  # no record for 0.2 s, but the consumer never said it caught up
+    assert len(sink.calls) == 1
+    engine.caught_up()
+    await asyncio.sleep(0.05)
+    stop.set()
+    await draining
+    assert [[r.channel_sku for r in call] for call in sink.calls] == [["A"], ["B"]]
+    assert sink.call_times[1] - sink.call_times[0] < 0.4  # quiet input, not the window
+
+
 async def test_after_the_end_of_input_nothing_waits_for_a_window() -> None:
     sink = PacedBulkSink()  # a bulk path that would wait 10 s for the updates to settle
     engine = engine_for(sink)
