@@ -145,7 +145,8 @@ class SinkEngine:
         # A bulk job (a feed) waits for quiet input while the backlog is younger than this, so a
         # scarce bulk submission is not spent on values that are still changing.
         self._bulk_hold = float(getattr(sink, "bulk_hold", 0.0))
-        self._last_input = -float("inf")
+        self._last_input = -float("inf")  # the last offer, or -inf after end_of_input()
+        self._last_offer = -float("inf")
         # When the consumer last read everything the broker had (None: nobody tells us, e.g. a
         # resync); quiet input needs that, so a stall of our own is not taken for a burst's end.
         self._caught_up_at: float | None = None
@@ -176,7 +177,7 @@ class SinkEngine:
             self.offsets.track(partition, offset)
         key, version = record.channel_sku, record.version
         now = self._clock()
-        self._last_input = now
+        self._last_input = self._last_offer = now
         if version <= self._acked.get(key, -1):
             self._skipped.inc()  # a duplicate or a late older version
             self.offsets.done(partition, offset)
@@ -238,6 +239,11 @@ class SinkEngine:
     @property
     def idle(self) -> bool:
         return not self._buffer and not self._in_flight and self._bulk is None
+
+    @property
+    def last_offer_at(self) -> float:
+        """When (engine clock) the last record was offered; -inf before the first."""
+        return self._last_offer
 
     def acked_version(self, channel_sku: str) -> int | None:
         return self._acked.get(channel_sku)
