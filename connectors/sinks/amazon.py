@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,9 @@ class AmazonConfig(BaseModel):
     rate: float = Field(default=5.0, gt=0)  # patchListingsItem usage plan of the account
     burst: float = Field(default=5.0, ge=1)
     rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the plan
-    feed_threshold: int = Field(default=500, ge=0)  # waiting SKUs that justify a feed; 0 = never
+    # Waiting SKUs that justify a feed until one has run (then: what patches clear in the time
+    # the last feed took); 0 = never use feeds.
+    feed_threshold: int = Field(default=500, ge=0)
     max_feed_messages: int = Field(default=25_000, ge=1, le=25_000)
     feed_rate: float = Field(default=5 / 300, gt=0)  # JSON_LISTINGS_FEED: 5 per 5 minutes
     feed_burst: float = Field(default=5.0, ge=1)
@@ -74,6 +77,8 @@ class AmazonSink:
         self.config = config = connector_config(channel, AmazonConfig)
         self.max_batch = 1  # the Listings Items API takes one SKU per call
         self.linger = config.coalesce_seconds
+        # Waiting SKUs that justify a feed: the configured guess until a feed's duration is known,
+        # then as many as patches clear in that time (a feed is worth it when patches are slower).
         self.bulk_threshold = config.feed_threshold or 1 << 62
         self.max_bulk = config.max_feed_messages
         self.bulk_hold = config.feed_settle_seconds
@@ -168,6 +173,7 @@ class AmazonSink:
     async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
         """One JSON_LISTINGS_FEED: upload, submit, wait for DONE, read the processing report."""
         config = self.config
+        started = time.monotonic()
         api = config.endpoint + FEEDS
         created = await self._json("POST", f"{api}/documents", {"contentType": FEED_CONTENT_TYPE})
         content = json.dumps(self.feed_document(records)).encode()
@@ -209,6 +215,9 @@ class AmazonSink:
                 errors.setdefault(issue["messageId"], []).append(
                     f"{issue.get('code')}: {issue.get('message')}"
                 )
+        if config.feed_threshold:
+            took = time.monotonic() - started
+            self.bulk_threshold = max(1, math.ceil(took * config.rate * config.rate_safety))
         return [
             Outcome.reject(r.channel_sku, f"feed {feed_id}: " + "; ".join(errors[i]))
             if i in errors
