@@ -71,7 +71,7 @@ async def test_a_hot_sku_is_sent_once_per_window_while_it_changes_and_a_quiet_on
     assert 0.1 <= hot[2][0] - last_offer < 0.1 + 0.15
 
 
-async def test_a_batch_that_is_not_full_waits_for_the_window_while_records_keep_coming() -> None:
+async def test_after_a_partial_call_the_next_round_waits_for_the_window_while_busy() -> None:
     sink = FakeSink(max_batch=3, linger=0.4)
     engine = engine_for(sink)
     engine.offer(availability("A", 1))
@@ -79,17 +79,19 @@ async def test_a_batch_that_is_not_full_waits_for_the_window_while_records_keep_
     draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
     changing = asyncio.create_task(keep_changing(engine, "A", range(2, 32), 0.02))
     await asyncio.sleep(0.05)
-    engine.offer(availability("B", 1))  # one key: not a full call, and records keep coming
+    for sku in ("B", "C", "D", "E"):  # a full batch and more, and records keep coming
+        engine.offer(availability(sku, 1))
     await asyncio.sleep(0.2)
-    assert len(sink.calls) == 1
+    assert len(sink.calls) == 1  # the next round is at the window's end: rounds stay aligned
     await changing
     await asyncio.sleep(0.3)
     stop.set()
     await draining
     assert sink.call_times[1] - sink.call_times[0] >= 0.4
     assert "B" in [r.channel_sku for r in sink.calls[1]]
-    assert sink.history["A"][-1] == 31 and sink.history["B"] == [1]
-    assert len(sink.calls) <= 4
+    assert sink.history["A"][-1] == 31
+    assert all(sink.history[sku] == [1] for sku in "BCDE")
+    assert len(sink.calls) <= 5
 
 
 async def test_when_records_stop_a_batch_that_is_not_full_goes_at_once() -> None:
@@ -101,10 +103,10 @@ async def test_when_records_stop_a_batch_that_is_not_full_goes_at_once() -> None
         engine.offer(availability(sku, 1))
     offered = time.monotonic()
     await engine.run_until_idle()
-    assert [len(call) for call in sink.calls] == [1, 3, 1]  # the full batch at once
-    assert sink.call_times[1] - offered < 0.05
-    # the remainder after quiet input (0.1 s), not after the window (0.4 s)
-    assert 0.1 <= sink.call_times[2] - offered < 0.1 + 0.15
+    assert [len(call) for call in sink.calls] == [1, 3, 1]
+    # the next round after quiet input (0.1 s), not after the window (0.4 s)
+    assert sink.call_times[1] - offered >= 0.1
+    assert sink.call_times[2] - offered < 0.1 + 0.15
 
 
 async def test_a_pause_before_the_consumer_caught_up_is_not_the_end_of_a_burst() -> None:
