@@ -13,7 +13,20 @@ Definitions (printed too):
   calls than the window allows (leftovers wait for the next window).
 - latency: for every produced record, from its Kafka timestamp to the acknowledgement of that
   version or a newer one of the same SKU.
-- late after burst: SKUs whose value as of the burst's end was not acknowledged one window later.
+- current after: from the burst's end (the last record's timestamp) until the channel acknowledged
+  the final value of every SKU.
+- lower bound: the earliest any sender could do that under the same limit, knowing the future:
+  each SKU's final value exists only from its timestamp on; for every suffix of those in time
+  order, the calls they need after its first one, less a full bucket, paced at the limit's rate
+  (Shopify: a call carries 250 SKUs, so about nothing; a webhook: 2,000 POSTs at 20/s). A channel
+  with a bulk path (Amazon's feed) may instead send everything in one job: its processing time.
+- goal: current after <= lower bound + one window; "late" counts the SKUs that were not. For
+  comparison, when the per-window coalescer of the call minimum would have sent its last call
+  (it sends at window ends, and a value it sent may change again before the burst ends).
+
+Shopify is measured warm, as a running sink meets a flash sale: every SKU is written once before
+the burst (resolving inventory item ids takes lookups once per process; their count is printed),
+then the cost bucket is let refill.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import argparse
 import asyncio
 import json
 import math
+import multiprocessing
 import os
 import platform
 import random
@@ -29,6 +43,7 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +82,26 @@ class Limit:
     first_window: int  # calls allowed in the first window (burst)
     per_window: int  # calls allowed in each later window
     text: str
+    bulk_seconds: float | None = None  # one bulk job takes any number of SKUs in this long
+
+    @property
+    def rate(self) -> float:
+        return self.per_window / self.window
+
+    def lower_bound(self, releases: list[float]) -> float:
+        """Earliest time every SKU can hold its final value; `releases`: when each final existed.
+
+        Keys released at or after the i-th (sorted) cannot go before it: they need their calls
+        after it, and the bucket holds at most `first_window` calls then, the rest come at `rate`.
+        """
+        times = sorted(releases)
+        n, bound = len(times), times[-1]
+        for i, at in enumerate(times):
+            calls = math.ceil((n - i) / self.batch)
+            bound = max(bound, at + (calls - self.first_window) / self.rate)
+        if self.bulk_seconds is not None:
+            bound = min(bound, times[-1] + self.bulk_seconds)
+        return bound
 
 
 def limit_of(emulator: Emulator) -> Limit:
@@ -88,6 +123,7 @@ def limit_of(emulator: Emulator) -> Limit:
             int(emulator.rate),
             f"patchListingsItem {emulator.rate:g}/s burst {emulator.burst:g}; JSON_LISTINGS_FEED "
             f"5 per 5 min, processing {emulator.feed_processing_seconds:g}s (real: minutes)",
+            emulator.feed_processing_seconds,
         )
     assert isinstance(emulator, WebhookEmulator)
     return Limit(
@@ -99,12 +135,13 @@ def limit_of(emulator: Emulator) -> Limit:
     )
 
 
-def minimum_calls(changes: list[tuple[float, str]], limit: Limit) -> int:
-    """Calls of a clairvoyant per-window coalescer under `limit` (see the module docstring)."""
+def minimum_calls(changes: list[tuple[float, str]], limit: Limit) -> tuple[int, float]:
+    """Calls of a clairvoyant per-window coalescer under `limit` (see the module docstring), and
+    when it sent its last one (it sends at the end of each window)."""
     if not changes:
-        return 0
+        return 0, 0.0
     pending: dict[str, None] = {}
-    calls, i, start = 0, 0, changes[0][0]
+    calls, i, start, last = 0, 0, changes[0][0], 0.0
     window_end, allowance = start + limit.window, limit.first_window
     while i < len(changes) or pending:
         while i < len(changes) and changes[i][0] < window_end:
@@ -113,10 +150,11 @@ def minimum_calls(changes: list[tuple[float, str]], limit: Limit) -> int:
         used = min(allowance, math.ceil(len(pending) / limit.batch))
         for _ in range(min(len(pending), used * limit.batch)):
             pending.pop(next(iter(pending)))
-        calls += used
+        if used:
+            calls, last = calls + used, window_end
         window_end += limit.window
         allowance = limit.per_window
-    return calls
+    return calls, last
 
 
 def workload(changes: int, skus: int, seed: int) -> Iterator[Availability]:
@@ -154,26 +192,32 @@ class Run:
     calls_by_kind: dict[str, int] = field(default_factory=dict)
     throttled: int = 0
     burst_seconds: float = 0.0
-    drain_seconds: float = 0.0
+    warmup_calls: dict[str, int] = field(default_factory=dict)
+    last_read: float = 0.0  # when the sink read the burst's last record (time.time())
 
 
-def produce(bootstrap: str, topic: str, records: list[Availability], rate: float) -> list[float]:
-    """Produce at `rate` records/s; the timestamps the records carry (seconds)."""
+def encoded(topic: str, records: list[Availability]) -> list[tuple[bytes, bytes]]:
     codec = make_codec(Settings())
+    return [(r.channel_sku.encode(), codec.encode(r, topic)) for r in records]
+
+
+def produce(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float
+) -> list[float]:
+    """Produce (key, value) pairs at `rate` records/s; the timestamps they carry (seconds).
+
+    Runs in its own process: the stream workers that write availability never share the sink's
+    interpreter, and a producer thread here would take the GIL from the sink under test.
+    """
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "log_level": 0})
     stamps = []
     started = time.time()
-    for i, record in enumerate(records):
+    for i, (key, value) in enumerate(records):
         due = started + i / rate
         if (ahead := due - time.time()) > 0.002:
             time.sleep(ahead)
         now = time.time()
-        producer.produce(
-            topic,
-            key=record.channel_sku.encode(),
-            value=codec.encode(record, topic),
-            timestamp=int(now * 1000),
-        )
+        producer.produce(topic, key=key, value=value, timestamp=int(now * 1000))
         stamps.append(int(now * 1000) / 1000)
         if i % 1000 == 0:
             producer.poll(0)
@@ -190,7 +234,9 @@ def kind_of(emulator: Emulator, path: str, body: bytes) -> str:
     return "post"
 
 
-async def bench_channel(kind: str, args: argparse.Namespace, bootstrap: str) -> Run:
+async def bench_channel(
+    kind: str, args: argparse.Namespace, bootstrap: str, producer: ProcessPoolExecutor
+) -> Run:
     settings = Settings()
     channel = Channel(
         id=f"bench-{kind}-{os.getpid()}-{time.time_ns() % 10**6}", type=kind, locations=["wh"]
@@ -214,12 +260,29 @@ async def bench_channel(kind: str, args: argparse.Namespace, bootstrap: str) -> 
     task = asyncio.create_task(run_sink(pointed, settings, bootstrap, stop, on_ack=on_ack))
     try:
         warm = Availability(**{**records[0].model_dump(), "channel_sku": WARMUP, "version": 1})
-        await asyncio.to_thread(produce, bootstrap, topic, [warm], 1.0)
-        while WARMUP not in run.acks:  # the consumer group has joined and the channel answers
+        warming = [warm]
+        if isinstance(emulator, ShopifyEmulator):  # a running sink knows its items' ids
+            warming += [
+                Availability(**{**warm.model_dump(), "channel_sku": sku, "version": 0})
+                for sku in skus
+                if sku != WARMUP
+            ]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            producer, produce, bootstrap, topic, encoded(topic, warming), 5000.0
+        )
+        while any(r.channel_sku not in run.acks for r in warming):  # the group joined, all acked
             await asyncio.sleep(0.05)
+        for received in emulator.requests:
+            name = kind_of(emulator, received.path, received.body)
+            run.warmup_calls[name] = run.warmup_calls.get(name, 0) + 1
+        if isinstance(emulator, ShopifyEmulator):  # let the cost bucket refill
+            while emulator.available_points() < emulator.maximum_available - 1:
+                await asyncio.sleep(0.2)
         before = len(emulator.requests)
+        burst = encoded(topic, records)
         started = time.time()
-        stamps = await asyncio.to_thread(produce, bootstrap, topic, records, args.rate)
+        stamps = await loop.run_in_executor(producer, produce, bootstrap, topic, burst, args.rate)
         run.burst_seconds = time.time() - started
         run.produced = [(t, r.channel_sku, r.version) for t, r in zip(stamps, records, strict=True)]
         final = {r.channel_sku: r.version for r in records}
@@ -229,7 +292,6 @@ async def bench_channel(kind: str, args: argparse.Namespace, bootstrap: str) -> 
                 print(f"  {kind}: not all final values acknowledged in {args.timeout}s", flush=True)
                 break
             await asyncio.sleep(0.05)
-        run.drain_seconds = time.time() - started - run.burst_seconds
         for received in emulator.requests[before:]:
             name = kind_of(emulator, received.path, received.body)
             run.calls_by_kind[name] = run.calls_by_kind.get(name, 0) + 1
@@ -238,7 +300,8 @@ async def bench_channel(kind: str, args: argparse.Namespace, bootstrap: str) -> 
         return run
     finally:
         stop.set()
-        await task
+        engine = await task
+        run.last_read = engine.last_offer_at + time.time() - time.monotonic()
         await emulator.stop()
 
 
@@ -255,25 +318,25 @@ def summarize(run: Run) -> dict[str, Any]:
         if i < len(acks):
             latencies.append(acks[i][1] - stamp)
     burst_end = max(t for t, _, _ in run.produced)
-    as_of_end: dict[str, int] = {}
-    for _, sku, version in run.produced:
-        as_of_end[sku] = version
-    late, worst = 0, 0.0
-    for sku, version in as_of_end.items():
+    final: dict[str, tuple[int, float]] = {}  # sku -> (final version, when it was produced)
+    for stamp, sku, version in run.produced:
+        final[sku] = (version, stamp)
+    bound = run.limit.lower_bound([stamp for _, stamp in final.values()]) - burst_end
+    allowed = burst_end + bound + run.limit.window
+    late, current = 0, 0.0
+    for sku, (version, _) in final.items():
         acks = run.acks.get(sku, [])
         i = bisect_left([v for v, _ in acks], version)
         acked_at = acks[i][1] if i < len(acks) else math.inf
-        if acked_at > burst_end + run.limit.window:
-            late += 1
-            worst = max(worst, acked_at - burst_end)
-    minimum = minimum_calls([(t, s) for t, s, _ in run.produced], run.limit)
+        current = max(current, acked_at - burst_end)
+        late += acked_at > allowed
+    minimum, reference_end = minimum_calls([(t, s) for t, s, _ in run.produced], run.limit)
     return {
         "channel": run.channel,
         "limit": run.limit.text,
         "changes": len(run.produced),
-        "skus": len(as_of_end),
+        "skus": len(final),
         "burst_seconds": round(run.burst_seconds, 2),
-        "drain_after_burst_seconds": round(run.drain_seconds, 2),
         "calls": run.calls,
         "calls_by_kind": run.calls_by_kind,
         "minimum_calls": minimum,
@@ -283,12 +346,22 @@ def summarize(run: Run) -> dict[str, Any]:
         "latency_p99_seconds": round(percentile(latencies, 0.99), 3),
         "latency_max_seconds": round(max(latencies), 3),
         "unacknowledged_records": len(run.produced) - len(latencies),
-        "late_skus_one_window_after_burst": late,
-        "worst_staleness_after_burst_seconds": None if late == 0 else round(worst, 2),
+        "current_after_burst_seconds": round(current, 2),
+        # broker delivery and consumer: when the sink read the burst's last record
+        "last_record_read_after_burst_seconds": round(run.last_read - burst_end, 2),
+        "lower_bound_after_burst_seconds": round(bound, 2),
+        "excess_over_lower_bound_seconds": round(current - bound, 2),
+        # the per-window coalescer behind minimum_calls, for comparison (no bulk path)
+        "reference_coalescer_current_after_burst_seconds": round(reference_end - burst_end, 2),
+        "window_seconds": run.limit.window,
+        "late_skus_after_bound_plus_window": late,
+        "staleness_goal_met": late == 0,
+        "warmup_calls": run.warmup_calls,
     }
 
 
 def machine() -> dict[str, Any]:
+    """CPU, cores and load: a figure means little without what else ran on the machine."""
     model = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -301,23 +374,29 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": model or platform.processor(),
         "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     settings = Settings()
     results = []
-    with kafka_cluster(settings) as bootstrap:
+    spawn = multiprocessing.get_context("spawn")
+    with kafka_cluster(settings) as bootstrap, ProcessPoolExecutor(1, mp_context=spawn) as pool:
         for kind in args.channels.split(","):
             print(f"running {kind} ...", file=sys.stderr, flush=True)
-            results.append(summarize(await bench_channel(kind, args, bootstrap)))
+            results.append(summarize(await bench_channel(kind, args, bootstrap, pool)))
     return results
 
 
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     info = machine()
     broker = "configured" if Settings().kafka_bootstrap_servers else "embedded Tansu"
-    print(f"machine: {info['cpu']} x{info['cpus']}, {info['platform']}, Python {info['python']}")
+    load = " ".join(f"{x:.2f}" for x in info["load_average"])
+    print(
+        f"machine: {info['cpu']} x{info['cpus']}, {info['platform']}, Python {info['python']}, "
+        f"load average {load} (the cores may be shared)"
+    )
     print(
         f"broker: {broker}; workload: {args.changes} changes over {args.skus} SKUs, "
         f"produced at {args.rate:g}/s (Zipf-like: a few SKUs take most changes)"
@@ -332,21 +411,28 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         if "mutation" in r["calls_by_kind"]:
             mutations = r["calls_by_kind"]["mutation"]
             print(
-                f"  mutations alone (lookups resolve item ids once per process): {mutations}"
-                f" -> {mutations / r['minimum_calls']:.3f}x the minimum"
+                f"  mutations alone: {mutations} -> {mutations / r['minimum_calls']:.3f}x the"
+                f" minimum; warm-up before the burst (ids resolved once per process):"
+                f" {', '.join(f'{k} {v}' for k, v in sorted(r['warmup_calls'].items()))}"
             )
         print(
             f"  latency record -> channel ack: p50 {r['latency_p50_seconds']}s, "
             f"p99 {r['latency_p99_seconds']}s, max {r['latency_max_seconds']}s"
         )
         print(
-            f"  burst {r['burst_seconds']}s, drained {r['drain_after_burst_seconds']}s after it; "
-            f"SKUs not current one window after the burst: "
-            f"{r['late_skus_one_window_after_burst']}"
+            f"  burst {r['burst_seconds']}s; the sink read its last record"
+            f" {r['last_record_read_after_burst_seconds']}s after it (broker and consumer)"
+        )
+        print(
+            f"  every SKU current {r['current_after_burst_seconds']}s"
+            f" after the burst; lower bound under the limit {r['lower_bound_after_burst_seconds']}s"
+            f" (+{r['excess_over_lower_bound_seconds']}s; goal: within one"
+            f" {r['window_seconds']:g}s window; the per-window coalescer of the minimum"
+            f" {r['reference_coalescer_current_after_burst_seconds']}s) -> "
             + (
-                f" (worst {r['worst_staleness_after_burst_seconds']}s)"
-                if r["late_skus_one_window_after_burst"]
-                else ""
+                "met"
+                if r["staleness_goal_met"]
+                else f"not met: {r['late_skus_after_bound_plus_window']} SKUs later"
             )
         )
 

@@ -111,6 +111,11 @@ class ShopifyEmulator(Emulator):
     def final_values(self) -> dict[str, int]:
         return {sku: self.levels[(gid, self.locations[0])] for sku, gid in self.items.items()}
 
+    def available_points(self) -> float:
+        """What the cost bucket holds now (throttleStatus.currentlyAvailable)."""
+        assert self._bucket is not None
+        return self._bucket.level()
+
     # ---- HTTP ----
 
     def routes(self) -> list[web.RouteDef]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,13 +44,18 @@ class AmazonConfig(BaseModel):
     fulfillment_channel_code: str = "DEFAULT"
     rate: float = Field(default=5.0, gt=0)  # patchListingsItem usage plan of the account
     burst: float = Field(default=5.0, ge=1)
-    rate_safety: float = Field(default=0.95, gt=0, le=1)  # pace below the plan: network jitter
-    feed_threshold: int = Field(default=500, ge=0)  # waiting SKUs that justify a feed; 0 = never
+    rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the plan
+    # Waiting SKUs that justify a feed until one has run (then: what patches clear in the time
+    # the last feed took); 0 = never use feeds.
+    feed_threshold: int = Field(default=500, ge=0)
     max_feed_messages: int = Field(default=25_000, ge=1, le=25_000)
     feed_rate: float = Field(default=5 / 300, gt=0)  # JSON_LISTINGS_FEED: 5 per 5 minutes
     feed_burst: float = Field(default=5.0, ge=1)
     feed_poll_seconds: float = Field(default=0.5, gt=0)  # getFeed allows 2/s
     feed_timeout_seconds: float = Field(default=3600.0, gt=0)
+    # A feed waits for the updates to stop (or for its backlog to be this old): with 5 feeds per
+    # 5 minutes, one sent mid-burst is spent on values that are already changing again.
+    feed_settle_seconds: float = Field(default=5.0, ge=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
 
 
@@ -71,11 +77,15 @@ class AmazonSink:
         self.config = config = connector_config(channel, AmazonConfig)
         self.max_batch = 1  # the Listings Items API takes one SKU per call
         self.linger = config.coalesce_seconds
+        # Waiting SKUs that justify a feed: the configured guess until a feed's duration is known,
+        # then as many as patches clear in that time (a feed is worth it when patches are slower).
         self.bulk_threshold = config.feed_threshold or 1 << 62
         self.max_bulk = config.max_feed_messages
+        self.bulk_hold = config.feed_settle_seconds
         self._http = HttpClient(channel.id, metrics)
-        # One token of the plan's burst is left unused: slack for requests that arrive bunched.
-        self._bucket = TokenBucket(config.rate * config.rate_safety, max(1.0, config.burst - 1))
+        # Empty at first: the other side's bucket may still hold the calls of a process of ours
+        # that stopped a moment ago. Tokens are taken when an answer is back (see TokenBucket).
+        self._bucket = TokenBucket(config.rate * config.rate_safety, config.burst, tokens=0.0)
         self._feeds = TokenBucket(config.feed_rate, config.feed_burst)
         self._staged: list[Availability] = []
         self._headers = {
@@ -89,8 +99,7 @@ class AmazonSink:
         self._staged.append(record)
 
     async def ready(self) -> None:
-        while (wait := self._bucket.delay()) > 0:
-            await asyncio.sleep(wait)
+        await self._bucket.wait()
 
     async def close(self) -> None:
         await self._http.close()
@@ -116,11 +125,14 @@ class AmazonSink:
         url = (
             f"{config.endpoint}{LISTINGS}/{quote(config.seller_id, safe='')}/{quote(sku, safe='')}"
         )
-        await self._bucket.acquire()
         body = json.dumps(self.patch_body(record)).encode()
-        reply = await self._http.request(
-            "PATCH", f"{url}?{query}", body=body, headers=self._headers
-        )
+        await self._bucket.wait()
+        try:
+            reply = await self._http.request(
+                "PATCH", f"{url}?{query}", body=body, headers=self._headers
+            )
+        finally:
+            self._bucket.take()  # when the answer is back: no margin needed for network jitter
         if reply.status == 200:
             answer = reply.json() or {}
             if answer.get("status") == "ACCEPTED":
@@ -161,6 +173,7 @@ class AmazonSink:
     async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
         """One JSON_LISTINGS_FEED: upload, submit, wait for DONE, read the processing report."""
         config = self.config
+        started = time.monotonic()
         api = config.endpoint + FEEDS
         created = await self._json("POST", f"{api}/documents", {"contentType": FEED_CONTENT_TYPE})
         content = json.dumps(self.feed_document(records)).encode()
@@ -202,6 +215,9 @@ class AmazonSink:
                 errors.setdefault(issue["messageId"], []).append(
                     f"{issue.get('code')}: {issue.get('message')}"
                 )
+        if config.feed_threshold:
+            took = time.monotonic() - started
+            self.bulk_threshold = max(1, math.ceil(took * config.rate * config.rate_safety))
         return [
             Outcome.reject(r.channel_sku, f"feed {feed_id}: " + "; ".join(errors[i]))
             if i in errors

@@ -60,8 +60,11 @@ class Outcome:
 class Sink(Protocol):
     """One channel's API. Calls are made one at a time by the engine, never concurrently.
 
-    An optional attribute `linger` (seconds, default 0) is the coalescing window: a channel_sku
-    sent less than `linger` ago waits until then, so a hot SKU costs one send per window.
+    An optional attribute `linger` (seconds, default 0) is the coalescing window: while records
+    keep arriving, a channel_sku sent less than `linger` ago waits until then (a hot SKU costs one
+    send per window) and a batch that is not full goes at most once per window. An optional
+    `quiet` (seconds, default `linger` / 4): once no record arrived for that long, nothing waits
+    for a window any more, only for the rate limit.
     """
 
     channel_id: str
@@ -81,7 +84,11 @@ class Sink(Protocol):
 
 @runtime_checkable
 class BulkSink(Sink, Protocol):
-    """A sink with a second, slower path for large backlogs (e.g. a feed upload)."""
+    """A sink with a second, slower path for large backlogs (e.g. a feed upload).
+
+    An optional attribute `bulk_hold` (seconds, default 0): while records keep arriving, a bulk
+    job waits until the oldest waiting update is that old, so it carries values that settled.
+    """
 
     bulk_threshold: int  # use the bulk path when at least this many records are waiting
     max_bulk: int

@@ -11,15 +11,26 @@ Clock = Callable[[], float]
 
 
 class TokenBucket:
-    """`rate` calls per second, bursts of `burst`: the model of SP-API usage plans and webhooks."""
+    """`rate` calls per second, bursts of `burst`: the model of SP-API usage plans and webhooks.
 
-    def __init__(self, rate: float, burst: float, clock: Clock = time.monotonic) -> None:
+    A caller that waits for a token before a request and takes it when the answer is back never
+    exceeds the server's bucket of the same rate, however the network delays requests: the server
+    counted the request earlier than that, and a token taken earlier leaves a bucket fuller later.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float,
+        clock: Clock = time.monotonic,
+        tokens: float | None = None,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a token bucket needs rate > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
         self._clock = clock
-        self._tokens = burst
+        self._tokens = burst if tokens is None else tokens  # full unless told otherwise
         self._at = clock()
 
     def _refill(self) -> float:
@@ -41,9 +52,13 @@ class TokenBucket:
         self._refill()
         self._tokens = min(self._tokens, 0.0)
 
-    async def acquire(self, tokens: float = 1.0) -> None:
+    async def wait(self, tokens: float = 1.0) -> None:
+        """Until `tokens` are available, without taking them."""
         while (wait := self.delay(tokens)) > 0:
             await asyncio.sleep(wait)
+
+    async def acquire(self, tokens: float = 1.0) -> None:
+        await self.wait(tokens)
         self.take(tokens)
 
 

@@ -31,6 +31,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+POLL_RECORDS = 500  # records per consume() call
+COMMIT_EVERY = 0.2  # seconds between offset commits while records keep coming
+
 SINK_TYPES: dict[str, type[ShopifySink] | type[AmazonSink] | type[WebhookSink]] = {
     "shopify": ShopifySink,
     "amazon": AmazonSink,
@@ -135,6 +138,9 @@ async def run_sink(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": settings.consumer_session_timeout_ms,
+            # Tansu answers a fetch only when its wait is over, even if records arrive meanwhile:
+            # librdkafka's default 500 ms would be added to a burst's last records.
+            "fetch.wait.max.ms": settings.consumer_fetch_max_wait_ms,
             "log_level": 0,
         }
     )
@@ -148,17 +154,34 @@ async def run_sink(
     consumer.subscribe([topic], on_revoke=on_revoke)
     sending = asyncio.Event()
     sender = asyncio.create_task(engine.run(sending), name=f"sink-{channel.id}")
+    next_commit = 0.0
     log.info("sink %s: delivering %s as %s", channel.id, topic, group_id(settings, channel))
     try:
         while not stop.is_set():
-            messages = await asyncio.to_thread(consumer.consume, 500, 0.1)
+            messages = await asyncio.to_thread(consumer.consume, POLL_RECORDS, 0.1)
             with lock:
                 gone, revoked[:] = list(revoked), []
             if gone:
                 engine.offsets.forget(gone)
+            # The record's own timestamp, on the engine's clock: its staleness starts there.
+            skew = time.monotonic() - time.time()
             for message in messages:
-                await _take(message, engine, codec, topic, dead_letters)
-            await _commit(consumer, engine, topic)
+                unreadable = _take(message, engine, codec, topic, skew)
+                if unreadable is not None:
+                    partition, offset = message.partition(), message.offset()
+                    assert partition is not None and offset is not None
+                    await dead_letters.write(
+                        message.value() or b"", unreadable, message.key(), partition, offset
+                    )
+                    engine.skip(partition, offset)
+            caught_up = len(messages) < POLL_RECORDS  # the poll found the end of the log
+            if caught_up:
+                engine.caught_up()
+            # A commit is a broker round trip that holds up the next poll: during a burst, one
+            # every COMMIT_EVERY seconds; at once when caught up.
+            if caught_up or time.monotonic() >= next_commit:
+                await _commit(consumer, engine, topic)
+                next_commit = time.monotonic() + COMMIT_EVERY
             if sender.done():
                 sender.result()  # the send loop died: surface its error
                 raise InventoryError(f"sink {channel.id}: the send loop stopped")
@@ -172,35 +195,33 @@ async def run_sink(
     return engine
 
 
-async def _take(
-    message: Message, engine: SinkEngine, codec: Codec, topic: str, dead_letters: _DeadLetters
-) -> None:
+def _take(
+    message: Message, engine: SinkEngine, codec: Codec, topic: str, skew: float
+) -> str | None:
+    """Offer one consumed record to the engine; the dead-letter reason if it cannot be read.
+
+    Synchronous on purpose: it runs for every record read, and a burst is tens of thousands.
+    """
     error = message.error()
     if error is not None:
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("sink %s: consumer error %s", engine.channel_id, error.str())
-        return
+        return None
     partition, offset = message.partition(), message.offset()
     assert partition is not None and offset is not None
-    raw = message.value() or b""
     try:
-        record = codec.decode(raw, topic)
+        record = codec.decode(message.value() or b"", topic)
         if not isinstance(record, Availability):
             raise InventoryError(f"expected an Availability record, got {type(record).__name__}")
     except InventoryError as failure:
-        reason = f"sink {engine.channel_id}: cannot read record: {failure}"
-        await dead_letters.write(raw, reason, message.key(), partition, offset)
-        engine.skip(partition, offset)
-        return
+        return f"sink {engine.channel_id}: cannot read record: {failure}"
     kind, millis = message.timestamp()
-    age = max(0.0, time.time() - millis / 1000) if kind and millis > 0 else 0.0
+    now = time.monotonic()
+    received_at = min(now, skew + millis / 1000) if kind and millis > 0 else now
     engine.offer(
-        record,
-        partition=partition,
-        offset=offset,
-        raw=raw,
-        received_at=time.monotonic() - age,
+        record, partition=partition, offset=offset, raw=message.value(), received_at=received_at
     )
+    return None
 
 
 async def _commit(consumer: Consumer, engine: SinkEngine, topic: str) -> None:
@@ -316,6 +337,7 @@ async def resync_async(
     try:
         for record in latest.values():
             engine.offer(record)
+        engine.end_of_input()
         await engine.run_until_idle()
     finally:
         await dead_letters.close()

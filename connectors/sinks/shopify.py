@@ -1,11 +1,13 @@
 """Shopify: absolute `available` quantities through Admin GraphQL `inventorySetQuantities`, up to
 250 items per call, paced by the leaky-bucket cost the shop reports in every response.
 
-Idempotent by construction: the idempotency key is derived from the exact input, so a retried call
-is recognised by the shop, and each quantity carries `changeFromQuantity` (the compare-and-set
-field of 2026-04) set to the value we last wrote; when someone else moved it (a storefront order,
-an admin edit) the shop answers CHANGE_FROM_QUANTITY_STALE, we re-read and set ours again, since
-this system is the source of truth for availability.
+Idempotent by construction: the idempotency key is derived from the exact input, the records'
+versions and a nonce per sink instance, so a retried call is recognised by the shop, while a later
+write of the same quantities (a value that came back, a resync after drift) gets a new key. Each
+quantity carries `changeFromQuantity` (the compare-and-set field of 2026-04) set to the value we
+last wrote; when someone else moved it (a storefront order, an admin edit) the shop answers
+CHANGE_FROM_QUANTITY_STALE, we re-read and set ours again, since this system is the source of
+truth for availability.
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class ShopifySink:
         self._items: dict[str, str] = dict(self.config.inventory_item_ids)  # sku -> item gid
         self._known: dict[str, int] = {}  # item gid -> quantity last written or read
         self._next_cost = 10.0  # requested cost of the last mutation: the estimate for the next
+        # Keys name one write: the same input from another sink instance (a resync) is a new one.
+        self._nonce = uuid.uuid4().hex
 
     def add(self, record: Availability) -> None:
         self._staged.append(record)
@@ -246,7 +250,11 @@ class ShopifySink:
         }
         if not config.cas and any(q["compareQuantity"] is None for q in quantities):
             payload["ignoreCompareQuantity"] = True
-        key = str(uuid.uuid5(_KEYS, self.channel_id + json.dumps(payload, sort_keys=True)))
+        # The versions keep a quantity that comes back (5, 3, 5 with the same compare values)
+        # from reusing the first write's key, which the shop would answer without applying.
+        versions = [(record.channel_sku, record.version) for record in records]
+        identity = json.dumps([self._nonce, self.channel_id, payload, versions], sort_keys=True)
+        key = str(uuid.uuid5(_KEYS, identity))
         payload["referenceDocumentUri"] = (
             f"inventory-streams://availability/{self.channel_id}/{key}"
         )

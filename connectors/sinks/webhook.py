@@ -8,7 +8,6 @@ X-Inventory-Timestamp = <ts> (unix seconds); Idempotency-Key = "<channel>:<chann
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -43,7 +42,7 @@ class WebhookConfig(BaseModel):
     secret: str = Field(min_length=1)
     rate: float = Field(default=10.0, gt=0)  # requests per second the receiver accepts
     burst: float = Field(default=10.0, ge=1)
-    rate_safety: float = Field(default=0.95, gt=0, le=1)
+    rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the stated rate
     timeout_seconds: float = Field(default=10.0, gt=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
 
@@ -55,16 +54,16 @@ class WebhookSink:
         self.max_batch = 1
         self.linger = config.coalesce_seconds
         self._http = HttpClient(channel.id, metrics, timeout=config.timeout_seconds)
-        # One token of the receiver's burst is left unused: slack for requests that arrive bunched.
-        self._bucket = TokenBucket(config.rate * config.rate_safety, max(1.0, config.burst - 1))
+        # Empty at first: the other side's bucket may still hold the calls of a process of ours
+        # that stopped a moment ago. Tokens are taken when an answer is back (see TokenBucket).
+        self._bucket = TokenBucket(config.rate * config.rate_safety, config.burst, tokens=0.0)
         self._staged: list[Availability] = []
 
     def add(self, record: Availability) -> None:
         self._staged.append(record)
 
     async def ready(self) -> None:
-        while (wait := self._bucket.delay()) > 0:
-            await asyncio.sleep(wait)
+        await self._bucket.wait()
 
     async def close(self) -> None:
         await self._http.close()
@@ -84,8 +83,11 @@ class WebhookSink:
             "Idempotency-Key": f"{self.channel_id}:{sku}:{record.version}",
             "User-Agent": "inventory-streams/0.1",
         }
-        await self._bucket.acquire()
-        reply = await self._http.request("POST", self.config.url, body=body, headers=headers)
+        await self._bucket.wait()
+        try:
+            reply = await self._http.request("POST", self.config.url, body=body, headers=headers)
+        finally:
+            self._bucket.take()  # when the answer is back: no margin needed for network jitter
         if 200 <= reply.status < 300 or reply.status == 409:
             return Outcome.ack(sku)
         if reply.status == 429:

@@ -3,6 +3,7 @@ restock date, a JSON_LISTINGS_FEED for large backlogs, refusals dead-lettered.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date
 from typing import Any
@@ -109,3 +110,21 @@ async def test_emulator_refuses_malformed_patches_like_the_api() -> None:
         anonymous = await session.patch(url + "?marketplaceIds=ATVPDKIKX0DER", json=good)
         assert anonymous.status == 403
     assert amazon.quantity("A") == 2
+
+
+async def test_after_a_feed_a_backlog_worth_more_patches_than_its_duration_takes_a_feed() -> None:
+    async with AmazonEmulator(feed_processing_seconds=0.1) as amazon:
+        for i in range(60):
+            amazon.add_listing(f"SKU-{i}")
+        first = [channel_record(f"SKU-{i}", 1, 3) for i in range(40)]
+        settings = {"feed_threshold": 20, "feed_poll_seconds": 0.05}
+        engine, _ = await deliver(amazon, "amazon", first, **settings)
+        # the feed took ~0.2 s, in which patches clear one SKU: 15 waiting SKUs justify a feed
+        assert engine.sink.bulk_threshold < 15  # type: ignore[attr-defined]
+        for i in range(40, 55):
+            engine.offer(channel_record(f"SKU-{i}", 1, 3))
+        engine.end_of_input()
+        await asyncio.wait_for(engine.run_until_idle(), 10)
+        await engine.sink.close()
+    assert len(amazon.feeds) == 2
+    assert set(amazon.final_values().values()) == {0, 3}

@@ -198,3 +198,31 @@ async def test_emulator_throttles_calls_beyond_the_bucket() -> None:
     status = answers[2]["extensions"]["cost"]["throttleStatus"]
     assert status["maximumAvailable"] == 25 and status["currentlyAvailable"] < 10
     assert shop.throttled == 1
+
+
+async def test_a_resync_after_drift_is_applied_not_answered_from_the_idempotency_cache() -> None:
+    # The same records, the same compare value and the same items as an earlier call: a new
+    # intent all the same (someone reset the shop's level), so the shop must apply it again.
+    async with ShopifyEmulator() as shop:
+        for sku in ("A", "B"):
+            shop.add_item(sku, available=0)
+        records = [channel_record(sku, 3, 9) for sku in ("A", "B")]
+        await deliver(shop, "shopify", records)
+        shop.levels = {key: 0 for key in shop.levels}  # drift on the shop's side
+        engine, letters = await deliver(shop, "shopify", records)  # a resync: a new sink
+    assert letters == [] and engine.acked == 2
+    assert shop.final_values() == {"A": 9, "B": 9}
+
+
+async def test_a_quantity_that_comes_back_to_an_earlier_value_is_written_again() -> None:
+    async with ShopifyEmulator() as shop:
+        shop.add_item("TEE", available=3)
+        channel = pointed_at(Channel(id="shop", type="shopify", locations=["wh"]), shop)
+        sink = make_sink(channel, SinkMetrics(CollectorRegistry()))
+        engine = SinkEngine(sink)
+        for version, available in enumerate((5, 3, 5), start=1):  # 3 -> 5, 5 -> 3, 3 -> 5
+            engine.offer(channel_record("TEE", version, available))
+            await engine.run_until_idle()
+        await sink.close()
+    assert shop.history["TEE"] == [5, 3, 5]
+    assert shop.available("TEE") == 5

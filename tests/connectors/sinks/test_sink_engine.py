@@ -36,35 +36,107 @@ async def test_a_burst_on_one_sku_costs_one_call() -> None:
     assert engine.committable() == {0: 1000}
 
 
-async def test_a_hot_sku_is_sent_once_per_window_and_a_quiet_one_at_once() -> None:
-    sink = FakeSink(max_batch=1, linger=0.3)
+async def keep_changing(engine: SinkEngine, sku: str, versions: range, every: float) -> float:
+    """Offer `versions` of `sku` one every `every` seconds; the time of the last offer."""
+    for version in versions:
+        engine.offer(availability(sku, version))
+        await asyncio.sleep(every)
+    return time.monotonic() - every
+
+
+async def test_a_hot_sku_is_sent_once_per_window_while_it_changes_and_a_quiet_one_at_once() -> None:
+    sink = FakeSink(max_batch=1, linger=0.4)  # the input counts as quiet after 0.1 s
     engine = engine_for(sink)
     engine.offer(availability("HOT", 1))
     await engine.run_until_idle()
-    engine.offer(availability("HOT", 2))
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    changing = asyncio.create_task(keep_changing(engine, "HOT", range(2, 32), 0.02))
     engine.offer(availability("QUIET", 1))
-    draining = asyncio.create_task(engine.run_until_idle())
     await asyncio.sleep(0.1)
     assert sink.history == {"HOT": [1], "QUIET": [1]}  # QUIET went at once, HOT waits
-    for version in range(3, 10):
-        engine.offer(availability("HOT", version))
+    last_offer = await changing
+    await asyncio.sleep(0.3)
+    stop.set()
     await draining
-    assert sink.history["HOT"] == [1, 9]
-    assert sink.call_times[-1] - sink.call_times[0] >= 0.3
+    hot = [
+        (t, [r.version for r in call])
+        for t, call in zip(sink.call_times, sink.calls, strict=True)
+        if call[0].channel_sku == "HOT"
+    ]
+    versions = [v for _, (v,) in hot]
+    assert versions[0] == 1 and versions[-1] == 31 and versions == sorted(set(versions))
+    assert len(versions) == 3  # the first, one at the window's end, the last once it stopped
+    assert hot[1][0] - hot[0][0] >= 0.4
+    # once the changes stop, the last value waits for quiet input, not for its window to end
+    assert 0.1 <= hot[2][0] - last_offer < 0.1 + 0.15
 
 
-async def test_a_batch_that_is_not_full_goes_at_most_once_per_window() -> None:
-    sink = FakeSink(max_batch=3, linger=0.3)
+async def test_after_a_partial_call_the_next_round_waits_for_the_window_while_busy() -> None:
+    sink = FakeSink(max_batch=3, linger=0.4)
+    engine = engine_for(sink)
+    engine.offer(availability("A", 1))
+    await engine.run_until_idle()  # alone: at once
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    changing = asyncio.create_task(keep_changing(engine, "A", range(2, 32), 0.02))
+    await asyncio.sleep(0.05)
+    for sku in ("B", "C", "D", "E"):  # a full batch and more, and records keep coming
+        engine.offer(availability(sku, 1))
+    await asyncio.sleep(0.2)
+    assert len(sink.calls) == 1  # the next round is at the window's end: rounds stay aligned
+    await changing
+    await asyncio.sleep(0.3)
+    stop.set()
+    await draining
+    assert sink.call_times[1] - sink.call_times[0] >= 0.4
+    assert "B" in [r.channel_sku for r in sink.calls[1]]
+    assert sink.history["A"][-1] == 31
+    assert all(sink.history[sku] == [1] for sku in "BCDE")
+    assert len(sink.calls) <= 5
+
+
+async def test_when_records_stop_a_batch_that_is_not_full_goes_at_once() -> None:
+    sink = FakeSink(max_batch=3, linger=0.4)
     engine = engine_for(sink)
     engine.offer(availability("A", 1))
     await engine.run_until_idle()  # alone: at once
     for sku in ("B", "C", "D", "E"):
         engine.offer(availability(sku, 1))
+    offered = time.monotonic()
     await engine.run_until_idle()
-    sizes = [len(call) for call in sink.calls]
-    assert sizes == [1, 3, 1]  # the full batch at once, the remainder after the window
-    assert sink.call_times[2] - sink.call_times[0] >= 0.3
-    assert sink.call_times[1] - sink.call_times[0] < 0.2
+    assert [len(call) for call in sink.calls] == [1, 3, 1]
+    # the next round after quiet input (0.1 s), not after the window (0.4 s)
+    assert sink.call_times[1] - offered >= 0.1
+    assert sink.call_times[2] - offered < 0.1 + 0.15
+
+
+async def test_a_pause_before_the_consumer_caught_up_is_not_the_end_of_a_burst() -> None:
+    sink = FakeSink(max_batch=3, linger=0.4)  # quiet after 0.1 s
+    engine = engine_for(sink)
+    engine.caught_up()  # a consumer that reached the end of the log before the records came
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    engine.offer(availability("A", 1))  # alone: at once
+    await asyncio.sleep(0.02)
+    engine.offer(availability("B", 1))  # a partial batch in the same window: waits
+    await asyncio.sleep(0.2)  # no record for 0.2 s, but the consumer never said it caught up
+    assert len(sink.calls) == 1
+    engine.caught_up()
+    await asyncio.sleep(0.05)
+    stop.set()
+    await draining
+    assert [[r.channel_sku for r in call] for call in sink.calls] == [["A"], ["B"]]
+    assert sink.call_times[1] - sink.call_times[0] < 0.4  # quiet input, not the window
+
+
+async def test_after_the_end_of_input_nothing_waits_for_a_window() -> None:
+    sink = PacedBulkSink()  # a bulk path that would wait 10 s for the updates to settle
+    engine = engine_for(sink)
+    for i in range(8):  # a resync: the whole topic at once, then nothing more
+        engine.offer(availability(f"K{i}", 1))
+    engine.end_of_input()
+    started = time.monotonic()
+    await engine.run_until_idle()
+    ((at, skus),) = sink.bulks
+    assert at - started < 0.05 and len(skus) == 8
 
 
 class SlowBulkSink(FakeSink):
@@ -106,6 +178,50 @@ async def test_a_key_in_a_pending_bulk_is_not_sent_again_until_the_bulk_resolves
     await draining
     assert sink.history["K0"] == [1, 2]
     assert sink.state["K0"].version == 2
+
+
+class PacedBulkSink(FakeSink):
+    """One call per 50 ms, and a bulk path that waits for the updates to settle."""
+
+    bulk_threshold = 5
+    max_bulk = 100
+    bulk_hold = 10.0
+
+    def __init__(self) -> None:
+        super().__init__(max_batch=1, linger=0.4)
+        self.bulks: list[tuple[float, list[str]]] = []
+
+    async def ready(self) -> None:
+        await asyncio.sleep(0.05)
+
+    async def bulk_ready(self) -> bool:
+        return True
+
+    async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
+        self.bulks.append((time.monotonic(), [r.channel_sku for r in records]))
+        for record in records:
+            self.state[record.channel_sku] = record
+            self.history.setdefault(record.channel_sku, []).append(record.version)
+        return [Outcome.ack(r.channel_sku) for r in records]
+
+
+async def test_a_bulk_job_waits_for_the_updates_to_stop_then_takes_the_backlog() -> None:
+    sink = PacedBulkSink()
+    engine = engine_for(sink)
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    for i in range(20):
+        engine.offer(availability(f"K{i}", 1))
+    last_offer = await keep_changing(engine, "K0", range(2, 17), 0.02)
+    assert sink.bulks == []  # records kept coming: calls drain the oldest keys meanwhile
+    await asyncio.sleep(0.3)
+    stop.set()
+    await draining
+    ((at, skus),) = sink.bulks
+    assert at - last_offer >= 0.1  # after the input went quiet
+    assert len(skus) >= 10 and "K0" in skus
+    assert {sku: r.version for sku, r in sink.state.items()} == {
+        f"K{i}": (16 if i == 0 else 1) for i in range(20)
+    }
 
 
 async def test_batches_carry_many_skus_up_to_the_channel_limit() -> None:

@@ -3,7 +3,12 @@ version last, and a receiver's 400 dead-lettered with its message."""
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
+
 import aiohttp
+from aiohttp import web
 
 from connectors.emulators import WebhookEmulator
 from tests.connectors.sinks.sink_fakes import channel_record, deliver
@@ -42,3 +47,24 @@ async def test_a_wrong_secret_is_retried_not_dead_lettered_and_a_400_is_dead_let
     assert [sku for sku, _ in letters] == ["A"]
     assert "HTTP 400" in letters[0][1]
     assert set(pos.records) == {"B"}
+
+
+class SlowNetworkReceiver(WebhookEmulator):
+    """Each request reaches the rate limiter after a random delay of up to 1.6 tokens' time."""
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self._jitter.uniform(0.0, 1.6 / self.rate))
+        return await super()._receive(request)
+
+    _jitter = random.Random(3)
+
+
+async def test_the_full_rate_is_used_and_never_exceeded_however_requests_are_delayed() -> None:
+    async with SlowNetworkReceiver(rate=20, burst=2) as pos:
+        records = [channel_record(f"SKU-{i}", 1, 1) for i in range(40)]
+        started = time.monotonic()
+        _, letters = await deliver(pos, "webhook", records)
+        elapsed = time.monotonic() - started
+    assert letters == [] and len(pos.records) == 40
+    assert pos.throttled == 0
+    assert elapsed < 40 / 20 * 1.5  # the stated rate, not a safety margin under it
