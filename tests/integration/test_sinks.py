@@ -269,6 +269,8 @@ async def test_a_restart_resends_nothing_acknowledged_and_resync_repairs_drift(
             assert report.records == len(skus) and report.acked == len(skus), report
             # (once seen failing under a fully loaded CI run, {0} == {9}: say which channel)
             assert set(values(running[channel.id]).values()) == {9}, (
-                channel.id, values(running[channel.id]), report
+                channel.id,
+                values(running[channel.id]),
+                report,
             )
         assert len(running[amazon.id].feeds) == 1  # type: ignore[attr-defined]
