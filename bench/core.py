@@ -3,7 +3,8 @@
     .venv/bin/python bench/core.py [--events 1000000] [--skus 10000] [--locations 5] [--batch 1000]
 
 Prints events/s for `Engine.process_batch` (apply + derive once per touched SKU per batch, as the
-stream agents do) and for apply alone, with the machine it ran on.
+stream agents do) and for apply alone, with the machine it ran on and whether the core ran
+compiled (bin/bootstrap builds it with mypyc; see streams/core/native.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from streams.core import native
 from streams.core.catalog import load_catalog
 from streams.core.engine import Engine
 from streams.core.models import (
@@ -299,6 +301,9 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
+    compiled = native.compiled_modules()
+    build = f"mypyc-compiled {', '.join(compiled)}" if compiled else "pure Python (not built)"
+    print(f"core build: {build}")
     started = time.perf_counter()
     catalog = make_catalog(args.skus, args.locations)
     events = generate(args.events, args.skus, args.locations)
