@@ -3,7 +3,8 @@
     .venv/bin/python bench/core.py [--events 1000000] [--skus 10000] [--locations 5] [--batch 1000]
 
 Prints events/s for `Engine.process_batch` (apply + derive once per touched SKU per batch, as the
-stream agents do) and for apply alone, with the machine it ran on.
+stream agents do) and for apply alone, with the machine it ran on and whether the core ran
+compiled (bin/bootstrap builds it with mypyc; see streams/core/native.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from streams.core import native
 from streams.core.catalog import load_catalog
 from streams.core.engine import Engine
 from streams.core.models import (
@@ -290,6 +292,12 @@ def machine() -> str:
     )
 
 
+def rates(n: int, started: float, cpu: float) -> str:
+    """Events/s by wall clock, and by this process's CPU time (steadier on a shared machine)."""
+    wall, used = time.perf_counter() - started, time.process_time() - cpu
+    return f"{n / wall:,.0f} events/s ({wall:.2f} s; {n / used:,.0f} events/s of CPU time)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -299,6 +307,9 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
+    compiled = native.compiled_modules()
+    build = f"mypyc-compiled {', '.join(compiled)}" if compiled else "pure Python (not built)"
+    print(f"core build: {build}")
     started = time.perf_counter()
     catalog = make_catalog(args.skus, args.locations)
     events = generate(args.events, args.skus, args.locations)
@@ -314,23 +325,21 @@ def main() -> None:
     out = Outputs()
     engine = Engine(catalog, out)
     batch = args.batch
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(events), batch):
         engine.process_batch(events[i : i + batch])
-    elapsed = time.perf_counter() - started
     print(
-        f"core (apply + derive per {batch}-event batch): {len(events) / elapsed:,.0f} events/s "
-        f"({elapsed:.2f} s); outputs: " + ", ".join(f"{k} {v:,}" for k, v in out.counts.items())
+        f"core (apply + derive per {batch}-event batch): {rates(len(events), started, cpu)}; "
+        "outputs: " + ", ".join(f"{k} {v:,}" for k, v in out.counts.items())
     )
 
     out2 = Outputs()
     engine = Engine(catalog, out2)
     engine.flush = lambda: engine._dirty.clear()  # type: ignore[method-assign]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(events), batch):
         engine.process_batch(events[i : i + batch])
-    elapsed = time.perf_counter() - started
-    print(f"core (apply only): {len(events) / elapsed:,.0f} events/s ({elapsed:.2f} s)")
+    print(f"core (apply only): {rates(len(events), started, cpu)}")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,14 @@ class Catalog(_Model):
         return {(ss.sku, ss.location): ss.units for ss in self.safety_stock}
 
     @cached_property
+    def safety_by_sku(self) -> dict[str, dict[str, int]]:
+        """Safety stock per SKU then location: the derive hot path looks up one small dict."""
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for ss in self.safety_stock:
+            out[ss.sku][ss.location] = ss.units
+        return dict(out)
+
+    @cached_property
     def listing_by_key(self) -> dict[tuple[str, str], Listing]:
         return {(li.channel, li.channel_sku): li for li in self.listings}
 
@@ -115,8 +123,10 @@ class Catalog(_Model):
             local = len(skus) == 1
             per_unit = sum(c.quantity for c in listing.components)
             channel = self.channel_by_id[listing.channel]
+            key = f"{channel.id}/{listing.channel_sku}"
             for sku in skus:
-                out[sku].append(ListingPlan(listing, channel, local, per_unit))
+                published = key if local else f"{key}#{sku}"
+                out[sku].append(ListingPlan(listing, channel, local, per_unit, published))
         return {sku: tuple(items) for sku, items in out.items()}
 
     def listings_for(self, sku: str) -> tuple[Listing, ...]:
@@ -131,6 +141,7 @@ class ListingPlan(NamedTuple):
     channel: Channel
     local: bool  # every component is the same SKU: computed where that SKU lives
     per_unit: int  # units of that SKU per listing unit (local listings)
+    published_key: str  # its key in SkuState.published, built once here instead of per derive
 
 
 def load_catalog(data: Any) -> Catalog:

@@ -14,8 +14,8 @@ from streams.core.formulas import (
     channel_ats,
     listing_available,
     listing_backorder,
+    location_ats,
     sku_backorder,
-    sku_location_ats,
 )
 from streams.core.models import Availability, Position, trusted
 from streams.core.state import Published, SkuState
@@ -38,10 +38,14 @@ class ComponentUpdate:
 
 
 def location_ats_map(state: SkuState, catalog: Catalog) -> dict[str, int]:
-    safety = catalog.safety
-    sku = state.sku
+    safety = catalog.safety_by_sku.get(state.sku)
+    if not safety:
+        return {
+            loc: stock.sellable.qty - stock.reserved - stock.committed
+            for loc, stock in state.locations.items()
+        }
     return {
-        loc: stock.sellable.qty - stock.reserved - stock.committed - safety.get((sku, loc), 0)
+        loc: stock.sellable.qty - stock.reserved - stock.committed - safety.get(loc, 0)
         for loc, stock in state.locations.items()
     }
 
@@ -56,22 +60,33 @@ def position(
     floor: int = 0,
 ) -> Position:
     loc = state.locations[loc_id]
-    loc.version = max(loc.version + 1, floor)
+    version = loc.version + 1
+    if version < floor:
+        version = floor
+    loc.version = version
+    safety = catalog.safety_by_sku.get(state.sku)
+    safety_stock = safety.get(loc_id, 0) if safety else 0
+    on_hand = loc.sellable.qty
+    incoming = 0
+    for inbound in loc.inbound.values():
+        incoming += inbound.quantity
     return trusted(
         Position,
         sku=state.sku,
         location=loc_id,
-        on_hand=loc.sellable.qty,
+        on_hand=on_hand,
         reserved=loc.reserved,
         committed=loc.committed,
         damaged=loc.damaged.qty,
         quarantine=loc.quarantine.qty,
-        incoming=loc.incoming,
-        safety_stock=catalog.safety.get((state.sku, loc_id), 0),
+        incoming=incoming,
+        safety_stock=safety_stock,
         location_ats=(
-            ats[loc_id] if ats is not None else sku_location_ats(state, loc_id, loc, catalog)
+            ats[loc_id]
+            if ats is not None
+            else location_ats(on_hand, loc.reserved, loc.committed, safety_stock)
         ),
-        version=loc.version,
+        version=version,
         as_of=as_of,
         cause_event_id=cause,
     )
@@ -110,77 +125,88 @@ def sku_availability(
         return records, updates
     if ats is None:
         ats = location_ats_map(state, catalog)
+    published = state.published
+    # (channel ats, backorder units, backorder eta) per channel, computed once per derive
     per_channel: dict[str, tuple[int, int, date | None]] = {}
-    today = as_of.date()
-    for listing, channel, local, per_unit in plans:
-        if channels is not None and channel.id not in channels:
+    today: date | None = None
+    for listing, channel, local, per_unit, key in plans:
+        channel_id = channel.id
+        if channels is not None and channel_id not in channels:
             continue
-        values = per_channel.get(channel.id)
+        values = per_channel.get(channel_id)
         if values is None:
             network = 0
             for loc in channel.locations:
                 value = ats.get(loc, 0)
                 if value > 0:
                     network += value
-            bo_units, bo_eta = sku_backorder(state, channel, today)
-            values = per_channel[channel.id] = (
+            if channel.backorder_horizon_days > 0:
+                if today is None:
+                    today = as_of.date()
+                bo_units, bo_eta = sku_backorder(state, channel, today)
+            else:
+                bo_units, bo_eta = 0, None
+            values = per_channel[channel_id] = (
                 channel_ats(network, channel.allocation_percent, channel.buffer_units),
                 bo_units,
                 bo_eta,
             )
         chan_ats, bo_units, bo_eta = values
         if local:
-            available = chan_ats // per_unit
-            backorderable = bo_units // per_unit
-            restock = bo_eta if backorderable > 0 else None
-            version = _changed(
-                state,
-                f"{channel.id}/{listing.channel_sku}",
-                available,
-                backorderable,
-                restock,
-                force,
-                floor,
-            )
-            if version:
-                records.append(
-                    trusted(
-                        Availability,
-                        channel=channel.id,
-                        channel_sku=listing.channel_sku,
-                        available=available,
-                        backorderable=backorderable,
-                        restock_date=restock,
-                        version=version,
-                        as_of=as_of,
-                        cause_event_id=cause,
-                    )
-                )
+            a = chan_ats // per_unit
+            b = bo_units // per_unit
+            d = bo_eta if b > 0 else None
         else:
-            seq = _changed(
-                state,
-                f"{channel.id}/{listing.channel_sku}#{state.sku}",
-                chan_ats,
-                bo_units,
-                bo_eta,
-                force or refresh_components,
-                floor,
-            )
-            if seq:
-                updates.append(
-                    ComponentUpdate(
-                        channel.id,
-                        listing.channel_sku,
-                        state.sku,
-                        seq,
-                        chan_ats,
-                        bo_units,
-                        bo_eta,
-                        as_of,
-                        cause,
-                        catalog.version,
-                    )
+            a, b, d = chan_ats, bo_units, bo_eta
+        # the next version when the value differs from the last one published under key (inlined
+        # on the hot path: most derives change nothing for most listings)
+        prev = published.get(key)
+        if prev is None:
+            version = floor if floor > 1 else 1
+            published[key] = Published(a, b, d, version)
+        elif (
+            force
+            or (refresh_components and not local)
+            or prev.available != a
+            or prev.backorderable != b
+            or prev.restock_date != d
+        ):
+            version = prev.version + 1
+            if version < floor:
+                version = floor
+            prev.available, prev.backorderable, prev.restock_date = a, b, d
+            prev.version = version
+        else:
+            continue
+        if local:
+            records.append(
+                trusted(
+                    Availability,
+                    channel=channel_id,
+                    channel_sku=listing.channel_sku,
+                    available=a,
+                    backorderable=b,
+                    restock_date=d,
+                    version=version,
+                    as_of=as_of,
+                    cause_event_id=cause,
                 )
+            )
+        else:
+            updates.append(
+                ComponentUpdate(
+                    channel_id,
+                    listing.channel_sku,
+                    state.sku,
+                    version,
+                    a,
+                    b,
+                    d,
+                    as_of,
+                    cause,
+                    catalog.version,
+                )
+            )
     return records, updates
 
 
@@ -194,10 +220,7 @@ def retire_listings(
     """
     records: list[Availability] = []
     updates: list[ComponentUpdate] = []
-    planned = set()
-    for listing, planned_channel, local, _ in catalog.plans.get(state.sku, ()):
-        suffix = "" if local else f"#{state.sku}"
-        planned.add(f"{planned_channel.id}/{listing.channel_sku}{suffix}")
+    planned = {plan.published_key for plan in catalog.plans.get(state.sku, ())}
     for key, prev in list(state.published.items()):
         if key in planned or (prev.available == 0 and prev.backorderable == 0):
             continue
@@ -237,24 +260,6 @@ def retire_listings(
                 )
             )
     return records, updates
-
-
-def _changed(
-    state: SkuState, key: str, a: int, b: int, d: date | None, force: bool, floor: int
-) -> int:
-    """The new version when (a, b, d) differs from what was last published under key, else 0."""
-    prev = state.published.get(key)
-    if (
-        not force
-        and prev is not None
-        and prev.available == a
-        and prev.backorderable == b
-        and prev.restock_date == d
-    ):
-        return 0
-    version = max(prev.version + 1 if prev else 1, floor)
-    state.published[key] = Published(a, b, d, version)
-    return version
 
 
 # ---- the stage that owns multi-SKU listings (bundles, kits) ------------------------------------

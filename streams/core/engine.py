@@ -11,7 +11,7 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from streams.core.catalog import Catalog
 from streams.core.derive import (
@@ -114,6 +114,10 @@ def check_event(event: Event, catalog: Catalog) -> str | None:
     return None
 
 
+# events that are themselves commands of one SKU
+_SKU_EVENTS = frozenset({StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled})
+
+
 class Engine:
     def __init__(self, catalog: Catalog, emitter: Emitter) -> None:
         self.catalog = catalog
@@ -137,7 +141,8 @@ class Engine:
     def process_batch(self, events: Iterable[Event]) -> None:
         """Apply events in order, then derive outputs once per touched SKU (coalescing)."""
         for event in events:
-            self._advance(event.occurred_at)
+            if event.occurred_at > self.stream_time:
+                self._advance(event.occurred_at)
             self._apply(event)
         self.flush()
 
@@ -195,7 +200,10 @@ class Engine:
                 self._apply(expired)
 
     def _apply(self, event: Event) -> None:
-        if isinstance(event, OrderCreated | OrderCancelled):
+        kind = type(event)
+        if kind in _SKU_EVENTS:  # the common case first: single-SKU events go straight to the SKU
+            self._sku(cast(SkuCommand, event))
+        elif isinstance(event, OrderCreated | OrderCancelled):
             order = self.orders.get(event.order_id)
             if order is None:
                 order = self.orders[event.order_id] = OrderState()
@@ -230,41 +238,45 @@ class Engine:
             self._sku(event)
 
     def _sku(self, command: SkuCommand) -> HoldResult | None:
-        state = self.skus.get(command.sku)
+        sku = command.sku
+        state = self.skus.get(sku)
         if state is None:
-            state = self.skus[command.sku] = SkuState(
-                command.sku, catalog_version=self.catalog.version
-            )
+            state = self.skus[sku] = SkuState(sku, catalog_version=self.catalog.version)
         outcome = apply_sku(state, command, self.catalog)
-        for alert in outcome.alerts:
-            self.emit.alert(alert)
+        if outcome.alerts:
+            for alert in outcome.alerts:
+                self.emit.alert(alert)
+        touched = outcome.touched
         if outcome.duplicate:
-            self._resend.add(command.sku)
-            outcome.touched.update(state.locations)
-        if outcome.touched:
-            dirty = self._dirty.get(command.sku)
-            if dirty is None:
-                self._dirty[command.sku] = (outcome.touched, command.occurred_at, command.event_id)
-            else:
-                dirty[0].update(outcome.touched)
-                self._dirty[command.sku] = (dirty[0], command.occurred_at, command.event_id)
+            self._resend.add(sku)
+            touched.update(state.locations)
+        if touched:
+            dirty = self._dirty.get(sku)
+            if dirty is not None:
+                dirty[0].update(touched)
+                touched = dirty[0]
+            self._dirty[sku] = (touched, command.occurred_at, command.event_id)
         return outcome.hold
 
     def flush(self) -> None:
         """Derive and emit the records of everything touched since the last flush."""
         catalog = self.catalog
+        skus = self.skus
+        resend = self._resend
+        emit_position = self.emit.position
+        emit_availability = self.emit.availability
         for sku, (locations, as_of, cause) in self._dirty.items():
-            state = self.skus[sku]
+            state = skus[sku]
             refresh = state.catalog_version != catalog.version
             ats = location_ats_map(state, catalog)
-            for loc in sorted(locations):
-                self.emit.position(position(state, loc, catalog, as_of, cause, ats))
+            for loc in sorted(locations) if len(locations) > 1 else locations:
+                emit_position(position(state, loc, catalog, as_of, cause, ats))
             records, updates = sku_availability(
                 state,
                 catalog,
                 as_of,
                 cause,
-                force=sku in self._resend,
+                force=sku in resend,
                 ats=ats,
                 refresh_components=refresh,
             )
@@ -274,11 +286,11 @@ class Engine:
                 updates += retired_updates
                 state.catalog_version = catalog.version
             for record in records:
-                self.emit.availability(record)
+                emit_availability(record)
             for update in updates:
                 self._component(update)
         self._dirty.clear()
-        self._resend.clear()
+        resend.clear()
 
     def _component(self, update: ComponentUpdate) -> None:
         key = (update.channel, update.channel_sku)

@@ -43,20 +43,26 @@ def sku_channel_ats(state: SkuState, channel: Channel, catalog: Catalog) -> int:
 
 def sku_backorder(state: SkuState, channel: Channel, as_of: date) -> tuple[int, date | None]:
     """Units expected within the channel's horizon (channel formula), and the earliest eta."""
-    if channel.backorder_horizon_days <= 0:
+    days = channel.backorder_horizon_days
+    if days <= 0:
         return 0, None
-    horizon = as_of + timedelta(days=channel.backorder_horizon_days)
+    horizon: date | None = None
     total = 0
     earliest: date | None = None
+    locations = state.locations
     for loc in channel.locations:
-        loc_state = state.locations.get(loc)
-        if loc_state is None:
+        loc_state = locations.get(loc)
+        if loc_state is None or not loc_state.inbound:
             continue
+        if horizon is None:
+            horizon = as_of + timedelta(days=days)
         for inbound in loc_state.inbound.values():
             if inbound.quantity > 0 and inbound.eta is not None and inbound.eta <= horizon:
                 total += inbound.quantity
                 if earliest is None or inbound.eta < earliest:
                     earliest = inbound.eta
+    if not total:
+        return 0, None  # nothing expected: what channel_ats(0, ...) gives
     units = channel_ats(total, channel.allocation_percent, channel.buffer_units)
     return units, (earliest if units > 0 else None)
 

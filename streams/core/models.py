@@ -255,17 +255,25 @@ def event_to_json(event: _Event) -> dict[str, Any]:
 # ---- output records (SPEC §5) -------------------------------------------------------------
 
 
+# the slots every pydantic model instance carries, set through their descriptors directly
+_new_object = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 def trusted(cls: type[_M], **values: Any) -> _M:
     """Build a record from values the core computed itself: no validation, a fraction of the cost.
 
     Pydantic's own `model_construct` spends most of its time on defaults and fields-set bookkeeping
     that records built from complete, typed values do not need.
     """
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new_object(cls)
+    _set_dict(obj, values)
+    _set_fields_set(obj, set(values))
+    _set_extra(obj, None)
+    _set_private(obj, None)
     return obj
 
 

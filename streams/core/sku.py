@@ -152,7 +152,7 @@ def apply_sku(state: SkuState, cmd: SkuCommand, catalog: Catalog) -> SkuOutcome:
     at = cmd.occurred_at
     if at > state.time:
         state.time = at
-        if _hour(at) != state.pruned_day:
+        if at.toordinal() * 24 + at.hour != state.pruned_day:  # _hour(at), inlined
             _prune(state)
     out = SkuOutcome()
     _HANDLERS[type(cmd)](state, cmd, catalog, out)
@@ -465,11 +465,12 @@ def _prune(state: SkuState) -> None:
     # request re-placed it after its id was forgotten) never outlives its expiry by more than the
     # grace period; closed ids are kept as long, so a redelivery inside it is still recognised.
     grace = state.time - ORPHAN_GRACE
-    for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < grace]:
-        hold = state.holds.pop(rid)
-        for loc_id, units in hold.units.items():
-            state.location(loc_id).reserved -= units
-    if state.closed:
+    if state.holds:
+        for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < grace]:
+            hold = state.holds.pop(rid)
+            for loc_id, units in hold.units.items():
+                state.location(loc_id).reserved -= units
+    if state.closed and min(state.closed.values()) < grace:
         state.closed = {k: v for k, v in state.closed.items() if v >= grace}
     if previous // 24 == state.pruned_day // 24:
         return

@@ -149,6 +149,8 @@ class Commitment:
 
     @property
     def open(self) -> int:
+        if not self.picks and not self.cancels:
+            return self.ordered if self.ordered > 0 else 0
         if -1 in self.cancels.values():
             return 0
         return max(0, self.ordered - sum(self.picks.values()) - sum(self.cancels.values()))
