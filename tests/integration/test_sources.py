@@ -125,7 +125,7 @@ async def test_a_signed_shopify_order_lands_as_order_created(
         )
         assert response.status == 200, await response.text()
     (message,) = read_all(kafka_bootstrap, events, 1)  # acknowledged before the 200
-    assert message.key() == b"820982911946154508"
+    assert message.key() == b"TEE-RED-M"  # SPEC §5: keyed by SKU (the order's first)
     event = CODEC.decode(message.value(), events)
     assert isinstance(event, OrderCreated)
     assert event.event_id == "shopify-us:order:820982911946154508:created"
