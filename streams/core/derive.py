@@ -180,17 +180,7 @@ def sku_availability(
             continue
         if local:
             records.append(
-                trusted(
-                    Availability,
-                    channel=channel_id,
-                    channel_sku=listing.channel_sku,
-                    available=a,
-                    backorderable=b,
-                    restock_date=d,
-                    version=version,
-                    as_of=as_of,
-                    cause_event_id=cause,
-                )
+                availability_record(channel_id, listing.channel_sku, a, b, d, version, as_of, cause)
             )
         else:
             updates.append(
@@ -247,17 +237,7 @@ def retire_listings(
             )
         else:
             records.append(
-                trusted(
-                    Availability,
-                    channel=channel,
-                    channel_sku=channel_sku,
-                    available=0,
-                    backorderable=0,
-                    restock_date=None,
-                    version=version,
-                    as_of=as_of,
-                    cause_event_id=cause,
-                )
+                availability_record(channel, channel_sku, 0, 0, None, version, as_of, cause)
             )
     return records, updates
 
@@ -345,6 +325,21 @@ def listing_record(
         return None
     version = max(prev.version + 1 if prev else 1, floor)
     state.published = Published(available, backorderable, restock, version)
+    return availability_record(
+        channel, channel_sku, available, backorderable, restock, version, as_of, cause
+    )
+
+
+def availability_record(
+    channel: str,
+    channel_sku: str,
+    available: int,
+    backorderable: int,
+    restock: date | None,
+    version: int,
+    as_of: datetime,
+    cause: str,
+) -> Availability:
     return trusted(
         Availability,
         channel=channel,

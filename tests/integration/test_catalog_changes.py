@@ -59,12 +59,17 @@ def expected_after_change(before: Catalog, after: Catalog) -> dict[str, Any]:
     return expected
 
 
-def test_a_published_catalog_change_rederives_availability(tmp_path: Path) -> None:
+def catalogs(tmp_path: Path) -> tuple[Catalog, Path, Catalog, dict[str, Any]]:
+    """The scenario's catalog, the changed one (as a file, and read), and the result expected."""
     before = read_catalog(SCENARIO / "catalog.yaml")
     changed = tmp_path / "changed.yaml"
     changed.write_text(CHANGED)
     after = read_catalog(changed)
-    expected = expected_after_change(before, after)
+    return before, changed, after, expected_after_change(before, after)
+
+
+def test_a_published_catalog_change_rederives_availability(tmp_path: Path) -> None:
+    before, changed, _, expected = catalogs(tmp_path)
     with LiveSystem(before, tmp_path) as live:
         live.start_worker(0)
         live.publish(SCENARIO / "events.jsonl", stepwise=True)
@@ -95,11 +100,7 @@ def test_a_published_catalog_change_rederives_availability(tmp_path: Path) -> No
 
 
 def test_a_catalog_published_while_no_worker_runs_is_applied_at_start(tmp_path: Path) -> None:
-    before = read_catalog(SCENARIO / "catalog.yaml")
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(CHANGED)
-    after = read_catalog(changed)
-    expected = expected_after_change(before, after)
+    before, _, after, expected = catalogs(tmp_path)
     with LiveSystem(before, tmp_path) as live:
         live.start_worker(0)
         live.publish(SCENARIO / "events.jsonl", stepwise=True)
