@@ -524,7 +524,7 @@ def create_app(
     def apply_one(command: Any, touched: dict[bytes, Any], answer: bool = True) -> SkuOutcome:
         key = command.sku.encode()
         entry = touched.get(key)
-        state = entry[0] if entry else sku_state(command.sku, touched)
+        state = sku_state(command.sku, touched)
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
@@ -746,9 +746,8 @@ def create_app(
     return app
 
 
-COMMITTED: list[tuple[str, str | bytes | None]] = [
-    ("inventory-committed", b"1")
-]  # header: the SKU stage committed this order's lines
+# the header on an order the SKU stage has committed in place (commit_here)
+COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")]
 
 
 def is_committed(message: Any) -> bool:
