@@ -48,7 +48,6 @@ from streams.core.derive import (
     apply_component,
     location_ats_map,
     position,
-    retire_listings,
     sku_availability,
 )
 from streams.core.engine import check_event
@@ -556,8 +555,9 @@ def create_app(
         catalog = rt.catalog
         floor = time.time_ns() // 1000  # versions above any sent before a crash (see derive)
         for key, (state, locations, as_of, cause, resend) in touched.items():
-            refresh = state.catalog_version != catalog.version
-            if refresh:  # a new catalog: safety stock, allocations and listings may all differ
+            if state.catalog_version != catalog.version:
+                # a new catalog: safety stock may differ at every location (and sku_availability
+                # derives every listing again, zeroing removed ones)
                 locations = set(state.locations)
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations):
@@ -565,20 +565,8 @@ def create_app(
                 send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
                 positions_out.inc()
             records, updates = sku_availability(
-                state,
-                catalog,
-                as_of,
-                cause,
-                force=resend,
-                ats=ats,
-                floor=floor,
-                refresh_components=refresh,
+                state, catalog, as_of, cause, force=resend, ats=ats, floor=floor
             )
-            if refresh:
-                retired, retired_updates = retire_listings(state, catalog, as_of, cause, floor)
-                records += retired
-                updates += retired_updates
-                state.catalog_version = catalog.version
             for listing in records:
                 emit_availability(listing)
             for update in updates:

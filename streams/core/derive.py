@@ -107,19 +107,23 @@ def sku_availability(
     force: bool = False,
     ats: dict[str, int] | None = None,
     floor: int = 0,
-    refresh_components: bool = False,
 ) -> tuple[list[Availability], list[ComponentUpdate]]:
     """Changed availability of this SKU's own listings, and changed component values for bundles.
 
     `force` re-sends every value under a new version: after a redelivery, the record that the first
-    delivery produced may have been lost with the worker. `refresh_components` re-sends only the
-    component values (a new catalog may have changed a bundle whose components did not change;
-    the listing stage publishes only what changed). `floor` is the smallest version to use:
+    delivery produced may have been lost with the worker. Under a catalog other than the one the
+    SKU was last derived under, listings it no longer has get one zero, and the component values
+    are all sent again (a bundle's recipe may have changed while its components did not; the
+    listing stage publishes only what changed). `floor` is the smallest version to use:
     live stages pass the wall clock in microseconds, so a state recovered after a crash (which may
     be older than records already sent) still issues versions above every one sent before.
     """
     records: list[Availability] = []
     updates: list[ComponentUpdate] = []
+    refresh = state.catalog_version != catalog.version
+    if refresh:
+        _retire_listings(state, catalog, as_of, cause, floor, records, updates)
+        state.catalog_version = catalog.version
     plans = catalog.plans.get(state.sku)
     if not plans:
         return records, updates
@@ -166,7 +170,7 @@ def sku_availability(
             published[key] = Published(a, b, d, version)
         elif (
             force
-            or (refresh_components and not local)
+            or (refresh and not local)
             or prev.available != a
             or prev.backorderable != b
             or prev.restock_date != d
@@ -200,16 +204,20 @@ def sku_availability(
     return records, updates
 
 
-def retire_listings(
-    state: SkuState, catalog: Catalog, as_of: datetime, cause: str, floor: int = 0
-) -> tuple[list[Availability], list[ComponentUpdate]]:
+def _retire_listings(
+    state: SkuState,
+    catalog: Catalog,
+    as_of: datetime,
+    cause: str,
+    floor: int,
+    records: list[Availability],
+    updates: list[ComponentUpdate],
+) -> None:
     """Zero availability for what this SKU published under listings the catalog no longer has.
 
     A channel must stop selling a listing that was removed; the zero is published once, and a
     listing added back later continues its versions from there.
     """
-    records: list[Availability] = []
-    updates: list[ComponentUpdate] = []
     planned = {plan.published_key for plan in catalog.plans.get(state.sku, ())}
     for key, prev in list(state.published.items()):
         if key in planned or (prev.available == 0 and prev.backorderable == 0):
@@ -239,7 +247,6 @@ def retire_listings(
             records.append(
                 availability_record(channel, channel_sku, 0, 0, None, version, as_of, cause)
             )
-    return records, updates
 
 
 # ---- the stage that owns multi-SKU listings (bundles, kits) ------------------------------------

@@ -20,7 +20,6 @@ from streams.core.derive import (
     apply_component,
     location_ats_map,
     position,
-    retire_listings,
     sku_availability,
 )
 from streams.core.models import (
@@ -267,24 +266,12 @@ class Engine:
         emit_availability = self.emit.availability
         for sku, (locations, as_of, cause) in self._dirty.items():
             state = skus[sku]
-            refresh = state.catalog_version != catalog.version
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations) if len(locations) > 1 else locations:
                 emit_position(position(state, loc, catalog, as_of, cause, ats))
             records, updates = sku_availability(
-                state,
-                catalog,
-                as_of,
-                cause,
-                force=sku in resend,
-                ats=ats,
-                refresh_components=refresh,
+                state, catalog, as_of, cause, force=sku in resend, ats=ats
             )
-            if refresh:  # derived under another catalog: zero what it no longer lists
-                retired, retired_updates = retire_listings(state, catalog, as_of, cause)
-                records += retired
-                updates += retired_updates
-                state.catalog_version = catalog.version
             for record in records:
                 emit_availability(record)
             for update in updates:
