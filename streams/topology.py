@@ -150,6 +150,13 @@ class DeferredWrites:
     at a fraction of the CPU of Faust's pure-Python producer. The memory store Faust recovers
     into keeps no changelog offsets, so nothing else about the send is Faust's business.
 
+    The records are serialized and handed to librdkafka in slices, yielding to the event loop in
+    between, so a commit that writes thousands of records does not stall the stages for tens of
+    milliseconds (the p99 of the latency benchmark). A stage that runs in between may change a
+    record not yet written: the changelog then holds a state newer than the offsets committed,
+    which is safe, because each record carries the event ids it has applied (a redelivered event
+    is recognised, its outputs sent again, its effect not applied twice).
+
     After the records are on the broker, each changelog partition written to gets one tombstone
     for a key no table uses, in a batch of its own. Tansu reports a partition's high watermark as
     the base offset of its last batch + 1, and Faust recovers a table by reading its changelog up
@@ -169,12 +176,16 @@ class DeferredWrites:
         table.data[key] = value  # visible to the stages at once; durable at the next commit
         self.pending[(table.changelog_topic.get_topic_name(), key)] = value
 
-    def write(self) -> None:
+    SLICE = 100  # records serialized between two yields: about 2-5 ms of work
+
+    async def write(self) -> None:
         pending, self.pending = self.pending, {}
-        for (topic, key), value in pending.items():
+        for i, ((topic, key), value) in enumerate(pending.items(), 1):
             partition = partition_for(key, self.partitions)
             self.outputs.send(topic, key, orjson.dumps(value.to_dict()), partition)
             self.written.add((topic, partition))
+            if i % self.SLICE == 0:
+                await asyncio.sleep(0)
 
     def mark(self) -> bool:
         written, self.written = self.written, set()

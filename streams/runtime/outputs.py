@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -38,7 +38,8 @@ class Outputs:
             }
         )
         self._failed: list[str] = []
-        self.before_flush: list[Callable[[], None]] = []  # e.g. deferred table writes
+        # e.g. deferred table writes; awaited, so a long one can let the stages run in between
+        self.before_flush: list[Callable[[], Awaitable[None]]] = []
         self.after_flush: list[Callable[[], bool]] = []  # True: sent more, flush Faust again
 
     def send(
@@ -86,7 +87,7 @@ class Outputs:
 
             async def flush() -> None:
                 for hook in self.before_flush:
-                    hook()
+                    await hook()
                 await self.flush()
                 await faust_flush()
                 if any([hook() for hook in self.after_flush]):
