@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/topology.py [--events 50000] [--skus 2000] [--locations 5]
                                        [--rate 1000] [--seconds 15] [--max-seconds 60]
+                                       [--linger-ms 1]
 
 One run, one fresh embedded broker, the stages one after the other (never two at once, so they
 do not share the CPU; the ceilings run first, before any worker exists):
@@ -23,7 +24,9 @@ do not share the CPU; the ceilings run first, before any worker exists):
    turn (each SKU has an identity listing on `web`, and a +1000 warm-up makes every +1 change its
    availability), each with its own event_id; time from the produce call to the arrival of the
    availability.web record whose cause_event_id names it, both clocks in this process. An event
-   whose record never arrives counts as infinitely late.
+   whose record never arrives counts as infinitely late. The producer lingers --linger-ms (1 ms)
+   before sending. The CPU of the worker, the broker and this process while publishing is
+   printed too: on a two-core machine the three compete, and the broker's share is large.
 
 Two things about the embedded Tansu broker shape how this measures: ListOffsets answers the last
 batch's base offset + 1 (so ends are read, not asked for), and an empty fetch is answered only
@@ -533,6 +536,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="latency stage events/s")
     parser.add_argument("--seconds", type=float, default=15.0, help="latency stage duration")
     parser.add_argument(
+        "--linger-ms",
+        type=int,
+        default=1,
+        help="latency stage producer's linger.ms",
+    )
+    parser.add_argument(
         "--max-seconds",
         type=float,
         default=60.0,
@@ -639,7 +648,7 @@ def main() -> None:
         # 4. Latency at a steady rate, worker caught up.
         skus = [f"SKU-{i:05d}" for i in range(args.skus)]
         at = max(e.occurred_at for e in events) + timedelta(seconds=1)
-        lat_producer = SourceProducer(bootstrap, settings=settings, linger_ms=1)
+        lat_producer = SourceProducer(bootstrap, settings=settings, linger_ms=args.linger_ms)
         lat_producer.start_polling()
         for out in deltas(skus, len(skus), "warm", 1000, at):
             lat_producer.send_event(out)
@@ -650,9 +659,20 @@ def main() -> None:
         watcher = AvailabilityWatcher(bootstrap, settings, LATENCY_CHANNEL, dict(tail_.ends))
         watcher.start()
         total = int(args.rate * args.seconds)
+        cpu_before = cpu_seconds(worker.pid), cpu_seconds(broker.pid), time.process_time()
+        wall_before = time.perf_counter()
         sent, achieved = paced(
             lat_producer, deltas(skus, total, "lat", 1, at + timedelta(seconds=1)), args.rate
         )
+        lat_wall = time.perf_counter() - wall_before
+        lat_cpu = [
+            (after - before) / lat_wall
+            for before, after in zip(
+                cpu_before,
+                (cpu_seconds(worker.pid), cpu_seconds(broker.pid), time.process_time()),
+                strict=True,
+            )
+        ]
         lat_producer.close()
         # stragglers: until every event is seen, or none arrived for 3 s (at most 20 s)
         give_up, arrived, quiet_since = time.perf_counter() + 20, -1, time.perf_counter()
@@ -716,6 +736,10 @@ def main() -> None:
         f"availability.{LATENCY_CHANNEL}: p50 {ms(p50)}, p99 {ms(p99)}, max {ms(max(latencies))} "
         f"({matched:,} of {total:,} events seen, matched on cause_event_id; unseen count as "
         f"infinitely late)"
+    )
+    print(
+        f"   CPU while publishing: worker {lat_cpu[0]:.0%} of a core, broker {lat_cpu[1]:.0%}, "
+        f"this process (producer and consumer) {lat_cpu[2]:.0%}"
     )
     print()
     print(f"ratio full / empty-agent ceiling: {ratio:.2f} (best of take and iterate)")
