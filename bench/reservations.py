@@ -53,10 +53,9 @@ from streams.runtime.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.offsets import true_end_offsets  # noqa: E402
 from streams.runtime.topics import (  # noqa: E402
+    COMMANDS,
     EVENTS,
-    RESERVATION_COMMANDS,
     RESERVATION_DECISIONS,
-    SKU_COMMANDS,
     ensure_topics,
     topic_specs,
 )
@@ -220,7 +219,7 @@ def record_times(bootstrap: str, partitions: int, wanted: set[str]) -> dict[str,
     codec = make_codec()
     commands = CommandCodec(codec)
     out: dict[str, dict[str, float]] = {}
-    topics = (EVENTS, RESERVATION_COMMANDS, SKU_COMMANDS, RESERVATION_DECISIONS)
+    topics = (EVENTS, COMMANDS, RESERVATION_DECISIONS)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,

@@ -73,20 +73,17 @@ from streams.runtime.broker import EmbeddedBroker  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.topics import (  # noqa: E402
     ALERTS,
+    COMMANDS,
     DLQ,
     EVENTS,
-    LISTING_UPDATES,
-    ORDER_COMMANDS,
     POSITIONS,
-    RESERVATION_COMMANDS,
-    SKU_COMMANDS,
     availability_topic,
     ensure_topics,
     topic_specs,
 )
 from streams.settings import Settings  # noqa: E402
 
-INPUTS = (EVENTS, SKU_COMMANDS, ORDER_COMMANDS, RESERVATION_COMMANDS, LISTING_UPDATES)
+INPUTS = (EVENTS, COMMANDS)
 SAMPLE_EVERY = 0.1  # seconds between offset samples while a stage runs
 STABLE_FOR = 1.0  # seconds without a new output record before a drained topology counts as done
 FULL_GOAL = 0.80
@@ -638,7 +635,7 @@ def main() -> None:
         wall, worker_cpu, broker_cpu = seen.cpu_between(first, last)
         produced = {
             t: tail_.total(t)
-            for t in (POSITIONS, availability_topic(LATENCY_CHANNEL), SKU_COMMANDS, DLQ)
+            for t in (POSITIONS, availability_topic(LATENCY_CHANNEL), COMMANDS, DLQ)
         }
         if not seen.drained:  # the latency stage needs a worker that is caught up
             stop(worker)

@@ -24,13 +24,10 @@ from streams.core.models import DeadLetter, Event, parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
+    COMMANDS,
     DLQ,
     EVENTS,
-    LISTING_UPDATES,
-    ORDER_COMMANDS,
-    RESERVATION_COMMANDS,
     RESERVATION_DECISIONS,
-    SKU_COMMANDS,
     TABLES,
     changelog_topic,
     ensure_topics,
@@ -38,13 +35,7 @@ from streams.runtime.topics import (
 )
 from streams.settings import Settings
 
-INTERNAL_TOPICS = (
-    SKU_COMMANDS,
-    ORDER_COMMANDS,
-    RESERVATION_COMMANDS,
-    LISTING_UPDATES,
-    RESERVATION_DECISIONS,
-)
+INTERNAL_TOPICS = (COMMANDS, RESERVATION_DECISIONS)
 _PROBE = "inventory-streams-replay-probe"
 _BUSY_STATES = ("STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE")
 

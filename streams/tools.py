@@ -22,13 +22,7 @@ from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import AVAILABILITY_PREFIX, EVENTS
 from streams.settings import Settings
 
-INTERNAL_PREFIXES = (
-    "inventory.sku-commands",
-    "inventory.order-commands",
-    "inventory.reservation-commands",
-    "inventory.listing-updates",
-    "inventory.reservation-decisions",
-)
+INTERNAL_PREFIXES = ("inventory.commands", "inventory.reservation-decisions")
 
 
 def publish_file(

@@ -1,20 +1,27 @@
 """The live topology: where every record goes, in one file.
 
     inventory.events ──► [sku stage] ── single-SKU event keyed where it lives: applied here
-          │                  │ ├─ other single-SKU events ──► inventory.sku-commands (by SKU)
-          │                  │ ├─ order events ─────────────► inventory.order-commands (by order)
-          │                  │ └─ reservation events ───────► inventory.reservation-commands (by id)
+          │                  │ ├─ other single-SKU events ──► inventory.commands (by SKU)
+          │                  │ ├─ order events ─────────────► inventory.commands (by order id)
+          │                  │ └─ reservation events ───────► inventory.commands (by reservation)
           │                  ├─ positions ──► inventory.positions      alerts ──► inventory.alerts
           │                  ├─ availability of single-SKU listings ──► availability.<channel>
-          │                  ├─ bundle component values ──► inventory.listing-updates
-          │                  └─ hold answers ──► inventory.reservation-commands
-    inventory.sku-commands ──► [sku stage]           (table `skus`: one SkuState per SKU)
-    inventory.order-commands ──► [order stage]       (table `orders`) ──► per-SKU commands
-    inventory.reservation-commands ──► [reservation stage] (table `reservations`)
-          ├─ tentative holds / releases ──► inventory.sku-commands
-          └─ expiry timer ──► `reservation-expired` on inventory.events (so replay reproduces it)
-    inventory.listing-updates ──► [listing stage]    (table `listings`) ──► availability.<channel>
+          │                  ├─ bundle component values ──► inventory.commands (by listing)
+          │                  └─ hold answers ──► inventory.commands (by reservation id)
+    inventory.commands ──► the same agent, by the kind of record:
+          ├─ SKU commands and forwarded single-SKU events ──► [sku stage]  (table `skus`)
+          ├─ order events ──► [order stage] (table `orders`) ──► per-SKU commands
+          ├─ reservation events and answers ──► [reservation stage] (table `reservations`)
+          │      ├─ tentative holds / releases ──► inventory.commands (by SKU)
+          │      └─ expiry timer ──► `reservation-expired` on inventory.events (so replay has it)
+          └─ component values ──► [listing stage] (table `listings`) ──► availability.<channel>
     anything undecodable or against the contract ──► inventory.dlq
+
+The four stages share one internal topic, each record keyed by its stage's table key: a key lands
+on the partition its table record lives on, so every table stays co-partitioned with it. One topic
+rather than one per stage because the embedded broker's cost is per partition fetched: every fetch
+of a worker names every partition it consumes, idle or not, and with four command topics a worker
+cost the broker about twice the CPU of one, at rest and under load.
 
 Delivery is at-least-once: outputs are sent immediately, Faust flushes its producer before it
 commits offsets, and every table record carries what makes its update idempotent
@@ -87,14 +94,11 @@ from streams.runtime.catalog_store import CatalogFeed, read_latest
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
+    COMMANDS,
     DLQ,
     EVENTS,
-    LISTING_UPDATES,
-    ORDER_COMMANDS,
     POSITIONS,
-    RESERVATION_COMMANDS,
     RESERVATION_DECISIONS,
-    SKU_COMMANDS,
     availability_topic,
 )
 from streams.settings import Settings
@@ -103,6 +107,16 @@ log = logging.getLogger(__name__)
 
 EVENT_CLASSES = tuple(EVENT_TYPES.values())
 SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
+# what inventory.commands carries for the order and reservation stages (the rest: the SKU stage)
+ORDER_KINDS = (OrderCreated, OrderCancelled)
+RESERVATION_KINDS = (
+    ReservationRequested,
+    ReservationReleased,
+    ReservationExpired,
+    HoldResult,
+    Confirmation,
+    ReservationDecided,
+)
 BATCH_MAX = 1000
 BATCH_WITHIN = 0.005  # seconds: small enough for the latency goal, large enough to coalesce
 
@@ -302,10 +316,7 @@ def create_app(
 
     # ---- topics ----
     events = raw_topic(EVENTS)
-    sku_commands = raw_topic(SKU_COMMANDS)
-    order_commands = raw_topic(ORDER_COMMANDS)
-    reservation_commands = raw_topic(RESERVATION_COMMANDS)
-    listing_updates = raw_topic(LISTING_UPDATES)
+    commands = raw_topic(COMMANDS)
     decisions = raw_topic(RESERVATION_DECISIONS)
     positions = raw_topic(POSITIONS)
     alerts = raw_topic(ALERTS)
@@ -397,13 +408,13 @@ def create_app(
         adopt(await loop.run_in_executor(None, read_latest, bootstrap))
         announcement = catalog_changed(rt.catalog.version)
         for partition in range(n):
-            outputs.send(SKU_COMMANDS, None, announcement, partition)
+            outputs.send(COMMANDS, None, announcement, partition)
 
     # ---- sku stage ----
     @app.agent(
         app.topic(
             EVENTS,
-            SKU_COMMANDS,
+            COMMANDS,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -426,6 +437,15 @@ def create_app(
                         command = rt.commands.decode(message.value)
                     except (EncodingError, InvalidEvent) as error:
                         dead_letter(message, str(error))
+                        continue
+                    if isinstance(command, ORDER_KINDS):
+                        handle_order(message, command)
+                        continue
+                    if isinstance(command, RESERVATION_KINDS):
+                        handle_reservation(message, command)
+                        continue
+                    if isinstance(command, ComponentUpdate):
+                        handle_listing(message, command)
                         continue
                     if isinstance(command, CatalogChanged):
                         ensure_catalog(command.version)
@@ -469,18 +489,18 @@ def create_app(
             key = ev.sku.encode()
             if partition_for(key, n) == message.partition:
                 return ev
-            send(sku_commands, key, message.value)
+            send(commands, key, message.value)
         elif isinstance(ev, OrderCreated) and all(
             partition_for(line.sku.encode(), n) == message.partition for line in ev.lines
         ):
             return ev  # every line's SKU lives here: committed in place (commit_here)
         elif isinstance(ev, OrderCreated | OrderCancelled):
-            send(order_commands, ev.order_id, message.value)
+            send(commands, ev.order_id, message.value)
         else:
             local = local_request(ev, message) if isinstance(ev, ReservationRequested) else None
             if local is not None:
                 return local
-            send(reservation_commands, ev.reservation_id, message.value)
+            send(commands, ev.reservation_id, message.value)
         return None
 
     def commit_here(order: OrderCreated, message: Any, touched: dict[bytes, Any]) -> None:
@@ -489,7 +509,7 @@ def create_app(
         cancel finds, cancels that came first, the confirmation of its reservation)."""
         for command in commit_commands(order):
             apply_one(command, touched)
-        outputs.send(ORDER_COMMANDS, order.order_id.encode(), message.value, headers=COMMITTED)
+        outputs.send(COMMANDS, order.order_id.encode(), message.value, headers=COMMITTED)
 
     def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
         """A request whose every line is one SKU that lives on this partition: decided here."""
@@ -511,7 +531,7 @@ def create_app(
         hold, rid = request.hold, request.hold.reservation_id
         state = sku_state(hold.sku, touched)
         if rid in state.holds or rid in state.closed:
-            send(reservation_commands, rid, request.original)
+            send(commands, rid, request.original)
             return
         outcome = apply_one(hold, touched, answer=False)
         assert outcome.hold is not None
@@ -519,7 +539,7 @@ def create_app(
             state.closed[rid] = hold.expires_at  # refused: a retry gets the same answer
         on_result(request.state, outcome.hold)
         # the record first: a release the caller sends after reading the decision comes after it
-        send(reservation_commands, rid, rt.commands.encode(ReservationDecided(request.state)))
+        send(commands, rid, rt.commands.encode(ReservationDecided(request.state)))
         decide(request.state)
         rt.metrics.reservations.labels(request.state.status).inc()
 
@@ -540,9 +560,7 @@ def create_app(
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
             rt.metrics.alerts.labels(alert.type).inc()
         if outcome.hold is not None and answer:
-            send(
-                reservation_commands, outcome.hold.reservation_id, rt.commands.encode(outcome.hold)
-            )
+            send(commands, outcome.hold.reservation_id, rt.commands.encode(outcome.hold))
         locations = entry[1] if entry else set()
         locations |= outcome.touched
         resend = (entry[4] if entry else False) or outcome.duplicate
@@ -582,79 +600,37 @@ def create_app(
                 emit_availability(listing)
             for update in updates:
                 send(
-                    listing_updates,
+                    commands,
                     f"{update.channel}|{update.channel_sku}",
                     rt.commands.encode(update),
                 )
             writes.put(skus, key, state)
 
-    async def decoded(
-        stream: faust.StreamT, decode: Callable[[bytes | None], Any]
-    ) -> AsyncIterator[list[tuple[Any, Any]]]:
-        """Batches of (message, record); what cannot be decoded goes to the DLQ here."""
-        async for batch in batches(stream):
-            rt.clock.busy()
-            items = []
-            for event in batch:
-                try:
-                    items.append((event.message, decode(event.message.value)))
-                except (EncodingError, InvalidEvent) as error:
-                    dead_letter(event.message, getattr(error, "reason", str(error)))
-            yield items
-            outputs.poll()
-
-    def only(kinds: tuple[type, ...], decode: Callable[[bytes | None], Any]) -> Any:
-        def decode_kind(value: bytes | None) -> Any:
-            record = decode(value)
-            if not isinstance(record, kinds):
-                raise EncodingError(f"a {type(record).__name__} record does not belong here")
-            return record
-
-        return decode_kind
-
     # ---- order stage ----
-    @app.agent(order_commands)
-    async def order_stage(stream: faust.StreamT) -> None:
-        order_events = only((OrderCreated, OrderCancelled), decode_event)
-        async for items in decoded(stream, order_events):
-            for message, ev in items:
-                key = ev.order_id.encode()
-                state = stored(orders, key, OrderState.from_dict) or OrderState()
-                routed = route_order(state, ev, committed=is_committed(message))
-                if routed.problem:
-                    dead_letter(message, routed.problem, ev.source)
-                for command in routed.commands:
-                    send(sku_commands, command.sku, rt.commands.encode(command))
-                if routed.confirmation is not None:
-                    send(
-                        reservation_commands,
-                        routed.confirmation.reservation_id,
-                        rt.commands.encode(routed.confirmation),
-                    )
-                writes.put(orders, key, state)
+    def handle_order(message: Any, ev: OrderCreated | OrderCancelled) -> None:
+        key = ev.order_id.encode()
+        state = stored(orders, key, OrderState.from_dict) or OrderState()
+        routed = route_order(state, ev, committed=is_committed(message))
+        if routed.problem:
+            dead_letter(message, routed.problem, ev.source)
+        for command in routed.commands:
+            send(commands, command.sku, rt.commands.encode(command))
+        if routed.confirmation is not None:
+            send(
+                commands,
+                routed.confirmation.reservation_id,
+                rt.commands.encode(routed.confirmation),
+            )
+        writes.put(orders, key, state)
 
     # ---- reservation stage ----
-    @app.agent(reservation_commands)
-    async def reservation_stage(stream: faust.StreamT) -> None:
-        kinds = (
-            ReservationRequested,
-            ReservationReleased,
-            ReservationExpired,
-            HoldResult,
-            Confirmation,
-            ReservationDecided,
-        )
-        async for items in decoded(stream, only(kinds, rt.commands.decode)):
-            for message, item in items:
-                handle_reservation(message, item)
-
     def handle_reservation(message: Any, item: Any) -> None:
         if isinstance(item, ReservationDecided):
             key = item.state.reservation_id.encode()
             known = stored(reservations, key, ReservationState.from_dict)
             kept, releases = on_decided(known, item.state)
             for release in releases:
-                send(sku_commands, release.sku, rt.commands.encode(release))
+                send(commands, release.sku, rt.commands.encode(release))
             if releases:
                 decide(kept)  # the record's status stands: the caller is told again
             if kept is not known:
@@ -673,7 +649,7 @@ def create_app(
                 dead_letter(message, error.reason, item.source)
                 return
             for command in tries:
-                send(sku_commands, command.sku, rt.commands.encode(command))
+                send(commands, command.sku, rt.commands.encode(command))
             writes.put(reservations, key, state)
             return
         rid = item.reservation_id
@@ -694,7 +670,7 @@ def create_app(
         elif isinstance(item, Confirmation):
             on_confirmed(state)
         for release in releases:
-            send(sku_commands, release.sku, rt.commands.encode(release))
+            send(commands, release.sku, rt.commands.encode(release))
         if state.status != status_before:
             decide(state)
         writes.put(reservations, key, state)
@@ -723,17 +699,14 @@ def create_app(
             send(events, key, rt.codec.encode(event, EVENTS))
 
     # ---- listing stage (bundles and kits whose components live on several partitions) ----
-    @app.agent(listing_updates)
-    async def listing_stage(stream: faust.StreamT) -> None:
-        async for items in decoded(stream, only((ComponentUpdate,), rt.commands.decode)):
-            for message, update in items:
-                ensure_catalog(update.catalog_version)
-                key = message.key
-                state = stored(listings, key, ListingState.from_dict) or ListingState({})
-                record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
-                if record is not None:
-                    emit_availability(record)
-                writes.put(listings, key, state)
+    def handle_listing(message: Any, update: ComponentUpdate) -> None:
+        ensure_catalog(update.catalog_version)
+        key = message.key
+        state = stored(listings, key, ListingState.from_dict) or ListingState({})
+        record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
+        if record is not None:
+            emit_availability(record)
+        writes.put(listings, key, state)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

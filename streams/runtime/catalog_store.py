@@ -79,11 +79,11 @@ def announce(bootstrap: str, version: int, partitions: int) -> None:
     """Tell every partition's SKU stage that catalog `version` is out (else workers notice by
     themselves within a catalog check interval)."""
     from streams.commands import catalog_changed
-    from streams.runtime.topics import SKU_COMMANDS
+    from streams.runtime.topics import COMMANDS
 
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
     for partition in range(partitions):
-        producer.produce(SKU_COMMANDS, catalog_changed(version), partition=partition)
+        producer.produce(COMMANDS, catalog_changed(version), partition=partition)
     if producer.flush(10) != 0:
         raise BrokerError(f"catalog announcement was not acknowledged by {bootstrap}")
 

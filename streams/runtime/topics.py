@@ -24,10 +24,8 @@ AVAILABILITY_PREFIX = "availability."
 
 # Internal topics: our design. Everything keyed by SKU is co-partitioned with EVENTS.
 CATALOG = "inventory.catalog"
-SKU_COMMANDS = "inventory.sku-commands"
-ORDER_COMMANDS = "inventory.order-commands"
-RESERVATION_COMMANDS = "inventory.reservation-commands"
-LISTING_UPDATES = "inventory.listing-updates"
+# The stages' commands to each other, each keyed by its stage's table key (streams.topology).
+COMMANDS = "inventory.commands"
 RESERVATION_DECISIONS = "inventory.reservation-decisions"
 
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -84,10 +82,7 @@ def topic_specs(settings: Settings, channel_ids: Iterable[str]) -> list[TopicSpe
         TopicSpec(DLQ, n, rf, retention_ms=settings.events_retention_ms),
         # One partition: catalog changes are totally ordered; compacted: latest catalog wins.
         TopicSpec(CATALOG, 1, rf, compacted=True),
-        TopicSpec(SKU_COMMANDS, n, rf),
-        TopicSpec(ORDER_COMMANDS, n, rf),
-        TopicSpec(RESERVATION_COMMANDS, n, rf),
-        TopicSpec(LISTING_UPDATES, n, rf),
+        TopicSpec(COMMANDS, n, rf),
         # the reservation stage's answers (held / rejected, then released / expired / confirmed)
         TopicSpec(RESERVATION_DECISIONS, n, rf),
         # The stream tables' changelogs: created here so they are co-partitioned and compacted

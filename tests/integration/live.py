@@ -25,13 +25,7 @@ from streams.settings import Settings
 from streams.simulate import AVAILABILITY_FIELDS, POSITION_FIELDS
 from streams.tools import publish_file, read_topic
 
-STAGE_INPUTS = (
-    "inventory.events",
-    "inventory.sku-commands",
-    "inventory.order-commands",
-    "inventory.reservation-commands",
-    "inventory.listing-updates",
-)
+STAGE_INPUTS = ("inventory.events", "inventory.commands")
 
 
 class LiveSystem:

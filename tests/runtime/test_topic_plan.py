@@ -14,10 +14,7 @@ CHANGELOGS = {
 CO_PARTITIONED = {
     "inventory.events",
     "inventory.positions",
-    "inventory.sku-commands",
-    "inventory.order-commands",
-    "inventory.reservation-commands",
-    "inventory.listing-updates",
+    "inventory.commands",
     "inventory.reservation-decisions",
     *CHANGELOGS,
 }
