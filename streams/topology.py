@@ -19,9 +19,8 @@
 
 The four stages share one internal topic, each record keyed by its stage's table key: a key lands
 on the partition its table record lives on, so every table stays co-partitioned with it. One topic
-rather than one per stage because the embedded broker's cost is per partition fetched: every fetch
-of a worker names every partition it consumes, idle or not, and with four command topics a worker
-cost the broker about twice the CPU of one, at rest and under load.
+rather than one per stage because every fetch names every partition a worker consumes, idle or
+not, and the embedded broker's CPU grows with the partitions fetched (see tune_fetch_wait too).
 
 Delivery is at-least-once: outputs are sent immediately, Faust flushes its producer before it
 commits offsets, and every table record carries what makes its update idempotent
@@ -257,7 +256,20 @@ class Runtime:
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
-    """Give Faust's consumers our fetch wait (Faust passes a fixed 1.5 s to aiokafka)."""
+    """Faust's consumers, tuned: our fetch wait, and Faust's pauses made real.
+
+    Faust passes a fixed 1.5 s fetch wait to aiokafka; ours is short, as the embedded broker
+    answers an empty fetch only when the wait is over.
+
+    Faust pauses a partition (a table's changelog once it is recovered, a stream while its buffer
+    is full or while tables recover) only by no longer asking aiokafka for its records; aiokafka
+    keeps fetching it. For the changelogs, that cost twice: each fetch named sixteen more
+    partitions than the stages consume, and every changelog record a commit writes came back to
+    this worker, where it sat unconsumed in aiokafka's buffer, and aiokafka sends no next fetch to
+    a broker while a partition's records wait there, until a 100 ms back-off runs out: a 100 ms
+    stall of every input after every commit. So before each fetch, the partitions Faust does not
+    ask for are paused in aiokafka too, and resumed when Faust asks for them again.
+    """
     import aiokafka
 
     if getattr(aiokafka.AIOKafkaConsumer, "_inventory_tuned", False):
@@ -270,6 +282,28 @@ def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["fetch_max_wait_ms"] = fetch_max_wait_ms
             super().__init__(*args, **kwargs)
+
+        async def start(self) -> None:
+            await super().start()
+            fetcher = self._fetcher
+            fetched_records = fetcher.fetched_records
+
+            async def fetched_wanted(partitions: Any, *args: Any, **kwargs: Any) -> Any:
+                self._pause_all_but(partitions)
+                return await fetched_records(partitions, *args, **kwargs)
+
+            fetcher.fetched_records = fetched_wanted
+
+        def _pause_all_but(self, wanted: Any) -> None:
+            # Faust's TPs are named tuples equal to aiokafka's, but aiokafka takes only its own
+            wanted = set(wanted)
+            paused = self.paused()
+            unwanted = self.assignment() - wanted - paused
+            if unwanted:
+                self.pause(*unwanted)
+            again = [tp for tp in paused if tp in wanted]
+            if again:
+                self.resume(*again)
 
     aiokafka.AIOKafkaConsumer = Consumer
 
