@@ -37,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 import faust
@@ -126,6 +127,7 @@ def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[Any]]:
     return cast("faust.Stream[Any]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN)
 
 
+@lru_cache(maxsize=1 << 18)  # aiokafka's murmur2 is pure Python; SKU keys come back all the time
 def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
