@@ -65,6 +65,12 @@ class Sink(Protocol):
     send per window) and a batch that is not full goes at most once per window. An optional
     `quiet` (seconds, default `linger` / 4): once no record arrived for that long, nothing waits
     for a window any more, only for the rate limit.
+
+    Optional `settle` (seconds, default 0 = off) and `max_hold` (seconds, default 3): while records
+    keep arriving, a value still changing waits until its channel_sku was quiet for `settle`, but
+    no longer than `max_hold` after the channel went out of date. A sell-out (`available` to 0
+    where the channel shows stock) skips the hold and the window and goes first; a value back
+    from 0 skips the hold. Meant for channels paid per SKU (one call per record).
     """
 
     channel_id: str

@@ -10,6 +10,13 @@ full batch. Once the consumer has read all the broker had and no record came for
 newest value of every waiting key goes as soon as the channel's rate limit allows. While waiting
 for the limit, keys keep coalescing.
 
+Settling (a sink's optional `settle`, off at 0; on for webhooks): while records keep coming, a
+value that is still changing waits until its key has been quiet for `settle` seconds, but never
+more than `max_hold` seconds after the channel went out of date, so a rate-limited channel's calls
+carry values that stay. A sell-out (the channel shows stock, the value says none) skips the hold
+and the window and goes before any other key; a value back from zero skips the hold. Otherwise the
+key that has waited longest goes first.
+
 No Kafka and no HTTP here: the runner feeds records in with offer() and commits what
 committable() returns; a Sink does the talking. Tests drive it with a fake sink.
 """
@@ -40,6 +47,11 @@ DeadLetterHook = Callable[
 ]
 
 MAX_ITEM_RETRIES = 5  # per-record retries (e.g. compare-and-set re-reads) before giving up
+MAX_HOLD_SECONDS = 3.0  # a sink's `max_hold` when it sets `settle` but not that
+SETTLE_TICK = 0.01  # shortest sleep for a held key: the scan that finds due keys is O(waiting)
+
+# How a waiting value changes what the channel shows (settling only).
+SETTLING, RESTOCK, SELL_OUT = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -49,6 +61,7 @@ class _Slot:
     offset: int | None
     raw: bytes | None
     since: float  # when the channel first became out of date for this key (engine clock)
+    changed: float  # when the newest record of this key was written (engine clock)
     attempts: int = 0
 
 
@@ -145,6 +158,13 @@ class SinkEngine:
         # A bulk job (a feed) waits for quiet input while the backlog is younger than this, so a
         # scarce bulk submission is not spent on values that are still changing.
         self._bulk_hold = float(getattr(sink, "bulk_hold", 0.0))
+        # Hold a value still changing until its key was quiet for `settle` seconds, at most
+        # `max_hold` after the channel went out of date (0: off; see the module docstring).
+        self._settle = float(getattr(sink, "settle", 0.0))
+        self._max_hold = float(getattr(sink, "max_hold", MAX_HOLD_SECONDS))
+        self._shown: dict[str, int] = {}  # settling: channel_sku -> `available` acknowledged
+        self._sellouts: set[str] = set()  # settling: waiting keys whose value is a sell-out
+        self._newest_record = -float("inf")  # the latest record time offered
         self._last_input = -float("inf")  # the last offer, or -inf after end_of_input()
         self._last_offer = -float("inf")
         # When the consumer last read everything the broker had (None: nobody tells us, e.g. a
@@ -176,6 +196,9 @@ class SinkEngine:
         key, version = record.channel_sku, record.version
         now = self._clock()
         self._last_input = self._last_offer = now
+        written = received_at or now
+        if written > self._newest_record:
+            self._newest_record = written
         if version <= self._acked.get(key, -1):
             self._skipped.inc()  # a duplicate or a late older version
             self.offsets.done(partition, offset)
@@ -186,7 +209,10 @@ class SinkEngine:
                 # Same key, same partition, higher offset: the older offset is covered by this one.
                 self.offsets.done(slot.partition, slot.offset)
                 slot.record, slot.partition, slot.offset, slot.raw = record, partition, offset, raw
+                slot.changed = written
                 self._coalesced.inc()
+                if self._settle > 0:
+                    self._settling_arrival(key, slot, now)
             else:
                 self._skipped.inc()
                 self.offsets.done(partition, offset)
@@ -196,11 +222,44 @@ class SinkEngine:
             self._skipped.inc()
             self.offsets.done(partition, offset)
             return
-        self._buffer[key] = _Slot(record, partition, offset, raw, received_at or now)
+        slot = self._buffer[key] = _Slot(record, partition, offset, raw, written, written)
         self._gauge()
+        if self._settle > 0:
+            self._settling_arrival(key, slot, now)
+            if len(self._buffer) == 1:
+                self._wake.set()
+            return
         sendable = flying is None and self._sent_at.get(key, -float("inf")) <= now - self._linger
         if (sendable and self._wake_on_arrival) or len(self._buffer) == 1:
             self._wake.set()
+
+    def _settling_arrival(self, key: str, slot: _Slot, now: float) -> None:
+        """A new value for a waiting key: a sell-out wakes the sender whatever it waits for, a
+        value back from zero wakes it outside the key's window, anything else waits its timer."""
+        change = self._classify(key, slot)
+        if change == SETTLING or key in self._in_flight:
+            return
+        if change == SELL_OUT or (
+            self._wake_on_arrival and self._sent_at.get(key, -float("inf")) <= now - self._linger
+        ):
+            self._wake.set()
+
+    def _classify(self, key: str, slot: _Slot) -> int:
+        """What the waiting value does to what the channel shows; keeps `_sellouts` in step.
+
+        A sell-out takes `available` to 0 where the channel shows stock or where we do not know what
+        it shows (the value that stops overselling); a restock brings back what it shows as 0.
+        """
+        shown = self._shown.get(key)
+        if slot.record.available <= 0:
+            if shown is None or shown > 0:
+                self._sellouts.add(key)
+                return SELL_OUT
+            change = SETTLING
+        else:
+            change = RESTOCK if shown == 0 else SETTLING
+        self._sellouts.discard(key)
+        return change
 
     def end_of_input(self) -> None:
         """No more records are coming (a resync offered the whole topic): nothing waits for a
@@ -220,6 +279,13 @@ class SinkEngine:
         if self._caught_up_at is not None and self._caught_up_at < self._last_input:
             return max(wait, self._quiet)  # records may still be waiting: caught_up() wakes us
         return wait
+
+    def _horizon(self, now: float) -> float:
+        """Until when we know every change: now if the consumer caught up since the last record,
+        else the newest record's time (later ones may still be on their way)."""
+        if self._caught_up_at is not None and self._caught_up_at >= self._last_input:
+            return now
+        return min(now, self._newest_record)
 
     def skip(self, partition: int, offset: int) -> None:
         """A record handled outside the engine (e.g. undecodable, already dead-lettered)."""
@@ -293,7 +359,7 @@ class SinkEngine:
             return True
         limit = self.sink.max_batch
         partial_wait = self._last_partial + self._linger - self._clock()
-        if partial_wait > 0 and not settled:
+        if partial_wait > 0 and not settled and not self._sellout_waiting():
             # Records keep coming and this window's round ended with a partial call: the next
             # round starts when the window ends (or the input goes quiet), even if a full batch
             # of new keys waits. Sending each batch as it fills puts keys on scattered windows,
@@ -343,6 +409,8 @@ class SinkEngine:
         """(keys that may be sent now, up to a full batch; seconds until the next one may)."""
         limit = self.sink.max_batch
         flying = self._in_flight
+        if self._settle > 0 and not settled:
+            return self._due_settling(limit)
         if (self._linger <= 0 or settled) and not flying:
             return min(limit, len(self._buffer)), 0.0
         cutoff = float("inf") if settled else self._clock() - self._linger
@@ -359,20 +427,77 @@ class SinkEngine:
                 earliest = min(earliest, sent)
         return due, (0.0 if due else min(60.0, earliest - cutoff))
 
+    def _release_at(self, key: str, slot: _Slot, now: float, horizon: float) -> float:
+        """Settling: when the waiting value of `key` (not a sell-out) may go."""
+        sent = self._sent_at.get(key)
+        window_end = -float("inf") if sent is None else sent + self._linger
+        if slot.record.available > 0 and self._shown.get(key) == 0:
+            return window_end  # back from zero: no hold, one call per window still
+        # quiet for `settle` as far as we know (up to the horizon), or held `max_hold` already
+        settled_at = slot.changed + self._settle + (now - horizon)
+        return max(window_end, min(settled_at, slot.since + self._max_hold))
+
+    def _sellout_waiting(self) -> bool:
+        return any(key not in self._in_flight for key in self._sellouts)
+
+    def _due_settling(self, limit: int) -> tuple[int, float]:
+        """_due() while records keep coming and values settle: sell-outs, then released keys."""
+        flying = self._in_flight
+        due = sum(1 for key in self._sellouts if key not in flying)
+        if due >= limit:
+            return limit, 0.0
+        now = self._clock()
+        horizon = self._horizon(now)
+        earliest = float("inf")
+        for key, slot in self._buffer.items():
+            if key in flying or key in self._sellouts:
+                continue
+            at = self._release_at(key, slot, now, horizon)
+            if at <= now:
+                due += 1
+                if due >= limit:
+                    break
+            else:
+                earliest = min(earliest, at)
+        return due, (0.0 if due else min(60.0, max(SETTLE_TICK, earliest - now)))
+
+    def _pick_settling(self, limit: int, settled: bool) -> list[_Slot]:
+        """Sell-outs first (oldest first), then due keys in the order they started waiting."""
+        flying, buffer = self._in_flight, self._buffer
+        sellouts = sorted(
+            (buffer[key] for key in self._sellouts if key not in flying), key=lambda s: s.since
+        )
+        batch = sellouts[:limit]
+        if len(batch) < limit:
+            now = self._clock()
+            horizon = self._horizon(now)
+            for key, slot in buffer.items():
+                if key in flying or key in self._sellouts:
+                    continue
+                if settled or self._release_at(key, slot, now, horizon) <= now:
+                    batch.append(slot)
+                    if len(batch) >= limit:
+                        break
+        return batch
+
     def _take(self, limit: int, bulk: bool = False, settled: bool = False) -> list[_Slot]:
         now = self._clock()
-        cutoff = float("inf") if settled else now - self._linger
-        slots: Iterable[_Slot] = (
-            slot
-            for key, slot in self._buffer.items()
-            if key not in self._in_flight and self._sent_at.get(key, cutoff) <= cutoff
-        )
-        batch = list(itertools.islice(slots, limit))
+        if self._settle > 0 and not bulk:
+            batch = self._pick_settling(limit, settled)
+        else:
+            cutoff = float("inf") if settled else now - self._linger
+            slots: Iterable[_Slot] = (
+                slot
+                for key, slot in self._buffer.items()
+                if key not in self._in_flight and self._sent_at.get(key, cutoff) <= cutoff
+            )
+            batch = list(itertools.islice(slots, limit))
         if not bulk and 0 < len(batch) < limit:
             self._last_partial = now
         for slot in batch:
             key = slot.record.channel_sku
             del self._buffer[key]
+            self._sellouts.discard(key)
             self._in_flight[key] = slot
             self._sent_at[key] = now
         return batch
@@ -449,6 +574,11 @@ class SinkEngine:
         key = slot.record.channel_sku
         del self._in_flight[key]
         self._acked[key] = max(self._acked.get(key, -1), slot.record.version)
+        if self._settle > 0:
+            self._shown[key] = slot.record.available
+            waiting = self._buffer.get(key)
+            if waiting is not None:
+                self._classify(key, waiting)  # a sell-out no more once the channel shows 0
         self.offsets.done(slot.partition, slot.offset)
         self.acked += 1
         self._metrics.records_acked.labels(self.channel_id).inc()
@@ -488,6 +618,8 @@ class SinkEngine:
                 newer.attempts = 0
             else:
                 front[key] = slot
+                if self._settle > 0:
+                    self._classify(key, slot)
         if front:
             self._buffer = {**front, **self._buffer}
         self._gauge()
