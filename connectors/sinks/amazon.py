@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors.sinks.base import ChannelUnavailable, Outcome
 from connectors.sinks.http import HttpClient, Reply, connector_config, transient
@@ -32,7 +32,11 @@ MAX_LEAD_TIME_DAYS = 30
 
 
 class AmazonConfig(BaseModel):
-    """Extra fields of a `type: amazon` channel in the catalog."""
+    """Extra fields of a `type: amazon` channel in the catalog.
+
+    `settle_seconds` / `max_hold_seconds` hold patches of values still changing, as for webhooks
+    (see WebhookConfig); off by default here, since a sale's backlog goes by feed.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -57,6 +61,14 @@ class AmazonConfig(BaseModel):
     # 5 minutes, one sent mid-burst is spent on values that are already changing again.
     feed_settle_seconds: float = Field(default=5.0, ge=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
+    settle_seconds: float = Field(default=0.0, ge=0)  # quiet time before a changing value goes
+    max_hold_seconds: float = Field(default=3.0, gt=0)  # longest wait for a value to settle
+
+    @model_validator(mode="after")
+    def _hold(self) -> AmazonConfig:
+        if self.settle_seconds > self.max_hold_seconds:
+            raise ValueError("settle_seconds cannot exceed max_hold_seconds")
+        return self
 
 
 def fulfillment_availability(record: Availability, channel_code: str) -> dict[str, Any]:
@@ -77,6 +89,8 @@ class AmazonSink:
         self.config = config = connector_config(channel, AmazonConfig)
         self.max_batch = 1  # the Listings Items API takes one SKU per call
         self.linger = config.coalesce_seconds
+        self.settle = config.settle_seconds
+        self.max_hold = config.max_hold_seconds
         # Waiting SKUs that justify a feed: the configured guess until a feed's duration is known,
         # then as many as patches clear in that time (a feed is worth it when patches are slower).
         self.bulk_threshold = config.feed_threshold or 1 << 62
