@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import time
@@ -48,7 +49,7 @@ DeadLetterHook = Callable[
 
 MAX_ITEM_RETRIES = 5  # per-record retries (e.g. compare-and-set re-reads) before giving up
 MAX_HOLD_SECONDS = 3.0  # a sink's `max_hold` when it sets `settle` but not that
-SETTLE_TICK = 0.01  # shortest sleep for a held key: the scan that finds due keys is O(waiting)
+SETTLE_TICK = 0.005  # shortest sleep for a held key
 
 # How a waiting value changes what the channel shows (settling only).
 SETTLING, RESTOCK, SELL_OUT = 0, 1, 2
@@ -63,6 +64,7 @@ class _Slot:
     since: float  # when the channel first became out of date for this key (engine clock)
     changed: float  # when the newest record of this key was written (engine clock)
     attempts: int = 0
+    quiet: int = 0  # settling: its entry in the heap of quiet keys (0: still changing)
 
 
 class OffsetTracker:
@@ -161,9 +163,16 @@ class SinkEngine:
         # Hold a value still changing until its key was quiet for `settle` seconds, at most
         # `max_hold` after the channel went out of date (0: off; see the module docstring).
         self._settle = float(getattr(sink, "settle", 0.0))
-        self._max_hold = float(getattr(sink, "max_hold", MAX_HOLD_SECONDS))
-        self._shown: dict[str, int] = {}  # settling: channel_sku -> `available` acknowledged
-        self._sellouts: set[str] = set()  # settling: waiting keys whose value is a sell-out
+        # a key goes once per window anyway: a shorter cap would change nothing
+        self._max_hold = max(self._linger, float(getattr(sink, "max_hold", MAX_HOLD_SECONDS)))
+        self._shown: dict[str, int] = {}  # channel_sku -> `available` acknowledged
+        # Waiting keys by kind: sell-outs, values back from 0, and the rest, either still
+        # changing (by last change, so the quiet ones lead) or found quiet (a heap by `since`).
+        self._sellouts: set[str] = set()
+        self._restocks: set[str] = set()
+        self._changing: dict[str, _Slot] = {}
+        self._quiet_keys: list[tuple[float, int, str, _Slot]] = []
+        self._quiet_seq = itertools.count(1)
         self._newest_record = -float("inf")  # the latest record time offered
         self._last_input = -float("inf")  # the last offer, or -inf after end_of_input()
         self._last_offer = -float("inf")
@@ -236,6 +245,9 @@ class SinkEngine:
     def _settling_arrival(self, key: str, slot: _Slot, now: float) -> None:
         """A new value for a waiting key: a sell-out wakes the sender whatever it waits for, a
         value back from zero wakes it outside the key's window, anything else waits its timer."""
+        slot.quiet = 0
+        self._changing.pop(key, None)
+        self._changing[key] = slot  # the most recently changed last
         change = self._classify(key, slot)
         if change == SETTLING or key in self._in_flight:
             return
@@ -245,20 +257,26 @@ class SinkEngine:
             self._wake.set()
 
     def _classify(self, key: str, slot: _Slot) -> int:
-        """What the waiting value does to what the channel shows; keeps `_sellouts` in step.
+        """What the waiting value does to what the channel shows; keeps the kind sets in step.
 
         A sell-out takes `available` to 0 where the channel shows stock or where we do not know what
         it shows (the value that stops overselling); a restock brings back what it shows as 0.
         """
         shown = self._shown.get(key)
+        change = SETTLING
         if slot.record.available <= 0:
             if shown is None or shown > 0:
-                self._sellouts.add(key)
-                return SELL_OUT
-            change = SETTLING
+                change = SELL_OUT
+        elif shown == 0:
+            change = RESTOCK
+        if change == SELL_OUT:
+            self._sellouts.add(key)
         else:
-            change = RESTOCK if shown == 0 else SETTLING
-        self._sellouts.discard(key)
+            self._sellouts.discard(key)
+        if change == RESTOCK:
+            self._restocks.add(key)
+        else:
+            self._restocks.discard(key)
         return change
 
     def end_of_input(self) -> None:
@@ -409,8 +427,9 @@ class SinkEngine:
         """(keys that may be sent now, up to a full batch; seconds until the next one may)."""
         limit = self.sink.max_batch
         flying = self._in_flight
-        if self._settle > 0 and not settled:
-            return self._due_settling(limit)
+        if self._settle > 0:
+            batch, wait = self._settling_due(limit, settled)
+            return len(batch), wait
         if (self._linger <= 0 or settled) and not flying:
             return min(limit, len(self._buffer)), 0.0
         cutoff = float("inf") if settled else self._clock() - self._linger
@@ -427,63 +446,124 @@ class SinkEngine:
                 earliest = min(earliest, sent)
         return due, (0.0 if due else min(60.0, earliest - cutoff))
 
-    def _release_at(self, key: str, slot: _Slot, now: float, horizon: float) -> float:
-        """Settling: when the waiting value of `key` (not a sell-out) may go."""
-        sent = self._sent_at.get(key)
-        window_end = -float("inf") if sent is None else sent + self._linger
-        if slot.record.available > 0 and self._shown.get(key) == 0:
-            return window_end  # back from zero: no hold, one call per window still
-        # quiet for `settle` as far as we know (up to the horizon), or held `max_hold` already
-        settled_at = slot.changed + self._settle + (now - horizon)
-        return max(window_end, min(settled_at, slot.since + self._max_hold))
-
     def _sellout_waiting(self) -> bool:
         return any(key not in self._in_flight for key in self._sellouts)
 
-    def _due_settling(self, limit: int) -> tuple[int, float]:
-        """_due() while records keep coming and values settle: sell-outs, then released keys."""
-        flying = self._in_flight
-        due = sum(1 for key in self._sellouts if key not in flying)
-        if due >= limit:
-            return limit, 0.0
-        now = self._clock()
-        horizon = self._horizon(now)
-        earliest = float("inf")
-        for key, slot in self._buffer.items():
-            if key in flying or key in self._sellouts:
-                continue
-            at = self._release_at(key, slot, now, horizon)
-            if at <= now:
-                due += 1
-                if due >= limit:
-                    break
-            else:
-                earliest = min(earliest, at)
-        return due, (0.0 if due else min(60.0, max(SETTLE_TICK, earliest - now)))
+    def _mark_quiet(self, key: str, slot: _Slot) -> None:
+        self._changing.pop(key, None)
+        slot.quiet = next(self._quiet_seq)
+        heap = self._quiet_keys
+        if len(heap) > 2 * len(self._buffer) + 64:  # mostly entries of keys sent since: drop them
+            buffer = self._buffer
+            heap[:] = [e for e in heap if buffer.get(e[2]) is e[3] and e[3].quiet == e[1]]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (slot.since, slot.quiet, key, slot))
 
-    def _pick_settling(self, limit: int, settled: bool) -> list[_Slot]:
-        """Sell-outs first (oldest first), then due keys in the order they started waiting."""
-        flying, buffer = self._in_flight, self._buffer
-        sellouts = sorted(
+    def _settling_due(self, limit: int, settled: bool) -> tuple[list[_Slot], float]:
+        """Settling: up to `limit` waiting values that may go now, best first, and the seconds
+        until the next one may. Sell-outs first, oldest first; then, oldest first, values back from
+        0 and values quiet for `settle` or held `max_hold`, outside their key's window. Each key is
+        looked at O(log n) times, not once per call: a sale can keep thousands waiting."""
+        buffer, flying, sent_at = self._buffer, self._in_flight, self._sent_at
+        batch = sorted(
             (buffer[key] for key in self._sellouts if key not in flying), key=lambda s: s.since
-        )
-        batch = sellouts[:limit]
-        if len(batch) < limit:
-            now = self._clock()
-            horizon = self._horizon(now)
+        )[:limit]
+        if len(batch) >= limit:
+            return batch, 0.0
+        chosen = {slot.record.channel_sku for slot in batch}
+        if settled:  # the input went quiet: nothing holds, the order is the waiting order
             for key, slot in buffer.items():
-                if key in flying or key in self._sellouts:
-                    continue
-                if settled or self._release_at(key, slot, now, horizon) <= now:
+                if key not in flying and key not in chosen:
                     batch.append(slot)
                     if len(batch) >= limit:
                         break
-        return batch
+            return batch, 0.0
+        now = self._clock()
+        horizon = self._horizon(now)
+        window_start = now - self._linger
+        wait = float("inf")  # until the next value may go (as of now)
+        # still changing -> quiet: the ones changed longest ago lead `_changing`
+        quiet_since = horizon - self._settle
+        became_quiet = []
+        for key, slot in self._changing.items():
+            if slot.changed > quiet_since:
+                wait = slot.changed - quiet_since  # the horizon moves with the clock at best
+                break
+            became_quiet.append((key, slot))
+        for key, slot in became_quiet:
+            self._mark_quiet(key, slot)
+        # held `max_hold`: the waiting order is `since` order, so they lead the buffer
+        held_since = now - self._max_hold
+        capped = iter(buffer.items())
+
+        def next_capped() -> _Slot | None:
+            nonlocal wait
+            for key, slot in capped:
+                if slot.since > held_since:
+                    wait = min(wait, slot.since - held_since)
+                    return None
+                if key in flying or key in chosen:
+                    continue
+                sent = sent_at.get(key)
+                if sent is not None and sent > window_start:
+                    wait = min(wait, sent - window_start)
+                    continue
+                return slot
+            return None
+
+        # found quiet: a heap by `since`, with stale entries (sent, changed again) dropped
+        quiet, parked = self._quiet_keys, []
+
+        def next_quiet() -> _Slot | None:
+            nonlocal wait
+            while quiet:
+                _, seq, key, slot = heapq.heappop(quiet)
+                if buffer.get(key) is not slot or slot.quiet != seq:
+                    continue
+                parked.append((slot.since, seq, key, slot))
+                sent = sent_at.get(key)
+                if key in flying or key in chosen:
+                    continue
+                if sent is not None and sent > window_start:
+                    wait = min(wait, sent - window_start)
+                    continue
+                return slot
+            return None
+
+        restocks = []
+        for key in self._restocks:
+            sent = sent_at.get(key)
+            if key in flying or key in chosen:
+                continue
+            if sent is not None and sent > window_start:
+                wait = min(wait, sent - window_start)
+            else:
+                restocks.append(buffer[key])
+        restocks.sort(key=lambda s: s.since, reverse=True)
+
+        def next_restock() -> _Slot | None:
+            return restocks.pop() if restocks else None
+
+        # merge the three sources, oldest first: (since, source, slot) of each one's best
+        sources = (next_capped, next_quiet, next_restock)
+        heads: list[_Slot | None] = [pick() for pick in sources]
+        while len(batch) < limit:
+            live = [(head.since, i, head) for i, head in enumerate(heads) if head is not None]
+            if not live:
+                break
+            _, best, head = min(live, key=lambda entry: entry[:2])
+            if head.record.channel_sku not in chosen:
+                chosen.add(head.record.channel_sku)
+                batch.append(head)
+            heads[best] = sources[best]()
+        for entry in parked:
+            heapq.heappush(quiet, entry)
+        return batch, (0.0 if batch else min(60.0, max(SETTLE_TICK, wait)))
 
     def _take(self, limit: int, bulk: bool = False, settled: bool = False) -> list[_Slot]:
         now = self._clock()
         if self._settle > 0 and not bulk:
-            batch = self._pick_settling(limit, settled)
+            batch, _ = self._settling_due(limit, settled)
         else:
             cutoff = float("inf") if settled else now - self._linger
             slots: Iterable[_Slot] = (
@@ -497,7 +577,10 @@ class SinkEngine:
         for slot in batch:
             key = slot.record.channel_sku
             del self._buffer[key]
-            self._sellouts.discard(key)
+            if self._settle > 0:
+                self._sellouts.discard(key)
+                self._restocks.discard(key)
+                self._changing.pop(key, None)
             self._in_flight[key] = slot
             self._sent_at[key] = now
         return batch
@@ -618,8 +701,9 @@ class SinkEngine:
                 newer.attempts = 0
             else:
                 front[key] = slot
-                if self._settle > 0:
+                if self._settle > 0:  # it was due when it went: due again
                     self._classify(key, slot)
+                    self._mark_quiet(key, slot)
         if front:
             self._buffer = {**front, **self._buffer}
         self._gauge()
