@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
-from connectors.sinks.base import ChannelUnavailable, Outcome
+from connectors.sinks.base import ChannelUnavailable, Outcome, SettlingConfig
 from connectors.sinks.http import HttpClient, Reply, connector_config, transient
 from connectors.sinks.limits import TokenBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -31,7 +31,7 @@ FEED_CONTENT_TYPE = "application/json; charset=UTF-8"
 MAX_LEAD_TIME_DAYS = 30
 
 
-class AmazonConfig(BaseModel):
+class AmazonConfig(SettlingConfig):
     """Extra fields of a `type: amazon` channel in the catalog.
 
     `settle_seconds` / `max_hold_seconds` hold patches of values still changing, as for webhooks
@@ -61,14 +61,6 @@ class AmazonConfig(BaseModel):
     # 5 minutes, one sent mid-burst is spent on values that are already changing again.
     feed_settle_seconds: float = Field(default=5.0, ge=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
-    settle_seconds: float = Field(default=0.0, ge=0)  # quiet time before a changing value goes
-    max_hold_seconds: float = Field(default=3.0, gt=0)  # longest wait for a value to settle
-
-    @model_validator(mode="after")
-    def _hold(self) -> AmazonConfig:
-        if self.settle_seconds > self.max_hold_seconds:
-            raise ValueError("settle_seconds cannot exceed max_hold_seconds")
-        return self
 
 
 def fulfillment_availability(record: Availability, channel_code: str) -> dict[str, Any]:

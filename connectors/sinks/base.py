@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streams.core.models import Availability
 from streams.errors import InventoryError
@@ -104,3 +106,18 @@ class BulkSink(Sink, Protocol):
 
     async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
         """Submit the records in one bulk job and wait for its result. Raises ChannelUnavailable."""
+
+
+class SettlingConfig(BaseModel):
+    """Catalog settings of settling (see Sink: `settle`, `max_hold`), for channels paid per SKU."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    settle_seconds: float = Field(default=0.0, ge=0)  # quiet time before a changing value goes
+    max_hold_seconds: float = Field(default=3.0, gt=0)  # longest wait for a value to settle
+
+    @model_validator(mode="after")
+    def _hold_covers_settle(self) -> Self:
+        if self.settle_seconds > self.max_hold_seconds:
+            raise ValueError("settle_seconds cannot exceed max_hold_seconds")
+        return self

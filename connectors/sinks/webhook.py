@@ -13,9 +13,9 @@ import hmac
 import json
 import time
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field
 
-from connectors.sinks.base import Outcome
+from connectors.sinks.base import Outcome, SettlingConfig
 from connectors.sinks.http import HttpClient, connector_config, transient
 from connectors.sinks.limits import TokenBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -33,7 +33,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-class WebhookConfig(BaseModel):
+class WebhookConfig(SettlingConfig):
     """Extra fields of a webhook channel (any `type` without its own adapter) in the catalog.
 
     Pacing during a sale (every POST costs one of `rate`): a SKU goes at most once per
@@ -52,14 +52,7 @@ class WebhookConfig(BaseModel):
     rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the stated rate
     timeout_seconds: float = Field(default=10.0, gt=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
-    settle_seconds: float = Field(default=1.0, ge=0)  # quiet time before a changing value goes
-    max_hold_seconds: float = Field(default=3.0, gt=0)  # longest wait for a value to settle
-
-    @model_validator(mode="after")
-    def _hold(self) -> WebhookConfig:
-        if self.settle_seconds > self.max_hold_seconds:
-            raise ValueError("settle_seconds cannot exceed max_hold_seconds")
-        return self
+    settle_seconds: float = Field(default=1.0, ge=0)  # on for webhooks (see SettlingConfig)
 
 
 class WebhookSink:
