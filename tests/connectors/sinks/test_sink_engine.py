@@ -7,7 +7,9 @@ import itertools
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -243,6 +245,14 @@ async def changing_while_read(
     return times
 
 
+async def channel_shows(engine: SinkEngine, quantities: dict[str, int]) -> None:
+    """Deliver version 1 of each SKU with its quantity: what the channel shows to begin with."""
+    for sku, quantity in quantities.items():
+        engine.offer(availability(sku, 1, available=quantity))
+    engine.end_of_input()
+    await engine.run_until_idle()
+
+
 async def test_a_sku_changing_every_100_ms_is_held_until_it_settles() -> None:
     # records keep coming as far as the engine knows (quiet input would release everything)
     sink = FakeSink(max_batch=1, linger=0.2, settle=0.3, max_hold=5.0, quiet=5.0)
@@ -278,9 +288,7 @@ async def test_a_sku_that_never_settles_still_goes_once_per_max_hold() -> None:
 async def test_a_sell_out_goes_at_once_while_other_skus_settle() -> None:
     sink = FakeSink(max_batch=1, linger=1.0, settle=0.5, max_hold=5.0, quiet=5.0)
     engine = engine_for(sink)
-    engine.offer(availability("LAST-ONES", 1, available=3))
-    engine.end_of_input()
-    await engine.run_until_idle()  # the channel shows 3
+    await channel_shows(engine, {"LAST-ONES": 3})
     draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
     busy = asyncio.create_task(changing_while_read(engine, ["A", "B", "C"], range(1, 21), 0.05))
     await asyncio.sleep(0.3)
@@ -300,9 +308,7 @@ async def test_a_sell_out_goes_at_once_while_other_skus_settle() -> None:
 async def test_a_sku_back_from_zero_does_not_wait_to_settle() -> None:
     sink = FakeSink(max_batch=1, linger=0.2, settle=1.0, max_hold=5.0, quiet=5.0)
     engine = engine_for(sink)
-    engine.offer(availability("BACK", 1, available=0))
-    engine.end_of_input()
-    await engine.run_until_idle()  # the channel shows 0
+    await channel_shows(engine, {"BACK": 0})
     await asyncio.sleep(0.2)  # the coalescing window is over
     draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
     engine.offer(availability("BACK", 2, available=4))
@@ -317,10 +323,7 @@ async def test_a_sku_back_from_zero_does_not_wait_to_settle() -> None:
 async def test_sell_outs_go_before_skus_that_waited_longer() -> None:
     sink = FakeSink(max_batch=1, settle=0.5)
     engine = engine_for(sink)
-    engine.offer(availability("GONE", 1, available=4))
-    engine.offer(availability("ZERO", 1, available=0))
-    engine.end_of_input()
-    await engine.run_until_idle()  # the channel shows GONE 4 and ZERO 0
+    await channel_shows(engine, {"GONE": 4, "ZERO": 0})
     sink.calls.clear()
     start = time.monotonic() - 1.0
     waiting = [("A", 5), ("B", 6), ("ZERO", 0), ("C", 7), ("GONE", 0), ("NEW", 0)]
@@ -486,40 +489,24 @@ changes = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(changes=changes, failures=st.lists(st.booleans(), max_size=20), seed=st.integers(0, 99))
-async def test_whatever_the_order_and_failures_the_channel_ends_at_the_newest_version(
-    changes: list[tuple[str, int]], failures: list[bool], seed: int
-) -> None:
-    sink = FakeSink(max_batch=2)
-    sink.failures = [ChannelUnavailable("HTTP 503") for failed in failures if failed]
-    engine = engine_for(sink)
-    rng = random.Random(seed)
-    for offset, (sku, version) in enumerate(changes):
-        engine.offer(availability(sku, version), partition=0, offset=offset)
-        if rng.random() < 0.3:
-            await engine.step()
-    await engine.run_until_idle()
-    newest: dict[str, int] = {}
-    for sku, version in changes:
-        newest[sku] = max(newest.get(sku, 0), version)
-    assert {sku: r.version for sku, r in sink.state.items()} == newest
-    for versions in sink.history.values():
-        assert versions == sorted(set(versions))
-    assert engine.committable() == {0: len(changes)}
-
-
 def stock(sku: str, version: int) -> int:
     """A quantity per (sku, version) that sells out and comes back often."""
     return (0, 1, 5)[(version + ord(sku)) % 3]
 
 
-@settings(max_examples=40, deadline=None)
+PACINGS: dict[str, dict[str, Any]] = {
+    "batches": {"max_batch": 2},
+    "settling": {"max_batch": 1, "linger": 0.02, "settle": 0.01, "max_hold": 0.03},
+}
+
+
+@pytest.mark.parametrize("pacing", PACINGS.values(), ids=PACINGS.keys())
+@settings(max_examples=60, deadline=None)
 @given(changes=changes, failures=st.lists(st.booleans(), max_size=20), seed=st.integers(0, 99))
-async def test_settling_keeps_newest_only_never_older_and_commits_everything(
-    changes: list[tuple[str, int]], failures: list[bool], seed: int
+async def test_whatever_the_order_and_failures_the_channel_ends_at_the_newest_version(
+    pacing: dict[str, Any], changes: list[tuple[str, int]], failures: list[bool], seed: int
 ) -> None:
-    sink = FakeSink(max_batch=1, linger=0.02, settle=0.01, max_hold=0.03)
+    sink = FakeSink(**pacing)
     sink.failures = [ChannelUnavailable("HTTP 503") for failed in failures if failed]
     engine = engine_for(sink)
     rng = random.Random(seed)
