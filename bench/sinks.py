@@ -4,6 +4,7 @@ from availability record to channel acknowledgement, and staleness one window af
 
     .venv/bin/python bench/sinks.py [--changes 50000] [--skus 2000] [--rate 20000]
                                     [--channels shopify,amazon,webhook] [--json]
+                                    [--webhook-settle S]
 
 Definitions (printed too):
 - calls: HTTP requests the emulator received after warm-up (every kind: mutations, lookups,
@@ -62,6 +63,8 @@ from connectors.emulators import (
     pointed_at,
 )
 from connectors.sinks import run_sink
+from connectors.sinks.http import connector_config
+from connectors.sinks.webhook import WebhookConfig
 from streams.codec import make_codec
 from streams.core.catalog import Channel
 from streams.core.models import Availability
@@ -194,6 +197,7 @@ class Run:
     burst_seconds: float = 0.0
     warmup_calls: dict[str, int] = field(default_factory=dict)
     last_read: float = 0.0  # when the sink read the burst's last record (time.time())
+    policy: str = ""  # the sink's own pacing settings worth printing (webhook: settling)
 
 
 def encoded(topic: str, records: list[Availability]) -> list[tuple[bytes, bytes]]:
@@ -252,6 +256,12 @@ async def bench_channel(
     await emulator.start()
     pointed = pointed_at(channel, emulator)
     run = Run(kind, limit_of(emulator))
+    if isinstance(emulator, WebhookEmulator):
+        if args.webhook_settle is not None:  # e.g. 0: the engine without settling, same load
+            extra = {"settle_seconds": args.webhook_settle}
+            pointed = Channel.model_validate({**pointed.model_dump(), **extra})
+        config = connector_config(pointed, WebhookConfig)
+        run.policy = f"settle {config.settle_seconds:g}s, max hold {config.max_hold_seconds:g}s"
 
     def on_ack(record: Availability) -> None:
         run.acks.setdefault(record.channel_sku, []).append((record.version, time.time()))
@@ -334,6 +344,7 @@ def summarize(run: Run) -> dict[str, Any]:
     return {
         "channel": run.channel,
         "limit": run.limit.text,
+        "policy": run.policy,
         "changes": len(run.produced),
         "skus": len(final),
         "burst_seconds": round(run.burst_seconds, 2),
@@ -402,7 +413,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         f"produced at {args.rate:g}/s (Zipf-like: a few SKUs take most changes)"
     )
     for r in results:
-        print(f"\n[{r['channel']}] {r['limit']}")
+        policy = f"; {r['policy']}" if r["policy"] else ""
+        print(f"\n[{r['channel']}] {r['limit']}{policy}")
         by_kind = ", ".join(f"{k} {v}" for k, v in sorted(r["calls_by_kind"].items()))
         print(
             f"  calls: {r['calls']} ({by_kind}); per-window minimum {r['minimum_calls']}"
@@ -448,6 +460,12 @@ if __name__ == "__main__":
         type=float,
         default=1.0,
         help="emulated JSON_LISTINGS_FEED processing time",
+    )
+    parser.add_argument(
+        "--webhook-settle",
+        type=float,
+        default=None,
+        help="the webhook's settle_seconds (default: the connector's; 0: no settling)",
     )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=7)

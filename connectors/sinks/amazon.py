@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from connectors.sinks.base import ChannelUnavailable, Outcome
+from connectors.sinks.base import ChannelUnavailable, Outcome, SettlingConfig
 from connectors.sinks.http import HttpClient, Reply, connector_config, transient
 from connectors.sinks.limits import TokenBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -31,8 +31,12 @@ FEED_CONTENT_TYPE = "application/json; charset=UTF-8"
 MAX_LEAD_TIME_DAYS = 30
 
 
-class AmazonConfig(BaseModel):
-    """Extra fields of a `type: amazon` channel in the catalog."""
+class AmazonConfig(SettlingConfig):
+    """Extra fields of a `type: amazon` channel in the catalog.
+
+    `settle_seconds` / `max_hold_seconds` hold patches of values still changing, as for webhooks
+    (see WebhookConfig); off by default here, since a sale's backlog goes by feed.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -77,6 +81,8 @@ class AmazonSink:
         self.config = config = connector_config(channel, AmazonConfig)
         self.max_batch = 1  # the Listings Items API takes one SKU per call
         self.linger = config.coalesce_seconds
+        self.settle = config.settle_seconds
+        self.max_hold = config.max_hold_seconds
         # Waiting SKUs that justify a feed: the configured guess until a feed's duration is known,
         # then as many as patches clear in that time (a feed is worth it when patches are slower).
         self.bulk_threshold = config.feed_threshold or 1 << 62

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streams.core.models import Availability
 from streams.errors import InventoryError
@@ -65,6 +67,12 @@ class Sink(Protocol):
     send per window) and a batch that is not full goes at most once per window. An optional
     `quiet` (seconds, default `linger` / 4): once no record arrived for that long, nothing waits
     for a window any more, only for the rate limit.
+
+    Optional `settle` (seconds, default 0 = off) and `max_hold` (seconds, default 3): while records
+    keep arriving, a value still changing waits until its channel_sku was quiet for `settle`, but
+    no longer than `max_hold` after the channel went out of date. A sell-out (`available` to 0
+    where the channel shows stock) skips the hold and the window and goes first; a value back
+    from 0 skips the hold. Meant for channels paid per SKU (one call per record).
     """
 
     channel_id: str
@@ -98,3 +106,18 @@ class BulkSink(Sink, Protocol):
 
     async def flush_bulk(self, records: Sequence[Availability]) -> list[Outcome]:
         """Submit the records in one bulk job and wait for its result. Raises ChannelUnavailable."""
+
+
+class SettlingConfig(BaseModel):
+    """Catalog settings of settling (see Sink: `settle`, `max_hold`), for channels paid per SKU."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    settle_seconds: float = Field(default=0.0, ge=0)  # quiet time before a changing value goes
+    max_hold_seconds: float = Field(default=3.0, gt=0)  # longest wait for a value to settle
+
+    @model_validator(mode="after")
+    def _hold_covers_settle(self) -> Self:
+        if self.settle_seconds > self.max_hold_seconds:
+            raise ValueError("settle_seconds cannot exceed max_hold_seconds")
+        return self

@@ -10,6 +10,13 @@ full batch. Once the consumer has read all the broker had and no record came for
 newest value of every waiting key goes as soon as the channel's rate limit allows. While waiting
 for the limit, keys keep coalescing.
 
+Settling (a sink's optional `settle`, off at 0; on for webhooks): while records keep coming, a
+value that is still changing waits until its key has been quiet for `settle` seconds, but never
+more than `max_hold` seconds after the channel went out of date, so a rate-limited channel's calls
+carry values that stay. A sell-out (the channel shows stock, the value says none) skips the hold
+and the window and goes before any other key; a value back from zero skips the hold. Otherwise the
+key that has waited longest goes first.
+
 No Kafka and no HTTP here: the runner feeds records in with offer() and commits what
 committable() returns; a Sink does the talking. Tests drive it with a fake sink.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import time
@@ -40,6 +48,11 @@ DeadLetterHook = Callable[
 ]
 
 MAX_ITEM_RETRIES = 5  # per-record retries (e.g. compare-and-set re-reads) before giving up
+MAX_HOLD_SECONDS = 3.0  # a sink's `max_hold` when it sets `settle` but not that
+SETTLE_TICK = 0.005  # shortest sleep for a held key
+
+# How a waiting value changes what the channel shows (settling only).
+SETTLING, RESTOCK, SELL_OUT = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -49,7 +62,9 @@ class _Slot:
     offset: int | None
     raw: bytes | None
     since: float  # when the channel first became out of date for this key (engine clock)
+    changed: float  # when the newest record of this key was written (engine clock)
     attempts: int = 0
+    quiet: int = 0  # settling: its entry in the heap of quiet keys (0: still changing)
 
 
 class OffsetTracker:
@@ -145,6 +160,20 @@ class SinkEngine:
         # A bulk job (a feed) waits for quiet input while the backlog is younger than this, so a
         # scarce bulk submission is not spent on values that are still changing.
         self._bulk_hold = float(getattr(sink, "bulk_hold", 0.0))
+        # Hold a value still changing until its key was quiet for `settle` seconds, at most
+        # `max_hold` after the channel went out of date (0: off; see the module docstring).
+        self._settle = float(getattr(sink, "settle", 0.0))
+        # a key goes once per window anyway: a shorter cap would change nothing
+        self._max_hold = max(self._linger, float(getattr(sink, "max_hold", MAX_HOLD_SECONDS)))
+        self._shown: dict[str, int] = {}  # channel_sku -> `available` acknowledged
+        # Waiting keys by kind: sell-outs, values back from 0, and the rest, either still
+        # changing (by last change, so the quiet ones lead) or found quiet (a heap by `since`).
+        self._sellouts: set[str] = set()
+        self._restocks: set[str] = set()
+        self._changing: dict[str, _Slot] = {}
+        self._quiet_keys: list[tuple[float, int, str, _Slot]] = []
+        self._quiet_seq = itertools.count(1)
+        self._newest_record = -float("inf")  # the latest record time offered
         self._last_input = -float("inf")  # the last offer, or -inf after end_of_input()
         self._last_offer = -float("inf")
         # When the consumer last read everything the broker had (None: nobody tells us, e.g. a
@@ -176,6 +205,9 @@ class SinkEngine:
         key, version = record.channel_sku, record.version
         now = self._clock()
         self._last_input = self._last_offer = now
+        written = received_at or now
+        if written > self._newest_record:
+            self._newest_record = written
         if version <= self._acked.get(key, -1):
             self._skipped.inc()  # a duplicate or a late older version
             self.offsets.done(partition, offset)
@@ -186,7 +218,10 @@ class SinkEngine:
                 # Same key, same partition, higher offset: the older offset is covered by this one.
                 self.offsets.done(slot.partition, slot.offset)
                 slot.record, slot.partition, slot.offset, slot.raw = record, partition, offset, raw
+                slot.changed = written
                 self._coalesced.inc()
+                if self._settle > 0:
+                    self._settling_arrival(key, slot, now)
             else:
                 self._skipped.inc()
                 self.offsets.done(partition, offset)
@@ -196,11 +231,53 @@ class SinkEngine:
             self._skipped.inc()
             self.offsets.done(partition, offset)
             return
-        self._buffer[key] = _Slot(record, partition, offset, raw, received_at or now)
+        slot = self._buffer[key] = _Slot(record, partition, offset, raw, written, written)
         self._gauge()
+        if self._settle > 0:
+            self._settling_arrival(key, slot, now)
+            if len(self._buffer) == 1:
+                self._wake.set()
+            return
         sendable = flying is None and self._sent_at.get(key, -float("inf")) <= now - self._linger
         if (sendable and self._wake_on_arrival) or len(self._buffer) == 1:
             self._wake.set()
+
+    def _settling_arrival(self, key: str, slot: _Slot, now: float) -> None:
+        """A new value for a waiting key: a sell-out wakes the sender whatever it waits for, a
+        value back from zero wakes it outside the key's window, anything else waits its timer."""
+        slot.quiet = 0
+        self._changing.pop(key, None)
+        self._changing[key] = slot  # the most recently changed last
+        change = self._classify(key, slot)
+        if change == SETTLING or key in self._in_flight:
+            return
+        if change == SELL_OUT or (
+            self._wake_on_arrival and self._sent_at.get(key, -float("inf")) <= now - self._linger
+        ):
+            self._wake.set()
+
+    def _classify(self, key: str, slot: _Slot) -> int:
+        """What the waiting value does to what the channel shows; keeps the kind sets in step.
+
+        A sell-out takes `available` to 0 where the channel shows stock or where we do not know what
+        it shows (the value that stops overselling); a restock brings back what it shows as 0.
+        """
+        shown = self._shown.get(key)
+        change = SETTLING
+        if slot.record.available <= 0:
+            if shown is None or shown > 0:
+                change = SELL_OUT
+        elif shown == 0:
+            change = RESTOCK
+        if change == SELL_OUT:
+            self._sellouts.add(key)
+        else:
+            self._sellouts.discard(key)
+        if change == RESTOCK:
+            self._restocks.add(key)
+        else:
+            self._restocks.discard(key)
+        return change
 
     def end_of_input(self) -> None:
         """No more records are coming (a resync offered the whole topic): nothing waits for a
@@ -220,6 +297,13 @@ class SinkEngine:
         if self._caught_up_at is not None and self._caught_up_at < self._last_input:
             return max(wait, self._quiet)  # records may still be waiting: caught_up() wakes us
         return wait
+
+    def _horizon(self, now: float) -> float:
+        """Until when we know every change: now if the consumer caught up since the last record,
+        else the newest record's time (later ones may still be on their way)."""
+        if self._caught_up_at is not None and self._caught_up_at >= self._last_input:
+            return now
+        return min(now, self._newest_record)
 
     def skip(self, partition: int, offset: int) -> None:
         """A record handled outside the engine (e.g. undecodable, already dead-lettered)."""
@@ -293,7 +377,7 @@ class SinkEngine:
             return True
         limit = self.sink.max_batch
         partial_wait = self._last_partial + self._linger - self._clock()
-        if partial_wait > 0 and not settled:
+        if partial_wait > 0 and not settled and not self._sellout_waiting():
             # Records keep coming and this window's round ended with a partial call: the next
             # round starts when the window ends (or the input goes quiet), even if a full batch
             # of new keys waits. Sending each batch as it fills puts keys on scattered windows,
@@ -343,6 +427,9 @@ class SinkEngine:
         """(keys that may be sent now, up to a full batch; seconds until the next one may)."""
         limit = self.sink.max_batch
         flying = self._in_flight
+        if self._settle > 0:
+            batch, wait = self._settling_due(limit, settled)
+            return len(batch), wait
         if (self._linger <= 0 or settled) and not flying:
             return min(limit, len(self._buffer)), 0.0
         cutoff = float("inf") if settled else self._clock() - self._linger
@@ -359,20 +446,141 @@ class SinkEngine:
                 earliest = min(earliest, sent)
         return due, (0.0 if due else min(60.0, earliest - cutoff))
 
+    def _sellout_waiting(self) -> bool:
+        return any(key not in self._in_flight for key in self._sellouts)
+
+    def _mark_quiet(self, key: str, slot: _Slot) -> None:
+        self._changing.pop(key, None)
+        slot.quiet = next(self._quiet_seq)
+        heap = self._quiet_keys
+        if len(heap) > 2 * len(self._buffer) + 64:  # mostly entries of keys sent since: drop them
+            buffer = self._buffer
+            heap[:] = [e for e in heap if buffer.get(e[2]) is e[3] and e[3].quiet == e[1]]
+            heapq.heapify(heap)
+        heapq.heappush(heap, (slot.since, slot.quiet, key, slot))
+
+    def _settling_due(self, limit: int, settled: bool) -> tuple[list[_Slot], float]:
+        """Settling: up to `limit` waiting values that may go now, best first, and the seconds
+        until the next one may. Sell-outs first, oldest first; then, oldest first, values back from
+        0 and values quiet for `settle` or held `max_hold`, outside their key's window. Each key is
+        looked at O(log n) times, not once per call: a sale can keep thousands waiting."""
+        buffer, flying, sent_at = self._buffer, self._in_flight, self._sent_at
+        batch = sorted(
+            (buffer[key] for key in self._sellouts if key not in flying), key=lambda s: s.since
+        )[:limit]
+        if len(batch) >= limit:
+            return batch, 0.0
+        chosen = {slot.record.channel_sku for slot in batch}
+        if settled:  # the input went quiet: nothing holds, the order is the waiting order
+            for key, slot in buffer.items():
+                if key not in flying and key not in chosen:
+                    batch.append(slot)
+                    if len(batch) >= limit:
+                        break
+            return batch, 0.0
+        now = self._clock()
+        horizon = self._horizon(now)
+        window_start = now - self._linger
+        wait = float("inf")  # until the next value may go (as of now)
+        # still changing -> quiet: the ones changed longest ago lead `_changing`
+        quiet_since = horizon - self._settle
+        became_quiet = []
+        for key, slot in self._changing.items():
+            if slot.changed > quiet_since:
+                wait = slot.changed - quiet_since  # the horizon moves with the clock at best
+                break
+            became_quiet.append((key, slot))
+        for key, slot in became_quiet:
+            self._mark_quiet(key, slot)
+        # held `max_hold`: the waiting order is `since` order, so they lead the buffer
+        held_since = now - self._max_hold
+        capped = iter(buffer.items())
+
+        def next_capped() -> _Slot | None:
+            nonlocal wait
+            for key, slot in capped:
+                if slot.since > held_since:
+                    wait = min(wait, slot.since - held_since)
+                    return None
+                if key in flying or key in chosen:
+                    continue
+                sent = sent_at.get(key)
+                if sent is not None and sent > window_start:
+                    wait = min(wait, sent - window_start)
+                    continue
+                return slot
+            return None
+
+        # found quiet: a heap by `since`, with stale entries (sent, changed again) dropped
+        quiet, parked = self._quiet_keys, []
+
+        def next_quiet() -> _Slot | None:
+            nonlocal wait
+            while quiet:
+                _, seq, key, slot = heapq.heappop(quiet)
+                if buffer.get(key) is not slot or slot.quiet != seq:
+                    continue
+                parked.append((slot.since, seq, key, slot))
+                sent = sent_at.get(key)
+                if key in flying or key in chosen:
+                    continue
+                if sent is not None and sent > window_start:
+                    wait = min(wait, sent - window_start)
+                    continue
+                return slot
+            return None
+
+        restocks = []
+        for key in self._restocks:
+            sent = sent_at.get(key)
+            if key in flying or key in chosen:
+                continue
+            if sent is not None and sent > window_start:
+                wait = min(wait, sent - window_start)
+            else:
+                restocks.append(buffer[key])
+        restocks.sort(key=lambda s: s.since, reverse=True)
+
+        def next_restock() -> _Slot | None:
+            return restocks.pop() if restocks else None
+
+        # merge the three sources, oldest first: (since, source, slot) of each one's best
+        sources = (next_capped, next_quiet, next_restock)
+        heads: list[_Slot | None] = [pick() for pick in sources]
+        while len(batch) < limit:
+            live = [(head.since, i, head) for i, head in enumerate(heads) if head is not None]
+            if not live:
+                break
+            _, best, head = min(live, key=lambda entry: entry[:2])
+            if head.record.channel_sku not in chosen:
+                chosen.add(head.record.channel_sku)
+                batch.append(head)
+            heads[best] = sources[best]()
+        for entry in parked:
+            heapq.heappush(quiet, entry)
+        return batch, (0.0 if batch else min(60.0, max(SETTLE_TICK, wait)))
+
     def _take(self, limit: int, bulk: bool = False, settled: bool = False) -> list[_Slot]:
         now = self._clock()
-        cutoff = float("inf") if settled else now - self._linger
-        slots: Iterable[_Slot] = (
-            slot
-            for key, slot in self._buffer.items()
-            if key not in self._in_flight and self._sent_at.get(key, cutoff) <= cutoff
-        )
-        batch = list(itertools.islice(slots, limit))
+        if self._settle > 0 and not bulk:
+            batch, _ = self._settling_due(limit, settled)
+        else:
+            cutoff = float("inf") if settled else now - self._linger
+            slots: Iterable[_Slot] = (
+                slot
+                for key, slot in self._buffer.items()
+                if key not in self._in_flight and self._sent_at.get(key, cutoff) <= cutoff
+            )
+            batch = list(itertools.islice(slots, limit))
         if not bulk and 0 < len(batch) < limit:
             self._last_partial = now
         for slot in batch:
             key = slot.record.channel_sku
             del self._buffer[key]
+            if self._settle > 0:
+                self._sellouts.discard(key)
+                self._restocks.discard(key)
+                self._changing.pop(key, None)
             self._in_flight[key] = slot
             self._sent_at[key] = now
         return batch
@@ -449,6 +657,11 @@ class SinkEngine:
         key = slot.record.channel_sku
         del self._in_flight[key]
         self._acked[key] = max(self._acked.get(key, -1), slot.record.version)
+        if self._settle > 0:
+            self._shown[key] = slot.record.available
+            waiting = self._buffer.get(key)
+            if waiting is not None:
+                self._classify(key, waiting)  # a sell-out no more once the channel shows 0
         self.offsets.done(slot.partition, slot.offset)
         self.acked += 1
         self._metrics.records_acked.labels(self.channel_id).inc()
@@ -488,6 +701,9 @@ class SinkEngine:
                 newer.attempts = 0
             else:
                 front[key] = slot
+                if self._settle > 0:  # it was due when it went: due again
+                    self._classify(key, slot)
+                    self._mark_quiet(key, slot)
         if front:
             self._buffer = {**front, **self._buffer}
         self._gauge()

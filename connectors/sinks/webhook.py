@@ -13,9 +13,9 @@ import hmac
 import json
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from connectors.sinks.base import Outcome
+from connectors.sinks.base import Outcome, SettlingConfig
 from connectors.sinks.http import HttpClient, connector_config, transient
 from connectors.sinks.limits import TokenBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -33,8 +33,15 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-class WebhookConfig(BaseModel):
-    """Extra fields of a webhook channel (any `type` without its own adapter) in the catalog."""
+class WebhookConfig(SettlingConfig):
+    """Extra fields of a webhook channel (any `type` without its own adapter) in the catalog.
+
+    Pacing during a sale (every POST costs one of `rate`): a SKU goes at most once per
+    `coalesce_seconds`; a value still changing waits until the SKU was quiet for `settle_seconds`
+    (0: no wait), but never more than `max_hold_seconds` after the receiver went out of date. A
+    sell-out (`available` to 0 where the receiver holds stock) goes at once and before any other
+    SKU; a value back from 0 does not wait to settle. Once the records stop, nothing waits.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -45,6 +52,7 @@ class WebhookConfig(BaseModel):
     rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the stated rate
     timeout_seconds: float = Field(default=10.0, gt=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
+    settle_seconds: float = Field(default=1.0, ge=0)  # on for webhooks (see SettlingConfig)
 
 
 class WebhookSink:
@@ -53,6 +61,8 @@ class WebhookSink:
         self.config = config = connector_config(channel, WebhookConfig)
         self.max_batch = 1
         self.linger = config.coalesce_seconds
+        self.settle = config.settle_seconds
+        self.max_hold = config.max_hold_seconds
         self._http = HttpClient(channel.id, metrics, timeout=config.timeout_seconds)
         # Empty at first: the other side's bucket may still hold the calls of a process of ours
         # that stopped a moment ago. Tokens are taken when an answer is back (see TokenBucket).

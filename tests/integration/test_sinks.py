@@ -4,6 +4,7 @@ values, within its limits, through outages, and never sees a stale or repeated v
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -28,12 +29,12 @@ AS_OF = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 CHANNEL_TYPES = ("shopify", "amazon", "webhook")
 
 
-def record(channel: str, sku: str, version: int) -> Availability:
+def record(channel: str, sku: str, version: int, available: int | None = None) -> Availability:
     # available grows with version, so a channel's history shows any stale or repeated write
     return Availability(
         channel=channel,
         channel_sku=sku,
-        available=version * 3,
+        available=version * 3 if available is None else available,
         backorderable=0,
         restock_date=None,
         version=version,
@@ -274,3 +275,55 @@ async def test_a_restart_resends_nothing_acknowledged_and_resync_repairs_drift(
                 report,
             )
         assert len(running[amazon.id].feeds) == 1  # type: ignore[attr-defined]
+
+
+def publish_paced(
+    bootstrap: str, channel: Channel, records: list[Availability], every: float
+) -> float:
+    """Produce one record every `every` seconds through one producer; when the last one was out."""
+    codec, topic = make_codec(Settings()), availability_topic(channel.id)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    for r in records:
+        producer.produce(topic, key=r.channel_sku.encode(), value=codec.encode(r, topic))
+        assert producer.flush(10) == 0
+        time.sleep(every)
+    return time.monotonic() - every
+
+
+async def test_a_webhook_gets_a_sell_out_at_once_and_no_value_that_is_still_changing(
+    kafka_bootstrap: str,
+) -> None:
+    settings = Settings()
+    ensure_topics(kafka_bootstrap, [s for s in topic_specs(settings, []) if s.name == DLQ])
+    # settle 1 s (the default); neither the cap nor the window ends within the test
+    channel = Channel.model_validate(
+        {"id": unique_name("it-settle"), "type": "webhook", "locations": ["wh"]}
+        | {"max_hold_seconds": 30, "coalesce_seconds": 2}
+    )
+    create_topic(kafka_bootstrap, availability_topic(channel.id), partitions=2, compacted=True)
+    stop = asyncio.Event()
+    async with start_emulators([channel]) as running:
+        receiver = running[channel.id]
+        task = asyncio.create_task(run_sink(running.channels[0], settings, kafka_bootstrap, stop))
+        publish(kafka_bootstrap, channel, [record(channel.id, "LAST-ONES", 1, 3)])
+        publish(kafka_bootstrap, channel, [record(channel.id, "HOT", 1, 500)])
+        await until(lambda: len(values(receiver)) == 2, 30, "the receiver shows both SKUs")
+        shown = len(receiver.requests)
+        hot = [record(channel.id, "HOT", v, 500 - v) for v in range(2, 42)]  # every 50 ms, 2 s
+        sold_out = record(channel.id, "LAST-ONES", 2, 0)
+        changing = asyncio.create_task(
+            asyncio.to_thread(publish_paced, kafka_bootstrap, channel, hot, 0.05)
+        )
+        await asyncio.sleep(0.8)
+        published = time.monotonic()
+        await asyncio.to_thread(publish, kafka_bootstrap, channel, [sold_out])
+        stopped = await changing
+        await until(lambda: values(receiver).get("HOT") == 459, 15, "HOT's last value")
+        stop.set()
+        await task
+    posts = [(json.loads(r.body), r.at) for r in receiver.requests[shown:]]
+    sent = [(body["channel_sku"], body["version"]) for body, _ in posts]
+    assert sent == [("LAST-ONES", 2), ("HOT", 41)]  # nothing spent on HOT while it changed
+    (_, sold_at), (_, hot_at) = posts
+    assert sold_at - published < 1.0  # at once, while HOT kept changing
+    assert hot_at > stopped  # once the records stopped (then nothing waits to settle)

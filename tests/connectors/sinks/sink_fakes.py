@@ -38,9 +38,21 @@ class FakeSink:
 
     channel_id = "pos"
 
-    def __init__(self, max_batch: int = 10, linger: float = 0.0) -> None:
+    def __init__(
+        self,
+        max_batch: int = 10,
+        linger: float = 0.0,
+        *,
+        settle: float = 0.0,
+        max_hold: float = 3.0,
+        quiet: float | None = None,
+    ) -> None:
         self.max_batch = max_batch
         self.linger = linger
+        self.settle = settle
+        self.max_hold = max_hold
+        if quiet is not None:  # otherwise the engine's default, a quarter of `linger`
+            self.quiet = quiet
         self.call_times: list[float] = []
         self.staged: list[Availability] = []
         self.calls: list[list[Availability]] = []

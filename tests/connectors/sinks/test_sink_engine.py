@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -224,6 +227,115 @@ async def test_a_bulk_job_waits_for_the_updates_to_stop_then_takes_the_backlog()
     }
 
 
+# ---- settling: values still changing wait, sell-outs do not ----
+
+
+async def changing_while_read(
+    engine: SinkEngine, skus: Sequence[str], versions: range, every: float, available: int = 9
+) -> list[float]:
+    """Offer `versions` of each of `skus` every `every` seconds, the consumer keeping up (it says
+    it caught up after each poll, as the runner does); the times of the offers."""
+    times = []
+    for version in versions:
+        for sku in skus:
+            engine.offer(availability(sku, version, available=available + version))
+        engine.caught_up()
+        times.append(time.monotonic())
+        await asyncio.sleep(every)
+    return times
+
+
+async def channel_shows(engine: SinkEngine, quantities: dict[str, int]) -> None:
+    """Deliver version 1 of each SKU with its quantity: what the channel shows to begin with."""
+    for sku, quantity in quantities.items():
+        engine.offer(availability(sku, 1, available=quantity))
+    engine.end_of_input()
+    await engine.run_until_idle()
+
+
+async def test_a_sku_changing_every_100_ms_is_held_until_it_settles() -> None:
+    # records keep coming as far as the engine knows (quiet input would release everything)
+    sink = FakeSink(max_batch=1, linger=0.2, settle=0.3, max_hold=5.0, quiet=5.0)
+    engine = engine_for(sink)
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    offers = await changing_while_read(engine, ["HOT"], range(1, 11), 0.1)
+    assert sink.calls == []  # it changed all the time: no call spent on it
+    await asyncio.sleep(0.45)
+    stop.set()
+    await draining
+    assert sink.history == {"HOT": [10]}
+    # once it stopped changing: after the settle time, not before, without waiting for quiet input
+    assert 0.3 <= sink.call_times[0] - offers[-1] < 0.3 + 0.1
+
+
+async def test_a_sku_that_never_settles_still_goes_once_per_max_hold() -> None:
+    sink = FakeSink(max_batch=1, linger=0.2, settle=0.3, max_hold=0.6, quiet=5.0)
+    engine = engine_for(sink)
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    offers = await changing_while_read(engine, ["HOT"], range(1, 21), 0.1)  # never quiet 0.3 s
+    await asyncio.sleep(0.45)
+    stop.set()
+    await draining
+    versions = sink.history["HOT"]
+    assert versions == sorted(set(versions)) and versions[-1] == 20
+    assert len(versions) == 4  # at ~0.6, ~1.2 and ~1.8 s, and the last value once settled
+    assert 0.6 <= sink.call_times[0] - offers[0] < 0.6 + 0.1  # held for the cap, not longer
+    while_changing = [b - a for a, b in itertools.pairwise(sink.call_times[:-1])]
+    assert all(0.6 <= gap < 0.6 + 0.1 for gap in while_changing)
+    assert 0.3 <= sink.call_times[-1] - offers[-1] < 0.3 + 0.1
+
+
+async def test_a_sell_out_goes_at_once_while_other_skus_settle() -> None:
+    sink = FakeSink(max_batch=1, linger=1.0, settle=0.5, max_hold=5.0, quiet=5.0)
+    engine = engine_for(sink)
+    await channel_shows(engine, {"LAST-ONES": 3})
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    busy = asyncio.create_task(changing_while_read(engine, ["A", "B", "C"], range(1, 21), 0.05))
+    await asyncio.sleep(0.3)
+    engine.offer(availability("LAST-ONES", 2, available=0))  # sold out, inside its 1 s window
+    engine.caught_up()
+    sold_out = time.monotonic()
+    await asyncio.sleep(0.1)
+    assert sink.history == {"LAST-ONES": [1, 2]}  # A, B and C keep changing: held
+    assert sink.call_times[-1] - sold_out < 0.05
+    await busy
+    await asyncio.sleep(0.7)
+    stop.set()
+    await draining
+    assert sink.history == {"LAST-ONES": [1, 2], "A": [20], "B": [20], "C": [20]}
+
+
+async def test_a_sku_back_from_zero_does_not_wait_to_settle() -> None:
+    sink = FakeSink(max_batch=1, linger=0.2, settle=1.0, max_hold=5.0, quiet=5.0)
+    engine = engine_for(sink)
+    await channel_shows(engine, {"BACK": 0})
+    await asyncio.sleep(0.2)  # the coalescing window is over
+    draining = asyncio.create_task(engine.run(stop := asyncio.Event()))
+    engine.offer(availability("BACK", 2, available=4))
+    engine.offer(availability("OTHER", 1, available=4))
+    engine.caught_up()
+    await asyncio.sleep(0.1)
+    stop.set()
+    await draining
+    assert sink.history == {"BACK": [1, 2]}  # OTHER is new and settles; BACK sells again
+
+
+async def test_sell_outs_go_before_skus_that_waited_longer() -> None:
+    sink = FakeSink(max_batch=1, settle=0.5)
+    engine = engine_for(sink)
+    await channel_shows(engine, {"GONE": 4, "ZERO": 0})
+    sink.calls.clear()
+    start = time.monotonic() - 1.0
+    waiting = [("A", 5), ("B", 6), ("ZERO", 0), ("C", 7), ("GONE", 0), ("NEW", 0)]
+    for i, (sku, available) in enumerate(waiting):  # in the order they started waiting
+        engine.offer(availability(sku, 2, available=available), received_at=start + i / 100)
+    engine.end_of_input()
+    await engine.run_until_idle()
+    # sell-outs first, oldest first (NEW: the channel may show stock we never saw), then the rest;
+    # ZERO is 0 on the channel already: no sell-out, it keeps its place
+    assert [call[0].channel_sku for call in sink.calls] == ["GONE", "NEW", "A", "B", "ZERO", "C"]
+
+
 async def test_batches_carry_many_skus_up_to_the_channel_limit() -> None:
     sink = FakeSink(max_batch=10)
     engine = engine_for(sink)
@@ -377,17 +489,29 @@ changes = st.lists(
 )
 
 
+def stock(sku: str, version: int) -> int:
+    """A quantity per (sku, version) that sells out and comes back often."""
+    return (0, 1, 5)[(version + ord(sku)) % 3]
+
+
+PACINGS: dict[str, dict[str, Any]] = {
+    "batches": {"max_batch": 2},
+    "settling": {"max_batch": 1, "linger": 0.02, "settle": 0.01, "max_hold": 0.03},
+}
+
+
+@pytest.mark.parametrize("pacing", PACINGS.values(), ids=PACINGS.keys())
 @settings(max_examples=60, deadline=None)
 @given(changes=changes, failures=st.lists(st.booleans(), max_size=20), seed=st.integers(0, 99))
 async def test_whatever_the_order_and_failures_the_channel_ends_at_the_newest_version(
-    changes: list[tuple[str, int]], failures: list[bool], seed: int
+    pacing: dict[str, Any], changes: list[tuple[str, int]], failures: list[bool], seed: int
 ) -> None:
-    sink = FakeSink(max_batch=2)
+    sink = FakeSink(**pacing)
     sink.failures = [ChannelUnavailable("HTTP 503") for failed in failures if failed]
     engine = engine_for(sink)
     rng = random.Random(seed)
     for offset, (sku, version) in enumerate(changes):
-        engine.offer(availability(sku, version), partition=0, offset=offset)
+        engine.offer(availability(sku, version, stock(sku, version)), partition=0, offset=offset)
         if rng.random() < 0.3:
             await engine.step()
     await engine.run_until_idle()
@@ -395,6 +519,7 @@ async def test_whatever_the_order_and_failures_the_channel_ends_at_the_newest_ve
     for sku, version in changes:
         newest[sku] = max(newest.get(sku, 0), version)
     assert {sku: r.version for sku, r in sink.state.items()} == newest
+    assert all(r.available == stock(sku, r.version) for sku, r in sink.state.items())
     for versions in sink.history.values():
         assert versions == sorted(set(versions))
     assert engine.committable() == {0: len(changes)}

@@ -8,9 +8,13 @@ import random
 import time
 
 import aiohttp
+import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from connectors.emulators import WebhookEmulator
+from connectors.sinks import InvalidSinkConfig, SinkMetrics, make_sink
+from streams.core.catalog import Channel
 from tests.connectors.sinks.sink_fakes import channel_record, deliver
 
 
@@ -68,3 +72,21 @@ async def test_the_full_rate_is_used_and_never_exceeded_however_requests_are_del
     assert letters == [] and len(pos.records) == 40
     assert pos.throttled == 0
     assert elapsed < 40 / 20 * 1.5  # the stated rate, not a safety margin under it
+
+
+def webhook_channel(**settings: object) -> Channel:
+    return Channel.model_validate(
+        {"id": "pos", "type": "pos", "locations": ["wh"], "url": "https://pos.example/a"}
+        | {"secret": "s"}
+        | settings
+    )
+
+
+def test_values_settle_by_default_and_the_hold_cannot_be_shorter_than_the_settle_time() -> None:
+    metrics = SinkMetrics(CollectorRegistry())
+    sink = make_sink(webhook_channel(), metrics)
+    assert (sink.settle, sink.max_hold) == (1.0, 3.0)  # type: ignore[attr-defined]
+    off = make_sink(webhook_channel(settle_seconds=0), metrics)
+    assert off.settle == 0.0  # type: ignore[attr-defined]
+    with pytest.raises(InvalidSinkConfig, match="settle_seconds"):
+        make_sink(webhook_channel(settle_seconds=5, max_hold_seconds=2), metrics)
