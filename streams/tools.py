@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from connectors.sources.producer import SourceProducer
 from streams.codec import make_codec, record_to_json
-from streams.commands import CommandCodec
+from streams.commands import CommandCodec, is_envelope, unpack
 from streams.core.models import parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
@@ -85,6 +85,16 @@ def decode_record(topic: str, value: bytes | None, codec: Any, commands: Command
         return None  # a tombstone
     try:
         if topic.startswith(INTERNAL_PREFIXES) or topic.endswith("-changelog"):
+            if is_envelope(value):  # a batch's commands for one partition, each as its own record
+                return {
+                    "envelope": [
+                        {
+                            "key": item.key.decode(errors="replace"),
+                            "value": decode_record(topic, item.value, codec, commands),
+                        }
+                        for item in unpack(value)
+                    ]
+                }
             if value[:1] == b"{":
                 return json.loads(value)
             return record_to_json(commands.decode(value))  # type: ignore[arg-type]

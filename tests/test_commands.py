@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from streams.codec import make_codec
-from streams.commands import CatalogChanged, CommandCodec, ReservationDecided
+from streams.commands import (
+    CatalogChanged,
+    CommandCodec,
+    Item,
+    ReservationDecided,
+    catalog_changed,
+    is_envelope,
+    pack,
+    unpack,
+)
 from streams.core.keys import event_key
 from streams.core.models import OrderCancelled, OrderCreated, ReservationRequested
 from streams.core.reservations import (
@@ -19,7 +32,9 @@ from streams.core.reservations import (
     start,
 )
 from streams.core.sku import HoldResult
+from streams.errors import EncodingError
 from streams.settings import Settings
+from streams.tools import decode_record
 from tests.core.builders import T0, catalog, ev
 
 
@@ -101,3 +116,48 @@ def test_events_are_keyed_by_their_first_sku_as_spec_5_says() -> None:
     assert event_key(by_listing) == "r1"  # no catalog to resolve the listing with
     assert event_key(by_listing, catalog()) == "A"  # KIT's first component
     assert event_key(request(channel_sku="nope", quantity=1), catalog()) == "r1"
+
+
+# ---- envelopes: a batch's commands for one partition in one record ----
+
+items = st.lists(
+    st.builds(Item, st.binary(max_size=40), st.binary(max_size=300), st.integers(0, 255)),
+    max_size=60,
+)
+
+
+@given(items, st.integers(64, 2_000))
+def test_envelopes_give_back_every_item_in_order_whatever_the_size_limit(
+    sent: list[Item], limit: int
+) -> None:
+    envelopes = list(pack(sent, limit))
+    assert all(is_envelope(e) for e in envelopes)
+    assert [item for e in envelopes for item in unpack(e)] == sent
+    # split where the limit says, except an item larger than the limit, which travels alone
+    assert all(len(e) <= limit or len(list(unpack(e))) == 1 for e in envelopes)
+
+
+def test_no_command_or_event_encoding_is_mistaken_for_an_envelope() -> None:
+    codec = CommandCodec(make_codec(Settings(kafka_bootstrap_servers=None)))
+    event = request()
+    for record in (codec.encode(event), codec.encode(CatalogChanged(3)), catalog_changed(1)):
+        assert not is_envelope(record)
+    assert not is_envelope(None)
+
+
+def test_an_envelope_cut_short_is_an_encoding_error_not_a_half_batch() -> None:
+    (envelope,) = pack([Item(b"A", b"x" * 50, 0), Item(b"B", b"y" * 50, 1)], 10_000)
+    with pytest.raises(EncodingError, match="cut short"):
+        list(unpack(envelope[:-10]))
+
+
+def test_tail_shows_an_envelope_as_the_records_it_carries() -> None:
+    codec = make_codec(Settings(kafka_bootstrap_servers=None))
+    commands = CommandCodec(codec)
+    envelope = b"".join(
+        pack([Item(b"r1", commands.encode(request()), 0), Item(b"x", catalog_changed(4), 0)], 10**6)
+    )
+    shown = decode_record("inventory.commands", envelope, codec, commands)
+    assert [entry["key"] for entry in shown["envelope"]] == ["r1", "x"]
+    assert shown["envelope"][0]["value"]["reservation_id"] == "r1"
+    assert shown["envelope"][1]["value"] == {"t": "catalog", "v": 4}
