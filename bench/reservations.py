@@ -45,7 +45,7 @@ from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from bench.core import machine  # noqa: E402
 from connectors.sources.producer import SourceProducer  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
-from streams.commands import CommandCodec  # noqa: E402
+from streams.commands import CommandCodec, is_envelope, unpack  # noqa: E402
 from streams.core.catalog import load_catalog  # noqa: E402
 from streams.core.models import ReservationRequested, StockAdjusted  # noqa: E402
 from streams.core.sku import HoldResult, TryHold  # noqa: E402
@@ -248,29 +248,41 @@ def record_times(bootstrap: str, partitions: int, wanted: set[str]) -> dict[str,
                 topic, value = m.topic(), m.value()
                 position[(topic, m.partition())] = m.offset() + 1
                 at = m.timestamp()[1] / 1000
+                seen: list[tuple[str, str]] = []  # (reservation id, stage)
                 if topic == EVENTS:  # keyed by SKU: the id is in the event
                     event = codec.decode(value, EVENTS)
-                    rid = getattr(event, "reservation_id", "")
-                    stage = "produced"
+                    seen.append((getattr(event, "reservation_id", ""), "produced"))
                 elif topic == RESERVATION_DECISIONS:
-                    rid = (m.key() or b"").decode()
-                    stage = "decided"
+                    seen.append(((m.key() or b"").decode(), "decided"))
                 else:
-                    cmd = commands.decode(value)
-                    rid = getattr(cmd, "reservation_id", "")
-                    if isinstance(cmd, ReservationRequested):
-                        stage = "forwarded"
-                    elif isinstance(cmd, TryHold):
-                        stage = "try_hold"
-                    elif isinstance(cmd, HoldResult):
-                        stage = "hold_result"
-                    else:
-                        continue
-                if rid in wanted:
-                    out.setdefault(rid, {}).setdefault(stage, at)
+                    seen = command_stages(commands, value)
+                for rid, stage in seen:
+                    if rid in wanted:
+                        out.setdefault(rid, {}).setdefault(stage, at)
     finally:
         consumer.close()
     return out
+
+
+def command_stages(commands: CommandCodec, value: bytes) -> list[tuple[str, str]]:
+    """(reservation id, stage) of each command a record of inventory.commands carries: one, or
+    a batch's in an envelope."""
+    values = [item.value for item in unpack(value)] if is_envelope(value) else [value]
+    stages = []
+    for one in values:
+        cmd = commands.decode(one)
+        stage = (
+            "forwarded"
+            if isinstance(cmd, ReservationRequested)
+            else "try_hold"
+            if isinstance(cmd, TryHold)
+            else "hold_result"
+            if isinstance(cmd, HoldResult)
+            else None
+        )
+        if stage is not None:
+            stages.append((getattr(cmd, "reservation_id", ""), stage))
+    return stages
 
 
 ONE_HOP = [
