@@ -455,6 +455,9 @@ class AvailabilityWatcher(threading.Thread):
             [TopicPartition(self.topic, p, ends.get((self.topic, p), 0)) for p in range(n)]
         )
         self.arrived: dict[str, float] = {}
+        # when the worker produced each record (its CreateTime, ms), on this process's clock
+        self.produced: dict[str, float] = {}
+        self.skew = time.time() - time.perf_counter()
         self.halt = threading.Event()
 
     def run(self) -> None:
@@ -470,6 +473,8 @@ class AvailabilityWatcher(threading.Thread):
                     cause = record.cause_event_id  # type: ignore[attr-defined]
                     if record.channel_sku == record_sku(cause):  # type: ignore[attr-defined]
                         self.arrived.setdefault(cause, received)
+                        created = message.timestamp()[1] / 1000 - self.skew
+                        self.produced.setdefault(cause, created)
         finally:
             self.consumer.close()
 
@@ -687,6 +692,11 @@ def main() -> None:
             for k, t in sent.items()
         ]
         matched = sum(1 for k in sent if k in watcher.arrived)
+        # the two halves: to the worker's produce call, and from it to the arrival here
+        to_worker = [
+            (watcher.produced[k] - t) * 1000 for k, t in sent.items() if k in watcher.produced
+        ]
+        to_reader = [(watcher.arrived[k] - watcher.produced[k]) * 1000 for k in watcher.produced]
     finally:
         if tail_ is not None:
             tail_.halt.set()
@@ -734,6 +744,13 @@ def main() -> None:
         f"({matched:,} of {total:,} events seen, matched on cause_event_id; unseen count as "
         f"infinitely late)"
     )
+    if to_worker:
+        print(
+            f"   publish -> the worker's produce call (CreateTime, ms): p50 "
+            f"{ms(percentile(to_worker, 0.5))}, p99 {ms(percentile(to_worker, 0.99))}; "
+            f"-> arrival here: p50 {ms(percentile(to_reader, 0.5))}, "
+            f"p99 {ms(percentile(to_reader, 0.99))}"
+        )
     print(
         f"   CPU while publishing: worker {lat_cpu[0]:.0%} of a core, broker {lat_cpu[1]:.0%}, "
         f"this process (producer and consumer) {lat_cpu[2]:.0%}"

@@ -436,7 +436,7 @@ def create_app(
     reservations = table("reservations", "reservation-state")
     listings = table("listings", "listing-state")
 
-    outputs = Outputs(bootstrap)
+    outputs = Outputs(bootstrap, settings.producer_linger_ms)
     outputs.install(app)
     writes = DeferredWrites(outputs, n)
     to_stages = CommandBatch(outputs, n)

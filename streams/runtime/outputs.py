@@ -20,13 +20,13 @@ log = logging.getLogger(__name__)
 
 
 class Outputs:
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, linger_ms: float = 2.0) -> None:
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
+                "linger.ms": linger_ms,
                 # a delivery report (a Python callback served by poll) only for a record that
                 # failed: flush() still waits for every record, and a failure fails the commit
                 "delivery.report.only.error": True,
