@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
-from streams.replay import GroupActive, Start, rebuild, redrive
+from streams.errors import InventoryError
+from streams.replay import GroupActive, Start, parse_offsets, rebuild, redrive, start_offsets
 from streams.runtime.catalog_store import publish
 from streams.simulate import read_catalog, simulate
 from tests.integration.live import LiveSystem
+from tests.kafka_helpers import create_topic, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +114,34 @@ def test_dead_letters_are_re_driven_once_after_a_fix(tmp_path: Path) -> None:
             time.sleep(0.5)
             positions = live.latest("inventory.positions")
         assert positions["MUG|store-99"]["on_hand"] == 7
+
+
+def test_a_start_by_offset_or_by_time_is_found_on_the_broker_and_clamped_to_the_log(
+    kafka_bootstrap: str,
+) -> None:
+    """--from-offset and --from-time: where a rebuild would start in each partition."""
+    topic = create_topic(kafka_bootstrap, unique_name("replay-start"), partitions=2)
+    t0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    written = {0: [0, 10, 20], 1: [5, 15]}  # minutes after t0, per partition, in log order
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    for partition, minutes in written.items():
+        for minute in minutes:
+            at = int((t0 + timedelta(minutes=minute)).timestamp() * 1000)
+            producer.produce(topic, b"x", partition=partition, timestamp=at)
+    assert producer.flush(10) == 0
+
+    def start(**how: Any) -> dict[int, int]:
+        return start_offsets(kafka_bootstrap, topic, Start(**how))
+
+    assert start(beginning=True) == {0: 0, 1: 0}
+    # by time: the first record written at or after it
+    assert start(time=t0 + timedelta(minutes=10)) == {0: 1, 1: 1}
+    assert start(time=t0 + timedelta(minutes=11)) == {0: 2, 1: 1}
+    assert start(time=t0 - timedelta(days=1)) == {0: 0, 1: 0}
+    assert start(time=t0 + timedelta(days=1)) == {0: 3, 1: 2}  # after the last: nothing to read
+    # by offset: one for every partition, or per partition (the others from their start)
+    assert start(offsets=2) == {0: 2, 1: 2}
+    assert start(offsets=parse_offsets("1:1")) == {0: 0, 1: 1}
+    assert start(offsets=99) == {0: 3, 1: 2}  # never past the end of the log
+    with pytest.raises(InventoryError, match="has no partition 7"):
+        start(offsets={7: 1})
