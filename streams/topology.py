@@ -129,13 +129,12 @@ RESERVATION_KINDS = (
     ReservationDecided,
 )
 BATCH_MAX = 1000
-BATCH_WITHIN = 0.005  # seconds: small enough for the latency goal, large enough to coalesce
 
 
-def batches(stream: faust.StreamT) -> AsyncIterator[Sequence[Any]]:
-    """The agent's stream as batches of up to BATCH_MAX events gathered within BATCH_WITHIN."""
+def batches(stream: faust.StreamT, within: float) -> AsyncIterator[Sequence[Any]]:
+    """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX."""
     # StreamT's stubs lack take_events; the faust.Stream every agent receives has it
-    return cast("faust.Stream[Any]", stream).take_events(BATCH_MAX, within=BATCH_WITHIN)
+    return cast("faust.Stream[Any]", stream).take_events(BATCH_MAX, within=within)
 
 
 @lru_cache(maxsize=1 << 18)  # aiokafka's murmur2 is pure Python; SKU keys come back all the time
@@ -521,7 +520,7 @@ def create_app(
         )
     )
     async def sku_stage(stream: faust.StreamT) -> None:
-        async for batch in batches(stream):
+        async for batch in batches(stream, settings.stage_batch_ms / 1000):
             rt.clock.busy()
             started = time.perf_counter()
             touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
