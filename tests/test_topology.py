@@ -1,0 +1,81 @@
+"""CommandBatch: a batch's commands leave as one record per partition, in order, keyed right."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.commands import COMMITTED_FLAG, Item, is_envelope, unpack
+from streams.runtime.topics import COMMANDS
+from streams.topology import COMMITTED, CommandBatch, is_committed, partition_for
+
+
+class RecordingOutputs:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int = -1,
+        headers: Any = None,
+    ) -> None:
+        self.sent.append(
+            {"topic": topic, "key": key, "value": value, "partition": partition, "headers": headers}
+        )
+
+
+def keys_on(partition: int, partitions: int, count: int) -> list[bytes]:
+    found = [
+        k for i in range(10_000) if partition_for(k := f"SKU-{i}".encode(), partitions) == partition
+    ]
+    return found[:count]
+
+
+def test_a_partitions_commands_go_as_one_envelope_in_the_order_they_were_added() -> None:
+    outputs = RecordingOutputs()
+    batch = CommandBatch(outputs, 4)  # type: ignore[arg-type]
+    a, b = keys_on(2, 4, 2)
+    (c,) = keys_on(3, 4, 1)
+    batch.add(a, b"first")
+    batch.add(c, b"alone")
+    batch.add(b, b"second")
+    batch.add(a, b"third", COMMITTED_FLAG)
+    batch.send()
+    by_partition = {record["partition"]: record for record in outputs.sent}
+    assert sorted(by_partition) == [2, 3] and len(outputs.sent) == 2
+    assert all(record["topic"] == COMMANDS for record in outputs.sent)
+    envelope = by_partition[2]
+    assert is_envelope(envelope["value"])
+    assert list(unpack(envelope["value"])) == [
+        Item(a, b"first", 0),
+        Item(b, b"second", 0),
+        Item(a, b"third", COMMITTED_FLAG),
+    ]
+    # a command alone is a plain record, keyed as it would be without envelopes
+    assert by_partition[3]["key"] == c and by_partition[3]["value"] == b"alone"
+    batch.send()  # nothing pending: nothing sent again
+    assert len(outputs.sent) == 2
+
+
+def test_a_committed_order_alone_keeps_its_header_and_a_large_batch_is_split() -> None:
+    outputs = RecordingOutputs()
+    batch = CommandBatch(outputs, 1)  # type: ignore[arg-type]
+    batch.add(b"o-1", b"order", COMMITTED_FLAG)
+    batch.send()
+    (record,) = outputs.sent
+    assert record["headers"] == COMMITTED
+
+    class Message:
+        headers = record["headers"]
+
+    assert is_committed(Message())
+    outputs.sent.clear()
+    for i in range(30):
+        batch.add(f"k{i}".encode(), bytes(20_000))  # 600 kB: more than one envelope's limit
+    batch.send()
+    assert len(outputs.sent) > 1
+    assert all(len(r["value"]) <= CommandBatch.LIMIT for r in outputs.sent)
+    items = [item for r in outputs.sent for item in unpack(r["value"])]
+    assert [item.key for item in items] == [f"k{i}".encode() for i in range(30)]
