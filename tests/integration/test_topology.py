@@ -10,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from streams.core.models import event_to_json
+from streams.codec import make_codec
+from streams.commands import CommandCodec, Item, pack
+from streams.core.models import event_to_json, parse_event
 from streams.simulate import read_catalog, simulate
+from streams.topology import partition_for
 from tests.integration.live import LiveSystem
+from tests.kafka_helpers import produce
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +120,59 @@ def test_two_workers_share_the_partitions_and_agree_with_simulate(tmp_path: Path
         assert view["positions"] == expected["positions"]
         assert view["availability"] == expected["availability"]
         assert live.partition_owners() == 2, "both workers must own partitions"
+
+
+def test_commands_in_envelopes_are_applied_and_a_corrupt_one_is_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """A valid envelope's items are applied; a cut-short one goes to the DLQ with the reason, its
+    items before the cut applied; the worker goes on with the next record."""
+    catalog = read_catalog(SCENARIOS / "basic" / "catalog.yaml")
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(0)
+        commands = CommandCodec(make_codec(live.settings))
+        partition = partition_for(b"TEE-RED-M", live.settings.topic_partitions)
+
+        def stock(event_id: str, location: str, mode: str, quantity: int) -> Item:
+            event = parse_event(
+                {
+                    "event_id": event_id,
+                    "type": "stock-adjusted",
+                    # deltas after the counts: a delta as old as a count is inside it
+                    "occurred_at": f"2026-11-01T08:0{0 if mode == 'count' else 5}:00Z",
+                    "source": "wms",
+                    "sku": "TEE-RED-M",
+                    "location": location,
+                    "mode": mode,
+                    "quantity": quantity,
+                    "reason": "receipt" if mode == "delta" else None,
+                }
+            )
+            return Item(b"TEE-RED-M", commands.encode(event), 0)
+
+        (valid,) = pack(
+            [stock("c1", "wh-east", "count", 40), stock("c2", "store-12", "count", 5)], 10**6
+        )
+        (whole,) = pack(
+            [stock("c3", "wh-east", "delta", 3), stock("c4", "store-12", "delta", 100)], 10**6
+        )
+        alone = stock("c5", "wh-east", "delta", 1)
+        produce(
+            live.bootstrap,
+            "inventory.commands",
+            [(None, valid), (None, whole[:-5]), (b"TEE-RED-M", alone.value)],
+            partition=partition,
+        )
+
+        def on_hand() -> dict[str, int]:
+            positions = live.latest("inventory.positions")
+            return {k: v["on_hand"] for k, v in positions.items() if k.startswith("TEE-RED-M|")}
+
+        deadline = time.monotonic() + 60
+        while on_hand() != {"TEE-RED-M|wh-east": 44, "TEE-RED-M|store-12": 5}:
+            assert time.monotonic() < deadline, on_hand()
+            time.sleep(0.5)
+        (letter,) = live.latest_all("inventory.dlq")
+        assert "envelope cut short" in letter["reason"]
+        assert "the items before it were handled" in letter["reason"]
+        assert letter["topic"] == "inventory.commands" and letter["partition"] == partition
