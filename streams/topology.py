@@ -225,11 +225,11 @@ class CommandBatch:
     Every Kafka record costs the framework about as much of a worker's CPU as the domain work of
     an event (an empty Faust agent: ~68 µs a record on the benchmark machine), and an event of the
     realistic mix used to become 0.55 internal records (forwards, per-SKU commands, hold answers,
-    decisions). So a batch's commands are
-    gathered and sent at its end, packed per partition into envelopes (streams.commands): the
-    receiving stage takes them apart and handles each as the record it would have been. Order is
-    kept per partition, and so per key. Sent before the batch's events are acknowledged, so before
-    any commit that covers them; redelivered, each command is idempotent on its own.
+    decisions). So a batch's commands are gathered and sent at its end, packed per partition into
+    envelopes (streams.commands): the receiving stage takes them apart and handles each as the
+    record it would have been. Order is kept per partition, and so per key. Sent before the
+    batch's events are acknowledged, so before any commit that covers them; redelivered, each
+    command is idempotent on its own.
     """
 
     LIMIT = 256 * 1024  # bytes per envelope, well under the producer's 1 MB
@@ -440,7 +440,7 @@ def create_app(
     outputs.install(app)
     writes = DeferredWrites(outputs, n)
     to_stages = CommandBatch(outputs, n)
-    decisions_due: list[ReservationState] = []  # sent after the batch's commands (see decide)
+    decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
     outputs.before_flush.append(writes.write)
     outputs.after_flush.append(writes.mark)
 
@@ -545,8 +545,8 @@ def create_app(
                     handle_command(message, touched)
             flush_skus(touched)
             to_stages.send()
-            for state in decisions_due:
-                send(decisions, state.reservation_id, orjson.dumps(state.decision()))
+            for reservation_id, decision in decisions_due:
+                send(decisions, reservation_id, decision)
             decisions_due.clear()
             outputs.poll()
             rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
@@ -787,8 +787,9 @@ def create_app(
 
     def decide(state: ReservationState) -> None:
         """Tell the caller, after this batch's commands: the reservation's record goes first, so a
-        release the caller sends on reading the decision comes after it."""
-        decisions_due.append(state)
+        release the caller sends on reading the decision comes after it. Encoded now: the state
+        may change again later in the batch, and each decision says what it was when made."""
+        decisions_due.append((state.reservation_id, orjson.dumps(state.decision())))
 
     expiry_sent: dict[str, float] = {}
 
