@@ -103,6 +103,20 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def taken(session: aiohttp.ClientSession, port: int, api: str) -> dict[str, float]:
+    """The worker's count of API requests by how its SKU stage took them (its /metrics)."""
+    counts = {"now": 0.0, "fetched": 0.0}
+    if api != "worker":
+        return counts
+    async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        for how in counts:
+            if line.startswith(f'inventory_api_requests_taken_total{{how="{how}"}}'):
+                counts[how] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -292,7 +306,7 @@ ONE_HOP = [
         "produced",
     ),
     (
-        "-> the SKU's owner holds and publishes the decision (events fetch + batch)",
+        "-> the SKU's owner holds and publishes the decision (ack or fetch, batch)",
         "produced",
         "decided",
     ),
@@ -300,7 +314,7 @@ ONE_HOP = [
 ]
 
 
-def hops(clients: Clients, times: dict[str, dict[str, float]]) -> None:
+def hops(clients: Clients, times: dict[str, dict[str, float]], in_process: bool) -> None:
     coordinated = [
         (
             "client sends -> API has produced the request (HTTP, validation, acks=all)",
@@ -319,6 +333,9 @@ def hops(clients: Clients, times: dict[str, dict[str, float]]) -> None:
     ]
     # a request for one SKU is decided where the SKU lives (one hop); others are coordinated
     steps = coordinated if any("try_hold" in t for t in times.values()) else ONE_HOP
+    if in_process:  # the last step: the worker hands the decision over, no topic read
+        label = "-> the worker hands the decision to the request and the client has the answer"
+        steps = [*steps[:-1], (label, *steps[-1][1:])]
     rows = []
     for rid, stages in times.items():
         if clients.status.get(rid) in (201, 409):  # a 503 was answered before any decision
@@ -415,7 +432,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "CHANNEL_TOKENS": json.dumps(TOKENS),
         }
+        port = free_port()
         command = ["worker", "--clock", "wall", "--data-dir", str(workdir / "worker")]
+        metrics_port = free_port()
+        if args.api == "worker":
+            command += ["--api-port", str(port), "--metrics-port", str(metrics_port)]
         if args.worker_fetch_wait_ms is None:
             launch = [sys.executable, "-m", "streams.cli", *command]
         else:  # the worker with its Faust consumer's fetch wait changed (not how it ships)
@@ -435,38 +456,49 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         )
         processes.append(worker)
         stock(bootstrap, settings, args.units)
-        port = free_port()
-        api = subprocess.Popen(
-            [sys.executable, "-m", "streams.api", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=(workdir / "api.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        processes.append(api)
+        api = worker
+        if args.api == "process":
+            api = subprocess.Popen(
+                [sys.executable, "-m", "streams.api", "--port", str(port)],
+                cwd=REPO,
+                env=env,
+                stdout=(workdir / "api.log").open("ab"),
+                stderr=subprocess.STDOUT,
+            )
+            processes.append(api)
         base = f"http://127.0.0.1:{port}"
         await wait_healthy(base, processes)
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             clients = Clients(base, session)
             await wait_ready(clients)
+            serving = "API served by the worker" if args.api == "worker" else "API process"
             print(
-                f"set-up: broker (tansu), 1 worker, API process; {args.units:,} units of HOT; "
+                f"set-up: broker (tansu), 1 worker, {serving}; {args.units:,} units of HOT; "
                 f"{settings.topic_partitions} partitions",
                 flush=True,
             )
             await steady(clients, min(args.rate, 100), 3, "warm")  # JIT-free, but warm caches
 
             pids = {
-                "worker": worker.pid,
-                "api": api.pid,
+                "worker" if args.api == "process" else "worker with the API": worker.pid,
+                **({"api": api.pid} if args.api == "process" else {}),
                 "broker": broker.pid,
                 "clients": os.getpid(),
             }
             cpu_before = {k: cpu_seconds(p) for k, p in pids.items()}
+            taken_before = await taken(session, metrics_port, args.api)
             run1 = await steady(clients, args.rate, args.seconds, "steady")
             cpu = {k: cpu_seconds(p) - cpu_before[k] for k, p in pids.items()}
+            taken_after = await taken(session, metrics_port, args.api)
             report(f"steady {args.rate:g} requests/s offered", run1)
+            if args.api == "worker":
+                now, fetched = (taken_after[h] - taken_before[h] for h in ("now", "fetched"))
+                print(
+                    f"  taken by the SKU stage at the broker's acknowledgement: {now:,.0f}; "
+                    f"by its next fetch (records before them not yet handled): {fetched:,.0f}",
+                    flush=True,
+                )
             if run1["late_sends"]:
                 print(
                     f"  ({run1['late_sends']} sends left more than 5 ms late: the client "
@@ -491,7 +523,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
 
         wanted = {f"steady-{i}" for i in range(0, int(args.rate * args.seconds))}
         times = await asyncio.to_thread(record_times, bootstrap, settings.topic_partitions, wanted)
-        hops(clients, times)
+        hops(clients, times, in_process=args.api == "worker")
     finally:
         for p in processes:
             if p.poll() is None:
@@ -510,6 +542,14 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--max-seconds", type=float, default=10)
+    parser.add_argument(
+        "--api",
+        choices=["worker", "process"],
+        default="worker",
+        help="serve the API from the worker (`worker --api-port`: the owner hands decisions over "
+        "in the process) or as a process of its own (`python -m streams.api`: every decision is "
+        "read back from inventory.reservation-decisions)",
+    )
     parser.add_argument(
         "--worker-fetch-wait-ms",
         type=int,

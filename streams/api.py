@@ -49,12 +49,20 @@ from streams.core.models import (
 from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEASED
 from streams.errors import EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
-from streams.runtime.topics import CATALOG, RESERVATION_DECISIONS, availability_topic
+from streams.runtime.topics import (
+    CALLER_WAITING,
+    CATALOG,
+    RESERVATION_DECISIONS,
+    availability_topic,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Decision = dict[str, Any]  # ReservationState.decision(): reservation_id, channel, status, ...
+# a stream worker serving the API: handle an acknowledged request now, in the process, if that is
+# still its place in the log (partition, offset, key, value, headers -> handled?)
+TakeNow = Callable[[int, int, bytes, bytes, Any], bool]
 
 DECISION_TIMEOUT_SECONDS = 10.0
 PRODUCE_DEADLINE_SECONDS = 5.0
@@ -439,8 +447,10 @@ class ReservationApi:
         metrics: ApiMetrics | None = None,
         decision_timeout: float = DECISION_TIMEOUT_SECONDS,
         health: Callable[[], str | None] = lambda: None,
+        take_now: TakeNow | None = None,
     ) -> None:
         self._tokens = [(token.encode(), channel) for channel, token in tokens.items() if token]
+        self._take_now = take_now
         self.catalog = catalog
         self.producer = producer
         self.decisions = decisions
@@ -628,8 +638,9 @@ class ReservationApi:
         future = self.decisions.wait(rid, accept)  # registered first: the answer can be quick
         try:
             try:
-                out = self.producer.encode_event(event, event_key(event, self.catalog))
-                await self.producer.send_async([out], deadline=PRODUCE_DEADLINE_SECONDS)
+                key = event_key(event, self.catalog)
+                out = self.producer.encode_event(event, key, headers=(CALLER_WAITING,))
+                stored = await self.producer.send_async([out], deadline=PRODUCE_DEADLINE_SECONDS)
             except (Backpressure, DeliveryFailed, EncodingError) as error:
                 raise _Refused(
                     503,
@@ -637,6 +648,9 @@ class ReservationApi:
                     "same reservation_id",
                     reservation_id=rid,
                 ) from None
+            if self._take_now is not None and out.key is not None:
+                (partition, offset), headers = stored[0], list(out.headers)
+                self._take_now(partition, offset, out.key, out.value, headers)  # decided now?
             try:
                 return await asyncio.wait_for(future, self.decision_timeout)
             except TimeoutError:
@@ -701,6 +715,7 @@ def make_app(
     metrics: ApiMetrics | None = None,
     decision_timeout: float = DECISION_TIMEOUT_SECONDS,
     health: Callable[[], str | None] = lambda: None,
+    take_now: TakeNow | None = None,
 ) -> web.Application:
     """The API as an aiohttp application over the given producer and views (tests pass fakes).
 
@@ -716,6 +731,7 @@ def make_app(
         metrics=metrics,
         decision_timeout=decision_timeout,
         health=health,
+        take_now=take_now,
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app[_API_KEY] = api
@@ -743,14 +759,20 @@ async def run_api(
     registry: CollectorRegistry | None = None,
     decision_timeout: float = DECISION_TIMEOUT_SECONDS,
     started: asyncio.Event | None = None,
+    attach: Callable[[Decisions], None] | None = None,
+    take_now: TakeNow | None = None,
 ) -> None:
     """Serve the API on `port` (settings.api_port) in the running loop until `stop` is set.
 
     The decision feed's start positions are fixed before the port opens; `started` is set once
-    requests are accepted.
+    requests are accepted. A stream worker serving the API (streams.worker) passes `attach`, to
+    hand the decisions it makes straight to the view, and `take_now`, to decide a request as soon
+    as the broker has stored it.
     """
     loop = asyncio.get_running_loop()
     decisions = Decisions()
+    if attach is not None:
+        attach(decisions)
     availability = AvailabilityView()
     producer = SourceProducer(bootstrap, settings=settings, linger_ms=1)
     decision_feed = DecisionFeed(bootstrap, settings.topic_partitions, decisions, loop)
@@ -779,6 +801,7 @@ async def run_api(
         metrics=ApiMetrics(registry),
         decision_timeout=decision_timeout,
         health=health,
+        take_now=take_now,
     )
     holder.append(api_of(app))
     await asyncio.to_thread(decision_feed.start)

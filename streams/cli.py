@@ -49,7 +49,13 @@ def _worker(args: argparse.Namespace) -> int:
     from streams.worker import run_worker
 
     settings = _settings(args)
-    run_worker(settings, _bootstrap(settings), clock=args.clock, metrics_port=args.metrics_port)
+    run_worker(
+        settings,
+        _bootstrap(settings),
+        clock=args.clock,
+        metrics_port=args.metrics_port,
+        api_port=args.api_port,
+    )
     return 0
 
 
@@ -346,6 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold expiry by wall time, or by the largest occurred_at seen (replay)",
     )
     wk.add_argument("--metrics-port", type=int, default=0)
+    wk.add_argument(
+        "--api-port",
+        type=int,
+        default=0,
+        help="also serve the reservation API on this port (needs CHANNEL_TOKENS); "
+        "requests for SKUs this worker owns are answered without a second broker hop",
+    )
     wk.add_argument("--data-dir")
     wk.set_defaults(run=_worker)
     return parser

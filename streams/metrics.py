@@ -27,6 +27,13 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.taken_now = Counter(
+            f"{p}_api_requests_taken_total",
+            "Requests of the API a worker serves, by how the SKU stage took them: `now` (at the "
+            "broker's acknowledgement, in the process) or `fetched` (by the stage's next fetch)",
+            ["how"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             f"{p}_batch_seconds",
             "Time to process one batch, by stage",

@@ -101,10 +101,12 @@ from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
+from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
+    CALLER_WAITING,
     COMMANDS,
     DLQ,
     EVENTS,
@@ -131,10 +133,12 @@ RESERVATION_KINDS = (
 BATCH_MAX = 1000
 
 
-def batches(stream: faust.StreamT, within: float) -> AsyncIterator[Sequence[Any]]:
-    """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX."""
-    # StreamT's stubs lack take_events; the faust.Stream every agent receives has it
-    return cast("faust.Stream[Any]", stream).take_events(BATCH_MAX, within=within)
+def batches(
+    stream: faust.StreamT, within: float, urgent: Callable[[Any], bool]
+) -> AsyncIterator[Sequence[Any]]:
+    """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX,
+    and a batch ends at once on an event that is `urgent`."""
+    return take_batches(stream, BATCH_MAX, within, urgent)
 
 
 @lru_cache(maxsize=1 << 18)  # aiokafka's murmur2 is pure Python; SKU keys come back all the time
@@ -313,6 +317,11 @@ class Runtime:
     metrics: Metrics
     clock: Clock
     partitions: int
+    # the reservation API served by this worker (streams.worker), if any: it is handed every
+    # decision made here as soon as it is sent, instead of reading it back from the topic
+    local_decisions: Callable[[list[dict[str, Any]]], None] | None = None
+    # set by the topology: handle an acknowledged inventory.events record now (see take_now)
+    take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
@@ -521,35 +530,76 @@ def create_app(
         )
     )
     async def sku_stage(stream: faust.StreamT) -> None:
-        async for batch in batches(stream, settings.stage_batch_ms / 1000):
-            rt.clock.busy()
-            started = time.perf_counter()
-            touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
-            for event in batch:
-                message = event.message
-                if message.topic == EVENTS:
-                    command = route_input(message)
-                    if command is not None:
-                        apply_here(command, message, touched)
-                elif is_envelope(message.value):
-                    try:
-                        for key, value, flags in unpack(message.value):
-                            headers = COMMITTED if flags & COMMITTED_FLAG else None
-                            inner = Inner(
-                                COMMANDS, message.partition, message.offset, key, value, headers
-                            )
-                            handle_command(inner, touched)
-                    except EncodingError as error:  # corrupt: the items before the cut are done
-                        dead_letter(message, f"{error}; the items before it were handled")
-                else:
-                    handle_command(message, touched)
-            flush_skus(touched)
-            to_stages.send()
-            for reservation_id, decision in decisions_due:
-                send(decisions, reservation_id, decision)
-            decisions_due.clear()
-            outputs.poll()
-            rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
+        async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
+            handle_records([event.message for event in batch])
+
+    def caller_waits(event: Any) -> bool:
+        """A request the reservation API waits on, and has not had decided already (take_now)."""
+        message = event.message
+        if message.topic != EVENTS or not has_header(message, CALLER_WAITING):
+            return False
+        return message.offset not in taken_early.get(message.partition, ())
+
+    # the offset of the last inventory.events record handled, per partition of this worker, and
+    # the records handled before the stage fetched them (take_now), to be skipped when it does
+    handled_up_to: dict[int, int] = {}
+    taken_early: dict[int, set[int]] = {}
+
+    def handle_records(messages: Sequence[Any]) -> None:
+        """One batch: every record in order, then the batch's outputs together. No awaits: a
+        batch is atomic on the event loop (take_now relies on it)."""
+        rt.clock.busy()
+        started = time.perf_counter()
+        touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
+        for message in messages:
+            if message.topic == EVENTS:
+                early = taken_early.get(message.partition)
+                if early and message.offset in early:
+                    early.discard(message.offset)
+                    continue
+                handled_up_to[message.partition] = message.offset
+                command = route_input(message)
+                if command is not None:
+                    apply_here(command, message, touched)
+            elif is_envelope(message.value):
+                try:
+                    for key, value, flags in unpack(message.value):
+                        headers = COMMITTED if flags & COMMITTED_FLAG else None
+                        inner = Inner(
+                            COMMANDS, message.partition, message.offset, key, value, headers
+                        )
+                        handle_command(inner, touched)
+                except EncodingError as error:  # corrupt: the items before the cut are done
+                    dead_letter(message, f"{error}; the items before it were handled")
+            else:
+                handle_command(message, touched)
+        flush_skus(touched)
+        to_stages.send()
+        for reservation_id, decision in decisions_due:
+            send(decisions, reservation_id, decision)
+        if decisions_due and rt.local_decisions is not None:
+            rt.local_decisions([orjson.loads(decision) for _, decision in decisions_due])
+        decisions_due.clear()
+        outputs.poll()
+        rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
+
+    def take_now(partition: int, offset: int, key: bytes, value: bytes, headers: Any) -> bool:
+        """Handle a record of inventory.events the broker has just acknowledged, before the stage
+        fetches it, when every record before it on its partition is handled here: that is its
+        place in the log, so the outcome is the one the fetch would have given (a replay agrees).
+        False when it is not (another worker's partition, a rebalance, records in between): the
+        stage handles it when it arrives."""
+        if app.rebalancing or handled_up_to.get(partition) != offset - 1:
+            taken_fetched.inc()
+            return False
+        handle_records([Inner(EVENTS, partition, offset, key, value, headers)])
+        taken_early.setdefault(partition, set()).add(offset)
+        taken_now.inc()
+        return True
+
+    taken_now, taken_fetched = (rt.metrics.taken_now.labels(h) for h in ("now", "fetched"))
+
+    rt.take_now = take_now
 
     def handle_command(message: Any, touched: dict[bytes, Any]) -> None:
         """A record of inventory.commands, to the stage its kind belongs to."""
@@ -826,6 +876,16 @@ def create_app(
     async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == EVENTS)
         log.warning("assigned partitions of %s: %s", EVENTS, mine)
+        forget_positions()
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        forget_positions()
+
+    def forget_positions() -> None:
+        """After a rebalance the stage resumes from committed offsets: take_now waits for it."""
+        handled_up_to.clear()
+        taken_early.clear()
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app
@@ -836,9 +896,13 @@ COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")
 
 
 def is_committed(message: Any) -> bool:
+    return has_header(message, COMMITTED[0])
+
+
+def has_header(message: Any, header: tuple[str, Any]) -> bool:
     headers = message.headers or ()
     pairs = headers.items() if isinstance(headers, dict) else headers
-    return any(name == COMMITTED[0][0] and value == b"1" for name, value in pairs)
+    return any(name == header[0] and value == header[1] for name, value in pairs)
 
 
 def catalog_from_json(data: bytes) -> Catalog:

@@ -1,7 +1,15 @@
-"""One stream worker: reads the catalog from Kafka, then runs the Faust topology until stopped."""
+"""One stream worker: reads the catalog from Kafka, then runs the Faust topology until stopped.
+
+With an API port, the worker also serves the reservation API (streams.api). A request is produced
+to inventory.events like any other; when its SKU lives on a partition of this worker, the SKU stage
+that decides it hands the decision to the waiting request in the process, which saves the broker
+hop back through inventory.reservation-decisions. Requests for SKUs that live elsewhere are
+answered from that topic, as the API process answers every request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -9,7 +17,8 @@ import time
 import faust
 from prometheus_client import start_http_server
 
-from streams.errors import BrokerError
+from streams.api import Decisions, run_api
+from streams.errors import BrokerError, InventoryError
 from streams.metrics import Metrics
 from streams.runtime.catalog_store import read_latest
 from streams.settings import Settings
@@ -17,8 +26,14 @@ from streams.topology import create_app
 
 
 def run_worker(
-    settings: Settings, bootstrap: str, clock: str = "wall", metrics_port: int = 0
+    settings: Settings,
+    bootstrap: str,
+    clock: str = "wall",
+    metrics_port: int = 0,
+    api_port: int = 0,
 ) -> None:
+    if api_port and not settings.channel_tokens:
+        raise InventoryError("the reservation API needs CHANNEL_TOKENS (channel id -> token)")
     deadline = time.monotonic() + 30
     catalog = read_latest(bootstrap)
     while catalog is None:
@@ -35,9 +50,36 @@ def run_worker(
     # table state is long-lived: scanning it in every young-generation collection costs throughput
     gc.set_threshold(100_000, 50, 1000)
     app = create_app(settings, bootstrap, catalog, metrics, clock_mode=clock)
+    if api_port:
+        serve_reservations(app, settings, bootstrap, api_port)
     logging.getLogger("faust").setLevel(logging.WARNING)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every record:
     # every debug line of aiokafka and Faust would then be built, only for its handler to drop it
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def serve_reservations(app: faust.App, settings: Settings, bootstrap: str, port: int) -> None:
+    """The reservation API as a task of the worker, on its event loop, with in-process decisions."""
+    runtime = app.inventory_runtime  # type: ignore[attr-defined]
+
+    def attach(decisions: Decisions) -> None:
+        runtime.local_decisions = decisions.offer_many
+
+    @app.task
+    async def reservation_api() -> None:
+        # the catalog as Kafka has it now: the API follows later versions on its own
+        catalog = await asyncio.to_thread(read_latest, bootstrap) or runtime.catalog
+        try:
+            await run_api(
+                settings,
+                bootstrap,
+                catalog,
+                asyncio.Event(),
+                port,
+                attach=attach,
+                take_now=runtime.take_now,
+            )
+        finally:  # Faust cancels the task when the worker stops
+            runtime.local_decisions = None

@@ -44,6 +44,7 @@ class ProducerClient(Protocol):
         key: bytes | None = ...,
         *,
         on_delivery: DeliveryCallback | None = ...,
+        headers: list[tuple[str, str | bytes | None]] | None = ...,
     ) -> None: ...
 
     def poll(self, timeout: float = ...) -> int: ...
@@ -61,6 +62,7 @@ class Outgoing:
     key: bytes | None
     value: bytes
     dead_letter: bool
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +162,16 @@ class SourceProducer:
 
     # ---- encoding (raises EncodingError before anything is sent) -------------------------------
 
-    def encode_event(self, event: Event, key: str | None = None) -> Outgoing:
+    def encode_event(
+        self,
+        event: Event,
+        key: str | None = None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> Outgoing:
         """`key` overrides `event_key(event)` (the reservation API resolves listings to SKUs)."""
         value = self.codec.encode(event, self.events_topic)
-        return Outgoing(self.events_topic, (key or event_key(event)).encode("utf-8"), value, False)
+        key_bytes = (key or event_key(event)).encode("utf-8")
+        return Outgoing(self.events_topic, key_bytes, value, False, headers)
 
     def encode_dead_letter(
         self, original: bytes, source: str, reason: str, *, key: bytes | None = None
@@ -205,23 +213,31 @@ class SourceProducer:
 
     # ---- async producing (webhook receiver): returns once the broker acknowledged -------------
 
-    async def send_async(self, records: Sequence[Outgoing], *, deadline: float = 10.0) -> None:
-        """Produce `records` and wait for every acknowledgement.
+    async def send_async(
+        self, records: Sequence[Outgoing], *, deadline: float = 10.0
+    ) -> list[tuple[int, int]]:
+        """Produce `records` and wait for every acknowledgement; (partition, offset) of each, in
+        the order the broker acknowledged them.
 
         Raises Backpressure when the buffer stays full for `deadline` seconds (the HTTP layer
         answers 503 so the sender retries later) and DeliveryFailed when the broker refused one.
         """
         if not records:
-            return
+            return []
         self.start_polling()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[list[str]] = loop.create_future()
         waiting = [len(records)]
         errors: list[str] = []
+        stored: list[tuple[int, int]] = []
 
-        def settle(err: KafkaError | None) -> None:
+        def settle(err: KafkaError | None, partition: int | None, offset: int | None) -> None:
             if err is not None:
                 errors.append(err.str())
+            else:
+                stored.append(
+                    (-1 if partition is None else partition, -1 if offset is None else offset)
+                )
             waiting[0] -= 1
             if waiting[0] == 0 and not done.done():
                 done.set_result(errors)
@@ -229,13 +245,20 @@ class SourceProducer:
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             self._delivered(err, msg)
             with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-                loop.call_soon_threadsafe(settle, err)
+                loop.call_soon_threadsafe(settle, err, msg.partition(), msg.offset())
 
         give_up = time.monotonic() + deadline
         for out in records:
             while True:
                 try:
-                    self._client.produce(out.topic, out.value, out.key, on_delivery=on_delivery)
+                    headers: list[tuple[str, str | bytes | None]] = list(out.headers)
+                    self._client.produce(
+                        out.topic,
+                        out.value,
+                        out.key,
+                        on_delivery=on_delivery,
+                        headers=headers or None,
+                    )
                     break
                 except BufferError:
                     self._waited()
@@ -252,6 +275,7 @@ class SourceProducer:
             raise DeliveryFailed(
                 f"the broker refused {len(failures)} of {len(records)} records: {failures[0]}"
             )
+        return stored
 
     # ---- delivery reports ----------------------------------------------------------------------
 

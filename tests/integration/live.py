@@ -51,12 +51,14 @@ class LiveSystem:
             self.stop_worker(index)
         self.broker.stop()
 
-    def start_worker(self, index: int) -> None:
+    def start_worker(self, index: int, *extra: str, env: dict[str, str] | None = None) -> None:
+        """A worker process; `extra` arguments for `worker` (--api-port ...), `env` on top."""
         log = (self.workdir / f"worker-{index}.log").open("ab")
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "COMMIT_INTERVAL_SECONDS": "0.2",
+            **(env or {}),
         }
         self.workers[index] = subprocess.Popen(
             [
@@ -68,6 +70,7 @@ class LiveSystem:
                 self.clock,
                 "--data-dir",
                 str(self.workdir / f"worker-{index}"),
+                *extra,
             ],
             env=env,
             stdout=log,

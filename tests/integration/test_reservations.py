@@ -1,5 +1,6 @@
 """The reservation API on a real broker and real workers: a flash sale never oversells, with one
-worker or two, and a SIGKILL of the worker mid-sale loses no hold and duplicates none."""
+worker or two, and a SIGKILL of the worker mid-sale loses no hold and duplicates none, whether the
+API runs on its own or is served by a worker (which decides requests in the process)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from connectors.sources.producer import SourceProducer
 from streams.api import run_api
 from streams.core.catalog import load_catalog
+from streams.core.engine import Collector, Engine
+from streams.core.models import StockAdjusted, parse_event
 from streams.settings import Settings
+from streams.tools import read_topic
 from tests.integration.live import LiveSystem
 
 pytestmark = pytest.mark.integration
@@ -73,6 +79,38 @@ async def api(live: LiveSystem, decision_timeout: float = 30.0) -> AsyncIterator
     finally:
         stop.set()
         await task
+
+
+def start(live: LiveSystem, index: int, api_port: int | None, metrics_port: int = 0) -> None:
+    """Worker `index`; with `api_port`, it serves the API there too."""
+    if api_port is None:
+        live.start_worker(index)
+        return
+    args = ["--api-port", str(api_port), "--metrics-port", str(metrics_port)]
+    live.start_worker(index, *args, env={"CHANNEL_TOKENS": json.dumps(TOKENS)})
+
+
+@asynccontextmanager
+async def serving(live: LiveSystem, api_port: int | None) -> AsyncIterator[str]:
+    """The API's base URL: the worker's on `api_port` once it answers, else one run here."""
+    if api_port is None:
+        async with api(live) as base:
+            yield base
+        return
+    base = f"http://127.0.0.1:{api_port}"
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"{base}/health") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            dead = [i for i, p in live.workers.items() if p.poll() is not None]
+            assert not dead and time.monotonic() < deadline, "the worker's API did not come up"
+            await asyncio.sleep(0.2)
+    yield base
 
 
 async def stock(live: LiveSystem, tmp_path: Path, units: int, sku: str = "HOT") -> None:
@@ -133,9 +171,9 @@ async def reserve(
         try:
             async with session.post(f"{base}/reservations", json=body, headers=headers) as r:
                 answer = (r.status, await r.json())
-        except aiohttp.ClientError as error:  # the API itself is never down here: report it
+        except aiohttp.ClientError as error:  # down: a worker serving the API was killed
             answer = (0, {"error": str(error)})
-        if answer[0] != 503 or time.monotonic() > deadline:
+        if answer[0] not in (0, 503) or time.monotonic() > deadline:
             return answer
         await asyncio.sleep(0.5)
 
@@ -163,18 +201,21 @@ def held_units(answers: list[Answer]) -> int:
     )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(
+    ("workers", "api_in"), [(1, "own process"), (2, "own process"), (2, "worker 0")]
+)
 async def test_a_flash_sale_of_1000_requests_holds_exactly_the_stock(
-    tmp_path: Path, workers: int
+    tmp_path: Path, workers: int, api_in: str
 ) -> None:
+    api_port = free_port() if api_in == "worker 0" else None
     with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
         for index in range(workers):
-            live.start_worker(index)
+            start(live, index, api_port if index == 0 else None)
         await stock(live, tmp_path, 100)
         if workers == 2:
             await asyncio.to_thread(wait_until_stable, live)
         async with (
-            api(live) as base,
+            serving(live, api_port) as base,
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
         ):
             answers = await asyncio.gather(
@@ -214,12 +255,18 @@ async def test_a_flash_sale_of_1000_requests_holds_exactly_the_stock(
                 assert seen["available"] == 0
 
 
-async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api_in", ["own process", "the worker"])
+async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(
+    tmp_path: Path, api_in: str
+) -> None:
+    api_port = free_port() if api_in == "the worker" else None
     with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
-        live.start_worker(0)
+        start(live, 0, api_port)
         await stock(live, tmp_path, 150)
         async with (
-            api(live, decision_timeout=5.0) as base,
+            (
+                api(live, decision_timeout=5.0) if api_port is None else serving(live, api_port)
+            ) as base,
             aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
         ):
             # short holds that expire while the worker is down
@@ -240,7 +287,7 @@ async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(tmp_path: Path
             live.kill_worker(0)
             in_flight = sum(not t.done() for t in sale)
             await asyncio.sleep(1.0)
-            live.start_worker(0)
+            start(live, 0, api_port)
             answers = [await t for t in sale]
             assert in_flight > 0, "every request was answered before the kill"
             assert {s for s, _ in answers} <= {201, 409}, [a for a in answers if a[0] >= 500][:3]
@@ -314,3 +361,73 @@ async def test_all_or_nothing_across_partitions_even_through_a_crash(tmp_path: P
             for sku in ("HOT", "MUG"):
                 final = await until(lambda p: p["reserved"] == 0, live, 30, sku)
                 assert (final["reserved"], final["location_ats"]) == (0, final["on_hand"])
+
+
+async def test_a_worker_serving_the_api_decides_each_request_where_the_log_puts_it(
+    tmp_path: Path,
+) -> None:
+    """Requests decided in the process at the broker's acknowledgement, with stock counts
+    landing in between: every answer is the one the core gives when it reads the log in order
+    (what a replay does), and the fast path was taken."""
+    api_port, metrics_port = free_port(), free_port()
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        start(live, 0, api_port, metrics_port)
+        await stock(live, tmp_path, 10)
+        producer = SourceProducer(live.bootstrap, settings=live.settings, linger_ms=0)
+
+        def restock() -> None:  # +1 forty times while the sale runs
+            for i in range(40):
+                producer.send_event(
+                    StockAdjusted(
+                        event_id=f"restock-{i}",
+                        occurred_at=datetime.now(UTC),
+                        source="wms",
+                        sku="HOT",
+                        location="wh",
+                        mode="delta",
+                        quantity=1,
+                    )
+                )
+                producer.flush(5)
+                time.sleep(0.02)
+
+        async with (
+            serving(live, api_port) as base,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+        ):
+            restocking = asyncio.create_task(asyncio.to_thread(restock))
+            sale = []
+            for i in range(300):  # paced over the restocking: sold out, each unit contested
+                sale.append(asyncio.create_task(reserve(session, base, f"r-{i}", CHANNELS[i % 3])))
+                await asyncio.sleep(0.004)
+            answers = [await t for t in sale]
+            await restocking
+            async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as r:
+                metrics = await r.text()
+        producer.close()
+        assert {s for s, _ in answers} <= {201, 409}
+        assert 'inventory_api_requests_taken_total{how="now"}' in metrics
+        taken_now = next(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('inventory_api_requests_taken_total{how="now"}')
+        )
+        assert taken_now > 0, "no request was decided at its acknowledgement"
+
+        # the core reading inventory.events in log order decides every request the same way
+        engine = Engine(CATALOG, Collector())
+        for record in await asyncio.to_thread(
+            lambda: list(read_topic("inventory.events", live.settings, live.bootstrap))
+        ):
+            engine.process(parse_event(record["value"]))
+        engine.flush()
+        replayed = {
+            rid: state.status for rid, state in engine.reservations.items() if rid.startswith("r-")
+        }
+        answered = {body["reservation_id"]: body["status"] for _, body in answers}
+        assert replayed == answered
+        assert 10 < sum(s == 201 for s, _ in answers) <= 50
+        held = sum(s == 201 for s, _ in answers)
+        final = await until(lambda p: p["reserved"] == held and p["on_hand"] == 50, live, 30)
+        assert (final["on_hand"], final["reserved"]) == (50, held)
+        assert engine.skus["HOT"].locations["wh"].reserved == held

@@ -20,6 +20,14 @@ class FakeMessage:
     _topic: str
     _key: bytes | None
     _value: bytes
+    _headers: list[tuple[str, bytes]] | None = None
+    _offset: int = -1  # set when the fake broker stores it: its place in the log
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
 
     def topic(self) -> str:
         return self._topic
@@ -29,6 +37,9 @@ class FakeMessage:
 
     def value(self) -> bytes:
         return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
 
 
 @dataclass
@@ -59,11 +70,12 @@ class FakeKafka:
         key: bytes | None = None,
         *,
         on_delivery: Any = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         with self._lock:
             if len(self._queue) >= self.capacity:
                 raise BufferError("Local: Queue full")
-            self._queue.append((FakeMessage(topic, key, value or b""), on_delivery))
+            self._queue.append((FakeMessage(topic, key, value or b"", headers), on_delivery))
             self._lock.notify_all()
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -74,6 +86,7 @@ class FakeKafka:
         for msg, callback in batch:
             failed = self.fail(msg)
             if not failed:
+                msg._offset = len(self.log)
                 self.log.append(msg)
             if callback is not None:
                 callback(FakeError("Broker: refused") if failed else None, msg)
