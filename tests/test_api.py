@@ -14,12 +14,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.sources.producer import SourceProducer
-from streams.api import AvailabilityView, Decisions, api_of, make_app
+from streams.api import AvailabilityView, Decisions, TakeNow, api_of, make_app
 from streams.codec import make_codec
 from streams.core.catalog import load_catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import ReservationReleased, ReservationRequested, StockAdjusted
-from streams.runtime.topics import EVENTS
+from streams.runtime.topics import CALLER_WAITING, EVENTS
 from streams.settings import Settings
 from tests.connectors.sources.source_fakes import FakeKafka, FakeMessage
 
@@ -113,7 +113,9 @@ class Rig:
         return response.status, await response.json()
 
 
-async def make_rig(units: int = 10, timeout: float = 2.0) -> AsyncIterator[Rig]:
+async def make_rig(
+    units: int = 10, timeout: float = 2.0, take_now: TakeNow | None = None
+) -> AsyncIterator[Rig]:
     decisions, availability = Decisions(), AvailabilityView()
     decisions.caught_up = True
     stream = FakeStream(decisions, asyncio.get_running_loop(), units)
@@ -125,6 +127,7 @@ async def make_rig(units: int = 10, timeout: float = 2.0) -> AsyncIterator[Rig]:
         decisions,
         availability,
         decision_timeout=timeout,
+        take_now=take_now,
     )
     async with TestClient(TestServer(app)) as client:
         yield Rig(client, stream, decisions, availability)
@@ -397,7 +400,7 @@ async def test_framework_errors_are_json(rig: Rig) -> None:
 
 
 async def test_a_failure_of_ours_is_a_500_without_a_trace(rig: Rig) -> None:
-    def broken(_event: Any) -> Any:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("secret internals")
 
     api_of(rig.client.server.app).producer.encode_event = broken  # type: ignore[method-assign]
@@ -432,3 +435,40 @@ async def test_waiters_take_only_what_they_accept_and_closed_ids_are_bounded() -
     assert decisions.known("a") is None and decisions.known("d") is not None
     decisions.offer({**held, "reservation_id": "e"})
     assert decisions.known("e") == {**held, "reservation_id": "e"}  # open holds are all kept
+
+
+# ---- served by a stream worker ----
+
+
+async def test_a_worker_serving_the_api_is_handed_each_stored_request_and_answers_it() -> None:
+    """The worker gets the record the broker stored (where, and marked as waited on) and decides it
+    in the process; the answer is that decision, with no decision from the stream."""
+    handed: list[tuple[int, int, bytes, Any]] = []
+    streams: list[FakeStream] = []
+
+    def take_now(partition: int, offset: int, key: bytes, value: bytes, headers: Any) -> bool:
+        handed.append((partition, offset, key, headers))
+        streams[0]._decide(FakeMessage(EVENTS, key, value))  # the worker's own decision
+        return True
+
+    async for rig in make_rig(units=3, take_now=take_now):
+        streams.append(rig.stream)
+        rig.stream.answer = False  # nothing is decided by the stream's fetch
+        assert (await rig.post(reservation("a", 2)))[0] == 201
+        status, body = await rig.post(reservation("b", 2))
+        assert (status, body["status"]) == (409, "rejected")
+        stored = [(m.partition(), m.offset()) for m in rig.stream.log if m.topic() == EVENTS]
+        assert [(p, o) for p, o, _, _ in handed] == stored
+        assert all(key == b"HOT" and headers == [CALLER_WAITING] for _, _, key, headers in handed)
+
+
+async def test_a_request_the_worker_does_not_take_is_answered_by_the_stream() -> None:
+    refused: list[int] = []
+
+    def take_now(partition: int, offset: int, key: bytes, value: bytes, headers: Any) -> bool:
+        refused.append(offset)
+        return False  # another worker's partition, or records before it not yet handled
+
+    async for rig in make_rig(units=3, take_now=take_now):
+        assert (await rig.post(reservation("a", 2)))[0] == 201
+        assert refused == [0]

@@ -20,7 +20,7 @@ class FakeMessage:
     _topic: str
     _key: bytes | None
     _value: bytes
-    _headers: list[tuple[str, bytes]] | None = None
+    _headers: list[tuple[str, str | bytes | None]] | None = None
     _offset: int = -1  # set when the fake broker stores it: its place in the log
 
     def partition(self) -> int:
@@ -38,7 +38,7 @@ class FakeMessage:
     def value(self) -> bytes:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes]] | None:
+    def headers(self) -> list[tuple[str, str | bytes | None]] | None:
         return self._headers
 
 
@@ -70,7 +70,7 @@ class FakeKafka:
         key: bytes | None = None,
         *,
         on_delivery: Any = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         with self._lock:
             if len(self._queue) >= self.capacity:
