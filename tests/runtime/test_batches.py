@@ -1,0 +1,58 @@
+"""take_batches: a batch ends when its window runs out, when it is full, or at once on an urgent
+event (a reservation request a caller waits on)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from streams.runtime.batches import take_batches
+
+WINDOW = 2.0  # long, so that "at once" and "at the end of the window" cannot be confused
+
+
+async def batches_of(
+    values: list[str], max_: int, urgent: Callable[[Any], bool], wait: float
+) -> list[tuple[list[str], float]]:
+    """Put `values` through an agent that takes batches; each batch and when it came (s)."""
+    app = faust.App(f"batches-{time.monotonic_ns()}", store="memory://", web_enabled=False)
+    seen: list[tuple[list[str], float]] = []
+    started = time.monotonic()
+
+    @app.agent(app.topic("batches-in", value_type=str, value_serializer="raw"))
+    async def agent(stream: faust.StreamT) -> None:
+        async for batch in take_batches(stream, max_, WINDOW, urgent):
+            seen.append(([e.value for e in batch], time.monotonic() - started))
+
+    async with agent.test_context() as running:
+        for value in values:
+            await running.put(value)
+        await asyncio.sleep(wait)
+        return list(seen)  # before the agent stops (which hands over what it holds)
+
+
+def is_now(event: Any) -> bool:
+    return bool(event.value == "now")
+
+
+async def test_an_urgent_event_ends_the_batch_at_once_with_what_came_before_it() -> None:
+    seen = await batches_of(["a", "b", "now"], 100, is_now, wait=0.5)
+    assert [batch for batch, _ in seen] == [["a", "b", "now"]]
+    assert seen[0][1] < WINDOW / 2
+
+
+async def test_other_events_wait_for_the_end_of_the_window() -> None:
+    seen = await batches_of(["a", "b"], 100, is_now, wait=0.5)
+    assert seen == []  # still gathering
+    seen = await batches_of(["a", "b"], 100, is_now, wait=WINDOW + 1.0)
+    assert [batch for batch, _ in seen] == [["a", "b"]]
+    assert seen[0][1] >= WINDOW / 2
+
+
+async def test_a_full_batch_ends_at_once_and_the_rest_waits() -> None:
+    seen = await batches_of(["a", "b", "c", "d"], 3, is_now, wait=0.5)
+    assert [batch for batch, _ in seen] == [["a", "b", "c"]]
