@@ -16,6 +16,9 @@
           │      └─ expiry timer ──► `reservation-expired` on inventory.events (so replay has it)
           └─ component values ──► [listing stage] (table `listings`) ──► availability.<channel>
     anything undecodable or against the contract ──► inventory.dlq
+    a request the reservation API served by this worker has just stored on inventory.events
+          ──► [sku stage] at once, when it is next in its partition's log (take_now); the
+              decision goes to the waiting request in the process
 
 The four stages share one internal topic, each command keyed by its stage's table key: a key lands
 on the partition its table record lives on, so every table stays co-partitioned with it. One topic
