@@ -55,6 +55,7 @@ def _worker(args: argparse.Namespace) -> int:
         clock=args.clock,
         metrics_port=args.metrics_port,
         api_port=args.api_port,
+        api_host=args.api_host,
     )
     return 0
 
@@ -359,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the reservation API on this port (needs CHANNEL_TOKENS); "
         "requests for SKUs this worker owns are answered without a second broker hop",
     )
+    wk.add_argument("--api-host", default="0.0.0.0", help="the address the API listens on")
     wk.add_argument("--data-dir")
     wk.set_defaults(run=_worker)
     return parser

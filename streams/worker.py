@@ -31,6 +31,7 @@ def run_worker(
     clock: str = "wall",
     metrics_port: int = 0,
     api_port: int = 0,
+    api_host: str = "0.0.0.0",
 ) -> None:
     if api_port and not settings.channel_tokens:
         raise InventoryError("the reservation API needs CHANNEL_TOKENS (channel id -> token)")
@@ -51,7 +52,7 @@ def run_worker(
     gc.set_threshold(100_000, 50, 1000)
     app = create_app(settings, bootstrap, catalog, metrics, clock_mode=clock)
     if api_port:
-        serve_reservations(app, settings, bootstrap, api_port)
+        serve_reservations(app, settings, bootstrap, api_port, api_host)
     logging.getLogger("faust").setLevel(logging.WARNING)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every record:
@@ -60,7 +61,9 @@ def run_worker(
     worker.execute_from_commandline()
 
 
-def serve_reservations(app: faust.App, settings: Settings, bootstrap: str, port: int) -> None:
+def serve_reservations(
+    app: faust.App, settings: Settings, bootstrap: str, port: int, host: str
+) -> None:
     """The reservation API as a task of the worker, on its event loop, with in-process decisions."""
     runtime = app.inventory_runtime  # type: ignore[attr-defined]
 
@@ -78,6 +81,7 @@ def serve_reservations(app: faust.App, settings: Settings, bootstrap: str, port:
                 catalog,
                 asyncio.Event(),
                 port,
+                host=host,
                 attach=attach,
                 take_now=runtime.take_now,
             )

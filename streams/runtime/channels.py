@@ -1,5 +1,6 @@
 """Channel side of `up`: sink connectors for every channel (and, with --demo, their emulators and a
-flash sale to watch), run in one background asyncio loop so the status view stays responsive."""
+flash sale to watch) and the webhook receiver, run in one background asyncio loop so the status
+view stays responsive. The reservation API is served by the workers (streams.worker)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
 from connectors.sources.producer import SourceProducer
 from connectors.sources.webhook import default_sources, start_webhook_receiver
-from streams.api import run_api
 from streams.core.catalog import Catalog, Channel
 from streams.core.models import Availability, parse_event
 from streams.errors import InventoryError
@@ -37,12 +37,14 @@ def configured(channel: Channel) -> bool:
 
 
 class ChannelServices:
-    def __init__(self, settings: Settings, bootstrap: str, catalog: Catalog, demo: bool) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, catalog: Catalog, demo: bool, api: str
+    ) -> None:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
         self.webhooks = "starting"
-        self.api = "starting"
+        self.api = api  # served by the workers (streams.worker): where, for the status view
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="channels", daemon=True)
@@ -75,7 +77,6 @@ class ChannelServices:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         receiver = await self._webhooks()
-        api = self._api()
         try:
             if self.demo:
                 async with start_emulators(self.catalog.channels, self.catalog.listings) as running:
@@ -83,30 +84,10 @@ class ChannelServices:
             else:
                 await self._sinks([c for c in self.catalog.channels if configured(c)])
         finally:
-            if api is not None:
-                await api
             if receiver is not None:
                 runner, producer = receiver
                 await runner.cleanup()
                 producer.close()
-
-    def _api(self) -> asyncio.Task[None] | None:
-        """The reservation API (SPEC §7), when channels have tokens (CHANNEL_TOKENS; demo ones
-        with --demo)."""
-        settings = self.settings
-        if not settings.channel_tokens and self.demo:
-            tokens = {c.id: f"demo-{c.id}" for c in self.catalog.channels}
-            settings = settings.model_copy(update={"channel_tokens": tokens})
-        if not settings.channel_tokens:
-            self.api = "off (set CHANNEL_TOKENS to serve reservations)"
-            return None
-        assert self._stop is not None
-        self.api = f"http://127.0.0.1:{settings.api_port}"
-        if self.demo and not self.settings.channel_tokens:
-            self.api += " (bearer demo-<channel>)"
-        return asyncio.create_task(
-            run_api(settings, self.bootstrap, self.catalog, self._stop, host="127.0.0.1")
-        )
 
     async def _webhooks(self) -> tuple[web.AppRunner, SourceProducer] | None:
         """The webhook receiver, for every source that has a secret (WEBHOOK_SECRETS)."""

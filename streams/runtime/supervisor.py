@@ -5,6 +5,7 @@ Child processes are stopped on exit, Ctrl-C included; the embedded broker goes w
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -58,13 +59,24 @@ class Status:
 
 
 def start_worker(
-    settings: Settings, bootstrap: str, index: int, clock: str, log_dir: Path
+    settings: Settings,
+    bootstrap: str,
+    index: int,
+    clock: str,
+    log_dir: Path,
+    tokens: dict[str, str] | None = None,
 ) -> Worker:
+    """A worker process; with channel `tokens` it serves the reservation API on
+    API_PORT + index (on the loopback address)."""
     port = free_port()
     log_path = log_dir / f"worker-{index}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = log_path.open("ab")
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    api: list[str] = []
+    if tokens:
+        env["CHANNEL_TOKENS"] = json.dumps(tokens)
+        api = ["--api-port", str(settings.api_port + index), "--api-host", "127.0.0.1"]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -77,6 +89,7 @@ def start_worker(
             str(port),
             "--data-dir",
             str(log_dir / f"worker-{index}"),
+            *api,
         ],
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -85,6 +98,17 @@ def start_worker(
     )
     handle.close()
     return Worker(index, port, process, log_path)
+
+
+def api_status(settings: Settings, tokens: dict[str, str], workers: int) -> str:
+    """Where the workers serve the reservation API, for the status view."""
+    if not tokens:
+        return "off (set CHANNEL_TOKENS to serve reservations)"
+    first, last = settings.api_port, settings.api_port + workers - 1
+    where = f"http://127.0.0.1:{first}" + (f" (to {last}, one per worker)" if workers > 1 else "")
+    if not settings.channel_tokens:
+        where += " (bearer demo-<channel>)"
+    return where
 
 
 def stop_worker(worker: Worker, grace: float = 10.0) -> None:
@@ -191,11 +215,17 @@ def run_up(
             f"[bold]catalog[/] version {published.version}: {len(catalog.channels)} "
             f"channels, {len(catalog.listings)} listings"
         )
-        pool = [start_worker(settings, bootstrap, i, "wall", log_dir) for i in range(workers)]
+        tokens = settings.channel_tokens
+        if not tokens and demo:
+            tokens = {c.id: f"demo-{c.id}" for c in catalog.channels}
+        pool = [
+            start_worker(settings, bootstrap, i, "wall", log_dir, tokens) for i in range(workers)
+        ]
         for worker in pool:
             stack.callback(stop_worker, worker)
         console.print(f"[bold]workers[/] {workers} (logs in {log_dir})")
-        channels = ChannelServices(settings, bootstrap, catalog, demo)
+        api = api_status(settings, tokens, workers)
+        channels = ChannelServices(settings, bootstrap, catalog, demo, api)
         channels.start()
         stack.callback(channels.stop)
         if demo:
