@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -63,6 +63,9 @@ Decision = dict[str, Any]  # ReservationState.decision(): reservation_id, channe
 # a stream worker serving the API: handle an acknowledged request now, in the process, if that is
 # still its place in the log (partition, offset, key, value, headers -> handled?)
 TakeNow = Callable[[int, int, bytes, bytes, Any], bool]
+# a stream worker serving the API: the API URL of the worker that owns a key's partition
+Route = Callable[[bytes], str | None]
+ROUTED_HEADER = "X-Inventory-Routed"  # on a request one worker passed to another: not passed on
 
 DECISION_TIMEOUT_SECONDS = 10.0
 PRODUCE_DEADLINE_SECONDS = 5.0
@@ -408,6 +411,13 @@ class ApiMetrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
         )
+        self.routed = Counter(
+            f"{p}_api_routed_total",
+            "Reservation requests passed to the worker that owns their SKU, by outcome "
+            "(answered there, or unreachable and decided through the topics instead)",
+            ["outcome"],
+            registry=r,
+        )
 
 
 # ---- the HTTP layer --------------------------------------------------------------------------
@@ -448,9 +458,14 @@ class ReservationApi:
         decision_timeout: float = DECISION_TIMEOUT_SECONDS,
         health: Callable[[], str | None] = lambda: None,
         take_now: TakeNow | None = None,
+        route: Route | None = None,
+        url: str | None = None,
     ) -> None:
         self._tokens = [(token.encode(), channel) for channel, token in tokens.items() if token]
         self._take_now = take_now
+        self._route = route
+        self._url = url.rstrip("/") if url else None
+        self._session: ClientSession | None = None  # to other workers, opened on first use
         self.catalog = catalog
         self.producer = producer
         self.decisions = decisions
@@ -468,6 +483,9 @@ class ReservationApi:
     async def reserve(self, request: web.Request) -> web.Response:
         channel = self._authenticate(request)
         event = self._reservation(await self._json(request), channel)
+        routed = await self._pass_to_owner(request, event)
+        if routed is not None:
+            return routed
         rid = event.reservation_id
         started = time.perf_counter()
         self._in_flight.setdefault(rid, channel)
@@ -564,7 +582,47 @@ class ReservationApi:
             body["error"] = problem
         return web.json_response(body, status=200 if problem is None else 503)
 
+    async def close(self, _app: web.Application | None = None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
     # ---- steps ----
+
+    async def _pass_to_owner(
+        self, request: web.Request, event: ReservationRequested
+    ) -> web.Response | None:
+        """Served by a worker: a request whose SKU another worker owns is passed to that worker,
+        which decides it in its process; None when it is ours, unknown, or unreachable (then it
+        is decided through the topics, as the API process does)."""
+        if self._route is None or request.headers.get(ROUTED_HEADER):
+            return None
+        owner = self._route(event_key(event, self.catalog).encode())
+        if owner is None or owner.rstrip("/") == self._url:
+            return None
+        if self._session is None:
+            self._session = ClientSession(
+                timeout=ClientTimeout(total=self.decision_timeout + PRODUCE_DEADLINE_SECONDS)
+            )
+        headers = {
+            "Authorization": request.headers.get("Authorization", ""),
+            "Content-Type": "application/json",
+            ROUTED_HEADER: "1",
+        }
+        try:
+            async with self._session.post(
+                f"{owner.rstrip('/')}/reservations", data=await request.read(), headers=headers
+            ) as answer:
+                body = await answer.json()
+                passed = {k: v for k, v in answer.headers.items() if k in _PASSED_HEADERS}
+                status = answer.status
+        except (ClientError, TimeoutError, ValueError) as error:
+            log.warning("reservation API: the owner at %s did not answer (%s)", owner, error)
+            self.metrics.routed.labels("unreachable").inc()
+            return None
+        self.metrics.routed.labels("answered").inc()
+        if status == 201:
+            self.decisions.offer(body)  # a DELETE sent here next knows it at once
+        return web.json_response(body, status=status, headers=passed)
 
     def _authenticate(self, request: web.Request) -> str:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -665,6 +723,9 @@ class ReservationApi:
             self.decisions.forget(rid, future)
 
 
+_PASSED_HEADERS = ("Retry-After", "WWW-Authenticate")
+
+
 def _without_event_id(reason: str) -> str:
     """`reservation-requested api:r1: lines.0: ...` -> `lines.0: ...`: callers send no event id."""
     head, sep, rest = reason.partition(": ")
@@ -716,6 +777,8 @@ def make_app(
     decision_timeout: float = DECISION_TIMEOUT_SECONDS,
     health: Callable[[], str | None] = lambda: None,
     take_now: TakeNow | None = None,
+    route: Route | None = None,
+    url: str | None = None,
 ) -> web.Application:
     """The API as an aiohttp application over the given producer and views (tests pass fakes).
 
@@ -732,6 +795,8 @@ def make_app(
         decision_timeout=decision_timeout,
         health=health,
         take_now=take_now,
+        route=route,
+        url=url,
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app[_API_KEY] = api
@@ -741,6 +806,7 @@ def make_app(
     app.router.add_get("/health", api.health)
 
     app.cleanup_ctx.append(producer.polling_while_serving)
+    app.on_cleanup.append(api.close)
     return app
 
 
@@ -761,13 +827,16 @@ async def run_api(
     started: asyncio.Event | None = None,
     attach: Callable[[Decisions], None] | None = None,
     take_now: TakeNow | None = None,
+    route: Route | None = None,
+    url: str | None = None,
 ) -> None:
     """Serve the API on `port` (settings.api_port) in the running loop until `stop` is set.
 
     The decision feed's start positions are fixed before the port opens; `started` is set once
     requests are accepted. A stream worker serving the API (streams.worker) passes `attach`, to
-    hand the decisions it makes straight to the view, and `take_now`, to decide a request as soon
-    as the broker has stored it.
+    hand the decisions it makes straight to the view, `take_now`, to decide a request as soon
+    as the broker has stored it, and `route` with its own `url`, to pass a request to the worker
+    that owns its SKU.
     """
     loop = asyncio.get_running_loop()
     decisions = Decisions()
@@ -802,6 +871,8 @@ async def run_api(
         decision_timeout=decision_timeout,
         health=health,
         take_now=take_now,
+        route=route,
+        url=url,
     )
     holder.append(api_of(app))
     await asyncio.to_thread(decision_feed.start)

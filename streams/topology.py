@@ -325,6 +325,7 @@ class Runtime:
     local_decisions: Callable[[list[dict[str, Any]]], None] | None = None
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
+    owner_of: Callable[[bytes], str | None] = lambda _key: None  # set by the topology
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
@@ -381,8 +382,15 @@ def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
 
 
 def create_app(
-    settings: Settings, bootstrap: str, catalog: Catalog, metrics: Metrics, clock_mode: str = "wall"
+    settings: Settings,
+    bootstrap: str,
+    catalog: Catalog,
+    metrics: Metrics,
+    clock_mode: str = "wall",
+    url: str | None = None,
 ) -> faust.App:
+    """The worker's Faust app; `url` is where this worker serves the reservation API, shared with
+    the group on every rebalance so that each worker knows every partition's owner (owner_of)."""
     tune_fetch_wait(settings.consumer_fetch_max_wait_ms)
     codec = make_codec(settings)
     rt = Runtime(
@@ -390,6 +398,7 @@ def create_app(
     )
     n = settings.topic_partitions
 
+    where: dict[str, Any] = {"canonical_url": url} if url else {}
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
@@ -407,6 +416,7 @@ def create_app(
         stream_wait_empty=False,
         web_enabled=False,
         table_standby_replicas=0,
+        **where,
     )
 
     def raw_topic(name: str) -> faust.TopicT:
@@ -603,6 +613,18 @@ def create_app(
     taken_now, taken_fetched = (rt.metrics.taken_now.labels(h) for h in ("now", "fetched"))
 
     rt.take_now = take_now
+
+    def owner_of(key: bytes) -> str | None:
+        """The API URL of the worker whose partition of inventory.events `key` lands on, as of
+        the last rebalance; None when unknown."""
+        partition = partition_for(key, n)
+        distribution = getattr(app.assignor, "external_topic_distribution", {})
+        for member_url, topics in distribution.items():
+            if partition in topics.get(EVENTS, ()):
+                return str(member_url)
+        return None
+
+    rt.owner_of = owner_of
 
     def handle_command(message: Any, touched: dict[bytes, Any]) -> None:
         """A record of inventory.commands, to the stage its kind belongs to."""

@@ -50,9 +50,12 @@ def run_worker(
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     # table state is long-lived: scanning it in every young-generation collection costs throughput
     gc.set_threshold(100_000, 50, 1000)
-    app = create_app(settings, bootstrap, catalog, metrics, clock_mode=clock)
+    url = f"http://{'127.0.0.1' if api_host in ('0.0.0.0', '') else api_host}:{api_port}"
+    app = create_app(
+        settings, bootstrap, catalog, metrics, clock_mode=clock, url=url if api_port else None
+    )
     if api_port:
-        serve_reservations(app, settings, bootstrap, api_port, api_host)
+        serve_reservations(app, settings, bootstrap, api_port, api_host, url)
     logging.getLogger("faust").setLevel(logging.WARNING)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every record:
@@ -62,7 +65,7 @@ def run_worker(
 
 
 def serve_reservations(
-    app: faust.App, settings: Settings, bootstrap: str, port: int, host: str
+    app: faust.App, settings: Settings, bootstrap: str, port: int, host: str, url: str
 ) -> None:
     """The reservation API as a task of the worker, on its event loop, with in-process decisions."""
     runtime = app.inventory_runtime  # type: ignore[attr-defined]
@@ -84,6 +87,9 @@ def serve_reservations(
                 host=host,
                 attach=attach,
                 take_now=runtime.take_now,
+                route=runtime.owner_of,
+                url=url,
+                registry=runtime.metrics.registry,
             )
         finally:  # Faust cancels the task when the worker stops
             runtime.local_decisions = None

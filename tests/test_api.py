@@ -14,7 +14,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.sources.producer import SourceProducer
-from streams.api import AvailabilityView, Decisions, TakeNow, api_of, make_app
+from streams.api import (
+    ROUTED_HEADER,
+    AvailabilityView,
+    Decisions,
+    Route,
+    TakeNow,
+    api_of,
+    make_app,
+)
 from streams.codec import make_codec
 from streams.core.catalog import load_catalog
 from streams.core.engine import Collector, Engine
@@ -114,7 +122,10 @@ class Rig:
 
 
 async def make_rig(
-    units: int = 10, timeout: float = 2.0, take_now: TakeNow | None = None
+    units: int = 10,
+    timeout: float = 2.0,
+    take_now: TakeNow | None = None,
+    route: Route | None = None,
 ) -> AsyncIterator[Rig]:
     decisions, availability = Decisions(), AvailabilityView()
     decisions.caught_up = True
@@ -128,6 +139,8 @@ async def make_rig(
         availability,
         decision_timeout=timeout,
         take_now=take_now,
+        route=route,
+        url="http://127.0.0.1:9",
     )
     async with TestClient(TestServer(app)) as client:
         yield Rig(client, stream, decisions, availability)
@@ -472,3 +485,38 @@ async def test_a_request_the_worker_does_not_take_is_answered_by_the_stream() ->
     async for rig in make_rig(units=3, take_now=take_now):
         assert (await rig.post(reservation("a", 2)))[0] == 201
         assert refused == [0]
+
+
+async def test_a_request_whose_owner_cannot_be_reached_is_decided_through_the_stream() -> None:
+    asked: list[bytes] = []
+
+    def route(key: bytes) -> str:
+        asked.append(key)
+        return "http://127.0.0.1:1"  # nothing listens there
+
+    async for rig in make_rig(units=3, route=route):
+        status, body = await rig.post(reservation("a", 2))
+        assert (status, body["status"]) == (201, "held")
+        assert asked == [b"HOT"]
+        metrics = api_of(rig.client.server.app).metrics  # type: ignore[attr-defined]
+        assert metrics.routed.labels("unreachable")._value.get() == 1
+
+
+async def test_a_request_passed_on_by_another_worker_is_not_passed_on_again() -> None:
+    asked: list[bytes] = []
+
+    def route(key: bytes) -> str:
+        asked.append(key)
+        return "http://127.0.0.1:1"
+
+    async for rig in make_rig(units=3, route=route):
+        status, _ = await rig.post(reservation("a", 2), headers={**WEB, ROUTED_HEADER: "1"})
+        assert status == 201
+        assert asked == []
+
+
+async def test_a_request_for_its_own_sku_is_not_routed() -> None:
+    async for rig in make_rig(units=3, route=lambda _key: "http://127.0.0.1:9/"):
+        assert (await rig.post(reservation("a", 2)))[0] == 201
+        metrics = api_of(rig.client.server.app).metrics  # type: ignore[attr-defined]
+        assert metrics.routed.labels("unreachable")._value.get() == 0

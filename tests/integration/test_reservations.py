@@ -431,3 +431,50 @@ async def test_a_worker_serving_the_api_decides_each_request_where_the_log_puts_
         final = await until(lambda p: p["reserved"] == held and p["on_hand"] == 50, live, 30)
         assert (final["on_hand"], final["reserved"]) == (50, held)
         assert engine.skus["HOT"].locations["wh"].reserved == held
+
+
+def metric(text: str, name: str) -> float:
+    """A sample's value in a Prometheus text page (0 when absent)."""
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_a_request_to_a_worker_that_does_not_own_the_sku_is_passed_to_the_owner(
+    tmp_path: Path,
+) -> None:
+    """Two workers serve the API; requests for HOT go to both. The one that does not own HOT's
+    partition passes them to the one that does, which decides them in its process."""
+    api_ports, metrics_ports = [free_port(), free_port()], [free_port(), free_port()]
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        for index in range(2):
+            start(live, index, api_ports[index], metrics_ports[index])
+        await stock(live, tmp_path, 100)
+        await asyncio.to_thread(wait_until_stable, live)
+        async with (
+            serving(live, api_ports[0]) as first,
+            serving(live, api_ports[1]) as second,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+        ):
+            answers = await asyncio.gather(
+                *(
+                    reserve(session, (first, second)[i % 2], f"both-{i}", CHANNELS[i % 3])
+                    for i in range(400)
+                )
+            )
+            pages = []
+            for port in metrics_ports:
+                async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    pages.append(await r.text())
+        assert {s for s, _ in answers} <= {201, 409}
+        assert held_units(answers) == 100
+        routed = [metric(p, 'inventory_api_routed_total{outcome="answered"}') for p in pages]
+        taken = [metric(p, 'inventory_api_requests_taken_total{how="now"}') for p in pages]
+        owner = taken.index(max(taken))
+        assert routed[1 - owner] >= 150, (routed, taken)  # about half of the 400 came to it
+        assert routed[owner] == 0
+        assert taken[1 - owner] == 0  # it decided none: it owns no partition of HOT
+        assert taken[owner] >= 300  # decided at their acknowledgement, routed or not
+        final = await until(lambda p: p["reserved"] == 100, live, timeout=15)
+        assert (final["on_hand"], final["reserved"], final["location_ats"]) == (100, 100, 0)
