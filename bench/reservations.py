@@ -333,9 +333,20 @@ def hops(clients: Clients, times: dict[str, dict[str, float]], in_process: bool)
     ]
     # a request for one SKU is decided where the SKU lives (one hop); others are coordinated
     steps = coordinated if any("try_hold" in t for t in times.values()) else ONE_HOP
-    if in_process:  # the last step: the worker hands the decision over, no topic read
-        label = "-> the worker hands the decision to the request and the client has the answer"
-        steps = [*steps[:-1], (label, *steps[-1][1:])]
+    if in_process and steps is ONE_HOP:  # decided in the process: published after the answer
+        steps = [
+            steps[0],
+            (
+                "-> acknowledged, decided in the worker's process, the client has the answer",
+                "produced",
+                "answered",
+            ),
+            (
+                "(the decision record, published with the stage's next batch, after the answer)",
+                "answered",
+                "decided",
+            ),
+        ]
     rows = []
     for rid, stages in times.items():
         if clients.status.get(rid) in (201, 409):  # a 503 was answered before any decision

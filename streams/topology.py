@@ -558,12 +558,19 @@ def create_app(
     handled_up_to: dict[int, int] = {}
     taken_early: dict[int, set[int]] = {}
 
-    def handle_records(messages: Sequence[Any]) -> None:
+    # SKU states changed since the last flush (by take_now), and how many of decisions_due the
+    # waiting requests already have
+    pending: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
+    handed = [0]
+    flush_timer: list[asyncio.TimerHandle | None] = [None]
+
+    def handle_records(messages: Sequence[Any], flush: bool = True) -> None:
         """One batch: every record in order, then the batch's outputs together. No awaits: a
-        batch is atomic on the event loop (take_now relies on it)."""
+        batch is atomic on the event loop (take_now relies on it). Without `flush`, the outputs
+        wait for the next batch (or STAGE_BATCH_MS), only the decisions are handed over now."""
         rt.clock.busy()
         started = time.perf_counter()
-        touched: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
+        touched = pending
         for message in messages:
             if message.topic == EVENTS:
                 early = taken_early.get(message.partition)
@@ -586,26 +593,45 @@ def create_app(
                     dead_letter(message, f"{error}; the items before it were handled")
             else:
                 handle_command(message, touched)
+        new, handed[0] = decisions_due[handed[0] :], len(decisions_due)
+        if new and rt.local_decisions is not None:
+            rt.local_decisions([orjson.loads(decision) for _, decision in new])
+        if not flush:
+            if flush_timer[0] is None:
+                flush_timer[0] = asyncio.get_running_loop().call_later(
+                    settings.stage_batch_ms / 1000, flush_pending
+                )
+            return
         flush_skus(touched)
+        touched.clear()
         to_stages.send()
         for reservation_id, decision in decisions_due:
             send(decisions, reservation_id, decision)
-        if decisions_due and rt.local_decisions is not None:
-            rt.local_decisions([orjson.loads(decision) for _, decision in decisions_due])
         decisions_due.clear()
+        handed[0] = 0
         outputs.poll()
         rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
+
+    def flush_pending() -> None:
+        flush_timer[0] = None
+        if pending or decisions_due or to_stages.pending:
+            handle_records([])
 
     def take_now(partition: int, offset: int, key: bytes, value: bytes, headers: Any) -> bool:
         """Handle a record of inventory.events the broker has just acknowledged, before the stage
         fetches it, when every record before it on its partition is handled here: that is its
         place in the log, so the outcome is the one the fetch would have given (a replay agrees).
         False when it is not (another worker's partition, a rebalance, records in between): the
-        stage handles it when it arrives."""
+        stage handles it when it arrives.
+
+        The decision goes to the waiting request at once; the record's outputs (positions,
+        availability, the reservation's record, the published decision) go with the next batch,
+        so a burst of requests for one SKU costs one position and availability update per batch
+        and fewer requests to the broker. Its offset is committed only after that batch."""
         if app.rebalancing or handled_up_to.get(partition) != offset - 1:
             taken_fetched.inc()
             return False
-        handle_records([Inner(EVENTS, partition, offset, key, value, headers)])
+        handle_records([Inner(EVENTS, partition, offset, key, value, headers)], flush=False)
         taken_early.setdefault(partition, set()).add(offset)
         taken_now.inc()
         return True

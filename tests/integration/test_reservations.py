@@ -275,12 +275,12 @@ async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(
             )
             assert [s for s, _ in short] == [201] * 10
 
-            # 200 more in flight when the worker dies; each client retries a 503 with its id
+            # 600 more in flight when the worker dies; each client retries a 503 with its id
             sale = [
                 asyncio.create_task(
                     reserve(session, base, f"sale-{i}", CHANNELS[i % 3], retry_for=120)
                 )
-                for i in range(200)
+                for i in range(600)
             ]
             while sum(t.done() for t in sale) < 20:
                 await asyncio.sleep(0.01)
@@ -302,7 +302,7 @@ async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(
 
             # retried after the crash: the same answers, nothing held twice
             again = await asyncio.gather(
-                *(reserve(session, base, f"sale-{i}", CHANNELS[i % 3]) for i in range(200))
+                *(reserve(session, base, f"sale-{i}", CHANNELS[i % 3]) for i in range(600))
             )
             assert [s for s, _ in again] == [s for s, _ in answers]
             # and a release frees exactly its hold
