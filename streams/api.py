@@ -843,7 +843,7 @@ async def run_api(
     if attach is not None:
         attach(decisions)
     availability = AvailabilityView()
-    producer = SourceProducer(bootstrap, settings=settings, linger_ms=1)
+    producer = SourceProducer(bootstrap, settings=settings, linger_ms=settings.api_linger_ms)
     decision_feed = DecisionFeed(bootstrap, settings.topic_partitions, decisions, loop)
     holder: list[ReservationApi] = []
     view_feed = ViewFeed(

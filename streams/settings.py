@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # HTTP surfaces.
     webhook_port: int = 8088
     api_port: int = 8080
+    # how long the API's producer gathers requests into one record batch. Each batch costs the
+    # embedded broker CPU on every later fetch of its partition: at 500 requests/s, 4 ms cut the
+    # broker from 80% to 60% of a core and the p99 from 28-31 to 20-23 ms (1 ms before)
+    api_linger_ms: int = 4
     channel_tokens: dict[str, str] = Field(default_factory=dict)  # channel id -> bearer token
     webhook_secrets: dict[str, str] = Field(default_factory=dict)  # source -> HMAC secret
 
