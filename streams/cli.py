@@ -56,6 +56,7 @@ def _worker(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         api_port=args.api_port,
         api_host=args.api_host,
+        api_url=args.api_url,
     )
     return 0
 
@@ -361,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
         "requests for SKUs this worker owns are answered without a second broker hop",
     )
     wk.add_argument("--api-host", default="0.0.0.0", help="the address the API listens on")
+    wk.add_argument(
+        "--api-url",
+        help="where the other workers reach this worker's API (they pass it requests for the "
+        "SKUs it owns); default http://127.0.0.1:PORT, or the --api-host",
+    )
     wk.add_argument("--data-dir")
     wk.set_defaults(run=_worker)
     return parser

@@ -32,6 +32,7 @@ def run_worker(
     metrics_port: int = 0,
     api_port: int = 0,
     api_host: str = "0.0.0.0",
+    api_url: str | None = None,
 ) -> None:
     if api_port and not settings.channel_tokens:
         raise InventoryError("the reservation API needs CHANNEL_TOKENS (channel id -> token)")
@@ -50,7 +51,8 @@ def run_worker(
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     # table state is long-lived: scanning it in every young-generation collection costs throughput
     gc.set_threshold(100_000, 50, 1000)
-    url = f"http://{'127.0.0.1' if api_host in ('0.0.0.0', '') else api_host}:{api_port}"
+    # where the other workers reach this one's API (they pass it requests for its SKUs)
+    url = api_url or f"http://{'127.0.0.1' if api_host in ('0.0.0.0', '') else api_host}:{api_port}"
     app = create_app(
         settings, bootstrap, catalog, metrics, clock_mode=clock, url=url if api_port else None
     )
