@@ -2,9 +2,11 @@
 
 With an API port, the worker also serves the reservation API (streams.api). A request is produced
 to inventory.events like any other; when its SKU lives on a partition of this worker, the SKU stage
-that decides it hands the decision to the waiting request in the process, which saves the broker
-hop back through inventory.reservation-decisions. Requests for SKUs that live elsewhere are
-answered from that topic, as the API process answers every request.
+decides it at the broker's acknowledgement (take_now in streams.topology) and hands the decision
+to the waiting request in the process: no fetch, no read back through
+inventory.reservation-decisions. A request for a SKU another worker owns is passed to that
+worker's API; if it cannot be reached, the answer comes from the topic, as the API process
+answers every request.
 """
 
 from __future__ import annotations
@@ -77,13 +79,11 @@ def serve_reservations(
 
     @app.task
     async def reservation_api() -> None:
-        # the catalog as Kafka has it now: the API follows later versions on its own
-        catalog = await asyncio.to_thread(read_latest, bootstrap) or runtime.catalog
         try:
-            await run_api(
+            await run_api(  # from the worker's catalog: the API follows later versions on its own
                 settings,
                 bootstrap,
-                catalog,
+                runtime.catalog,
                 asyncio.Event(),
                 port,
                 host=host,
