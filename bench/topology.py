@@ -26,8 +26,9 @@ do not share the CPU; the ceilings run first, before any worker exists):
    availability.web record whose cause_event_id names it, both clocks in this process. An event
    whose record never arrives counts as infinitely late. The producer lingers --linger-ms
    (20 ms, as `inventory-streams publish` and every source of ours do) before sending; the wait
-   is inside the latency, which starts at the produce call. The CPU of the worker, the broker and this process while publishing is
-   printed too: on a two-core machine the three compete, and the broker's share is large.
+   is inside the latency, which starts at the produce call. The CPU of the worker, the broker and
+   this process while publishing is printed too: on a two-core machine the three compete, and the
+   broker's share is large.
 
 Two things about the embedded Tansu broker shape how this measures: ListOffsets answers the last
 batch's base offset + 1 (so ends are read, not asked for), and an empty fetch is answered only
