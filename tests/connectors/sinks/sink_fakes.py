@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -18,6 +17,11 @@ from streams.core.catalog import Channel
 from streams.core.models import Availability
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def now() -> float:
+    """The running loop's clock: time.monotonic() on a real loop, the fake time under looptime."""
+    return asyncio.get_running_loop().time()
 
 
 def availability(sku: str, version: int, available: int | None = None) -> Availability:
@@ -70,7 +74,7 @@ class FakeSink:
     async def flush(self) -> list[Outcome]:
         batch, self.staged = self.staged, []
         self.calls.append(batch)
-        self.call_times.append(time.monotonic())
+        self.call_times.append(now())
         if self.failures:
             raise self.failures.pop(0)
         outcomes = []
