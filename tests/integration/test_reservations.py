@@ -81,23 +81,27 @@ async def api(live: LiveSystem, decision_timeout: float = 30.0) -> AsyncIterator
         await task
 
 
-def start(live: LiveSystem, index: int, api_port: int | None, metrics_port: int = 0) -> None:
+def start(
+    live: LiveSystem, index: int, api_port: int | None, metrics_port: int = 0, *more: str
+) -> None:
     """Worker `index`; with `api_port`, it serves the API there too."""
     if api_port is None:
         live.start_worker(index)
         return
-    args = ["--api-port", str(api_port), "--metrics-port", str(metrics_port)]
+    args = ["--api-port", str(api_port), "--metrics-port", str(metrics_port), *more]
     live.start_worker(index, *args, env={"CHANNEL_TOKENS": json.dumps(TOKENS)})
 
 
 @asynccontextmanager
-async def serving(live: LiveSystem, api_port: int | None) -> AsyncIterator[str]:
+async def serving(
+    live: LiveSystem, api_port: int | None, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
     """The API's base URL: the worker's on `api_port` once it answers, else one run here."""
     if api_port is None:
         async with api(live) as base:
             yield base
         return
-    base = f"http://127.0.0.1:{api_port}"
+    base = f"http://{host}:{api_port}"
     deadline = time.monotonic() + 60
     async with aiohttp.ClientSession() as session:
         while True:
@@ -441,32 +445,73 @@ def metric(text: str, name: str) -> float:
     return 0.0
 
 
+@asynccontextmanager
+async def forwarder(host: str, to_port: int) -> AsyncIterator[tuple[int, list[int]]]:
+    """A TCP relay on `host` to `host:to_port`, standing for what lies between two hosts (a load
+    balancer, a NAT); yields its port and a list that counts the connections it relayed."""
+    connections: list[int] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, to_port)
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(relay, host, 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connections
+    finally:
+        server.close()
+
+
 async def test_a_request_to_a_worker_that_does_not_own_the_sku_is_passed_to_the_owner(
     tmp_path: Path,
 ) -> None:
     """Two workers serve the API; requests for HOT go to both. The one that does not own HOT's
-    partition passes them to the one that does, which decides them in its process."""
+    partition passes them to the one that does, which decides them in its process.
+
+    As on two hosts: each worker listens on an address of its own (127.0.0.2, 127.0.0.3) and is
+    reached by the other through the URL it gives with --api-url (a relay's), not the one it
+    listens on."""
+    hosts = ("127.0.0.2", "127.0.0.3")
     api_ports, metrics_ports = [free_port(), free_port()], [free_port(), free_port()]
     with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
-        for index in range(2):
-            start(live, index, api_ports[index], metrics_ports[index])
-        await stock(live, tmp_path, 100)
-        await asyncio.to_thread(wait_until_stable, live)
         async with (
-            serving(live, api_ports[0]) as first,
-            serving(live, api_ports[1]) as second,
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+            forwarder(hosts[0], api_ports[0]) as (relay_port_0, relayed_0),
+            forwarder(hosts[1], api_ports[1]) as (relay_port_1, relayed_1),
         ):
-            answers = await asyncio.gather(
-                *(
-                    reserve(session, (first, second)[i % 2], f"both-{i}", CHANNELS[i % 3])
-                    for i in range(400)
+            relayed = (relayed_0, relayed_1)
+            for index, relay_port in enumerate((relay_port_0, relay_port_1)):
+                host = hosts[index]
+                url = f"http://{host}:{relay_port}"
+                more = ("--api-host", host, "--api-url", url)
+                start(live, index, api_ports[index], metrics_ports[index], *more)
+            await stock(live, tmp_path, 100)
+            await asyncio.to_thread(wait_until_stable, live)
+            async with (
+                serving(live, api_ports[0], hosts[0]) as first,
+                serving(live, api_ports[1], hosts[1]) as second,
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session,
+            ):
+                answers = await asyncio.gather(
+                    *(
+                        reserve(session, (first, second)[i % 2], f"both-{i}", CHANNELS[i % 3])
+                        for i in range(400)
+                    )
                 )
-            )
-            pages = []
-            for port in metrics_ports:
-                async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
-                    pages.append(await r.text())
+                pages = []
+                for port in metrics_ports:
+                    async with session.get(f"http://127.0.0.1:{port}/metrics") as r:
+                        pages.append(await r.text())
         assert {s for s, _ in answers} <= {201, 409}
         assert held_units(answers) == 100
         routed = [metric(p, 'inventory_api_routed_total{outcome="answered"}') for p in pages]
@@ -476,5 +521,7 @@ async def test_a_request_to_a_worker_that_does_not_own_the_sku_is_passed_to_the_
         assert routed[owner] == 0
         assert taken[1 - owner] == 0  # it decided none: it owns no partition of HOT
         assert taken[owner] >= 300  # decided at their acknowledgement, routed or not
+        # the passed requests went to the owner's --api-url: through its relay, and only there
+        assert len(relayed[owner]) >= 1 and relayed[1 - owner] == []
         final = await until(lambda p: p["reserved"] == 100, live, timeout=15)
         assert (final["on_hand"], final["reserved"], final["location_ats"]) == (100, 100, 0)
