@@ -197,8 +197,8 @@ def _up(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     catalog = read_catalog(Path(args.catalog) if args.catalog else settings.catalog_file)
-    run_up(settings, catalog, workers=args.workers, duration=args.duration, demo=args.demo)
-    return 0
+    status = run_up(settings, catalog, workers=args.workers, duration=args.duration, demo=args.demo)
+    return 1 if status.failed else 0
 
 
 RECONCILE_HELP = """\

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # wait is over, even if data arrives: every hop of the topology would wait that long
     consumer_fetch_max_wait_ms: int = 20
     commit_interval_seconds: float = 1.0
+    # `up` starts a worker that exited again, unless it exited this many times within the window
+    worker_restart_limit: int = Field(default=5, ge=1)
+    worker_restart_window_seconds: float = Field(default=60.0, gt=0)
     # how long the stages' output producer gathers records before a request: each request costs
     # the broker CPU (Tansu: most of a core at a few hundred a second), each ms adds latency
     producer_linger_ms: float = 2.0

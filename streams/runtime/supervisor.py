@@ -1,17 +1,21 @@
 """`inventory-streams up`: broker, topics, catalog, workers and a live status view, in foreground.
 
-Child processes are stopped on exit, Ctrl-C included; the embedded broker goes with them.
+Child processes are stopped on exit, Ctrl-C included; the embedded broker goes with them. A worker
+that exits while `up` runs is started again (its state comes back from the tables' changelogs),
+unless it exited RESTART_LIMIT times within RESTART_WINDOW seconds: then `up` stops and fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +48,20 @@ class Worker:
     metrics_port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    log_start: int = 0  # where this process's lines begin in the log (restarts append to it)
+
+    def exit_reason(self) -> str:
+        """The first error this process logged (the cause, not what broke while it stopped)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self.log_start)
+            lines = log.read().decode(errors="replace").splitlines()
+        for line in lines:
+            if _ERROR_LINE.match(line):
+                return line.strip()
+        return lines[-1].strip() if lines else "no output"
+
+
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 
 
 @dataclass
@@ -55,7 +73,34 @@ class Status:
     dead_letters: int = 0
     lag: int = 0
     workers_alive: int = 0
+    restarts: int = 0
+    failed: str | None = None  # why `up` stopped before its time (a worker that kept exiting)
     extra: dict[str, str] = field(default_factory=dict)
+
+
+RESTART_LIMIT = 5  # exits of one worker within RESTART_WINDOW after which `up` gives up
+RESTART_WINDOW = 60.0
+
+
+class RestartPolicy:
+    """Start a worker again after it exited, unless it exits over and over (a crash loop)."""
+
+    def __init__(
+        self,
+        limit: int = RESTART_LIMIT,
+        window: float = RESTART_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit, self.window, self._clock = limit, window, clock
+        self._exits: dict[int, list[float]] = {}
+
+    def allow(self, index: int) -> bool:
+        """Record an exit of worker `index`; whether to start it again."""
+        now = self._clock()
+        recent = [t for t in self._exits.get(index, []) if now - t < self.window]
+        recent.append(now)
+        self._exits[index] = recent
+        return len(recent) < self.limit
 
 
 def start_worker(
@@ -72,6 +117,7 @@ def start_worker(
     log_path = log_dir / f"worker-{index}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = log_path.open("ab")
+    log_start = handle.tell()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     api: list[str] = []
     if tokens:
@@ -97,7 +143,7 @@ def start_worker(
         start_new_session=True,
     )
     handle.close()
-    return Worker(index, port, process, log_path)
+    return Worker(index, port, process, log_path, log_start)
 
 
 def api_status(settings: Settings, tokens: dict[str, str], workers: int) -> str:
@@ -185,7 +231,8 @@ def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
     table.add_row("dead letters", f"{status.dead_letters:,}")
     table.add_row("consumer lag (inventory.events)", f"{status.lag:,}")
     alive = sum(1 for w in workers if w.process.poll() is None)
-    table.add_row("workers alive", f"{alive}/{len(workers)}")
+    restarted = f" ({status.restarts:,} restarted)" if status.restarts else ""
+    table.add_row("workers alive", f"{alive}/{len(workers)}{restarted}")
     for name, value in status.extra.items():
         table.add_row(name, value)
     return table
@@ -221,8 +268,15 @@ def run_up(
         pool = [
             start_worker(settings, bootstrap, i, "wall", log_dir, tokens) for i in range(workers)
         ]
-        for worker in pool:
-            stack.callback(stop_worker, worker)
+
+        def stop_all() -> None:  # the pool as it is at the end: restarted workers included
+            for worker in pool:
+                stop_worker(worker)
+
+        stack.callback(stop_all)
+        restarts = RestartPolicy(
+            settings.worker_restart_limit, settings.worker_restart_window_seconds
+        )
         console.print(f"[bold]workers[/] {workers} (logs in {log_dir})")
         api = api_status(settings, tokens, workers)
         channels = ChannelServices(settings, bootstrap, catalog, demo, api)
@@ -237,6 +291,7 @@ def run_up(
         stack.callback(reader.close)
         status = Status()
         started = time.monotonic()
+        restarted = 0
         try:
             with Live(
                 render(status, bootstrap, pool),
@@ -246,15 +301,38 @@ def run_up(
             ) as live:
                 while duration is None or time.monotonic() - started < duration:
                     time.sleep(1.0)
+                    for i, worker in enumerate(pool):
+                        code = worker.process.poll()
+                        if code is None:
+                            continue
+                        reason = worker.exit_reason()
+                        console.print(
+                            f"[red]worker {worker.index} exited with code {code}[/]: {reason} "
+                            f"(log: {worker.log_path})"
+                        )
+                        if not restarts.allow(worker.index):
+                            status.failed = (
+                                f"worker {worker.index} exited {restarts.limit} times within "
+                                f"{restarts.window:g} s; the last time: {reason}"
+                            )
+                            break
+                        pool[i] = start_worker(
+                            settings, bootstrap, worker.index, "wall", log_dir, tokens
+                        )
+                        restarted += 1
+                        console.print(
+                            f"worker {worker.index} started again; its state comes back from "
+                            "the changelogs"
+                        )
+                    if status.failed:
+                        console.print(f"[red]stopping: {status.failed}[/]")
+                        break
                     status = reader.read()
+                    status.restarts = restarted
                     status.extra = channels.status()
                     live.update(render(status, bootstrap, pool))
-                    dead = [w for w in pool if w.process.poll() is not None]
-                    if dead:
-                        tail = dead[0].log_path.read_text(errors="replace")[-2000:]
-                        console.print(f"[red]worker {dead[0].index} exited[/]:\n{tail}")
-                        break
         except KeyboardInterrupt:
             console.print("stopping...")
+        status.restarts = restarted
         status.workers_alive = sum(1 for w in pool if w.process.poll() is None)
         return status

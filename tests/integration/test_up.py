@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -26,11 +27,13 @@ def row(output: str, name: str) -> str:
     return values[-1]
 
 
-def reserve_while_up(port: int, deadline: float) -> tuple[int, dict[str, Any]]:
+def reserve_while_up(
+    port: int, deadline: float, reservation_id: str = "up-test-1"
+) -> tuple[int, dict[str, Any]]:
     """POST one reservation to the API the worker serves, as soon as it answers."""
     body = json.dumps(
         {
-            "reservation_id": "up-test-1",
+            "reservation_id": reservation_id,
             "channel": "shopify-us",
             "lines": [{"channel_sku": "TEE-RED-M", "quantity": 1}],
         }
@@ -54,32 +57,39 @@ def reserve_while_up(port: int, deadline: float) -> tuple[int, dict[str, Any]]:
         time.sleep(0.5)
 
 
-def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.Popen[str], int]:
+    """`up --demo` as a user starts it; the process and the port of its reservation API."""
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["COLUMNS"] = "120"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        env["API_PORT"] = str(s.getsockname()[1])
+        port = s.getsockname()[1]
+    env |= {"API_PORT": str(port), **settings}
+    command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "up",
-            "--demo",
-            "--duration",
-            "25",
-            "--data-dir",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "streams.cli", *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return up, port
+
+
+def workers_of(tmp_path: Path) -> list[int]:
+    """The pids of the worker processes `up` started with its data in `tmp_path`."""
+    found = subprocess.run(
+        ["pgrep", "-f", "--", f"--data-dir {tmp_path}/up/worker-"], capture_output=True, text=True
+    )
+    assert found.returncode in (0, 1), found.stderr  # 1: none; anything else: pgrep failed
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None:
+    up, port = up_demo(tmp_path, 25)
     try:
         # the worker serves the reservation API with the demo tokens while `up` runs
-        status, answer = reserve_while_up(int(env["API_PORT"]), time.monotonic() + 20)
+        status, answer = reserve_while_up(port, time.monotonic() + 20)
     finally:
         out, _ = up.communicate(timeout=120)
     assert (status, answer["status"]) in ((201, "held"), (409, "rejected")), answer
@@ -95,12 +105,8 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     # the channel emulators received availability through the sink connectors
     assert int(row(output, "acknowledged by shopify-us").replace(",", "")) > 0
     assert int(row(output, "acknowledged by amazon-us").replace(",", "")) > 0
-    assert row(output, "reservation API").startswith(f"http://127.0.0.1:{env['API_PORT']}")
-    # no process outlives `up`
-    leftovers = subprocess.run(
-        ["pgrep", "-f", f"--data-dir {tmp_path}/up/worker"], capture_output=True, text=True
-    )
-    assert leftovers.stdout.strip() == ""
+    assert row(output, "reservation API").startswith(f"http://127.0.0.1:{port}")
+    assert workers_of(tmp_path) == []  # no process outlives `up`
 
 
 def test_plain_up_runs_until_its_duration_and_stops_cleanly(tmp_path: Path) -> None:
@@ -128,3 +134,45 @@ def test_plain_up_runs_until_its_duration_and_stops_cleanly(tmp_path: Path) -> N
     assert row(output, "webhook receiver").startswith("off")
     assert row(output, "reservation API").startswith("off")
     assert "Traceback" not in output
+
+
+def worker_pid(tmp_path: Path, deadline: float) -> int:
+    while True:
+        found = workers_of(tmp_path)
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, "no worker process"
+        time.sleep(0.2)
+
+
+def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_path: Path) -> None:
+    up, port = up_demo(tmp_path, 45)
+    try:
+        first = reserve_while_up(port, time.monotonic() + 30, "before-the-kill")
+        killed = worker_pid(tmp_path, time.monotonic() + 5)
+        os.kill(killed, signal.SIGKILL)
+        # the API is the new worker's: it answers once that worker has started and recovered
+        second = reserve_while_up(port, time.monotonic() + 30, "after-the-kill")
+        assert worker_pid(tmp_path, time.monotonic() + 5) != killed
+    finally:
+        output, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, output[-3000:]
+    assert {first[0], second[0]} <= {201, 409}, (first, second)
+    assert "worker 0 exited with code -9" in output
+    assert "worker 0 started again" in output
+    assert row(output, "workers alive") == "1/1 (1 restarted)"
+    assert row(output, "alerts") == "0"  # nothing oversold across the restart
+    assert row(output, "dead letters") == "0"
+
+
+def test_a_worker_that_keeps_exiting_stops_up_with_its_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:  # the API's port is in use: every worker start fails on it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        up, _ = up_demo(tmp_path, 120, API_PORT=str(port), WORKER_RESTART_LIMIT="2")
+        output, _ = up.communicate(timeout=120)
+    assert up.returncode == 1, output[-3000:]
+    assert output.count("worker 0 exited with code 1: OSError") == 2
+    assert "stopping: worker 0 exited 2 times within 60 s; the last time: OSError" in output
+    assert "address already in use" in output
