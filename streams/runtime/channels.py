@@ -5,6 +5,7 @@ view stays responsive. The reservation API is served by the workers (streams.wor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -17,6 +18,7 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
+from connectors.sinks.base import InvalidSinkConfig
 from connectors.sources.producer import SourceProducer
 from connectors.sources.webhook import default_sources, start_webhook_receiver
 from streams.core.catalog import Catalog, Channel
@@ -28,6 +30,8 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 _CONNECTOR_FIELDS = ("url", "endpoint", "shop_domain")
+SINK_RESTART_DELAY = 1.0  # seconds before a failed sink starts again; doubles up to the maximum
+SINK_RESTART_MAX_DELAY = 30.0
 
 
 def configured(channel: Channel) -> bool:
@@ -43,6 +47,7 @@ class ChannelServices:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
+        self.restarts: Counter[str] = Counter()  # channel id -> times its sink started again
         self.webhooks = "starting"
         self.api = api  # served by the workers (streams.worker): where, for the status view
         self._stop: asyncio.Event | None = None
@@ -64,7 +69,9 @@ class ChannelServices:
         rows["webhook receiver"] = self.webhooks
         rows["reservation API"] = self.api
         if self.errors:
-            rows["channel errors"] = self.errors[-1][:80]
+            restarts = sum(self.restarts.values())
+            again = f" ({restarts:,} restarted)" if restarts else ""
+            rows["channel errors"] = self.errors[-1][:80] + again
         return rows
 
     def _on_ack(self, record: Availability) -> None:
@@ -113,24 +120,46 @@ class ChannelServices:
         """Run a sink per channel until `up` stops (with no channel, still wait: the webhook
         receiver and the API live as long as this loop)."""
         assert self._stop is not None
-        tasks = [
-            asyncio.create_task(
-                run_sink(ch, self.settings, self.bootstrap, self._stop, on_ack=self._on_ack)
-            )
-            for ch in channels
-        ]
-        for task in tasks:
-            task.add_done_callback(self._sink_ended)
+        tasks = [asyncio.create_task(self._keep_running(ch)) for ch in channels]
         self._ready.set()
         await self._stop.wait()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _sink_ended(self, task: asyncio.Task[object]) -> None:
-        """A channel's failure is shown at once and does not stop the others."""
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            self.errors.append(f"{type(error).__name__}: {error}")
-            log.error("sink stopped: %s", error, exc_info=error)
+    async def _keep_running(self, channel: Channel) -> None:
+        """Run a channel's sink until `up` stops. A failure is shown at once, does not stop the
+        other channels, and the sink starts again after a back-off (1 s, doubling to 30 s): it
+        resumes from its committed offsets, so nothing the channel did not acknowledge is lost.
+        A sink whose settings are wrong is shown and not started again."""
+        assert self._stop is not None
+        delay = SINK_RESTART_DELAY
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                await run_sink(
+                    channel, self.settings, self.bootstrap, self._stop, on_ack=self._on_ack
+                )
+                if self._stop.is_set():
+                    return
+                log.warning("sink %s ended before up stopped; starting it again", channel.id)
+            except InvalidSinkConfig as error:
+                self.errors.append(f"{channel.id}: {error}")
+                log.error("sink %s not started: %s", channel.id, error)
+                return
+            except Exception as error:  # whatever it was: shown, then started again
+                self.errors.append(f"{channel.id}: {type(error).__name__}: {error}")
+                self.restarts[channel.id] += 1
+                log.error(
+                    "sink %s stopped: %s; starting it again in %g s",
+                    channel.id,
+                    error,
+                    delay,
+                    exc_info=error,
+                )
+            if time.monotonic() - started > SINK_RESTART_MAX_DELAY * 2:
+                delay = SINK_RESTART_DELAY  # it had run for a while: not a loop of failures
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, SINK_RESTART_MAX_DELAY)
 
 
 class FlashSale:
