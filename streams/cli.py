@@ -121,6 +121,28 @@ def _resync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace) -> int:
+    import logging
+
+    from streams.runtime.channels import run_connectors
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = _settings(args)
+    bootstrap = _bootstrap(settings)
+    catalog = _live_catalog(args, bootstrap)
+    if catalog is None:
+        raise InventoryError("no catalog on inventory.catalog yet: pass --catalog FILE")
+    run_connectors(
+        settings,
+        bootstrap,
+        catalog,
+        host=args.host,
+        metrics_port=args.metrics_port,
+        report_every=args.report_every,
+    )
+    return 0
+
+
 def _live_catalog(args: argparse.Namespace, bootstrap: str) -> Catalog | None:
     from streams.runtime.catalog_store import read_latest
     from streams.simulate import read_catalog
@@ -333,6 +355,22 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("channel")
     rs.add_argument("--catalog", help="catalog YAML with the channel's connector settings")
     rs.set_defaults(run=_resync)
+
+    cn = sub.add_parser(
+        "connect",
+        help="run the sink connectors and the webhook receiver (what `up` runs beside the workers)",
+    )
+    cn.add_argument(
+        "--catalog",
+        help="catalog YAML with the channels' connector settings (default: the latest one "
+        "on inventory.catalog)",
+    )
+    cn.add_argument("--host", default="0.0.0.0", help="the address the webhook receiver uses")
+    cn.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
+    cn.add_argument(
+        "--report-every", type=float, default=30.0, help="seconds between status log lines"
+    )
+    cn.set_defaults(run=_connect)
 
     cat = sub.add_parser("catalog", help="publish a catalog YAML to inventory.catalog")
     cat.add_argument("file")

@@ -1,6 +1,9 @@
 """Channel side of `up`: sink connectors for every channel (and, with --demo, their emulators and a
 flash sale to watch) and the webhook receiver, run in one background asyncio loop so the status
-view stays responsive. The reservation API is served by the workers (streams.worker)."""
+view stays responsive. The reservation API is served by the workers (streams.worker).
+
+`inventory-streams connect` runs the same connectors in the foreground, as a process of their own
+(run_connectors): what a deployment without `up` runs next to its workers."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -15,10 +19,12 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from prometheus_client import CollectorRegistry, start_http_server
 
 from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
 from connectors.sinks.base import InvalidSinkConfig
+from connectors.sources.metrics import SourceMetrics
 from connectors.sources.producer import SourceProducer
 from connectors.sources.webhook import default_sources, start_webhook_receiver
 from streams.core.catalog import Catalog, Channel
@@ -42,9 +48,18 @@ def configured(channel: Channel) -> bool:
 
 class ChannelServices:
     def __init__(
-        self, settings: Settings, bootstrap: str, catalog: Catalog, demo: bool, api: str
+        self,
+        settings: Settings,
+        bootstrap: str,
+        catalog: Catalog,
+        demo: bool,
+        api: str,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
+        self.registry = registry  # the sinks' and the receiver's metrics (a private one if None)
+        self.webhook_host = "127.0.0.1"  # `up` receives on the loopback address only
+        self.strict = False  # under `up`, a receiver that cannot start is shown, not fatal
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
         self.restarts: Counter[str] = Counter()  # channel id -> times its sink started again
@@ -67,7 +82,8 @@ class ChannelServices:
     def status(self) -> dict[str, str]:
         rows = {f"acknowledged by {ch}": f"{n:,}" for ch, n in sorted(self.acked.items())}
         rows["webhook receiver"] = self.webhooks
-        rows["reservation API"] = self.api
+        if self.api:
+            rows["reservation API"] = self.api
         if self.errors:
             restarts = sum(self.restarts.values())
             again = f" ({restarts:,} restarted)" if restarts else ""
@@ -80,9 +96,25 @@ class ChannelServices:
     def _run(self) -> None:
         asyncio.run(self._main())
 
-    async def _main(self) -> None:
+    async def serve(self, report_every: float = 30.0) -> None:
+        """In the foreground, until SIGTERM or SIGINT; a line of status every `report_every` s."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        main = asyncio.create_task(self._main(stop))
+        while not main.done():
+            await asyncio.wait([main], timeout=report_every)
+            if not main.done():
+                log.info("status: %s", self.report())
+        main.result()
+
+    def report(self) -> str:
+        return "; ".join(f"{name} {value}" for name, value in self.status().items())
+
+    async def _main(self, stop: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        self._stop = stop or asyncio.Event()
         receiver = await self._webhooks()
         try:
             if self.demo:
@@ -105,14 +137,21 @@ class ChannelServices:
             sources = default_sources(self.settings, self.catalog)
             producer = SourceProducer(self.bootstrap, settings=self.settings)
             runner = await start_webhook_receiver(
-                self.settings, producer, sources=sources, catalog=self.catalog, host="127.0.0.1"
+                self.settings,
+                producer,
+                sources=sources,
+                catalog=self.catalog,
+                metrics=SourceMetrics.for_registry(self.registry) if self.registry else None,
+                host=self.webhook_host,
             )
         except (InventoryError, OSError) as error:
+            if self.strict:  # a process of its own: a receiver that cannot start is a failure
+                raise InventoryError(f"webhook receiver not started: {error}") from None
             self.webhooks = f"not started: {error}"
             return None
+        shown = "127.0.0.1" if self.webhook_host in ("0.0.0.0", "") else self.webhook_host
         self.webhooks = (
-            f"http://127.0.0.1:{self.settings.webhook_port}/webhooks/"
-            f"{{{','.join(sorted(sources))}}}"
+            f"http://{shown}:{self.settings.webhook_port}/webhooks/{{{','.join(sorted(sources))}}}"
         )
         return runner, producer
 
@@ -136,7 +175,12 @@ class ChannelServices:
             started = time.monotonic()
             try:
                 await run_sink(
-                    channel, self.settings, self.bootstrap, self._stop, on_ack=self._on_ack
+                    channel,
+                    self.settings,
+                    self.bootstrap,
+                    self._stop,
+                    registry=self.registry,
+                    on_ack=self._on_ack,
                 )
                 if self._stop.is_set():
                     return
@@ -160,6 +204,38 @@ class ChannelServices:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
             delay = min(delay * 2, SINK_RESTART_MAX_DELAY)
+
+
+def run_connectors(
+    settings: Settings,
+    bootstrap: str,
+    catalog: Catalog,
+    *,
+    host: str = "0.0.0.0",
+    metrics_port: int = 0,
+    report_every: float = 30.0,
+) -> None:
+    """`inventory-streams connect`: a sink for every channel with connector settings and, with
+    WEBHOOK_SECRETS, the webhook receiver (on `host`), until SIGTERM or Ctrl-C."""
+    sinks = [c.id for c in catalog.channels if configured(c)]
+    if not sinks and not settings.webhook_secrets:
+        raise InventoryError(
+            "nothing to run: no catalog channel has connector settings "
+            f"({', '.join(_CONNECTOR_FIELDS)}) and WEBHOOK_SECRETS is empty"
+        )
+    registry = CollectorRegistry()
+    if metrics_port:
+        start_http_server(metrics_port, registry=registry)
+    services = ChannelServices(settings, bootstrap, catalog, False, "", registry)
+    services.webhook_host, services.strict = host, True
+    log.info(
+        "connect: sinks for %s; webhook receiver %s; catalog version %s",
+        ", ".join(sinks) or "no channel",
+        "on" if settings.webhook_secrets else "off (no WEBHOOK_SECRETS)",
+        catalog.version,
+    )
+    asyncio.run(services.serve(report_every))
+    log.info("connect: stopped; %s", services.report())
 
 
 class FlashSale:
