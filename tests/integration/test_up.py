@@ -146,7 +146,7 @@ def worker_pid(tmp_path: Path, deadline: float) -> int:
 
 
 def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_path: Path) -> None:
-    up, port = up_demo(tmp_path, 45)
+    up, port = up_demo(tmp_path, 90)  # stopped by Ctrl-C below; the duration is a safety cap
     try:
         first = reserve_while_up(port, time.monotonic() + 30, "before-the-kill")
         killed = worker_pid(tmp_path, time.monotonic() + 5)
@@ -154,9 +154,12 @@ def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_pat
         # the API is the new worker's: it answers once that worker has started and recovered
         second = reserve_while_up(port, time.monotonic() + 30, "after-the-kill")
         assert worker_pid(tmp_path, time.monotonic() + 5) != killed
+        time.sleep(1.5)  # one more status refresh
     finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C
         output, _ = up.communicate(timeout=120)
     assert up.returncode == 0, output[-3000:]
+    assert "stopping..." in output
     assert {first[0], second[0]} <= {201, 409}, (first, second)
     assert "worker 0 exited with code -9" in output
     assert "worker 0 started again" in output
