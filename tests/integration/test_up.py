@@ -158,14 +158,15 @@ def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_pat
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
         output, _ = up.communicate(timeout=120)
-    assert up.returncode == 0, output[-3000:]
-    assert "stopping..." in output
+    shown = output[-4000:]
+    assert up.returncode == 0, shown
+    assert "stopping..." in output, shown
     assert {first[0], second[0]} <= {201, 409}, (first, second)
-    assert "worker 0 exited with code -9" in output
-    assert "worker 0 started again" in output
-    assert row(output, "workers alive") == "1/1 (1 restarted)"
-    assert row(output, "alerts") == "0"  # nothing oversold across the restart
-    assert row(output, "dead letters") == "0"
+    assert "worker 0 exited with code -9" in output, shown
+    assert "worker 0 started again" in output, shown
+    assert row(output, "workers alive") == "1/1 (1 restarted)", shown
+    assert row(output, "alerts") == "0", shown  # nothing oversold across the restart
+    assert row(output, "dead letters") == "0", shown
 
 
 def test_a_worker_that_keeps_exiting_stops_up_with_its_error(tmp_path: Path) -> None:
