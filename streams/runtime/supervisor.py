@@ -2,7 +2,8 @@
 
 Child processes are stopped on exit, Ctrl-C included; the embedded broker goes with them. A worker
 that exits while `up` runs is started again (its state comes back from the tables' changelogs),
-unless it exited RESTART_LIMIT times within RESTART_WINDOW seconds: then `up` stops and fails.
+unless it exited WORKER_RESTART_LIMIT times within WORKER_RESTART_WINDOW_SECONDS: then `up` stops
+and fails.
 """
 
 from __future__ import annotations
@@ -78,18 +79,11 @@ class Status:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-RESTART_LIMIT = 5  # exits of one worker within RESTART_WINDOW after which `up` gives up
-RESTART_WINDOW = 60.0
-
-
 class RestartPolicy:
     """Start a worker again after it exited, unless it exits over and over (a crash loop)."""
 
     def __init__(
-        self,
-        limit: int = RESTART_LIMIT,
-        window: float = RESTART_WINDOW,
-        clock: Callable[[], float] = time.monotonic,
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.limit, self.window, self._clock = limit, window, clock
         self._exits: dict[int, list[float]] = {}
