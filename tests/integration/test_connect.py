@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signatu
 from streams.codec import make_codec
 from streams.core.catalog import Channel, Listing
 from streams.core.models import StockAdjusted
+from streams.runtime.broker import free_port
 from streams.runtime.topics import DLQ, EVENTS, availability_topic, ensure_topics, topic_specs
 from streams.settings import Settings
 from tests.integration.test_sinks import publish, record, until, values
@@ -31,12 +31,6 @@ pytestmark = pytest.mark.integration
 
 SKUS = [f"SKU-{i}" for i in range(6)]
 SECRET = "store-7-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def connect(bootstrap: str, catalog: Path, *extra: str, **env: str) -> subprocess.Popen[str]:

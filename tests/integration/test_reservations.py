@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from streams.api import run_api
 from streams.core.catalog import load_catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import StockAdjusted, parse_event
+from streams.runtime.broker import free_port
 from streams.settings import Settings
 from streams.tools import read_topic
 from tests.integration.live import LiveSystem
@@ -45,12 +45,6 @@ CATALOG = load_catalog(
     }
 )
 Answer = tuple[int, dict[str, Any]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

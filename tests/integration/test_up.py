@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from streams.runtime.broker import free_port
+
 pytestmark = pytest.mark.integration
 
 
@@ -61,9 +63,7 @@ def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.
     """`up --demo` as a user starts it; the process and the port of its reservation API."""
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["COLUMNS"] = "120"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env |= {"API_PORT": str(port), **settings}
     command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(
