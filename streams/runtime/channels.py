@@ -54,12 +54,15 @@ class ChannelServices:
         catalog: Catalog,
         demo: bool,
         api: str,
+        *,
         registry: CollectorRegistry | None = None,
+        webhook_host: str = "127.0.0.1",
+        strict: bool = False,
     ) -> None:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
         self.registry = registry  # the sinks' and the receiver's metrics (a private one if None)
-        self.webhook_host = "127.0.0.1"  # `up` receives on the loopback address only
-        self.strict = False  # under `up`, a receiver that cannot start is shown, not fatal
+        self.webhook_host = webhook_host  # `up` receives on the loopback address only
+        self.strict = strict  # under `up`, a receiver that cannot start is shown, not fatal
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
         self.restarts: Counter[str] = Counter()  # channel id -> times its sink started again
@@ -226,8 +229,9 @@ def run_connectors(
     registry = CollectorRegistry()
     if metrics_port:
         start_http_server(metrics_port, registry=registry)
-    services = ChannelServices(settings, bootstrap, catalog, False, "", registry)
-    services.webhook_host, services.strict = host, True
+    services = ChannelServices(
+        settings, bootstrap, catalog, False, "", registry=registry, webhook_host=host, strict=True
+    )
     log.info(
         "connect: sinks for %s; webhook receiver %s; catalog version %s",
         ", ".join(sinks) or "no channel",
