@@ -3,8 +3,11 @@ emulator at its emulated limits; prints channel calls against the per-window min
 from availability record to channel acknowledgement, and staleness one window after the burst.
 
     .venv/bin/python bench/sinks.py [--changes 50000] [--skus 2000] [--rate 20000]
-                                    [--channels shopify,amazon,webhook] [--json]
-                                    [--webhook-settle S]
+                                    [--channels shopify,amazon,webhook,webhook-batch]
+                                    [--webhook-settle S] [--webhook-batch N] [--json]
+
+`webhook` is a receiver of one record per POST (the connector's default); `webhook-batch` the same
+receiver with the sink sending `records_per_post` = N (100) records per POST.
 
 Definitions (printed too):
 - calls: HTTP requests the emulator received after warm-up (every kind: mutations, lookups,
@@ -19,7 +22,8 @@ Definitions (printed too):
 - lower bound: the earliest any sender could do that under the same limit, knowing the future:
   each SKU's final value exists only from its timestamp on; for every suffix of those in time
   order, the calls they need after its first one, less a full bucket, paced at the limit's rate
-  (Shopify: a call carries 250 SKUs, so about nothing; a webhook: 2,000 POSTs at 20/s). A channel
+  (Shopify: a call carries 250 SKUs, so about nothing; a webhook: 2,000 POSTs at 20/s; a batch
+  webhook: 20 POSTs of 100, inside one bucket, so about nothing). A channel
   with a bulk path (Amazon's feed) may instead send everything in one job: its processing time.
 - goal: current after <= lower bound + one window; "late" counts the SKUs that were not. For
   comparison, when the per-window coalescer of the call minimum would have sent its last call
@@ -107,7 +111,7 @@ class Limit:
         return bound
 
 
-def limit_of(emulator: Emulator) -> Limit:
+def limit_of(emulator: Emulator, records_per_post: int = 1) -> Limit:
     if isinstance(emulator, ShopifyEmulator):
         cost = emulator.mutation_cost
         return Limit(
@@ -129,12 +133,13 @@ def limit_of(emulator: Emulator) -> Limit:
             emulator.feed_processing_seconds,
         )
     assert isinstance(emulator, WebhookEmulator)
+    per_post = f", {records_per_post} records per POST" if records_per_post > 1 else ""
     return Limit(
         1.0,
-        1,
+        records_per_post,
         int(emulator.burst),
         int(emulator.rate),
-        f"{emulator.rate:g} POST/s burst {emulator.burst:g}",
+        f"{emulator.rate:g} POST/s burst {emulator.burst:g}{per_post}",
     )
 
 
@@ -242,24 +247,30 @@ async def bench_channel(
     kind: str, args: argparse.Namespace, bootstrap: str, producer: ProcessPoolExecutor
 ) -> Run:
     settings = Settings()
+    batch = args.webhook_batch if kind == "webhook-batch" else 1
     channel = Channel(
-        id=f"bench-{kind}-{os.getpid()}-{time.time_ns() % 10**6}", type=kind, locations=["wh"]
+        id=f"bench-{kind}-{os.getpid()}-{time.time_ns() % 10**6}",
+        type="webhook" if batch > 1 else kind,
+        locations=["wh"],
     )
     topic = availability_topic(channel.id)
     ensure_topics(bootstrap, [TopicSpec(topic, settings.topic_partitions, compacted=True)])
     records = list(workload(args.changes, args.skus, args.seed))
     skus = sorted({r.channel_sku for r in records} | {WARMUP})
-    limits: dict[str, Any] = (
-        {"feed_processing_seconds": args.feed_seconds} if kind == "amazon" else {}
-    )
+    limits: dict[str, Any] = {}
+    if kind == "amazon":
+        limits["feed_processing_seconds"] = args.feed_seconds
+    if batch > 1:  # a receiver that takes the batches the sink is told to send
+        limits["max_records_per_post"] = batch
     emulator = emulator_for(channel, skus, **limits)
     await emulator.start()
     pointed = pointed_at(channel, emulator)
-    run = Run(kind, limit_of(emulator))
+    run = Run(kind, limit_of(emulator, batch))
     if isinstance(emulator, WebhookEmulator):
+        extra: dict[str, Any] = {"records_per_post": batch} if batch > 1 else {}
         if args.webhook_settle is not None:  # e.g. 0: the engine without settling, same load
-            extra = {"settle_seconds": args.webhook_settle}
-            pointed = Channel.model_validate({**pointed.model_dump(), **extra})
+            extra["settle_seconds"] = args.webhook_settle
+        pointed = Channel.model_validate({**pointed.model_dump(), **extra})
         config = connector_config(pointed, WebhookConfig)
         run.policy = f"settle {config.settle_seconds:g}s, max hold {config.max_hold_seconds:g}s"
 
@@ -454,7 +465,7 @@ if __name__ == "__main__":
     parser.add_argument("--changes", type=int, default=50_000)
     parser.add_argument("--skus", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=20_000, help="records produced per second")
-    parser.add_argument("--channels", default="shopify,amazon,webhook")
+    parser.add_argument("--channels", default="shopify,amazon,webhook,webhook-batch")
     parser.add_argument(
         "--feed-seconds",
         type=float,
@@ -466,6 +477,12 @@ if __name__ == "__main__":
         type=float,
         default=None,
         help="the webhook's settle_seconds (default: the connector's; 0: no settling)",
+    )
+    parser.add_argument(
+        "--webhook-batch",
+        type=int,
+        default=100,
+        help="records_per_post of the webhook-batch channel",
     )
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--seed", type=int, default=7)

@@ -1,6 +1,8 @@
 """A generic webhook receiver (POS, marketplaces without an adapter): verifies the HMAC signature,
-validates the availability record, enforces a token-bucket rate limit with 429 + Retry-After,
-and keeps what it received per channel_sku."""
+validates the availability record (or, from a sink with `records_per_post` above 1, a batch
+`{"records": [...]}` of at most `max_records_per_post`, taken whole or refused whole), enforces a
+token-bucket rate limit per POST with 429 + Retry-After, and keeps what it received per
+channel_sku."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class WebhookEmulator(Emulator):
     path: str = "/availability"
     rate: float = 20.0
     burst: float = 20.0
+    max_records_per_post: int = 100  # a larger batch is refused with 413
     records: dict[str, Availability] = field(default_factory=dict)  # channel_sku -> last received
     history: dict[str, list[int]] = field(default_factory=dict)  # channel_sku -> versions received
     _bucket: Bucket | None = None
@@ -63,11 +66,33 @@ class WebhookEmulator(Emulator):
                 headers={"Retry-After": str(math.ceil(wait * 1000) / 1000)},
             )
         try:
-            record = Availability.model_validate(json.loads(body))
+            payload = json.loads(body)
+            batched = isinstance(payload, dict) and set(payload) == {"records"}
+            items = payload["records"] if batched else [payload]
+            if not isinstance(items, list) or not items:
+                raise ValueError('"records" must be a non-empty list')
+            if len(items) > self.max_records_per_post:
+                return web.json_response(
+                    self.error_body(
+                        413,
+                        f"{len(items)} records in one POST; at most {self.max_records_per_post}",
+                    ),
+                    status=413,
+                )
+            received = [Availability.model_validate(item) for item in items]
         except (ValueError, ValidationError) as error:
             return web.json_response(
                 self.error_body(400, f"not an availability record: {error}"), status=400
             )
-        self.records[record.channel_sku] = record
-        self.history.setdefault(record.channel_sku, []).append(record.version)
-        return web.json_response({"received": record.channel_sku, "version": record.version})
+        if len({record.channel_sku for record in received}) < len(received):
+            return web.json_response(
+                self.error_body(400, "a channel_sku appears twice in one batch"), status=400
+            )
+        for record in received:
+            self.records[record.channel_sku] = record
+            self.history.setdefault(record.channel_sku, []).append(record.version)
+        if not batched:
+            return web.json_response(
+                {"received": received[0].channel_sku, "version": received[0].version}
+            )
+        return web.json_response({"received": len(received)})

@@ -1,9 +1,15 @@
-"""Any other channel (POS, marketplaces without an adapter): one signed POST per availability
-record, the record as JSON with its `version`, so a receiver can drop anything older than what it
-holds; paced by a token bucket, and a 409 from the receiver ("I hold this or newer") counts as done.
+"""Any other channel (POS, marketplaces without an adapter): signed POSTs of availability records
+as JSON with their `version`, so a receiver can drop anything older than what it holds; paced by a
+token bucket, and a 409 from the receiver ("I hold this or newer") counts as done.
+
+By default a POST carries one record, the record itself as the body. With `records_per_post` above
+1 a POST carries up to that many records of different SKUs as `{"records": [...]}`, for receivers
+that take batches: a sale of 2,000 changed SKUs then costs 20 POSTs instead of 2,000, and a receiver
+limited to 20 POSTs/s is current a second after the sale instead of 100 s.
 
 Signature: header X-Inventory-Signature = "sha256=" + hex HMAC-SHA256(secret, "<ts>.<body>") with
-X-Inventory-Timestamp = <ts> (unix seconds); Idempotency-Key = "<channel>:<channel_sku>:<version>".
+X-Inventory-Timestamp = <ts> (unix seconds); Idempotency-Key = "<channel>:<channel_sku>:<version>"
+for one record, "<channel>:batch:<hash of every channel_sku and version>" for a batch.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ import hashlib
 import hmac
 import json
 import time
+from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from connectors.sinks.base import Outcome, SettlingConfig
 from connectors.sinks.http import HttpClient, connector_config, transient
@@ -23,6 +30,7 @@ from streams.codec import record_to_json
 from streams.core.catalog import Channel
 from streams.core.models import Availability
 
+MAX_RECORDS_PER_POST = 1000
 SIGNATURE_HEADER = "X-Inventory-Signature"
 TIMESTAMP_HEADER = "X-Inventory-Timestamp"
 
@@ -41,6 +49,8 @@ class WebhookConfig(SettlingConfig):
     (0: no wait), but never more than `max_hold_seconds` after the receiver went out of date. A
     sell-out (`available` to 0 where the receiver holds stock) goes at once and before any other
     SKU; a value back from 0 does not wait to settle. Once the records stop, nothing waits.
+    With `records_per_post` above 1 (a receiver that takes batches) a POST carries up to that many
+    SKUs, and values do not settle unless `settle_seconds` is given.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -52,14 +62,27 @@ class WebhookConfig(SettlingConfig):
     rate_safety: float = Field(default=1.0, gt=0, le=1)  # below 1: pace under the stated rate
     timeout_seconds: float = Field(default=10.0, gt=0)
     coalesce_seconds: float = Field(default=1.0, ge=0)  # one send per SKU per window
-    settle_seconds: float = Field(default=1.0, ge=0)  # on for webhooks (see SettlingConfig)
+    # records per POST: 1 = the record is the body; more = {"records": [...]}, for batch receivers
+    records_per_post: int = Field(default=1, ge=1, le=MAX_RECORDS_PER_POST)
+    # on for one record per POST (see SettlingConfig); off for batches, where a call carries many
+    # SKUs and holding a value back saves no call
+    settle_seconds: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settle_by_mode(cls, data: Any) -> Any:
+        per_post = data.get("records_per_post") if isinstance(data, dict) else None
+        if isinstance(per_post, int) and per_post > 1 and "settle_seconds" not in data:
+            return {**data, "settle_seconds": 0.0}
+        return data
 
 
 class WebhookSink:
     def __init__(self, channel: Channel, metrics: SinkMetrics) -> None:
         self.channel_id = channel.id
         self.config = config = connector_config(channel, WebhookConfig)
-        self.max_batch = 1
+        self.max_batch = config.records_per_post
+        self.batched = config.records_per_post > 1
         self.linger = config.coalesce_seconds
         self.settle = config.settle_seconds
         self.max_hold = config.max_hold_seconds
@@ -80,17 +103,31 @@ class WebhookSink:
 
     async def flush(self) -> list[Outcome]:
         batch, self._staged = self._staged, []
-        return [await self._post(record) for record in batch]
+        if self.batched:
+            return await self._post(batch) if batch else []
+        outcomes: list[Outcome] = []
+        for record in batch:
+            outcomes.extend(await self._post([record]))
+        return outcomes
 
-    async def _post(self, record: Availability) -> Outcome:
-        sku = record.channel_sku
-        body = json.dumps(record_to_json(record), separators=(",", ":")).encode()
+    async def _post(self, records: list[Availability]) -> list[Outcome]:
+        """One POST: a record (one per POST) or `{"records": [...]}` (batches); all or nothing."""
+        skus = [record.channel_sku for record in records]
+        if self.batched:
+            payload: Any = {"records": [record_to_json(record) for record in records]}
+            content = ",".join(f"{r.channel_sku}@{r.version}" for r in records).encode()
+            key = f"{self.channel_id}:batch:{hashlib.sha256(content).hexdigest()[:32]}"
+        else:
+            (record,) = records
+            payload = record_to_json(record)
+            key = f"{self.channel_id}:{record.channel_sku}:{record.version}"
+        body = json.dumps(payload, separators=(",", ":")).encode()
         timestamp = str(int(time.time()))
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: signature(self.config.secret, timestamp, body),
             TIMESTAMP_HEADER: timestamp,
-            "Idempotency-Key": f"{self.channel_id}:{sku}:{record.version}",
+            "Idempotency-Key": key,
             "User-Agent": "inventory-streams/0.1",
         }
         await self._bucket.wait()
@@ -99,10 +136,11 @@ class WebhookSink:
         finally:
             self._bucket.take()  # when the answer is back: no margin needed for network jitter
         if 200 <= reply.status < 300 or reply.status == 409:
-            return Outcome.ack(sku)
+            return [Outcome.ack(sku) for sku in skus]
         if reply.status == 429:
             self._bucket.drain()
             raise transient(reply, "webhook", 1.0 / self.config.rate)
         if reply.status >= 500 or reply.status in (401, 403, 408):
             raise transient(reply, "webhook")
-        return Outcome.reject(sku, f"HTTP {reply.status}: {reply.text(300)}")
+        reason = f"HTTP {reply.status}: {reply.text(300)}"
+        return [Outcome.reject(sku, reason) for sku in skus]

@@ -4,6 +4,7 @@ version last, and a receiver's 400 dead-lettered with its message."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
@@ -13,7 +14,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from connectors.emulators import WebhookEmulator
+from connectors.emulators.base import Handler
 from connectors.sinks import InvalidSinkConfig, SinkMetrics, make_sink
+from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from streams.core.catalog import Channel
 from tests.connectors.sinks.sink_fakes import channel_record, deliver
 
@@ -90,3 +93,94 @@ def test_values_settle_by_default_and_the_hold_cannot_be_shorter_than_the_settle
     assert off.settle == 0.0  # type: ignore[attr-defined]
     with pytest.raises(InvalidSinkConfig, match="settle_seconds"):
         make_sink(webhook_channel(settle_seconds=5, max_hold_seconds=2), metrics)
+
+
+# ---- batches: records_per_post above 1 --------------------------------------------------------
+
+
+class HeaderLog(WebhookEmulator):
+    """Keeps the Idempotency-Key of every POST, failed by an injected outage or not."""
+
+    keys: list[str]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.keys = []
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.keys.append(request.headers.get("Idempotency-Key", ""))
+        return await super()._middleware(request, handler)
+
+
+async def test_a_batch_receiver_gets_every_newest_value_in_a_few_signed_posts() -> None:
+    async with WebhookEmulator(rate=5, burst=2) as pos:
+        records = [channel_record(f"SKU-{i}", v, v) for v in range(1, 4) for i in range(120)]
+        _, letters = await deliver(pos, "webhook", records, records_per_post=50)
+    assert letters == []
+    assert {sku: r.version for sku, r in pos.records.items()} == {f"SKU-{i}": 3 for i in range(120)}
+    bodies = [json.loads(r.body) for r in pos.requests]
+    assert [len(body["records"]) for body in bodies] == [50, 50, 20]  # 120 SKUs, 3 POSTs
+    assert pos.throttled == 0
+    assert all(versions == [3] for versions in pos.history.values())
+
+
+async def test_a_batch_retried_after_an_outage_keeps_its_idempotency_key() -> None:
+    async with HeaderLog() as pos:
+        pos.fail_next(1, status=503)
+        pos.fail_next(1, status=429, retry_after=0.05)
+        records = [channel_record(f"SKU-{i}", 7, 1) for i in range(10)]
+        _, letters = await deliver(pos, "webhook", records, records_per_post=10)
+    assert letters == [] and len(pos.records) == 10
+    assert len(pos.keys) == 3 and len(set(pos.keys)) == 1  # two failed tries, then the same POST
+    assert pos.keys[0].startswith("shop:batch:")
+
+
+async def test_a_changed_batch_gets_a_new_idempotency_key() -> None:
+    async with HeaderLog() as pos:
+        first = [channel_record(f"SKU-{i}", 1, 1) for i in range(5)]
+        await deliver(pos, "webhook", first, records_per_post=10)
+        second = [channel_record(f"SKU-{i}", 2, 0) for i in range(5)]
+        await deliver(pos, "webhook", second, records_per_post=10)
+    assert len(pos.keys) == 2 and pos.keys[0] != pos.keys[1]
+    assert {r.available for r in pos.records.values()} == {0}
+
+
+async def test_a_batch_larger_than_the_receiver_takes_is_dead_lettered_with_its_answer() -> None:
+    async with WebhookEmulator(max_records_per_post=10) as pos:
+        records = [channel_record(f"SKU-{i}", 1, 1) for i in range(12)]
+        _, letters = await deliver(pos, "webhook", records, records_per_post=12)
+    assert pos.records == {}
+    assert sorted(sku for sku, _ in letters) == sorted(f"SKU-{i}" for i in range(12))
+    assert all("HTTP 413" in reason and "at most 10" in reason for _, reason in letters)
+
+
+async def test_the_receiver_refuses_a_batch_that_names_a_sku_twice() -> None:
+    async with WebhookEmulator() as pos, aiohttp.ClientSession() as session:
+        record = json.loads(channel_record("A", 1, 1).model_dump_json())
+        body = json.dumps({"records": [record, record]}).encode()
+        timestamp = str(int(time.time()))
+        reply = await session.post(
+            pos.url + pos.path,
+            data=body,
+            headers={
+                SIGNATURE_HEADER: signature(pos.secret, timestamp, body),
+                TIMESTAMP_HEADER: timestamp,
+            },
+        )
+        assert reply.status == 400
+        assert "twice" in (await reply.json())["error"]
+    assert pos.records == {}
+
+
+def test_batches_do_not_settle_unless_asked_and_the_batch_size_is_bounded() -> None:
+    metrics = SinkMetrics(CollectorRegistry())
+    batched = make_sink(webhook_channel(records_per_post=100), metrics)
+    assert (batched.max_batch, batched.settle) == (100, 0.0)  # type: ignore[attr-defined]
+    asked = make_sink(webhook_channel(records_per_post=100, settle_seconds=0.5), metrics)
+    assert asked.settle == 0.5  # type: ignore[attr-defined]
+    single = make_sink(webhook_channel(), metrics)
+    assert (single.max_batch, single.settle) == (1, 1.0)  # type: ignore[attr-defined]
+    for wrong in (0, 1001):
+        with pytest.raises(InvalidSinkConfig, match="records_per_post"):
+            make_sink(webhook_channel(records_per_post=wrong), metrics)
