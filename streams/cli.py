@@ -139,6 +139,7 @@ def _connect(args: argparse.Namespace) -> int:
         host=args.host,
         metrics_port=args.metrics_port,
         report_every=args.report_every,
+        follow=not args.catalog,  # a file given is the catalog; else the topic's, as it changes
     )
     return 0
 
@@ -362,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cn.add_argument(
         "--catalog",
-        help="catalog YAML with the channels' connector settings (default: the latest one "
-        "on inventory.catalog)",
+        help="catalog YAML with the channels' connector settings, fixed (default: the latest one "
+        "on inventory.catalog, followed: channels added, changed or removed there get their "
+        "sinks started, restarted or stopped)",
     )
     cn.add_argument("--host", default="0.0.0.0", help="the address the webhook receiver uses")
     cn.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")

@@ -3,7 +3,11 @@ flash sale to watch) and the webhook receiver, run in one background asyncio loo
 view stays responsive. The reservation API is served by the workers (streams.worker).
 
 `inventory-streams connect` runs the same connectors in the foreground, as a process of their own
-(run_connectors): what a deployment without `up` runs next to its workers."""
+(run_connectors): what a deployment without `up` runs next to its workers.
+
+Both follow `inventory.catalog` (unless given a fixed catalog): a channel added there gets its sink
+within a catalog check, a channel whose connector settings changed gets a new sink, and a removed
+one's sink stops; each stops only after committing what its channel acknowledged."""
 
 from __future__ import annotations
 
@@ -15,10 +19,12 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiohttp import web
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from prometheus_client import CollectorRegistry, start_http_server
 
 from connectors.emulators import start_emulators
@@ -30,7 +36,8 @@ from connectors.sources.webhook import default_sources, start_webhook_receiver
 from streams.core.catalog import Catalog, Channel
 from streams.core.models import Availability, parse_event
 from streams.errors import InventoryError
-from streams.runtime.topics import RESERVATION_DECISIONS
+from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.topics import CATALOG, RESERVATION_DECISIONS
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,29 @@ def configured(channel: Channel) -> bool:
     return any(extra.get(name) for name in _CONNECTOR_FIELDS)
 
 
+class LatestCatalog:
+    """The latest catalog on inventory.catalog when it grew since the last look, else None.
+
+    Blocking (one end-offset query; a read only when the topic grew): call it from a thread.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._feed = CatalogFeed(bootstrap)
+
+    def __call__(self) -> Catalog | None:
+        if not self._feed.changed():
+            return None
+        return read_latest(self._bootstrap)
+
+
+@dataclass
+class _RunningSink:
+    channel: Channel
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
 class ChannelServices:
     def __init__(
         self,
@@ -58,11 +88,16 @@ class ChannelServices:
         registry: CollectorRegistry | None = None,
         webhook_host: str = "127.0.0.1",
         strict: bool = False,
+        follow: Callable[[], Catalog | None] | None = None,
     ) -> None:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
         self.registry = registry  # the sinks' and the receiver's metrics (a private one if None)
         self.webhook_host = webhook_host  # `up` receives on the loopback address only
         self.strict = strict  # under `up`, a receiver that cannot start is shown, not fatal
+        # where newer catalogs come from (LatestCatalog), checked every catalog_check_seconds;
+        # None: the sinks of `catalog` run until the end
+        self.follow = follow
+        self._sinks_running: dict[str, _RunningSink] = {}
         self.acked: Counter[str] = Counter()
         self.errors: list[str] = []
         self.restarts: Counter[str] = Counter()  # channel id -> times its sink started again
@@ -160,32 +195,84 @@ class ChannelServices:
 
     async def _sinks(self, channels: list[Channel]) -> None:
         """Run a sink per channel until `up` stops (with no channel, still wait: the webhook
-        receiver and the API live as long as this loop)."""
+        receiver and the API live as long as this loop), following the catalog if asked to."""
         assert self._stop is not None
-        tasks = [asyncio.create_task(self._keep_running(ch)) for ch in channels]
+        for channel in channels:
+            self._start_sink(channel)
         self._ready.set()
-        await self._stop.wait()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            if self.follow is None:
+                await self._stop.wait()
+            else:
+                await self._follow_catalog(self.follow)
+        finally:
+            running = list(self._sinks_running.values())
+            for sink in running:
+                sink.stop.set()
+            await asyncio.gather(*(sink.task for sink in running), return_exceptions=True)
 
-    async def _keep_running(self, channel: Channel) -> None:
-        """Run a channel's sink until `up` stops. A failure is shown at once, does not stop the
-        other channels, and the sink starts again after a back-off (1 s, doubling to 30 s): it
-        resumes from its committed offsets, so nothing the channel did not acknowledge is lost.
-        A sink whose settings are wrong is shown and not started again."""
+    def _start_sink(self, channel: Channel) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._keep_running(channel, stop))
+        self._sinks_running[channel.id] = _RunningSink(channel, stop, task)
+
+    async def _follow_catalog(self, latest: Callable[[], Catalog | None]) -> None:
+        """Until `up` stops: every catalog check, the sinks of the newest catalog's channels."""
         assert self._stop is not None
-        delay = SINK_RESTART_DELAY
         while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.catalog_check_seconds)
+            if self._stop.is_set():
+                return
+            try:
+                catalog = await asyncio.to_thread(latest)
+            except (InventoryError, KafkaException) as error:  # the broker will be back
+                log.warning("catalog check failed: %s; the sinks go on as they are", error)
+                continue
+            if catalog is not None and catalog.version > self.catalog.version:
+                await self._apply_catalog(catalog)
+
+    async def _apply_catalog(self, catalog: Catalog) -> None:
+        """Stop the sinks of channels removed or changed, then start those of new or changed ones.
+
+        A changed sink stops before its successor starts: it commits what its channel acknowledged,
+        and the successor, in the same consumer group, resumes from there.
+        """
+        wanted = {c.id: c for c in catalog.channels if configured(c)}
+        version = f"catalog version {catalog.version}"
+        for channel_id, sink in list(self._sinks_running.items()):
+            if wanted.get(channel_id) == sink.channel:
+                continue
+            how = "changed" if channel_id in wanted else "removed"
+            log.info("sink %s: %s in %s; stopping it", channel_id, how, version)
+            sink.stop.set()
+            await asyncio.gather(sink.task, return_exceptions=True)
+            del self._sinks_running[channel_id]
+        for channel_id, channel in wanted.items():
+            if channel_id not in self._sinks_running:
+                log.info("sink %s: starting it (%s)", channel_id, version)
+                self._start_sink(channel)
+        self.catalog = catalog
+
+    async def _keep_running(self, channel: Channel, stop: asyncio.Event) -> None:
+        """Run a channel's sink until `stop` (set when `up` stops or the catalog drops or changes
+        the channel). A failure is shown at once, does not stop the other channels, and the sink
+        starts again after a back-off (1 s, doubling to 30 s): it resumes from its committed
+        offsets, so nothing the channel did not acknowledge is lost. A sink whose settings are
+        wrong is shown and not started again."""
+        delay = SINK_RESTART_DELAY
+        while not stop.is_set():
             started = time.monotonic()
             try:
                 await run_sink(
                     channel,
                     self.settings,
                     self.bootstrap,
-                    self._stop,
+                    stop,
                     registry=self.registry,
                     on_ack=self._on_ack,
                 )
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 log.warning("sink %s ended before up stopped; starting it again", channel.id)
             except InvalidSinkConfig as error:
@@ -205,7 +292,7 @@ class ChannelServices:
             if time.monotonic() - started > SINK_RESTART_MAX_DELAY * 2:
                 delay = SINK_RESTART_DELAY  # it had run for a while: not a loop of failures
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, SINK_RESTART_MAX_DELAY)
 
 
@@ -217,11 +304,13 @@ def run_connectors(
     host: str = "0.0.0.0",
     metrics_port: int = 0,
     report_every: float = 30.0,
+    follow: bool = False,
 ) -> None:
     """`inventory-streams connect`: a sink for every channel with connector settings and, with
-    WEBHOOK_SECRETS, the webhook receiver (on `host`), until SIGTERM or Ctrl-C."""
+    WEBHOOK_SECRETS, the webhook receiver (on `host`), until SIGTERM or Ctrl-C. With `follow`,
+    the sinks follow the catalogs published on inventory.catalog after `catalog`."""
     sinks = [c.id for c in catalog.channels if configured(c)]
-    if not sinks and not settings.webhook_secrets:
+    if not sinks and not settings.webhook_secrets and not follow:
         raise InventoryError(
             "nothing to run: no catalog channel has connector settings "
             f"({', '.join(_CONNECTOR_FIELDS)}) and WEBHOOK_SECRETS is empty"
@@ -230,13 +319,22 @@ def run_connectors(
     if metrics_port:
         start_http_server(metrics_port, registry=registry)
     services = ChannelServices(
-        settings, bootstrap, catalog, False, "", registry=registry, webhook_host=host, strict=True
+        settings,
+        bootstrap,
+        catalog,
+        False,
+        "",
+        registry=registry,
+        webhook_host=host,
+        strict=True,
+        follow=LatestCatalog(bootstrap) if follow else None,
     )
     log.info(
-        "connect: sinks for %s; webhook receiver %s; catalog version %s",
+        "connect: sinks for %s; webhook receiver %s; catalog version %s%s",
         ", ".join(sinks) or "no channel",
         "on" if settings.webhook_secrets else "off (no WEBHOOK_SECRETS)",
         catalog.version,
+        f", following {CATALOG}" if follow else "",
     )
     asyncio.run(services.serve(report_every))
     log.info("connect: stopped; %s", services.report())

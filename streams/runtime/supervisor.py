@@ -29,7 +29,7 @@ from rich.table import Table
 from streams.core.catalog import Catalog
 from streams.runtime.broker import free_port, kafka_cluster
 from streams.runtime.catalog_store import publish
-from streams.runtime.channels import ChannelServices, FlashSale
+from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.topics import (
     ALERTS,
@@ -273,7 +273,9 @@ def run_up(
         )
         console.print(f"[bold]workers[/] {workers} (logs in {log_dir})")
         api = api_status(settings, tokens, workers)
-        channels = ChannelServices(settings, bootstrap, catalog, demo, api)
+        # the emulators of --demo are started for this catalog's channels: that one only
+        follow = None if demo else LatestCatalog(bootstrap)
+        channels = ChannelServices(settings, bootstrap, published, demo, api, follow=follow)
         channels.start()
         stack.callback(channels.stop)
         if demo:

@@ -19,10 +19,18 @@ import yaml
 from connectors.emulators import start_emulators
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from streams.codec import make_codec
-from streams.core.catalog import Channel, Listing
+from streams.core.catalog import Catalog, Channel, Listing, load_catalog
 from streams.core.models import StockAdjusted
 from streams.runtime.broker import free_port
-from streams.runtime.topics import DLQ, EVENTS, availability_topic, ensure_topics, topic_specs
+from streams.runtime.catalog_store import publish as publish_catalog
+from streams.runtime.topics import (
+    CATALOG,
+    DLQ,
+    EVENTS,
+    availability_topic,
+    ensure_topics,
+    topic_specs,
+)
 from streams.settings import Settings
 from tests.integration.test_sinks import publish, record, until, values
 from tests.kafka_helpers import consume_all, create_topic, unique_name
@@ -155,3 +163,60 @@ def test_connect_with_nothing_to_connect_says_so(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "nothing to run: no catalog channel has connector settings" in done.stderr
+
+
+async def test_connect_follows_the_catalog_a_channel_added_gets_a_sink_a_removed_one_stops(
+    kafka_bootstrap: str,
+) -> None:
+    settings = Settings()
+    ensure_topics(
+        kafka_bootstrap, [s for s in topic_specs(settings, []) if s.name in (DLQ, CATALOG)]
+    )
+    old, new = (Channel(id=unique_name(n), type="pos", locations=["wh"]) for n in ("old", "new"))
+    for channel in (old, new):
+        create_topic(kafka_bootstrap, availability_topic(channel.id), partitions=2, compacted=True)
+    listings = [
+        Listing(channel=c.id, channel_sku=sku, components=[{"sku": sku, "quantity": 1}])
+        for c in (old, new)
+        for sku in SKUS
+    ]
+
+    def catalog(*channels: Channel) -> Catalog:
+        names = {c.id for c in channels}
+        return load_catalog(
+            {
+                "locations": [{"id": "wh"}],
+                "channels": [c.model_dump(mode="json") for c in channels],
+                "listings": [x.model_dump(mode="json") for x in listings if x.channel in names],
+            }
+        )
+
+    async with start_emulators([old, new], listings) as running:
+        pointed_old, pointed_new = running.channels
+        first = publish_catalog(kafka_bootstrap, catalog(pointed_old))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "connect", "--report-every", "1"],
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+            | {"CATALOG_CHECK_SECONDS": "0.5"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            publish(kafka_bootstrap, old, [record(old.id, sku, 1) for sku in SKUS])
+            await until(lambda: len(values(running[old.id])) == len(SKUS), 30, "old channel")
+            second = publish_catalog(kafka_bootstrap, catalog(pointed_new))
+            assert second.version == first.version + 1
+            publish(kafka_bootstrap, new, [record(new.id, sku, 1) for sku in SKUS])
+            await until(lambda: len(values(running[new.id])) == len(SKUS), 30, "new channel")
+            publish(kafka_bootstrap, old, [record(old.id, sku, 2) for sku in SKUS])
+            await asyncio.sleep(3.0)  # a running sink would have sent these within a second
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output[-3000:]
+    assert f"following {CATALOG}" in output
+    assert f"sink {old.id}: removed in catalog version {second.version}" in output, output[-3000:]
+    assert f"sink {new.id}: starting it (catalog version {second.version})" in output
+    assert running[old.id].history == {sku: [1] for sku in SKUS}  # type: ignore[attr-defined]
+    assert running[new.id].history == {sku: [1] for sku in SKUS}  # type: ignore[attr-defined]
