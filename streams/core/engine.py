@@ -139,11 +139,15 @@ class Engine:
 
     def process_batch(self, events: Iterable[Event]) -> None:
         """Apply events in order, then derive outputs once per touched SKU (coalescing)."""
+        self.apply_batch(events)
+        self.flush()
+
+    def apply_batch(self, events: Iterable[Event]) -> None:
+        """Apply events in order; what they touched is derived by the next flush()."""
         for event in events:
             if event.occurred_at > self.stream_time:
                 self._advance(event.occurred_at)
             self._apply(event)
-        self.flush()
 
     def set_catalog(self, catalog: Catalog) -> None:
         """A catalog change: every position and listing is derived again; changes are emitted."""
@@ -256,6 +260,11 @@ class Engine:
                 touched = dirty[0]
             self._dirty[sku] = (touched, command.occurred_at, command.event_id)
         return outcome.hold
+
+    def discard_derivations(self) -> None:
+        """Forget what was touched since the last flush (benchmarks of apply alone)."""
+        self._dirty.clear()
+        self._resend.clear()
 
     def flush(self) -> None:
         """Derive and emit the records of everything touched since the last flush."""
