@@ -181,6 +181,10 @@ class StatusReader:
             {"bootstrap.servers": bootstrap, "group.id": f"status-{uuid.uuid4().hex}"}
         )
 
+    def follow(self, channels: list[str]) -> None:
+        """Count the availability topics of these channels from the next read on."""
+        self.availability = [f"{AVAILABILITY_PREFIX}{c}" for c in channels]
+
     def _partitions(self, topic: str) -> int:
         meta = self.reader.list_topics(topic, timeout=2).topics.get(topic)
         return len(meta.partitions) if meta and meta.partitions else 0
@@ -323,6 +327,8 @@ def run_up(
                     if status.failed:
                         console.print(f"[red]stopping: {status.failed}[/]")
                         break
+                    # channels a newer catalog added (the sinks follow it) are counted as well
+                    reader.follow([c.id for c in channels.catalog.channels])
                     status = reader.read()
                     status.restarts = restarted
                     status.extra = channels.status()
