@@ -74,6 +74,11 @@ class CatalogFeed:
         grown, self._seen = high != self._seen, high
         return grown
 
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
 
 def announce(bootstrap: str, version: int, partitions: int) -> None:
     """Tell every partition's SKU stage that catalog `version` is out (else workers notice by

@@ -19,9 +19,9 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from aiohttp import web
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
@@ -53,6 +53,13 @@ def configured(channel: Channel) -> bool:
     return any(extra.get(name) for name in _CONNECTOR_FIELDS)
 
 
+class CatalogSource(Protocol):
+    """Where the sinks' newer catalogs come from: the latest one when there is news, else None."""
+
+    def __call__(self) -> Catalog | None: ...
+    def close(self) -> None: ...
+
+
 class LatestCatalog:
     """The latest catalog on inventory.catalog when it grew since the last look, else None.
 
@@ -67,6 +74,10 @@ class LatestCatalog:
         if not self._feed.changed():
             return None
         return read_latest(self._bootstrap)
+
+    def close(self) -> None:
+        """Before the broker goes: a consumer left open logs every failed reconnect."""
+        self._feed.close()
 
 
 @dataclass
@@ -88,7 +99,7 @@ class ChannelServices:
         registry: CollectorRegistry | None = None,
         webhook_host: str = "127.0.0.1",
         strict: bool = False,
-        follow: Callable[[], Catalog | None] | None = None,
+        follow: CatalogSource | None = None,
     ) -> None:
         self.settings, self.bootstrap, self.catalog, self.demo = settings, bootstrap, catalog, demo
         self.registry = registry  # the sinks' and the receiver's metrics (a private one if None)
@@ -216,8 +227,14 @@ class ChannelServices:
         task = asyncio.create_task(self._keep_running(channel, stop))
         self._sinks_running[channel.id] = _RunningSink(channel, stop, task)
 
-    async def _follow_catalog(self, latest: Callable[[], Catalog | None]) -> None:
+    async def _follow_catalog(self, latest: CatalogSource) -> None:
         """Until `up` stops: every catalog check, the sinks of the newest catalog's channels."""
+        try:
+            await self._check_catalog(latest)
+        finally:
+            await asyncio.to_thread(latest.close)
+
+    async def _check_catalog(self, latest: CatalogSource) -> None:
         assert self._stop is not None
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):

@@ -129,6 +129,7 @@ class Published:
     ) -> None:
         self.loop, self.schedule = loop, schedule  # called from a thread: the loop's clock
         self.checks = 0
+        self.closed = False
 
     def __call__(self) -> Catalog | None:
         self.checks += 1
@@ -139,6 +140,9 @@ class Published:
                 raise item
             return item
         return None
+
+    def close(self) -> None:
+        self.closed = True
 
 
 async def test_sinks_follow_the_catalog_added_changed_and_removed_channels(
@@ -173,3 +177,4 @@ async def test_sinks_follow_the_catalog_added_changed_and_removed_channels(
     assert [(s, e) for s, e, _ in sinks.of("retired")] == [(0.0, 6.0)]
     assert [(s, e) for s, e, _ in sinks.of("added")] == [(6.0, 13.0)]
     assert channel_side.catalog.version == 2
+    assert published.closed  # its consumer goes before the broker does
