@@ -229,25 +229,22 @@ class ChannelServices:
 
     async def _follow_catalog(self, latest: CatalogSource) -> None:
         """Until `up` stops: every catalog check, the sinks of the newest catalog's channels."""
+        assert self._stop is not None
         try:
-            await self._check_catalog(latest)
+            while not self._stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.settings.catalog_check_seconds)
+                if self._stop.is_set():
+                    return
+                try:
+                    catalog = await asyncio.to_thread(latest)
+                except (InventoryError, KafkaException) as error:  # the broker will be back
+                    log.warning("catalog check failed: %s; the sinks go on as they are", error)
+                    continue
+                if catalog is not None and catalog.version > self.catalog.version:
+                    await self._apply_catalog(catalog)
         finally:
             await asyncio.to_thread(latest.close)
-
-    async def _check_catalog(self, latest: CatalogSource) -> None:
-        assert self._stop is not None
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.settings.catalog_check_seconds)
-            if self._stop.is_set():
-                return
-            try:
-                catalog = await asyncio.to_thread(latest)
-            except (InventoryError, KafkaException) as error:  # the broker will be back
-                log.warning("catalog check failed: %s; the sinks go on as they are", error)
-                continue
-            if catalog is not None and catalog.version > self.catalog.version:
-                await self._apply_catalog(catalog)
 
     async def _apply_catalog(self, catalog: Catalog) -> None:
         """Stop the sinks of channels removed or changed, then start those of new or changed ones.

@@ -169,7 +169,7 @@ class StatusReader:
         self.settings = settings
         self.bootstrap = bootstrap
         self.topics = {"events": EVENTS, "positions": POSITIONS, "alerts": ALERTS, "dlq": DLQ}
-        self.availability = [f"{AVAILABILITY_PREFIX}{c}" for c in channels]
+        self.follow(channels)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -183,7 +183,7 @@ class StatusReader:
 
     def follow(self, channels: list[str]) -> None:
         """Count the availability topics of these channels from the next read on."""
-        self.availability = [f"{AVAILABILITY_PREFIX}{c}" for c in channels]
+        self.availability: list[str] = [f"{AVAILABILITY_PREFIX}{c}" for c in channels]
 
     def _partitions(self, topic: str) -> int:
         meta = self.reader.list_topics(topic, timeout=2).topics.get(topic)

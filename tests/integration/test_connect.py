@@ -41,9 +41,11 @@ SKUS = [f"SKU-{i}" for i in range(6)]
 SECRET = "store-7-secret"
 
 
-def connect(bootstrap: str, catalog: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+def connect(bootstrap: str, catalog: Path | None, *extra: str, **env: str) -> subprocess.Popen[str]:
+    """`inventory-streams connect` with that catalog file, or following inventory.catalog."""
+    fixed = ["--catalog", str(catalog)] if catalog is not None else []
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "connect", "--catalog", str(catalog), *extra],
+        [sys.executable, "-m", "streams.cli", "connect", *fixed, *extra],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -194,14 +196,7 @@ async def test_connect_follows_the_catalog_a_channel_added_gets_a_sink_a_removed
     async with start_emulators([old, new], listings) as running:
         pointed_old, pointed_new = running.channels
         first = publish_catalog(kafka_bootstrap, catalog(pointed_old))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "connect", "--report-every", "1"],
-            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-            | {"CATALOG_CHECK_SECONDS": "0.5"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = connect(kafka_bootstrap, None, "--report-every", "1", CATALOG_CHECK_SECONDS="0.5")
         try:
             publish(kafka_bootstrap, old, [record(old.id, sku, 1) for sku in SKUS])
             await until(lambda: len(values(running[old.id])) == len(SKUS), 30, "old channel")
