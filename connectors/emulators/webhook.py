@@ -1,6 +1,7 @@
 """A generic webhook receiver (POS, marketplaces without an adapter): verifies the HMAC signature,
 validates the availability record (or, from a sink with `records_per_post` above 1, a batch
-`{"records": [...]}` of at most `max_records_per_post`, taken whole or refused whole), enforces a
+`{"records": [...]}` of at most `max_records_per_post`, taken whole or refused whole; a body over
+`max_body_bytes` or a batch over the count is answered 413), enforces a
 token-bucket rate limit per POST with 429 + Retry-After, and keeps what it received per
 channel_sku."""
 
@@ -30,6 +31,7 @@ class WebhookEmulator(Emulator):
     rate: float = 20.0
     burst: float = 20.0
     max_records_per_post: int = 100  # a larger batch is refused with 413
+    max_body_bytes: int = 1_000_000  # a larger body is refused with 413, as web servers do
     records: dict[str, Availability] = field(default_factory=dict)  # channel_sku -> last received
     history: dict[str, list[int]] = field(default_factory=dict)  # channel_sku -> versions received
     _bucket: Bucket | None = None
@@ -64,6 +66,11 @@ class WebhookEmulator(Emulator):
                 self.error_body(429, "rate limit exceeded"),
                 status=429,
                 headers={"Retry-After": str(math.ceil(wait * 1000) / 1000)},
+            )
+        if len(body) > self.max_body_bytes:
+            return web.json_response(
+                self.error_body(413, f"body of {len(body)} bytes; at most {self.max_body_bytes}"),
+                status=413,
             )
         try:
             payload = json.loads(body)

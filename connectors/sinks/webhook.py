@@ -5,7 +5,9 @@ token bucket, and a 409 from the receiver ("I hold this or newer") counts as don
 By default a POST carries one record, the record itself as the body. With `records_per_post` above
 1 a POST carries up to that many records of different SKUs as `{"records": [...]}`, for receivers
 that take batches: a sale of 2,000 changed SKUs then costs 20 POSTs instead of 2,000, and a receiver
-limited to 20 POSTs/s is current a second after the sale instead of 100 s.
+limited to 20 POSTs/s is current a second after the sale instead of 100 s. A receiver that answers
+413 (it takes fewer records per POST than configured) gets the same records again in halves, and
+no more than that from then on; only a single record refused as too large is dead-lettered.
 
 Signature: header X-Inventory-Signature = "sha256=" + hex HMAC-SHA256(secret, "<ts>.<body>") with
 X-Inventory-Timestamp = <ts> (unix seconds); Idempotency-Key = "<channel>:<channel_sku>:<version>"
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import time
 from typing import Any
 
@@ -29,6 +32,8 @@ from connectors.sinks.metrics import SinkMetrics
 from streams.codec import record_to_json
 from streams.core.catalog import Channel
 from streams.core.models import Availability
+
+log = logging.getLogger(__name__)
 
 MAX_RECORDS_PER_POST = 1000
 SIGNATURE_HEADER = "X-Inventory-Signature"
@@ -77,6 +82,10 @@ class WebhookConfig(SettlingConfig):
         return data
 
 
+class _TooLarge(Exception):
+    """A 413 for a POST of several records: the same records fit in smaller POSTs."""
+
+
 class WebhookSink:
     def __init__(self, channel: Channel, metrics: SinkMetrics) -> None:
         self.channel_id = channel.id
@@ -104,10 +113,35 @@ class WebhookSink:
     async def flush(self) -> list[Outcome]:
         batch, self._staged = self._staged, []
         if self.batched:
-            return await self._post(batch) if batch else []
+            return await self._post_batch(batch) if batch else []
         outcomes: list[Outcome] = []
         for record in batch:
             outcomes.extend(await self._post([record]))
+        return outcomes
+
+    async def _post_batch(self, records: list[Availability]) -> list[Outcome]:
+        """POSTs of at most `max_batch` records; a 413 halves `max_batch` for the sink's life.
+
+        The records a smaller POST acknowledged before a later one failed (429, 5xx) are sent
+        again with the rest: at least once, and a receiver keeps a version only once.
+        """
+        try:
+            return await self._post(records)
+        except _TooLarge as error:
+            self.max_batch = min(self.max_batch, max(1, len(records) // 2))
+            log.warning(
+                "webhook %s: the receiver refused %d records in one POST (%s); sending at most "
+                "%d per POST from now on",
+                self.channel_id,
+                len(records),
+                error,
+                self.max_batch,
+            )
+        outcomes: list[Outcome] = []
+        rest = records
+        while rest:
+            part, rest = rest[: self.max_batch], rest[self.max_batch :]
+            outcomes.extend(await self._post_batch(part))
         return outcomes
 
     async def _post(self, records: list[Availability]) -> list[Outcome]:
@@ -143,4 +177,6 @@ class WebhookSink:
         if reply.status >= 500 or reply.status in (401, 403, 408):
             raise transient(reply, "webhook")
         reason = f"HTTP {reply.status}: {reply.text(300)}"
+        if reply.status == 413 and len(records) > 1:
+            raise _TooLarge(reason)
         return [Outcome.reject(sku, reason) for sku in skus]

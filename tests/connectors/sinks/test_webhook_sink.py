@@ -146,13 +146,33 @@ async def test_a_changed_batch_gets_a_new_idempotency_key() -> None:
     assert {r.available for r in pos.records.values()} == {0}
 
 
-async def test_a_batch_larger_than_the_receiver_takes_is_dead_lettered_with_its_answer() -> None:
+async def test_a_batch_larger_than_the_receiver_takes_goes_again_in_halves_and_stays_smaller() -> (
+    None
+):
     async with WebhookEmulator(max_records_per_post=10) as pos:
-        records = [channel_record(f"SKU-{i}", 1, 1) for i in range(12)]
-        _, letters = await deliver(pos, "webhook", records, records_per_post=12)
+        records = [channel_record(f"SKU-{i}", 1, 1) for i in range(60)]
+        engine, letters = await deliver(pos, "webhook", records, records_per_post=25)
+    assert letters == []
+    assert {sku: r.version for sku, r in pos.records.items()} == {f"SKU-{i}": 1 for i in range(60)}
+    sizes = [(len(json.loads(r.body)["records"]), r.answered) for r in pos.requests]
+    refused = [size for size, status in sizes if status == 413]
+    assert refused == [25, 12]  # 25 refused, then 12, then at most 6 per POST
+    assert engine.sink.max_batch == 6
+    taken = [size for size, status in sizes if status == 200]
+    assert sum(taken) == 60 and max(taken) == 6
+    assert all(versions == [1] for versions in pos.history.values())  # each value taken once
+
+
+async def test_a_single_record_too_large_for_the_receiver_is_dead_lettered_with_its_answer() -> (
+    None
+):
+    async with WebhookEmulator(max_body_bytes=100) as pos:
+        records = [channel_record(f"SKU-{i}", 1, 1) for i in range(3)]
+        _, letters = await deliver(pos, "webhook", records, records_per_post=3)
     assert pos.records == {}
-    assert sorted(sku for sku, _ in letters) == sorted(f"SKU-{i}" for i in range(12))
-    assert all("HTTP 413" in reason and "at most 10" in reason for _, reason in letters)
+    assert sorted(sku for sku, _ in letters) == ["SKU-0", "SKU-1", "SKU-2"]
+    assert all("HTTP 413" in reason and "at most 100" in reason for _, reason in letters)
+    assert [r.answered for r in pos.requests] == [413] * 4  # all 3, then each alone
 
 
 async def test_the_receiver_refuses_a_batch_that_names_a_sku_twice() -> None:
