@@ -4,7 +4,9 @@
 
 Prints events/s for `Engine.process_batch` (apply + derive once per touched SKU per batch, as the
 stream agents do) and for apply alone, with the machine it ran on and whether the core ran
-compiled (bin/bootstrap builds it with mypyc; see streams/core/native.py).
+compiled (bin/bootstrap builds it with mypyc; see streams/core/native.py). Then the floor: the
+same stream with no rule at all, only what any core pays for it (see `floor`), which says how
+many of the goal's 5 µs per event are left for the rules.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from streams.core import native
 from streams.core.catalog import load_catalog
 from streams.core.engine import Engine
 from streams.core.models import (
+    Availability,
     Event,
     InboundScheduled,
     OrderCancelled,
     OrderCreated,
     PickConfirmed,
+    Position,
     ReservationReleased,
     ReservationRequested,
     ReturnReceived,
     StockAdjusted,
+    trusted,
 )
 
 
@@ -298,6 +303,81 @@ def rates(n: int, started: float, cpu: float) -> str:
     return f"{n / wall:,.0f} events/s ({wall:.2f} s; {n / used:,.0f} events/s of CPU time)"
 
 
+def floor(events: list[Event], positions: int, availability: int) -> None:
+    """Events/s of a core with no rule: a lower bound on what the real one can cost.
+
+    Each event is looked at (its type, id and time) and moves the stream time, and the stream's
+    share of the records the real core emitted for it is built and handed to an emitter: as the
+    pydantic records of today's core API (`trusted`, as the core builds them), and as plain tuples
+    (what a core with another API could emit). No state, no dedupe, no formula.
+    """
+    n = len(events)
+    # records per event, spread evenly: the same totals the real run emitted
+    plan = [
+        (
+            (i + 1) * positions // n - i * positions // n,
+            (i + 1) * availability // n - i * availability // n,
+        )
+        for i in range(n)
+    ]
+    for label, as_models in (("records as today's models", True), ("records as tuples", False)):
+        out = Outputs()
+        emit_position, emit_availability = out.position, out.availability
+        stream_time = datetime(1970, 1, 1, tzinfo=UTC)
+        started, cpu = time.perf_counter(), time.process_time()
+        for event, (n_pos, n_av) in zip(events, plan, strict=True):
+            kind, event_id, at = type(event), event.event_id, event.occurred_at
+            if at > stream_time:
+                stream_time = at
+            for _ in range(n_pos):
+                if as_models:
+                    emit_position(
+                        trusted(
+                            Position,
+                            sku=kind.__name__,
+                            location="loc-0",
+                            on_hand=1,
+                            reserved=0,
+                            committed=0,
+                            damaged=0,
+                            quarantine=0,
+                            incoming=0,
+                            safety_stock=0,
+                            location_ats=1,
+                            version=1,
+                            as_of=at,
+                            cause_event_id=event_id,
+                        )
+                    )
+                else:
+                    emit_position((kind.__name__, "loc-0", 1, 0, 0, 0, 0, 0, 0, 1, 1, at, event_id))
+            for _ in range(n_av):
+                if as_models:
+                    emit_availability(
+                        trusted(
+                            Availability,
+                            channel="web",
+                            channel_sku=kind.__name__,
+                            available=1,
+                            backorderable=0,
+                            restock_date=None,
+                            version=1,
+                            as_of=at,
+                            cause_event_id=event_id,
+                        )
+                    )
+                else:
+                    emit_availability(("web", kind.__name__, 1, 0, None, 1, at, event_id))
+        wall = time.perf_counter() - started
+        print(
+            f"floor, no rule ({label}): {rates(n, started, cpu)}, {wall / n * 1e6:.2f} µs per "
+            f"event of the goal's {1e6 / GOAL:.0f}"
+        )
+
+
+GOAL = 200_000  # events/s on one core (the foundation issue)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -340,6 +420,8 @@ def main() -> None:
         engine.apply_batch(events[i : i + batch])
         engine.discard_derivations()
     print(f"core (apply only): {rates(len(events), started, cpu)}")
+
+    floor(events, out.counts["positions"], out.counts["availability"])
 
 
 if __name__ == "__main__":
