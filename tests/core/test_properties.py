@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from streams.core.engine import Collector, Engine
 from streams.core.formulas import sku_location_ats
 from streams.core.models import Event
+from streams.core.state import EPOCH, from_us, to_us
 from tests.core.builders import T0, catalog, count, delta, ev
 
 CATALOG = catalog()
@@ -245,3 +247,18 @@ def test_holds_never_oversell(events: list[Event]) -> None:
         for sku, state in engine.skus.items():
             for loc, loc_state in state.locations.items():
                 assert sku_location_ats(state, loc, loc_state, CATALOG) >= 0, (sku, loc)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1900, 1, 1),
+        max_value=datetime(2200, 1, 1),
+        timezones=st.just(UTC),
+    )
+)
+def test_a_timestamp_is_stored_as_its_exact_microseconds_and_read_back_unchanged(
+    at: datetime,
+) -> None:
+    # table records store times as microseconds since the epoch (streams.core.state)
+    assert to_us(at) == (at - EPOCH) // timedelta(microseconds=1)
+    assert from_us(to_us(at)) == at
