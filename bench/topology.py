@@ -551,6 +551,11 @@ def main() -> None:
         default=60.0,
         help="stage 1 stops measuring after this long (a slow topology is rated by its commits)",
     )
+    parser.add_argument(
+        "--latency-csv",
+        type=Path,
+        help="write the latency stage's events (sent unix time, to the produce call ms, total ms)",
+    )
     parser.add_argument("--empty-agent", choices=["take", "iterate"], help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--partitions", type=int, default=4, help=argparse.SUPPRESS)
@@ -699,6 +704,14 @@ def main() -> None:
             (watcher.produced[k] - t) * 1000 for k, t in sent.items() if k in watcher.produced
         ]
         to_reader = [(watcher.arrived[k] - watcher.produced[k]) * 1000 for k in watcher.produced]
+        if args.latency_csv:  # for finding what the tail is made of (periodic stalls, bursts)
+            inf = math.inf
+            rows = [  # the send time as unix time, to line up with the worker's own logs
+                f"{t + watcher.skew:.4f},{(watcher.produced.get(k, inf) - t) * 1000:.2f},"
+                f"{(watcher.arrived.get(k, inf) - t) * 1000:.2f}\n"
+                for k, t in sent.items()
+            ]
+            args.latency_csv.write_text("sent_unix,to_produce_ms,total_ms\n" + "".join(rows))
     finally:
         if tail_ is not None:
             tail_.halt.set()
