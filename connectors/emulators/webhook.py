@@ -1,9 +1,9 @@
 """A generic webhook receiver (POS, marketplaces without an adapter): verifies the HMAC signature,
 validates the availability record (or, from a sink with `records_per_post` above 1, a batch
-`{"records": [...]}` of at most `max_records_per_post`, taken whole or refused whole; a body over
-`max_body_bytes` or a batch over the count is answered 413), enforces a
-token-bucket rate limit per POST with 429 + Retry-After, and keeps what it received per
-channel_sku."""
+`{"records": [...]}` of at most `max_records_per_post`, taken whole or refused whole: 413 for a
+body over `max_body_bytes` or a batch over the count, 422 for one naming a SKU it does not carry),
+enforces a token-bucket rate limit per POST with 429 + Retry-After, and keeps what it received
+per channel_sku."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class WebhookEmulator(Emulator):
     burst: float = 20.0
     max_records_per_post: int = 100  # a larger batch is refused with 413
     max_body_bytes: int = 1_000_000  # a larger body is refused with 413, as web servers do
+    # channel_skus this receiver does not carry: a POST naming one is refused whole with 422
+    unknown_skus: set[str] = field(default_factory=set)
     records: dict[str, Availability] = field(default_factory=dict)  # channel_sku -> last received
     history: dict[str, list[int]] = field(default_factory=dict)  # channel_sku -> versions received
     _bucket: Bucket | None = None
@@ -94,6 +96,11 @@ class WebhookEmulator(Emulator):
         if len({record.channel_sku for record in received}) < len(received):
             return web.json_response(
                 self.error_body(400, "a channel_sku appears twice in one batch"), status=400
+            )
+        unknown = sorted({r.channel_sku for r in received} & self.unknown_skus)
+        if unknown:
+            return web.json_response(
+                self.error_body(422, f"unknown channel_sku: {', '.join(unknown)}"), status=422
             )
         for record in received:
             self.records[record.channel_sku] = record

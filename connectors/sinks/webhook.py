@@ -7,7 +7,8 @@ By default a POST carries one record, the record itself as the body. With `recor
 that take batches: a sale of 2,000 changed SKUs then costs 20 POSTs instead of 2,000, and a receiver
 limited to 20 POSTs/s is current a second after the sale instead of 100 s. A receiver that answers
 413 (it takes fewer records per POST than configured) gets the same records again in halves, and
-no more than that from then on; only a single record refused as too large is dead-lettered.
+no more than that from then on. A batch refused otherwise (a SKU the receiver does not carry) is
+sent again in halves until the refused records are alone: only those are dead-lettered.
 
 Signature: header X-Inventory-Signature = "sha256=" + hex HMAC-SHA256(secret, "<ts>.<body>") with
 X-Inventory-Timestamp = <ts> (unix seconds); Idempotency-Key = "<channel>:<channel_sku>:<version>"
@@ -82,8 +83,12 @@ class WebhookConfig(SettlingConfig):
         return data
 
 
-class _TooLarge(Exception):
-    """A 413 for a POST of several records: the same records fit in smaller POSTs."""
+class _Refused(Exception):
+    """A 4xx for a POST of several records: smaller POSTs find what the receiver refuses."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class WebhookSink:
@@ -120,28 +125,45 @@ class WebhookSink:
         return outcomes
 
     async def _post_batch(self, records: list[Availability]) -> list[Outcome]:
-        """POSTs of at most `max_batch` records; a 413 halves `max_batch` for the sink's life.
+        """POSTs of at most `max_batch` records, split when the receiver refuses one.
 
-        The records a smaller POST acknowledged before a later one failed (429, 5xx) are sent
-        again with the rest: at least once, and a receiver keeps a version only once.
+        A 413 halves `max_batch` for the sink's life. Any other refusal (a 4xx that is not a rate
+        limit or an auth problem, such as a SKU the receiver does not carry) sends the batch
+        again in halves, so that only the records refused on their own are dead-lettered and
+        the rest of the batch still arrives: log2(batch) more POSTs for each refused record, and
+        2 * batch - 1 for a batch the receiver refuses whole. The records that a smaller POST
+        acknowledged before a later one failed (429, 5xx) are sent again with the rest: at least
+        once, and a receiver keeps a version only once.
         """
         try:
             return await self._post(records)
-        except _TooLarge as error:
-            self.max_batch = min(self.max_batch, max(1, len(records) // 2))
-            log.warning(
-                "webhook %s: the receiver refused %d records in one POST (%s); sending at most "
-                "%d per POST from now on",
-                self.channel_id,
-                len(records),
-                error,
-                self.max_batch,
-            )
+        except _Refused as error:
+            if error.status == 413:
+                self.max_batch = min(self.max_batch, max(1, len(records) // 2))
+                log.warning(
+                    "webhook %s: the receiver refused %d records in one POST (%s); sending at "
+                    "most %d per POST from now on",
+                    self.channel_id,
+                    len(records),
+                    error,
+                    self.max_batch,
+                )
+                size = self.max_batch
+            else:
+                log.warning(
+                    "webhook %s: the receiver refused a batch of %d (%s); sending it in halves "
+                    "to find the records it refuses",
+                    self.channel_id,
+                    len(records),
+                    error,
+                )
+                size = (len(records) + 1) // 2
         outcomes: list[Outcome] = []
         rest = records
         while rest:
-            part, rest = rest[: self.max_batch], rest[self.max_batch :]
+            part, rest = rest[:size], rest[size:]
             outcomes.extend(await self._post_batch(part))
+            size = min(size, self.max_batch)  # a 413 in the part lowered the limit
         return outcomes
 
     async def _post(self, records: list[Availability]) -> list[Outcome]:
@@ -177,6 +199,6 @@ class WebhookSink:
         if reply.status >= 500 or reply.status in (401, 403, 408):
             raise transient(reply, "webhook")
         reason = f"HTTP {reply.status}: {reply.text(300)}"
-        if reply.status == 413 and len(records) > 1:
-            raise _TooLarge(reason)
+        if len(records) > 1:
+            raise _Refused(reply.status, reason)
         return [Outcome.reject(sku, reason) for sku in skus]

@@ -204,3 +204,28 @@ def test_batches_do_not_settle_unless_asked_and_the_batch_size_is_bounded() -> N
     for wrong in (0, 1001):
         with pytest.raises(InvalidSinkConfig, match="records_per_post"):
             make_sink(webhook_channel(records_per_post=wrong), metrics)
+
+
+async def test_a_batch_with_a_sku_the_receiver_refuses_still_delivers_the_others() -> None:
+    async with WebhookEmulator(unknown_skus={"SKU-7"}) as pos:
+        records = [channel_record(f"SKU-{i}", 1, 1) for i in range(20)]
+        _, letters = await deliver(pos, "webhook", records, records_per_post=20)
+    assert [sku for sku, _ in letters] == ["SKU-7"]
+    assert "HTTP 422" in letters[0][1] and "unknown channel_sku: SKU-7" in letters[0][1]
+    assert sorted(pos.records) == sorted(f"SKU-{i}" for i in range(20) if i != 7)
+    assert all(versions == [1] for versions in pos.history.values())  # each taken once
+    # halves down to the refused record: 20, 10, 5, 3 and SKU-7 alone refused; the other halves
+    # (0-4, 5-6, 8-9, 10-19) taken
+    assert [r.answered for r in pos.requests] == [422, 422, 200, 422, 422, 200, 422, 200, 200]
+
+
+async def test_a_batch_the_receiver_refuses_whole_is_dead_lettered_record_by_record() -> None:
+    skus = [f"SKU-{i}" for i in range(4)]
+    async with WebhookEmulator(unknown_skus=set(skus)) as pos:
+        _, letters = await deliver(
+            pos, "webhook", [channel_record(sku, 1, 1) for sku in skus], records_per_post=4
+        )
+    assert pos.records == {}
+    assert sorted(sku for sku, _ in letters) == skus
+    assert all(f"unknown channel_sku: {sku}" in reason for sku, reason in letters)
+    assert pos.calls() == 2 * 4 - 1
