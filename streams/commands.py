@@ -101,6 +101,20 @@ class CatalogChanged:
         self.version = version
 
 
+class DateChanged:
+    """Tells one partition's stage that the clock's date is now `day` (backorder horizons)."""
+
+    __slots__ = ("day",)
+
+    def __init__(self, day: date) -> None:
+        self.day = day
+
+
+def date_changed(day: date) -> bytes:
+    """The announcement a partition's SKU stage gets when the clock's date moves."""
+    return orjson.dumps(_to_json(DateChanged(day)))
+
+
 def catalog_changed(version: int) -> bytes:
     """The announcement a partition's SKU stage gets when catalog `version` is published."""
     return orjson.dumps(_to_json(CatalogChanged(version)))
@@ -116,6 +130,7 @@ Command = (
     | ComponentUpdate
     | Confirmation
     | CatalogChanged
+    | DateChanged
     | ReservationDecided
 )
 
@@ -185,6 +200,7 @@ def _to_json(cmd: Any) -> dict[str, Any]:
             "ok": cmd.ok,
             "h": [list(x) for x in cmd.held],
             "s": [list(x) for x in cmd.short],
+            "n": [cmd.requested, cmd.available],
         }
     if isinstance(cmd, ComponentUpdate):
         return {
@@ -201,9 +217,17 @@ def _to_json(cmd: Any) -> dict[str, Any]:
             "cv": cmd.catalog_version,
         }
     if isinstance(cmd, Confirmation):
-        return {"t": "confirm", "r": cmd.reservation_id, "o": cmd.order_id, "e": cmd.event_id}
+        return {
+            "t": "confirm",
+            "r": cmd.reservation_id,
+            "o": cmd.order_id,
+            "e": cmd.event_id,
+            "k": list(cmd.skus),
+        }
     if isinstance(cmd, CatalogChanged):
         return {"t": "catalog", "v": cmd.version}
+    if isinstance(cmd, DateChanged):
+        return {"t": "date", "d": cmd.day.toordinal()}
     if isinstance(cmd, ReservationDecided):
         return {"t": "decided", "s": cmd.state.to_dict()}
     raise EncodingError(f"no internal encoding for {type(cmd).__name__}")
@@ -228,6 +252,7 @@ def _from_json(d: dict[str, Any]) -> Command:
             d["ok"],
             tuple((a, b) for a, b in d["h"]),
             tuple((a, b) for a, b in d["s"]),
+            *d.get("n", (0, 0)),
         )
     if kind == "component":
         return ComponentUpdate(
@@ -243,9 +268,11 @@ def _from_json(d: dict[str, Any]) -> Command:
             d.get("cv", 0),
         )
     if kind == "confirm":
-        return Confirmation(d["r"], d["o"], d["e"])
+        return Confirmation(d["r"], d["o"], d["e"], tuple(d.get("k", ())))
     if kind == "catalog":
         return CatalogChanged(d["v"])
+    if kind == "date":
+        return DateChanged(date.fromordinal(d["d"]))
     if kind == "decided":
         return ReservationDecided(ReservationState.from_dict(d["s"]))
     raise EncodingError(f"unknown internal record kind {kind!r}")
@@ -268,6 +295,7 @@ class CommandCodec:
             | ComponentUpdate
             | Confirmation
             | CatalogChanged
+            | DateChanged
             | ReservationDecided,
         ):
             return orjson.dumps(_to_json(cmd))

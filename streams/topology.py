@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any, cast
 
@@ -49,15 +49,18 @@ import orjson  # table records and commands: several times faster than json on t
 from aiokafka.partitioner import murmur2  # the partitioner Faust's producer uses for keys
 from faust.serializers import codecs
 from faust.types import TableT
+from mode import CrashingSupervisor
 
 from streams.codec import Codec, make_codec
 from streams.commands import (
     COMMITTED_FLAG,
     CatalogChanged,
     CommandCodec,
+    DateChanged,
     Item,
     ReservationDecided,
     catalog_changed,
+    date_changed,
     is_envelope,
     pack,
     unpack,
@@ -67,6 +70,7 @@ from streams.core.derive import (
     ComponentUpdate,
     ListingState,
     apply_component,
+    expects_inbound,
     location_ats_map,
     position,
     sku_availability,
@@ -91,6 +95,7 @@ from streams.core.models import (
 from streams.core.orders import Confirmation, OrderState, commit_commands, route_order
 from streams.core.reservations import (
     HELD,
+    PENDING,
     ReservationState,
     closed_before_requested,
     expiry_event,
@@ -283,7 +288,8 @@ class Inner:
 
 @dataclass
 class Clock:
-    """Hold expiry clock: wall time in production, the largest occurred_at seen in replays/tests."""
+    """The clock of hold expiry, late requests and backorder horizons: wall time in production,
+    the largest occurred_at seen in replays and tests."""
 
     mode: str  # "wall" | "stream"
     stream_time: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
@@ -295,6 +301,14 @@ class Clock:
 
     def busy(self) -> None:
         self.last_activity = time.monotonic()
+
+    def decision_time(self) -> datetime:
+        """The clock a reservation request is decided at (one expiring by then is not held)."""
+        return datetime.now(UTC) if self.mode == "wall" else self.stream_time
+
+    def today(self) -> date:
+        """The date backorder horizons count from: wall time live, stream time in replays."""
+        return datetime.now(UTC).date() if self.mode == "wall" else self.stream_time.date()
 
     def now(self) -> datetime | None:
         """The time holds expire against, or None when expiry must wait.
@@ -538,7 +552,25 @@ def create_app(
         for partition in range(n):
             outputs.send(COMMANDS, None, announcement, partition)
 
+    announced_day: list[date | None] = [None]
+
+    @app.timer(interval=1.0)
+    async def watch_date() -> None:
+        """When the clock's date moves (and once after a start), every partition re-derives the
+        SKUs that expect a PO: one whose eta enters a channel's backorder horizon is offered
+        with no event on its SKU. Through inventory.commands, so it runs inside a stage batch."""
+        today = rt.clock.today()
+        if today == announced_day[0]:
+            return
+        announced_day[0] = today
+        announcement = date_changed(today)
+        for partition in range(n):
+            outputs.send(COMMANDS, None, announcement, partition)
+
     # ---- sku stage ----
+    # a batch that raised is left unacknowledged (take_batches); the stage must not go on past it
+    # with later events acknowledged and its own missing, so the worker stops and a restart
+    # redelivers from the committed offsets (every command is idempotent)
     @app.agent(
         app.topic(
             EVENTS,
@@ -547,7 +579,8 @@ def create_app(
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-        )
+        ),
+        supervisor_strategy=CrashingSupervisor,
     )
     async def sku_stage(stream: faust.StreamT) -> None:
         async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
@@ -675,6 +708,8 @@ def create_app(
         elif isinstance(command, CatalogChanged):
             ensure_catalog(command.version)
             rederive_partition(message.partition, touched)
+        elif isinstance(command, DateChanged):
+            rederive_inbound(message.partition, touched, command.day)
         else:
             apply_here(command, message, touched)
 
@@ -740,7 +775,7 @@ def create_app(
     def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
         """A request whose every line is one SKU that lives on this partition: decided here."""
         try:
-            state, tries = start(ev, rt.catalog)
+            state, tries = start(ev, rt.catalog, rt.clock.decision_time())
         except InvalidEvent:
             return None  # the reservation stage dead-letters it with its reason
         if len(tries) != 1 or partition_for(tries[0].sku.encode(), n) != message.partition:
@@ -806,9 +841,23 @@ def create_app(
                 state = stored(skus, key, SkuState.from_dict)
                 touched[key] = (state, set(), state.time, f"catalog:v{version}", False)
 
+    def rederive_inbound(partition: int, touched: dict[bytes, Any], day: date) -> None:
+        """Every SKU of this partition that expects a PO is derived again (a new clock date)."""
+        cause = f"clock:{day.isoformat()}"
+        for key, value in list(skus.data.items()):
+            if key in touched or partition_for(key, n) != partition:
+                continue
+            if isinstance(value, dict):  # recovered, not decoded yet: look before decoding
+                if not any(loc["i"] for loc in value["l"].values()):
+                    continue
+                value = SkuState.from_dict(value)
+            if expects_inbound(value):
+                touched[key] = (value, set(), value.time, cause, False)
+
     def flush_skus(touched: dict[bytes, Any]) -> None:
         catalog = rt.catalog
         floor = time.time_ns() // 1000  # versions above any sent before a crash (see derive)
+        today = rt.clock.today()
         for key, (state, locations, as_of, cause, resend) in touched.items():
             if state.catalog_version != catalog.version:
                 # a new catalog: safety stock may differ at every location (and sku_availability
@@ -820,7 +869,7 @@ def create_app(
                 send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
                 positions_out.inc()
             records, updates = sku_availability(
-                state, catalog, as_of, cause, force=resend, ats=ats, floor=floor
+                state, catalog, as_of, cause, force=resend, ats=ats, floor=floor, today=today
             )
             for listing in records:
                 emit_availability(listing)
@@ -833,8 +882,9 @@ def create_app(
         key = ev.order_id.encode()
         state = stored(orders, key, OrderState.from_dict) or OrderState()
         routed = route_order(state, ev, committed=is_committed(message))
-        if routed.problem:
-            dead_letter(message, routed.problem, ev.source)
+        for alert in routed.alerts:
+            send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
+            rt.metrics.alerts.labels(alert.type).inc()
         for command in routed.commands:
             to_stage(command.sku, rt.commands.encode(command))
         if routed.confirmation is not None:
@@ -862,12 +912,15 @@ def create_app(
                     decide(known)  # a retried request gets the same answer again
                 return  # idempotent by reservation id
             try:
-                state, tries = start(item, rt.catalog)
+                state, tries = start(item, rt.catalog, rt.clock.decision_time())
             except InvalidEvent as error:
                 dead_letter(message, error.reason, item.source)
                 return
             for hold in tries:
                 to_stage(hold.sku, rt.commands.encode(hold))
+            if state.status != PENDING:  # decided at once: too late to hold
+                decide(state)
+                rt.metrics.reservations.labels(state.status).inc()
             writes.put(reservations, key, state)
             return
         rid = item.reservation_id
@@ -886,7 +939,7 @@ def create_app(
         elif isinstance(item, ReservationReleased | ReservationExpired):
             releases = on_release(state, item)
         elif isinstance(item, Confirmation):
-            on_confirmed(state)
+            releases = on_confirmed(state, item.skus)
         for release in releases:
             to_stage(release.sku, rt.commands.encode(release))
         if state.status != status_before:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from streams.core.catalog import Catalog, Listing
+from streams.core.catalog import Catalog
 from streams.core.formulas import (
     channel_ats,
     listing_available,
@@ -35,6 +35,15 @@ class ComponentUpdate:
     as_of: datetime
     cause_event_id: str
     catalog_version: int = 0  # the catalog it was derived under: the listing stage catches up to it
+
+
+def expects_inbound(state: SkuState) -> bool:
+    """Whether any location of the SKU expects units of a PO: what a new clock date can change."""
+    for loc in state.locations.values():
+        for inbound in loc.inbound.values():
+            if inbound.quantity > 0:
+                return True
+    return False
 
 
 def location_ats_map(state: SkuState, catalog: Catalog) -> dict[str, int]:
@@ -92,12 +101,6 @@ def position(
     )
 
 
-def is_local(listing: Listing) -> bool:
-    """A listing whose components are all one SKU is computed where that SKU lives."""
-    first = listing.components[0].sku
-    return all(c.sku == first for c in listing.components)
-
-
 def sku_availability(
     state: SkuState,
     catalog: Catalog,
@@ -107,8 +110,12 @@ def sku_availability(
     force: bool = False,
     ats: dict[str, int] | None = None,
     floor: int = 0,
+    today: date | None = None,
 ) -> tuple[list[Availability], list[ComponentUpdate]]:
     """Changed availability of this SKU's own listings, and changed component values for bundles.
+
+    `today` is the clock's date backorders are counted from (SPEC §3: stream time in simulate and
+    replays, wall time live); when not given, the date of `as_of`.
 
     `force` re-sends every value under a new version: after a redelivery, the record that the first
     delivery produced may have been lost with the worker. Under a catalog other than the one the
@@ -132,7 +139,6 @@ def sku_availability(
     published = state.published
     # (channel ats, backorder units, backorder eta) per channel, computed once per derive
     per_channel: dict[str, tuple[int, int, date | None]] = {}
-    today: date | None = None
     for listing, channel, local, per_unit, key in plans:
         channel_id = channel.id
         if channels is not None and channel_id not in channels:

@@ -3,6 +3,8 @@
 Deterministic: the same catalog and the same events in the same order give the same outputs.
 Stream time is the largest `occurred_at` seen; a hold expires when stream time passes its expiry,
 before the event that moved the time is applied, and the expiry is itself emitted as an event.
+Stream time is also the clock of backorders: when its date moves, every SKU expecting a PO is
+derived again, so a PO whose eta enters a channel's horizon is offered with no event on its SKU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from streams.core.derive import (
     ComponentUpdate,
     ListingState,
     apply_component,
+    expects_inbound,
     location_ats_map,
     position,
     sku_availability,
@@ -193,6 +196,8 @@ class Engine:
     def _advance(self, at: datetime) -> None:
         if at <= self.stream_time:
             return
+        if at.date() != self.stream_time.date():
+            self._new_day(at)
         self.stream_time = at
         while self._expiries and self._expiries[0][0] < at:
             _, rid = heapq.heappop(self._expiries)
@@ -201,6 +206,13 @@ class Engine:
                 expired = expiry_event(state)
                 self.emit.system_event(expired)
                 self._apply(expired)
+
+    def _new_day(self, at: datetime) -> None:
+        """The clock's date moves: SKUs expecting a PO are derived again at the next flush."""
+        cause = f"clock:{at.date().isoformat()}"
+        for sku, state in self.skus.items():
+            if sku not in self._dirty and expects_inbound(state):
+                self._dirty[sku] = (set(), at, cause)
 
     def _apply(self, event: Event) -> None:
         kind = type(event)
@@ -211,16 +223,19 @@ class Engine:
             if order is None:
                 order = self.orders[event.order_id] = OrderState()
             routed = route_order(order, event)
+            for alert in routed.alerts:
+                self.emit.alert(alert)
             for command in routed.commands:
                 self._sku(command)
             if routed.confirmation is not None:
                 res = self.reservations.get(routed.confirmation.reservation_id)
                 if res is not None:
-                    on_confirmed(res)
+                    for release in on_confirmed(res, routed.confirmation.skus):
+                        self._sku(release)
         elif isinstance(event, ReservationRequested):
             if event.reservation_id in self.reservations:
                 return  # idempotent by reservation id
-            res, tries = start(event, self.catalog)
+            res, tries = start(event, self.catalog, self.stream_time)
             self.reservations[event.reservation_id] = res
             for command in tries:
                 result = self._sku(command)
@@ -273,13 +288,14 @@ class Engine:
         resend = self._resend
         emit_position = self.emit.position
         emit_availability = self.emit.availability
+        today = self.stream_time.date()
         for sku, (locations, as_of, cause) in self._dirty.items():
             state = skus[sku]
             ats = location_ats_map(state, catalog)
             for loc in sorted(locations) if len(locations) > 1 else locations:
                 emit_position(position(state, loc, catalog, as_of, cause, ats))
             records, updates = sku_availability(
-                state, catalog, as_of, cause, force=sku in resend, ats=ats
+                state, catalog, as_of, cause, force=sku in resend, ats=ats, today=today
             )
             for record in records:
                 emit_availability(record)

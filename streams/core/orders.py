@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from streams.core.models import OrderCancelled, OrderCreated, OrderLine
-from streams.core.sku import CancelLines, CommitLines, SkuCommand
+from streams.core.models import Alert, OrderCancelled, OrderCreated, OrderLine
+from streams.core.sku import CancelLines, CommitLines, SkuCommand, make_alert
 from streams.core.state import from_us, to_us
 
 
@@ -50,13 +50,14 @@ class Confirmation:
     reservation_id: str
     order_id: str
     event_id: str
+    skus: tuple[str, ...] = ()  # the order's SKUs: what the hold has on others is released
 
 
 @dataclass(slots=True)
 class Routed:
     commands: list[SkuCommand] = field(default_factory=list)
     confirmation: Confirmation | None = None
-    problem: str | None = None  # a reason for the dead-letter topic
+    alerts: list[Alert] = field(default_factory=list)
 
 
 def route_order(
@@ -91,9 +92,10 @@ def _created(state: OrderState, e: OrderCreated, committed: bool) -> Routed:
     if not committed:
         out.commands.extend(commit_commands(e))
     if e.reservation_id:
-        out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id)
+        skus = tuple(sorted({line.sku for line in e.lines}))
+        out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id, skus)
     for event_id, at, cancelled in state.pending:
-        out.commands.extend(_cancel_commands(state, event_id, at, e.order_id, cancelled))
+        out.commands.extend(_cancel_commands(state, event_id, at, e.order_id, cancelled, out))
     state.pending = []
     return out
 
@@ -104,13 +106,9 @@ def _cancelled(state: OrderState, e: OrderCancelled) -> Routed:
         if all(p[0] != e.event_id for p in state.pending):
             state.pending.append((e.event_id, e.occurred_at, lines))
         return Routed()
-    unknown = [line_id for line_id, _ in lines or () if line_id not in state.lines]
-    if unknown:
-        return Routed(
-            problem=f"order-cancelled {e.event_id}: order {e.order_id} has no line "
-            f"{', '.join(unknown)}"
-        )
-    return Routed(_cancel_commands(state, e.event_id, e.occurred_at, e.order_id, lines))
+    out = Routed()
+    out.commands = _cancel_commands(state, e.event_id, e.occurred_at, e.order_id, lines, out)
+    return out
 
 
 def _cancel_commands(
@@ -119,8 +117,11 @@ def _cancel_commands(
     at: datetime,
     order_id: str,
     lines: list[tuple[str, int]] | None,
+    out: Routed,
 ) -> list[SkuCommand]:
+    """The per-SKU cancels of the lines the order has; an `unknown-line` alert names the others."""
     by_sku: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
+    unknown: list[str] = []
     if lines is None:
         cancelled = state.whole.setdefault(event_id, list(state.lines))
         for line_id in cancelled:
@@ -130,4 +131,21 @@ def _cancel_commands(
             line_sku = state.lines.get(line_id)
             if line_sku is not None:
                 by_sku[line_sku].append((line_id, quantity))
+            else:
+                unknown.append(line_id)
+    if unknown:
+        # keyed by the order's first SKU: inventory.alerts is keyed by SKU, the line names none
+        sku = next(iter(state.lines.values()), "")
+        out.alerts.append(
+            make_alert(
+                "unknown-line",
+                event_id,
+                sku,
+                None,
+                f"order-cancelled {event_id}: order {order_id} has no line "
+                f"{', '.join(unknown)}; its other lines were cancelled",
+                at,
+                ids=[event_id, order_id, *unknown],
+            )
+        )
     return [CancelLines(event_id, at, sku, order_id, tuple(items)) for sku, items in by_sku.items()]

@@ -8,6 +8,7 @@ reservation id: a request id seen before starts nothing new.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +40,8 @@ class ReservationState:
     held: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # sku -> (loc, units)
     short: dict[int, int] = field(default_factory=dict)  # line -> achievable units
     release_requested: str | None = None  # released/expired while still pending
+    # sku -> (units requested, units it could hold), for the SKUs that could not hold their part
+    short_skus: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class ReservationState:
             "h": self.held,
             "s": {str(k): v for k, v in self.short.items()},
             "r": self.release_requested,
+            "ss": {k: list(v) for k, v in self.short_skus.items()},
         }
 
     @classmethod
@@ -67,6 +71,7 @@ class ReservationState:
             {k: [(a, b) for a, b in v] for k, v in d["h"].items()},
             {int(k): v for k, v in d["s"].items()},
             d["r"],
+            {k: (a, b) for k, (a, b) in d.get("ss", {}).items()},
         )
 
     def decision(self) -> dict[str, Any]:
@@ -81,7 +86,17 @@ class ReservationState:
                 for sku, parts in sorted(self.held.items())
                 for loc, units in parts
             ],
+            "placement": {sku: dict(parts) for sku, parts in sorted(self.held.items())},
             "shortfall": self.shortfall(),
+            "shortfall_by_sku": [
+                {
+                    "sku": sku,
+                    "requested": requested,
+                    "available": available,
+                    "shortfall": requested - available,
+                }
+                for sku, (requested, available) in sorted(self.short_skus.items())
+            ],
         }
 
     def shortfall(self) -> list[dict[str, Any]]:
@@ -134,16 +149,28 @@ def plan(event: ReservationRequested, catalog: Catalog) -> dict[str, tuple[HoldR
     return {sku: tuple(reqs) for sku, reqs in per_sku.items()}
 
 
-def start(event: ReservationRequested, catalog: Catalog) -> tuple[ReservationState, list[TryHold]]:
+def start(
+    event: ReservationRequested, catalog: Catalog, now: datetime | None = None
+) -> tuple[ReservationState, list[TryHold]]:
+    """The request's record and the holds to try; `now` is the clock it is decided at: a request
+    whose expiry is not after it is `expired` at once and tries nothing."""
     requirements = plan(event, catalog)
     expires = event.occurred_at + timedelta(seconds=event.ttl)
+    lines = [(line.sku or line.channel_sku or "", line.quantity) for line in event.lines]
+    if now is not None and expires <= now:
+        return (
+            ReservationState(
+                event.reservation_id, event.channel, EXPIRED, event.occurred_at, expires, lines, []
+            ),
+            [],
+        )
     state = ReservationState(
         event.reservation_id,
         event.channel,
         PENDING,
         event.occurred_at,
         expires,
-        [(line.sku or line.channel_sku or "", line.quantity) for line in event.lines],
+        lines,
         sorted(requirements),
     )
     commands = [
@@ -171,6 +198,8 @@ def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
     else:
         for line, achievable in result.short:
             state.short[line] = min(state.short.get(line, achievable), achievable)
+        if result.requested:
+            state.short_skus[result.sku] = (result.requested, result.available)
     if state.waiting or state.status != PENDING:
         return []
     if state.short:
@@ -231,9 +260,24 @@ def on_decided(
     ]
 
 
-def on_confirmed(state: ReservationState) -> None:
-    if state.status == HELD:
-        state.status = CONFIRMED
+def on_confirmed(state: ReservationState, skus: Iterable[str]) -> list[ReleaseHold]:
+    """An order took the hold: confirmed, once. The SKUs of the order confirm their own part where
+    they live; what the hold has on SKUs the order leaves out is released at once."""
+    if state.status != HELD:
+        return []
+    state.status = CONFIRMED
+    taken = set(skus)
+    return [
+        ReleaseHold(
+            f"{state.reservation_id}/{CONFIRMED}",
+            state.accepted_at,
+            sku,
+            state.reservation_id,
+            CONFIRMED,
+        )
+        for sku in sorted(state.held)
+        if sku not in taken
+    ]
 
 
 def expiry_event(state: ReservationState) -> ReservationExpired:

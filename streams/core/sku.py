@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from streams.core.catalog import Catalog
-from streams.core.formulas import channel_ats, network_ats, sku_location_ats
+from streams.core.formulas import channel_ats, sku_location_ats
 from streams.core.models import (
     Alert,
     InboundScheduled,
@@ -91,8 +91,10 @@ class HoldResult:
     reservation_id: str
     sku: str
     ok: bool
-    held: tuple[tuple[str, int], ...] = ()  # (location, units)
+    held: tuple[tuple[str, int], ...] = ()  # (location, units), in placement order
     short: tuple[tuple[int, int], ...] = ()  # (line index, achievable units of that line)
+    requested: int = 0  # units of this SKU the request's lines add up to
+    available: int = 0  # of those, how many this SKU could hold (when short)
 
 
 SkuCommand = (
@@ -165,7 +167,7 @@ def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: Sk
     if e.mode == "count":
         if e.occurred_at < state.time - DEDUPE_HORIZON:
             out.alerts.append(
-                _alert(
+                make_alert(
                     "stale-count",
                     e.event_id,
                     state.sku,
@@ -206,10 +208,10 @@ def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) 
         key = f"{e.order_id}/{e.line_id}"
         line = state.commitments.get(key)
         if line is None:  # picked before its order arrived: the order will find it
-            line = state.commitments[key] = Commitment(e.location)
+            line = state.commitments[key] = Commitment()
         if e.event_id not in line.picks:
-            before = line.open
-            line.picks[e.event_id] = e.quantity
+            before = line.open_at()
+            line.picks[e.event_id] = (e.location, e.quantity)
             line.touched_at = e.occurred_at
             _moved_commitment(state, line, before, out)
 
@@ -233,54 +235,68 @@ def _inbound(state: SkuState, e: InboundScheduled, catalog: Catalog, out: SkuOut
         out.duplicate = True
         return
     inbound.schedules[e.event_id] = e.quantity
-    if inbound.at is None or e.occurred_at >= inbound.at:
-        inbound.eta, inbound.at = e.eta, e.occurred_at
+    # the latest schedule sets the eta; of one instant, the greater event id, in any arrival order
+    if inbound.at is None or (e.occurred_at, e.event_id) > (inbound.at, inbound.eta_id):
+        inbound.eta, inbound.at, inbound.eta_id = e.eta, e.occurred_at, e.event_id
     out.touched.add(e.location)
 
 
 def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) -> None:
+    """An order's lines on this SKU become commitments. Confirming its reservation's hold (once):
+    the held units are committed where they were held, line by line in order; a line's explicit
+    location, or else sourcing, applies only to units beyond the hold; what the order does not
+    take of the hold is released."""
     hold = state.holds.pop(c.reservation_id, None) if c.reservation_id else None
+    left: dict[str, int] = {}
     if hold is not None:  # the hold becomes the commitment: released here, committed below
         state.closed[c.reservation_id or ""] = hold.expires_at
         for loc_id, units in hold.units.items():
             state.location(loc_id).reserved -= units
             out.touched.add(loc_id)
+        left = dict(hold.units)
     for line in c.lines:
         key = f"{c.order_id}/{line.line_id}"
         existing = state.commitments.get(key)
-        if existing is not None and existing.ordered > 0:
+        if existing is not None and existing.parts:
             out.duplicate = True
             continue  # idempotent by order line, whatever the event id
-        if line.location:
-            loc_id = line.location
-        elif hold is not None and hold.units:
-            loc_id = max(hold.units, key=lambda k: hold.units[k])
-        else:
-            loc_id = source_location(state, c.channel, catalog)
-        if existing is None:
-            existing = state.commitments[key] = Commitment(loc_id)
-        else:
-            existing.location = loc_id  # a placeholder from an early pick or cancel
-        before = existing.open
-        existing.ordered = line.quantity
+        if existing is None:  # else a placeholder from an early pick or cancel
+            existing = state.commitments[key] = Commitment()
         existing.touched_at = c.occurred_at
-        _moved_commitment(state, existing, before, out)
-        ats = sku_location_ats(state, loc_id, state.location(loc_id), catalog)
-        if ats < 0:
-            out.alerts.append(
-                _alert(
-                    "oversell",
-                    c.event_id,
-                    state.sku,
-                    loc_id,
-                    f"order {c.order_id} line {line.line_id} ({line.quantity} units) leaves "
-                    f"{loc_id} oversold by {-ats}",
-                    c.occurred_at,
-                    channel=c.channel,
-                    quantity=-ats,
-                    ids=[c.event_id, c.order_id, line.line_id],
+        need = line.quantity
+        held: dict[str, int] = {}
+        for loc_id, units in left.items():
+            take = units if units < need else need
+            if take > 0:
+                held[loc_id] = take
+                left[loc_id] = units - take
+                need -= take
+        if held:
+            before = existing.open_at()
+            existing.parts = held
+            _moved_commitment(state, existing, before, out)
+        if need > 0:  # sourced after the held part is committed: it sees that part
+            loc_id = line.location or source_location(state, c.channel, catalog)
+            before = existing.open_at()
+            existing.parts[loc_id] = existing.parts.get(loc_id, 0) + need
+            _moved_commitment(state, existing, before, out)
+        for loc_id in existing.parts:
+            ats = sku_location_ats(state, loc_id, state.location(loc_id), catalog)
+            if ats < 0:
+                out.alerts.append(
+                    make_alert(
+                        "oversell",
+                        c.event_id,
+                        state.sku,
+                        loc_id,
+                        f"order {c.order_id} line {line.line_id} ({line.quantity} units) leaves "
+                        f"{loc_id} oversold by {-ats}",
+                        c.occurred_at,
+                        channel=c.channel,
+                        quantity=-ats,
+                        ids=[c.event_id, c.order_id, line.line_id],
+                    )
                 )
-            )
 
 
 def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) -> None:
@@ -290,17 +306,23 @@ def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) 
         if line is None:
             if quantity is None:
                 continue
-            line = state.commitments[key] = Commitment("")
+            line = state.commitments[key] = Commitment()
         if c.event_id in line.cancels:
             out.duplicate = True
             continue
-        before = line.open
+        before = line.open_at()
         line.cancels[c.event_id] = quantity if quantity is not None else -1
         line.touched_at = c.occurred_at
         _moved_commitment(state, line, before, out)
 
 
 def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) -> None:
+    """Hold this SKU's part of a request, all of it or nothing, checked once before anything of it
+    is held: the lines' units added up must fit the channel's channel_ats, and a line's explicit
+    location needs its units in max(0, location_ats) there. Explicit locations give their units
+    first; the rest comes from the eligible locations in sourcing order (highest location_ats,
+    ties to the first listed), each giving at most max(0, location_ats), so no hold drives a
+    location negative and one no single location covers is split."""
     existing = state.holds.get(h.reservation_id)
     if existing is not None or h.reservation_id in state.closed:
         out.duplicate = True
@@ -316,36 +338,56 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
         return
     channel = catalog.channel_by_id.get(h.channel)
     eligible = channel.locations if channel else []
-    ats = {loc: _ats(state, loc, catalog) for loc in eligible}
-    extra: dict[str, int] = {}
-    short: list[tuple[int, int]] = []
+    free = {loc: max(0, _ats(state, loc, catalog)) for loc in eligible}
+    chan = (
+        channel_ats(sum(free.values()), channel.allocation_percent, channel.buffer_units)
+        if channel
+        else 0
+    )
+    total = 0
+    floating = 0  # units of lines without a location
+    pinned: dict[str, int] = {}  # explicit location -> units
     for req in h.requirements:
-        loc_id: str | None
-        if req.location is not None:
-            loc_id = req.location
-            loc_avail = max(0, ats.get(loc_id, 0)) if loc_id in ats else 0
+        total += req.units
+        if req.location is None:
+            floating += req.units
         else:
-            loc_id = _best(eligible, ats)
-            loc_avail = max(0, ats[loc_id]) if loc_id else 0
-        chan = (
-            channel_ats(network_ats(ats.values()), channel.allocation_percent, channel.buffer_units)
-            if channel
-            else 0
-        )
-        avail = min(chan, loc_avail)
-        if loc_id and avail >= req.units:
-            extra[loc_id] = extra.get(loc_id, 0) + req.units
-            ats[loc_id] -= req.units
-        else:
-            short.append((req.line, avail // req.per_unit))
-    if short:
-        out.hold = HoldResult(h.reservation_id, state.sku, False, short=tuple(short))
+            pinned[req.location] = pinned.get(req.location, 0) + req.units
+    fits = {loc: min(units, free.get(loc, 0)) for loc, units in pinned.items()}
+    if total > chan or any(fits[loc] < units for loc, units in pinned.items()):
+        # each line in request order gets what the lines before it left: the lines short of it
+        short: list[tuple[int, int]] = []
+        left, left_at = chan, dict(free)
+        for req in h.requirements:
+            cap = left if req.location is None else min(left, left_at.get(req.location, 0))
+            got = min(req.units, cap)
+            left -= got
+            if req.location is not None:
+                left_at[req.location] = left_at.get(req.location, 0) - got
+            if got < req.units:
+                short.append((req.line, got // req.per_unit))
+        holdable = min(chan, sum(fits.values()) + floating)
+        out.hold = HoldResult(h.reservation_id, state.sku, False, (), tuple(short), total, holdable)
         return
-    state.holds[h.reservation_id] = Hold(h.channel, extra, h.expires_at)
-    for loc_id, units in extra.items():
-        state.location(loc_id).reserved += units
+    units: dict[str, int] = {}
+    for loc, n in pinned.items():
+        units[loc] = n
+        free[loc] -= n
+    if floating:
+        order = sorted(range(len(eligible)), key=lambda i: (-free[eligible[i]], i))
+        for i in order:
+            loc = eligible[i]
+            take = min(free[loc], floating)
+            if take > 0:
+                units[loc] = units.get(loc, 0) + take
+                floating -= take
+                if not floating:
+                    break
+    state.holds[h.reservation_id] = Hold(h.channel, units, h.expires_at)
+    for loc_id, n in units.items():
+        state.location(loc_id).reserved += n
         out.touched.add(loc_id)
-    out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(extra.items()))
+    out.hold = HoldResult(h.reservation_id, state.sku, True, tuple(units.items()), (), total)
 
 
 def _release(state: SkuState, r: ReleaseHold, catalog: Catalog, out: SkuOutcome) -> None:
@@ -399,11 +441,15 @@ def _best(eligible: list[str], ats: dict[str, int]) -> str | None:
     return best
 
 
-def _moved_commitment(state: SkuState, line: Commitment, before: int, out: SkuOutcome) -> None:
-    change = line.open - before
-    if change and line.location:
-        state.location(line.location).committed += change
-        out.touched.add(line.location)
+def _moved_commitment(
+    state: SkuState, line: Commitment, before: dict[str, int], out: SkuOutcome
+) -> None:
+    """Carry the change of a line's open units, per location, into the locations' `committed`."""
+    for loc_id, units in line.open_at().items():
+        change = units - before.get(loc_id, 0)
+        if change:
+            state.location(loc_id).committed += change
+            out.touched.add(loc_id)
 
 
 def _check_on_hand(
@@ -412,7 +458,7 @@ def _check_on_hand(
     on_hand = state.locations[loc_id].sellable.qty
     if on_hand < 0:
         out.alerts.append(
-            _alert(
+            make_alert(
                 "negative-on-hand",
                 event_id,
                 state.sku,
@@ -424,7 +470,7 @@ def _check_on_hand(
         )
 
 
-def _alert(
+def make_alert(
     kind: str,
     event_id: str,
     sku: str,

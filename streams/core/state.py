@@ -61,6 +61,7 @@ class Inbound:
     receipts: dict[str, int] = field(default_factory=dict)
     eta: date | None = None
     at: datetime | None = None  # business time of the schedule that set the eta
+    eta_id: str = ""  # its event id: of two schedules of one instant, the greater id sets the eta
 
     @property
     def quantity(self) -> int:
@@ -103,6 +104,7 @@ class LocationState:
                     i.receipts,
                     i.eta.toordinal() if i.eta else None,
                     to_us(i.at) if i.at else None,
+                    i.eta_id,
                 ]
                 for p, i in self.inbound.items()
             },
@@ -114,12 +116,13 @@ class LocationState:
         s, d, q = (Bucket.from_dict(b) for b in data["b"])
         inbound = {
             p: Inbound(
-                dict(n),
-                dict(r),
-                date.fromordinal(eta) if eta is not None else None,
-                from_us(at) if at is not None else None,
+                dict(i[0]),
+                dict(i[1]),
+                date.fromordinal(i[2]) if i[2] is not None else None,
+                from_us(i[3]) if i[3] is not None else None,
+                i[4] if len(i) > 4 else "",
             )
-            for p, (n, r, eta, at) in data["i"].items()
+            for p, i in data["i"].items()
         }
         return cls(s, d, q, data["r"], data["c"], inbound, data["v"])
 
@@ -142,30 +145,78 @@ class Hold:
 
 @dataclass(slots=True)
 class Commitment:
-    """One order line; picks and cancels kept by event id commute, and a redelivery is a no-op."""
+    """One order line, committed at one or more locations (a confirmed hold split across several).
 
-    location: str
-    ordered: int = 0
-    picks: dict[str, int] = field(default_factory=dict)
+    Picks and cancels are kept by event id, so they commute and a redelivery is a no-op; what is
+    still open at each location is a function of the sets of them, never of their arrival order.
+    """
+
+    parts: dict[str, int] = field(default_factory=dict)  # location -> units, in placement order
+    picks: dict[str, tuple[str, int]] = field(default_factory=dict)  # event id -> (location, units)
     cancels: dict[str, int] = field(default_factory=dict)  # -1 = cancel what is still open
     touched_at: datetime | None = None
 
     @property
+    def ordered(self) -> int:
+        return sum(self.parts.values())
+
+    @property
     def open(self) -> int:
+        return sum(self.open_at().values())
+
+    def open_at(self) -> dict[str, int]:
+        """Open units per location: a pick releases its own location's part first and whatever
+        exceeds it (a pick elsewhere included) from the others; cancels release the parts placed
+        last first. Never below zero, never more than was ordered."""
+        parts = self.parts
         if not self.picks and not self.cancels:
-            return self.ordered if self.ordered > 0 else 0
+            return dict(parts)
         if -1 in self.cancels.values():
-            return 0
-        return max(0, self.ordered - sum(self.picks.values()) - sum(self.cancels.values()))
+            return dict.fromkeys(parts, 0)
+        remaining = dict(parts)
+        picked: dict[str, int] = {}
+        for loc, units in self.picks.values():
+            picked[loc] = picked.get(loc, 0) + units
+        excess = sum(self.cancels.values())
+        for loc, units in picked.items():
+            have = remaining.get(loc)
+            if have is None:
+                excess += units
+                continue
+            take = min(have, units)
+            remaining[loc] = have - take
+            excess += units - take
+        for loc in reversed(parts):
+            if excess <= 0:
+                break
+            take = min(remaining[loc], excess)
+            remaining[loc] -= take
+            excess -= take
+        return remaining
 
     def to_dict(self) -> list[Any]:
         at = to_us(self.touched_at) if self.touched_at else None
-        return [self.location, self.ordered, self.picks, self.cancels, at]
+        picks = {k: [loc, units] for k, (loc, units) in self.picks.items()}
+        return [self.parts, picks, self.cancels, at]
 
     @classmethod
     def from_dict(cls, data: list[Any]) -> Commitment:
-        loc, o, p, c, at = data
-        return cls(loc, o, dict(p), dict(c), from_us(at) if at is not None else None)
+        if len(data) == 5:  # written before lines could be split: one location, picks without one
+            loc, ordered, picks, cancels, at = data
+            parts = {loc: ordered} if loc and ordered > 0 else {}
+            return cls(
+                parts,
+                {k: (loc, units) for k, units in picks.items()},
+                dict(cancels),
+                from_us(at) if at is not None else None,
+            )
+        parts, picks, cancels, at = data
+        return cls(
+            dict(parts),
+            {k: (loc, units) for k, (loc, units) in picks.items()},
+            dict(cancels),
+            from_us(at) if at is not None else None,
+        )
 
 
 @dataclass(slots=True)

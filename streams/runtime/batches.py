@@ -5,7 +5,8 @@ events; a reservation request then waits for the window like any stock count. `t
 the same loop (faust-streaming 0.15's `take_events`, which it follows line by line) with one more
 way out: an event for which `urgent(event)` holds ends the batch as soon as it is buffered.
 Guarantee, as in Faust: an event is acknowledged (its offset committable) only after the batch
-that holds it has been handled, i.e. after the consumer of the generator asked for the next one.
+that holds it has been handled, i.e. after the consumer of the generator asked for the next one;
+a batch whose handling raised is never acknowledged.
 """
 
 from __future__ import annotations
@@ -66,12 +67,15 @@ async def take_batches(
                 full.clear()
                 continue
             consuming = asyncio.get_running_loop().create_future()
+            handled = False
             try:
                 yield list(events)
+                handled = True  # the consumer asked for the next batch: this one is done
             finally:
                 batch, events[:] = list(events), []
-                for event in batch:
-                    await s.ack(event)
+                if handled:  # a batch whose handling raised stays unacknowledged: redelivered
+                    for event in batch:
+                        await s.ack(event)
                 consuming.set_result(None)
                 full.clear()
                 consumed.set()

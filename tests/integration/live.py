@@ -51,8 +51,15 @@ class LiveSystem:
             self.stop_worker(index)
         self.broker.stop()
 
-    def start_worker(self, index: int, *extra: str, env: dict[str, str] | None = None) -> None:
-        """A worker process; `extra` arguments for `worker` (--api-port ...), `env` on top."""
+    def start_worker(
+        self,
+        index: int,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        module: str = "streams.cli",
+    ) -> None:
+        """A worker process; `extra` arguments for `worker` (--api-port ...), `env` on top;
+        `module` runs another entry point with the CLI's arguments (a test double)."""
         log = (self.workdir / f"worker-{index}.log").open("ab")
         env = {
             **os.environ,
@@ -64,7 +71,7 @@ class LiveSystem:
             [
                 sys.executable,
                 "-m",
-                "streams.cli",
+                module,
                 "worker",
                 "--clock",
                 self.clock,

@@ -56,3 +56,32 @@ async def test_other_events_wait_for_the_end_of_the_window() -> None:
 async def test_a_full_batch_ends_at_once_and_the_rest_waits() -> None:
     seen = await batches_of(["a", "b", "c", "d"], 3, is_now, wait=0.5)
     assert [batch for batch, _ in seen] == [["a", "b", "c"]]
+
+
+async def test_a_batch_whose_handling_raises_is_never_acknowledged() -> None:
+    app = faust.App(f"batches-{time.monotonic_ns()}", store="memory://", web_enabled=False)
+    acked: list[str] = []
+    handled: list[list[str]] = []
+
+    @app.agent(app.topic("batches-in", value_type=str, value_serializer="raw"))
+    async def agent(stream: faust.StreamT) -> None:
+        real_ack = stream.ack
+
+        async def ack(event: Any) -> bool:
+            acked.append(event.value)
+            return await real_ack(event)
+
+        stream.ack = ack  # type: ignore[method-assign]
+        async for batch in take_batches(stream, 100, WINDOW, is_now):
+            values = [e.value for e in batch]
+            handled.append(values)
+            if "boom" in values:
+                raise OSError("the table store rejected a write")
+
+    async with agent.test_context() as running:
+        for values in (["a", "now"], ["boom", "now"]):
+            for value in values:
+                await running.put(value)
+            await asyncio.sleep(0.3)
+    assert handled[:2] == [["a", "now"], ["boom", "now"]]
+    assert acked == ["a", "now"]  # the first batch only: the second raised

@@ -1,0 +1,49 @@
+"""A failure inside a stage batch loses nothing: its events are not acknowledged, the worker stops,
+and after a restart the final state equals `simulate` of the same log."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.simulate import read_catalog, simulate
+from tests.integration.live import LiveSystem
+from tests.integration.test_topology import bench_catalog_yaml, big_stream
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.xfail(
+    reason="the worker now stops on the failure; after its restart the live view has not yet "
+    "been seen to reach simulate's within the timeout (issue 16, still open)",
+    strict=False,
+)
+def test_a_table_write_that_raises_loses_no_event(tmp_path: Path) -> None:
+    skus, n = 200, 5_000
+    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
+    big_stream(tmp_path / "events.jsonl", n, skus)
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+    expected = simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(
+            0,
+            module="tests.integration.faulty_worker",
+            env={"FAIL_TABLE_WRITE_AT": "1500"},
+        )
+        live.publish(tmp_path / "events.jsonl")
+        # the worker must stop on the failure, not go on with the batch's events acknowledged
+        process = live.workers[0]
+        deadline = time.monotonic() + 90
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        log = (tmp_path / "worker-0.log").read_text(errors="replace")
+        assert process.poll() is not None, "the worker went on after a failed batch"
+        assert process.returncode != 0, log[-2000:]
+        assert "injected: the table store rejected write 1500" in log
+        live.workers.pop(0)
+        live.start_worker(0)
+        view = live.wait_for(expected, timeout=180, every=3)
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
