@@ -54,6 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
         _bootstrap(settings),
         clock=args.clock,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         api_port=args.api_port,
         api_host=args.api_host,
         api_url=args.api_url,
@@ -393,7 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="wall",
         help="hold expiry by wall time, or by the largest occurred_at seen (replay)",
     )
-    wk.add_argument("--metrics-port", type=int, default=0)
+    wk.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
+    wk.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="the address the metrics listen on (0.0.0.0 where a scraper on another host reads "
+        "them, as in a container)",
+    )
     wk.add_argument(
         "--api-port",
         type=int,

@@ -26,7 +26,8 @@ class Settings(BaseSettings):
 
     # Workers.
     app_id: str = "inventory-streams"
-    data_dir: Path = REPO_ROOT / "var"
+    # local state and logs: under the working directory, never inside the installed package
+    data_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     consumer_session_timeout_ms: int = 6000  # Tansu joins wait ~half of this
     # Faust fixes its consumers' fetch wait at 1.5 s, and Tansu answers an empty fetch only when the
     # wait is over, even if data arrives: every hop of the topology would wait that long

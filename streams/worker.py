@@ -32,6 +32,7 @@ def run_worker(
     bootstrap: str,
     clock: str = "wall",
     metrics_port: int = 0,
+    metrics_host: str = "127.0.0.1",
     api_port: int = 0,
     api_host: str = "0.0.0.0",
     api_url: str | None = None,
@@ -50,7 +51,7 @@ def run_worker(
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
     # table state is long-lived: scanning it in every young-generation collection costs throughput
     gc.set_threshold(100_000, 50, 1000)
     # where the other workers reach this one's API (they pass it requests for its SKUs)

@@ -1,0 +1,33 @@
+"""CLI flags reach the process they configure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import streams.worker
+from streams import cli
+from streams.settings import get_settings
+
+
+@pytest.fixture
+def worker_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(streams.worker, "run_worker", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    get_settings.cache_clear()
+    yield calls
+    get_settings.cache_clear()
+
+
+def test_worker_metrics_listen_on_loopback_by_default(worker_calls: list[dict[str, Any]]) -> None:
+    assert cli.main(["worker", "--metrics-port", "9101"]) == 0
+    assert worker_calls[0]["metrics_port"] == 9101
+    assert worker_calls[0]["metrics_host"] == "127.0.0.1"
+
+
+def test_worker_metrics_host_for_a_scraper_elsewhere(worker_calls: list[dict[str, Any]]) -> None:
+    assert cli.main(["worker", "--metrics-port", "9101", "--metrics-host", "0.0.0.0"]) == 0
+    assert worker_calls[0]["metrics_host"] == "0.0.0.0"
