@@ -106,7 +106,7 @@ from streams.core.reservations import (
     start,
 )
 from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
-from streams.core.state import SkuState
+from streams.core.state import SkuState, from_us
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
@@ -834,6 +834,9 @@ def create_app(
         """Every SKU of this partition derived under an older catalog is derived again."""
         version = rt.catalog.version
         for key, value in list(skus.data.items()):
+            # the stream clock resumes where the recovered state left it (a start announces a
+            # catalog), so a restart derives backorder horizons from that date, not from 1970
+            rt.clock.observe(from_us(value["t"]) if isinstance(value, dict) else value.time)
             if key in touched or partition_for(key, n) != partition:
                 continue
             derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version

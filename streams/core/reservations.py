@@ -191,6 +191,19 @@ def start(
 def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
     """Record one SKU's answer; when the last arrives, decide, releasing partial holds if needed."""
     if result.sku not in state.waiting:
+        if result.ok and state.status != PENDING and result.sku not in state.held:
+            # a hold sent before a crash for a request decided again after it closed (expired on
+            # redelivery, or released before it): the record never counted it, so give it back
+            reason = state.status if state.status in (RELEASED, EXPIRED) else RELEASED
+            return [
+                ReleaseHold(
+                    f"{state.reservation_id}/{reason}",
+                    state.accepted_at,
+                    result.sku,
+                    state.reservation_id,
+                    reason,
+                )
+            ]
         return []  # a redelivered answer
     state.waiting.remove(result.sku)
     if result.ok:

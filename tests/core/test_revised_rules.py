@@ -6,11 +6,14 @@ Every number is worked out by hand in the comment beside it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from streams.core.catalog import Catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import Event
+from streams.core.reservations import on_result, start
+from streams.core.sku import HoldResult
 from tests.core.builders import catalog, count, delta, ev
 
 DAY = 24 * 60  # minutes
@@ -144,7 +147,7 @@ def test_a_hold_no_single_location_covers_is_split_in_sourcing_order() -> None:
 
 def test_split_takes_the_highest_location_first_and_ties_to_the_first_listed() -> None:
     # wh 2, store 5: store first (5), nothing needed from wh for 4
-    engine, out = run(
+    _, out = run(
         count("A", "wh", 2),
         count("A", "store", 5),
         request("r", 1, "web", {"sku": "A", "quantity": 4}),
@@ -431,6 +434,21 @@ def test_a_request_decided_after_its_own_expiry_is_expired_and_holds_nothing() -
         request("r", 1, "web", {"sku": "A", "quantity": 1}, ttl_seconds=60),
     )
     assert status(engine, "r") == "expired"
+
+
+def test_a_hold_tried_before_a_crash_is_released_when_the_redelivered_request_has_expired() -> None:
+    """Live, a worker can send a request's holds, die before it commits the request's record, and
+    decide the redelivered request only after its expiry: the holds sent before the crash still
+    reach their SKUs, and their answers must give the units back."""
+    event = request("r", 1, "half", {"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 1})
+    cat = half_catalog()
+    _, tries = start(event, cat)  # the first attempt: its holds are on the commands topic
+    assert {t.sku for t in tries} == {"A", "B"}
+    redecided, again = start(event, cat, event.occurred_at + timedelta(minutes=30))
+    assert (redecided.status, again) == ("expired", [])
+    releases = on_result(redecided, HoldResult("r", "A", True, (("wh", 1),)))
+    assert [(r.sku, r.reservation_id) for r in releases] == [("A", "r")]
+    assert on_result(redecided, HoldResult("r", "B", False, short=((1, 0),))) == []
 
 
 def test_the_same_reservation_id_under_another_event_id_gets_the_first_answer() -> None:
