@@ -37,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +127,8 @@ from streams.runtime.topics import (
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker stopped on a failed stage batch
 
 EVENT_CLASSES = tuple(EVENT_TYPES.values())
 SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
@@ -584,7 +588,23 @@ def create_app(
     )
     async def sku_stage(stream: faust.StreamT) -> None:
         async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
-            handle_records([event.message for event in batch])
+            try:
+                handle_records([event.message for event in batch])
+            except Exception:
+                stop_at_once()
+                raise
+
+    def stop_at_once() -> None:
+        """A batch raised half-way: its changes are in the tables' memory and in the pending
+        changelog writes, some of its outputs sent and others not. Faust's orderly stop would
+        commit on the way out and write those changes to the changelogs with the commands they
+        owe never sent, so the process ends here, as a SIGKILL would: the changelogs hold the state
+        as of the committed offsets, and a restart redelivers the batch."""
+        log.exception("a stage batch failed: stopping now, its events stay unacknowledged")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_BATCH_FAILED)
 
     def caller_waits(event: Any) -> bool:
         """A request the reservation API waits on, and has not had decided already (take_now)."""

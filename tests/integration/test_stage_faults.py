@@ -15,11 +15,6 @@ from tests.integration.test_topology import bench_catalog_yaml, big_stream
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    reason="the worker now stops on the failure; after its restart the live view has not yet "
-    "been seen to reach simulate's within the timeout (issue 16, still open)",
-    strict=False,
-)
 def test_a_table_write_that_raises_loses_no_event(tmp_path: Path) -> None:
     skus, n = 200, 5_000
     bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
