@@ -12,6 +12,10 @@ Routes: `POST /reservations`, `DELETE /reservations/{reservation_id}`,
 `Authorization: Bearer <token>` of a channel (settings.channel_tokens), and a channel acts only for
 itself. Every error is a JSON object `{"error": <message>, "status": <code>}`; when the error is
 about a reservation (409), the body is the reservation's decision and `status` is its status.
+A 201 is the decision: `held` (one entry per SKU and location), `placement`
+(`{sku: {location: units}}`, a hold split across locations in sourcing order) and `expires_at`.
+A rejection's 409 carries `shortfall` (per request line) and `shortfall_by_sku` (the lines'
+units added up per SKU, against what that SKU could hold).
 """
 
 from __future__ import annotations
@@ -509,13 +513,19 @@ class ReservationApi:
             )
         status = decision["status"]
         if status == HELD:
-            return web.json_response(decision, status=201)
+            return web.json_response(_with_placement(decision), status=201)
         if status == REJECTED:
             short = "; ".join(
                 f"line {s['line']} ({s['item']}): requested {s['requested']}, "
                 f"available {s['available']}"
                 for s in decision["shortfall"]
             )
+            by_sku = "; ".join(
+                f"{s['sku']}: requested {s['requested']}, available {s['available']}"
+                for s in decision.get("shortfall_by_sku", ())
+            )
+            if by_sku:
+                short = f"{short} (per SKU: {by_sku})"
             return _error(409, f"not enough available, nothing was held: {short}", **decision)
         return _error(
             409,
@@ -724,6 +734,18 @@ class ReservationApi:
 
 
 _PASSED_HEADERS = ("Retry-After", "WWW-Authenticate")
+
+
+def _with_placement(decision: Decision) -> Decision:
+    """A held decision with `placement` (units per SKU and location), rebuilt from `held` when a
+    worker from before split placement published it (a rolling upgrade, the start-up lookback)."""
+    if "placement" in decision:
+        return decision
+    placement: dict[str, dict[str, int]] = {}
+    for part in decision.get("held", ()):
+        at = placement.setdefault(part["sku"], {})
+        at[part["location"]] = at.get(part["location"], 0) + part["quantity"]
+    return {**decision, "placement": placement}
 
 
 def _without_event_id(reason: str) -> str:

@@ -35,8 +35,11 @@ CODEC = make_codec()
 TOKENS = {"web": "tok-web", "amazon": "tok-amazon", "pos": "tok-pos"}
 CATALOG = load_catalog(
     {
-        "locations": [{"id": "wh"}],
-        "channels": [{"id": ch, "locations": ["wh"]} for ch in TOKENS],
+        "locations": [{"id": "wh"}, {"id": "store"}],
+        # web may also sell from the store, which holds nothing unless a test stocks it
+        "channels": [
+            {"id": ch, "locations": ["wh", "store"] if ch == "web" else ["wh"]} for ch in TOKENS
+        ],
         "listings": [
             *(
                 {"channel": ch, "channel_sku": "HOT", "components": [{"sku": "HOT", "quantity": 1}]}
@@ -97,9 +100,22 @@ class FakeStream(FakeKafka):
         if (repeat and state.status != "pending") or changed:
             self.loop.call_soon_threadsafe(self.decisions.offer, state.decision())
 
-    def reserved(self) -> int:
+    def reserved(self, location: str = "wh") -> int:
         self.engine.flush()
-        return self.engine.skus["HOT"].locations["wh"].reserved
+        return self.engine.skus["HOT"].locations[location].reserved
+
+    def stock(self, location: str, units: int) -> None:
+        self.engine.process(
+            StockAdjusted(
+                event_id=f"count-{location}",
+                occurred_at=datetime.now(UTC),
+                source="wms",
+                sku="HOT",
+                location=location,
+                mode="count",
+                quantity=units,
+            )
+        )
 
     def events(self) -> list[Any]:
         return [CODEC.decode(m.value(), EVENTS) for m in self.log if m.topic() == EVENTS]
@@ -261,6 +277,34 @@ async def test_a_hold_is_201_with_the_held_lines_and_expiry(rig: Rig) -> None:
     assert rig.stream.log[0].key() == b"HOT"  # keyed by SKU (SPEC §5): decided where it lives
 
 
+async def test_a_hold_no_location_covers_is_201_with_its_placement_per_sku_and_location(
+    rig: Rig,
+) -> None:
+    rig.stream.stock("store", 4)  # wh 10, store 4: 12 fits neither alone
+    status, body = await rig.post(reservation("r1", 12))
+    assert status == 201, body
+    assert body["placement"] == {"HOT": {"wh": 10, "store": 2}}
+    assert body["held"] == [
+        {"sku": "HOT", "location": "wh", "quantity": 10},
+        {"sku": "HOT", "location": "store", "quantity": 2},
+    ]
+    assert (rig.stream.reserved("wh"), rig.stream.reserved("store")) == (10, 2)
+
+
+async def test_a_hold_decided_by_a_worker_without_placement_still_gets_one(rig: Rig) -> None:
+    """A decision published before split placement existed (a rolling upgrade, or the API's
+    start-up lookback) has `held` only: the 201 gives the placement it implies."""
+    offer = rig.decisions.offer
+
+    def old_worker(decision: dict[str, Any]) -> None:
+        offer({k: v for k, v in decision.items() if k not in ("placement", "shortfall_by_sku")})
+
+    rig.decisions.offer = old_worker  # type: ignore[method-assign]
+    status, body = await rig.post(reservation("r1", 3))
+    assert status == 201, body
+    assert body["placement"] == {"HOT": {"wh": 3}}
+
+
 async def test_the_channel_defaults_to_the_tokens(rig: Rig) -> None:
     body = reservation("r1")
     del body["channel"]
@@ -280,7 +324,13 @@ async def test_not_enough_is_409_with_the_shortfall_and_nothing_held(rig: Rig) -
     assert body["shortfall"] == [
         {"line": 1, "item": "HOT-2PK", "requested": 5, "available": 4, "shortfall": 1}
     ]
+    # the lines add up to 2 + 5 x 2 = 12 HOT, checked once against the 10 there are
+    assert body["shortfall_by_sku"] == [
+        {"sku": "HOT", "requested": 12, "available": 10, "shortfall": 2}
+    ]
     assert "line 1 (HOT-2PK): requested 5, available 4" in body["error"]
+    assert "per SKU: HOT: requested 12, available 10" in body["error"]
+    assert body["placement"] == {} and body["held"] == []
     assert rig.stream.reserved() == 0
 
 
@@ -467,9 +517,13 @@ async def test_a_worker_serving_the_api_is_handed_each_stored_request_and_answer
     async for rig in make_rig(units=3, take_now=take_now):
         streams.append(rig.stream)
         rig.stream.answer = False  # nothing is decided by the stream's fetch
-        assert (await rig.post(reservation("a", 2)))[0] == 201
+        status, body = await rig.post(reservation("a", 2))
+        assert (status, body["placement"]) == (201, {"HOT": {"wh": 2}})
         status, body = await rig.post(reservation("b", 2))
         assert (status, body["status"]) == (409, "rejected")
+        assert body["shortfall_by_sku"] == [
+            {"sku": "HOT", "requested": 2, "available": 1, "shortfall": 1}
+        ]
         stored = [(m.partition(), m.offset()) for m in rig.stream.log if m.topic() == EVENTS]
         assert [(p, o) for p, o, _, _ in handed] == stored
         assert all(key == b"HOT" and headers == [CALLER_WAITING] for _, _, key, headers in handed)
@@ -520,3 +574,26 @@ async def test_a_request_for_its_own_sku_is_not_routed() -> None:
         assert (await rig.post(reservation("a", 2)))[0] == 201
         metrics = api_of(rig.client.server.app).metrics  # type: ignore[attr-defined]
         assert metrics.routed.labels("unreachable")._value.get() == 0
+
+
+def route_to(url: str) -> Route:
+    return lambda _key: url
+
+
+async def test_a_request_passed_to_the_owner_gets_its_placement_and_shortfall_per_sku() -> None:
+    """The owner's 201 and 409 come back whole through the worker the request was sent to."""
+    async for owner in make_rig(units=3):
+        owner_url = str(owner.client.make_url("/"))
+        async for front in make_rig(units=3, route=route_to(owner_url)):
+            front.stream.answer = False  # only the owner decides
+            status, body = await front.post(reservation("a", 2))
+            assert (status, body["placement"]) == (201, {"HOT": {"wh": 2}})
+            status, body = await front.post(reservation("b", 2))
+            assert status == 409
+            assert body["shortfall_by_sku"] == [
+                {"sku": "HOT", "requested": 2, "available": 1, "shortfall": 1}
+            ]
+            assert "per SKU: HOT: requested 2, available 1" in body["error"]
+            assert (owner.stream.reserved(), front.stream.reserved()) == (2, 0)
+            metrics = api_of(front.client.server.app).metrics  # type: ignore[attr-defined]
+            assert metrics.routed.labels("answered")._value.get() == 2
