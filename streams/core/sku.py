@@ -374,9 +374,7 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
         units[loc] = n
         free[loc] -= n
     if floating:
-        order = sorted(range(len(eligible)), key=lambda i: (-free[eligible[i]], i))
-        for i in order:
-            loc = eligible[i]
+        for loc in sourcing_order(eligible, free):
             take = min(free[loc], floating)
             if take > 0:
                 units[loc] = units.get(loc, 0) + take
@@ -422,7 +420,12 @@ def source_location(state: SkuState, channel_id: str, catalog: Catalog) -> str:
     channel = catalog.channel_by_id.get(channel_id)
     eligible = channel.locations if channel else [loc.id for loc in catalog.locations]
     ats = {loc: _ats(state, loc, catalog) for loc in eligible}
-    return _best(eligible, ats) or ""
+    return next(iter(sourcing_order(eligible, ats)), "")
+
+
+def sourcing_order(eligible: list[str], ats: dict[str, int]) -> list[str]:
+    """SPEC's sourcing order: highest location ATS first; ties go to the one listed first."""
+    return sorted(eligible, key=lambda loc: -ats[loc])  # sorted is stable: ties keep list order
 
 
 def _ats(state: SkuState, loc: str, catalog: Catalog) -> int:
@@ -431,14 +434,6 @@ def _ats(state: SkuState, loc: str, catalog: Catalog) -> int:
     if loc_state is None:
         return -catalog.safety.get((state.sku, loc), 0)
     return sku_location_ats(state, loc, loc_state, catalog)
-
-
-def _best(eligible: list[str], ats: dict[str, int]) -> str | None:
-    best: str | None = None
-    for loc in eligible:
-        if best is None or ats[loc] > ats[best]:
-            best = loc
-    return best
 
 
 def _moved_commitment(

@@ -157,10 +157,6 @@ class Commitment:
     touched_at: datetime | None = None
 
     @property
-    def ordered(self) -> int:
-        return sum(self.parts.values())
-
-    @property
     def open(self) -> int:
         return sum(self.open_at().values())
 
