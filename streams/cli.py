@@ -39,10 +39,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _bootstrap(settings: Settings) -> str:
-    if not settings.kafka_bootstrap_servers:
-        raise InventoryError("KAFKA_BOOTSTRAP_SERVERS is not set (or run `inventory-streams up`)")
-    return str(settings.kafka_bootstrap_servers)
+def _bootstrap(settings: Settings, check: bool = True) -> str:
+    from streams.runtime.running import resolve_bootstrap
+
+    return resolve_bootstrap(settings, check)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def _worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     run_worker(
         settings,
-        _bootstrap(settings),
+        _bootstrap(settings, check=False),  # a worker waits for its cluster itself
         clock=args.clock,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,

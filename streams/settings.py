@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(default=None)
     schema_registry_url: str | None = Field(default=None)
     schemas_dir: Path = REPO_ROOT / "schemas"
+    # how long a command waits for the cluster to answer before it gives up with one line
+    kafka_timeout_seconds: float = 15.0
 
     # Topology sizing.
     topic_partitions: int = 4

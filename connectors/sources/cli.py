@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from connectors.sources.base import SourceError
 from connectors.sources.batch import ImportReport, import_csv
 from connectors.sources.ledger import ImportLedger
 from connectors.sources.mapping import load_mapping
 from connectors.sources.pos import import_pos
 from connectors.sources.producer import SourceProducer
+from streams.runtime.running import resolve_bootstrap
 from streams.runtime.topics import DLQ, EVENTS, ensure_topics, topic_specs
 from streams.settings import Settings, get_settings
 
@@ -60,12 +60,7 @@ def run_import(
 ) -> int:
     """Import `args.files` in order; the status of the module docstring."""
     settings = settings or get_settings()
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        raise SourceError(
-            "set KAFKA_BOOTSTRAP_SERVERS to the cluster to import into "
-            "(`inventory-streams up` prints the one it runs)"
-        )
+    bootstrap = resolve_bootstrap(settings)
     mapping = load_mapping(args.mapping)
     specs = {spec.name: spec for spec in topic_specs(settings, [])}
     ensure_topics(

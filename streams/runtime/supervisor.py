@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from streams.runtime.broker import free_port, kafka_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
 from streams.runtime.offsets import true_end_offsets_many
+from streams.runtime.running import announced
 from streams.runtime.topics import (
     ALERTS,
     AVAILABILITY_PREFIX,
@@ -236,6 +238,20 @@ def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
     return table
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a container runtime, systemd, `kill`) stops `up` as Ctrl-C does: workers,
+    connectors and the broker are stopped in order and `up` exits 0. A second one during the
+    stop is ignored, so the stop is not cut short half-way."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread (tests may run up elsewhere)
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run_up(
     settings: Settings,
     catalog: Catalog,
@@ -248,7 +264,9 @@ def run_up(
     """Run everything until Ctrl-C (or `duration` seconds); returns the last status read."""
     console = console or Console(stderr=True)
     log_dir = settings.data_dir / "up"
+    stop_on_sigterm()
     with kafka_cluster(settings) as bootstrap, ExitStack() as stack:
+        stack.enter_context(announced(settings.data_dir, bootstrap))  # `publish` etc. find it
         console.print(
             f"[bold]broker[/] {bootstrap}"
             + ("" if settings.kafka_bootstrap_servers else " (embedded Tansu)")

@@ -180,3 +180,60 @@ def test_a_worker_that_keeps_exiting_stops_up_with_its_error(tmp_path: Path) -> 
     assert output.count("worker 0 exited with code 1: OSError") == 2
     assert "stopping: worker 0 exited 2 times within 60 s; the last time: OSError" in output
     assert "address already in use" in output
+
+
+def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["COLUMNS"] = "120"
+    up = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "up.json").exists():
+            assert up.poll() is None, up.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "up never announced its broker"
+            time.sleep(0.2)
+        events = tmp_path / "one.jsonl"
+        events.write_text(
+            json.dumps(
+                {
+                    "event_id": "found-up-1",
+                    "type": "stock-adjusted",
+                    "occurred_at": "2026-12-01T08:00:00Z",
+                    "source": "wms",
+                    "sku": "TEE-RED-M",
+                    "location": "wh-east",
+                    "mode": "delta",
+                    "quantity": 1,
+                }
+            )
+            + "\n"
+        )
+        # no KAFKA_BOOTSTRAP_SERVERS: publish reaches the broker of the `up` on this data dir
+        published = subprocess.run(
+            [sys.executable, "-m", "streams.cli", "publish", str(events)],
+            env={**env, "DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert published.returncode == 0, published.stderr
+        time.sleep(3)  # let the worker start before it is stopped
+    finally:
+        up.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        try:
+            output, _ = up.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            pytest.fail(f"up did not stop within 10 s of SIGTERM:\n{up.communicate()[0][-3000:]}")
+    assert time.monotonic() - stopped < 10
+    assert up.returncode == 0, output[-3000:]
+    assert workers_of(tmp_path) == []  # no process outlives `up`
+    assert not (tmp_path / "up.json").exists()
+    assert "Traceback" not in output
