@@ -23,6 +23,7 @@ from streams.api import Decisions, run_api
 from streams.errors import BrokerError, InventoryError
 from streams.metrics import Metrics
 from streams.runtime.catalog_store import read_latest
+from streams.runtime.running import cluster_dir
 from streams.settings import Settings
 from streams.topology import create_app
 
@@ -48,6 +49,8 @@ def run_worker(
             )
         time.sleep(0.5)
         catalog = read_latest(bootstrap)
+    # table state belongs to one cluster: another one behind the same address starts afresh
+    settings = settings.model_copy(update={"data_dir": cluster_dir(settings, bootstrap)})
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     if metrics_port:

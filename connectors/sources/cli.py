@@ -18,7 +18,7 @@ from connectors.sources.ledger import ImportLedger
 from connectors.sources.mapping import load_mapping
 from connectors.sources.pos import import_pos
 from connectors.sources.producer import SourceProducer
-from streams.runtime.running import resolve_bootstrap
+from streams.runtime.running import cluster_dir, resolve_bootstrap
 from streams.runtime.topics import DLQ, EVENTS, ensure_topics, topic_specs
 from streams.settings import Settings, get_settings
 
@@ -70,7 +70,12 @@ def run_import(
             dataclasses.replace(specs[DLQ], name=dlq_topic),
         ],
     )
-    ledger = None if args.no_ledger else ImportLedger(settings.data_dir / "imports" / "ledger.json")
+    # the ledger of what this cluster was given: a fresh broker gets every file again
+    ledger = (
+        None
+        if args.no_ledger
+        else ImportLedger(cluster_dir(settings, bootstrap) / "imports" / "ledger.json")
+    )
     importer = import_pos if args.import_kind == "pos" else import_csv
     producer = SourceProducer(
         bootstrap, settings=settings, events_topic=events_topic, dlq_topic=dlq_topic

@@ -1,15 +1,24 @@
-"""Where a running `up` can be found: the tools on the same machine reach its broker unasked.
+"""Which cluster a command talks to, and what it remembers about it on local disk.
+
+A running `up` can be found: the tools on the same machine reach its broker unasked.
 
 `up` writes `up.json` (its bootstrap servers and process id) into the data directory while it
 runs and removes it when it stops. A command run without KAFKA_BOOTSTRAP_SERVERS from the same
 working directory (the data directory defaults to ./var) reads it, and trusts it only while that
 process is alive: a file left by a killed `up` points at a broker that has gone with it.
+
+Whatever the project keeps on local disk about a cluster (the import ledger, the workers' table
+state) lives under `clusters/<cluster id>/` of the data directory: a fresh broker (a Tansu
+restarted, a new cluster behind the same address) has another id, so an import it never saw is
+never mistaken for one already made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -81,3 +90,13 @@ def resolve_bootstrap(settings: Settings, check: bool = True) -> str:
                 "(KAFKA_TIMEOUT_SECONDS)"
             ) from None
     return bootstrap
+
+
+def cluster_dir(settings: Settings, bootstrap: str) -> Path:
+    """`DATA_DIR/clusters/<id>`: local memory of the cluster at `bootstrap` (made on first use)."""
+    metadata = wait_for_kafka(bootstrap, settings.kafka_timeout_seconds)
+    # a broker that reports no cluster id is known by its address (the best left to go on)
+    cluster = metadata.cluster_id or "addr-" + hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
+    path = settings.data_dir / "clusters" / re.sub(r"[^A-Za-z0-9_.-]", "_", cluster)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

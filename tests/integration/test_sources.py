@@ -322,3 +322,27 @@ def test_the_import_command(
     assert "already imported" in capsys.readouterr().out
     assert len(read_all(kafka_bootstrap, events, 4)) == 4
     assert len(read_all(kafka_bootstrap, dlq, 2)) == 2
+
+
+def test_a_fresh_broker_gets_a_file_imported_again(tmp_path: Path) -> None:
+    """The ledger belongs to the cluster it was written for: a new broker (here a Tansu started
+    afresh, with the same data directory) receives the file's events again."""
+    import argparse
+
+    from connectors.sources.cli import add_import_parser
+    from streams.runtime.broker import EmbeddedBroker
+
+    parser = argparse.ArgumentParser(prog="inventory-streams")
+    add_import_parser(parser.add_subparsers(dest="command"))
+    argv = ["import", "csv", str(FIXTURES / "erp-adjustments.csv"), "--mapping"]
+    argv += [str(FIXTURES / "erp-adjustments.yaml"), "--no-progress"]
+    imported = []
+    for _ in range(2):
+        with EmbeddedBroker() as broker:
+            settings = Settings(kafka_bootstrap_servers=broker.bootstrap_servers, data_dir=tmp_path)
+            args = parser.parse_args(argv)
+            assert args.run(args, settings) == 1  # imported: four events, two dead letters
+            assert args.run(args, settings) == 0  # the same cluster already has it
+            imported.append(len(read_all(broker.bootstrap_servers, "inventory.events", 4)))
+    assert imported == [4, 4]
+    assert len(list((tmp_path / "clusters").iterdir())) == 2
