@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.engine import Collector, Engine
-from streams.core.models import Event
+from streams.core.models import Event, ReservationRequested
 from tests.core.builders import ev
 
 LOCATIONS = ["wh", "store", "dc"]
@@ -84,7 +84,7 @@ def channel_ats(engine: Engine, channel: str, sku: str) -> int:
 
 
 def request_totals(
-    event: Event,
+    event: ReservationRequested,
 ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """A request's units per SKU (listings resolved to components x quantity), and per (SKU,
     explicit location)."""
@@ -212,7 +212,7 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
             )
         elif kind == "confirm" and requests:
             rid, channel, totals = draw(st.sampled_from(requests))
-            lines = []
+            lines: list[dict[str, Any]] = []
             for s, units in sorted(totals.items()):
                 take = draw(st.sampled_from(["all", "all", "less", "more", "leave-out"]))
                 if take == "leave-out" or (take == "less" and units == 1):
@@ -282,6 +282,7 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
                 lines=draw(request_lines(channel)),
             )
             if not reuse:
+                assert isinstance(e, ReservationRequested)
                 requests.append((rid, channel, request_totals(e)[0]))
         events.append(e)
     return events
@@ -310,7 +311,7 @@ def reserved_units(engine: Engine) -> dict[tuple[str, str], int]:
 # ---- (a) zero oversell and (b) every request that fits is held ----------------------------
 
 
-def probe(engine: Engine, event: Event, sku: str, units: int) -> str:
+def probe(engine: Engine, event: ReservationRequested, sku: str, units: int) -> str:
     """The answer a request of `units` of `sku`, in two lines, would get in the engine's place."""
     clone = Engine.restore(CATALOG, Collector(), json.loads(json.dumps(engine.snapshot())))
     lines = [{"sku": sku, "quantity": units // 2}, {"sku": sku, "quantity": units - units // 2}]
@@ -332,14 +333,14 @@ def decide_each_request(events: list[Event], probes: bool = False) -> list[dict[
     engine = Engine(CATALOG, Collector())
     decided = []
     for event in events:
-        fresh = event.type == "reservation-requested" and (
+        fresh = isinstance(event, ReservationRequested) and (
             event.reservation_id not in engine.reservations
         )
-        if fresh:
+        if isinstance(event, ReservationRequested) and fresh:
             engine._advance(event.occurred_at)  # expiries due by now free their units first
             totals, pinned = request_totals(event)
             channel = CHANNELS[event.channel]
-            before = {
+            before: dict[str, Any] = {
                 "chan": {sku: channel_ats(engine, event.channel, sku) for sku in totals},
                 "loc": {
                     (sku, loc): location_ats(engine, sku, loc)
@@ -356,7 +357,7 @@ def decide_each_request(events: list[Event], probes: bool = False) -> list[dict[
                         before["probes"][(sku, chan)] = probe(engine, event, sku, chan)
                     before["probes"][(sku, chan + 1)] = probe(engine, event, sku, chan + 1)
         engine.process(event)
-        if fresh:
+        if isinstance(event, ReservationRequested) and fresh:
             res = engine.reservations[event.reservation_id]
             after = {key: location_ats(engine, *key) for key in before["loc"]}
             decided.append(

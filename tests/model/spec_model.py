@@ -227,9 +227,9 @@ class SpecModel:
     def _order_cancelled(self, e: dict[str, Any], at: datetime) -> None:
         order_id = e["order_id"]
         if e.get("lines") is None:
-            for (oid, _), line in self.order_lines.items():
+            for (oid, _), whole in self.order_lines.items():
                 if oid == order_id:
-                    line["at"] = {}
+                    whole["at"] = {}
             return
         for c in e["lines"]:
             line = self.order_lines.get((order_id, c["line_id"]))
@@ -315,9 +315,9 @@ class SpecModel:
                     places.append([location, units])
             remaining = total - sum(u for _, u in places)
             taken = {loc: u for loc, u in places}
+            eligible: list[str] = self.channels[channel]["locations"]
             order = sorted(
-                self.channels[channel]["locations"],
-                key=lambda loc, s=sku: -(self.location_ats(s, loc) - taken.get(loc, 0)),
+                eligible, key=lambda loc: -(self.location_ats(sku, loc) - taken.get(loc, 0))
             )
             for loc in order:
                 if remaining == 0:

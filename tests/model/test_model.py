@@ -116,6 +116,7 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     clock = BASE
     orders: list[dict[str, Any]] = []
     requests: list[dict[str, Any]] = []  # {"id", "channel", "totals": {sku: units}}
+    line: dict[str, Any]
     pos: dict[str, tuple[str, str, date]] = {}
 
     def moment() -> datetime:
@@ -263,7 +264,6 @@ def scenarios(draw: st.DrawFn) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             totals: dict[str, int] = {}
             for _ in range(draw(st.integers(1, 3))):
                 quantity = draw(st.sampled_from([1, 1, 2, 3]))
-                line: dict[str, Any]
                 if draw(st.booleans()):
                     line = {"sku": draw(st.sampled_from(SKUS)), "quantity": quantity}
                     totals[line["sku"]] = totals.get(line["sku"], 0) + quantity
