@@ -135,7 +135,7 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
     requests: list[tuple[str, str, dict[str, int]]] = []  # (id, channel, units per SKU)
     orders: list[tuple[str, list[dict[str, Any]]]] = []
     pos: dict[str, tuple[str, str]] = {}
-    opening = ["receipt"] * draw(st.integers(1, 5))
+    opening = ["receipt"] * draw(st.integers(2, 7))
     kinds = opening + draw(st.lists(st.sampled_from(KINDS), min_size=min_size, max_size=max_size))
     for n, kind in enumerate(kinds):
         minute += draw(st.sampled_from([0, 0, 1, 1, 5, 20]))
@@ -150,7 +150,7 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
                 sku=sku,
                 location=loc,
                 mode="delta",
-                quantity=draw(st.integers(3, 15)),
+                quantity=draw(st.integers(2, 9)),
                 reason="receipt",
             )
         elif kind == "adjust":
