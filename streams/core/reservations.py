@@ -75,7 +75,10 @@ class ReservationState:
         )
 
     def decision(self) -> dict[str, Any]:
-        """What a caller is told about this reservation (the reservation API's answer)."""
+        """What a caller is told about this reservation (the reservation API's answer). `held`
+        and `placement` are what it holds or held (a release answers with what it gave back);
+        nothing for a rejection, whose SKUs gave back their parts at once."""
+        holding = {} if self.status == REJECTED else self.held
         return {
             "reservation_id": self.reservation_id,
             "channel": self.channel,
@@ -83,10 +86,10 @@ class ReservationState:
             "expires_at": self.expires_at.isoformat().replace("+00:00", "Z"),
             "held": [
                 {"sku": sku, "location": loc, "quantity": units}
-                for sku, parts in sorted(self.held.items())
+                for sku, parts in sorted(holding.items())
                 for loc, units in parts
             ],
-            "placement": {sku: dict(parts) for sku, parts in sorted(self.held.items())},
+            "placement": {sku: dict(parts) for sku, parts in sorted(holding.items())},
             "shortfall": self.shortfall(),
             "shortfall_by_sku": [
                 {

@@ -519,3 +519,21 @@ def test_the_eta_of_a_po_scheduled_twice_at_one_instant_does_not_depend_on_arriv
 def test_a_count_of_zero_empties_the_shelf() -> None:
     _, out = run(delta("A", "wh", 4, 1), count("A", "wh", 0, 2))
     assert out.positions[("A", "wh")].on_hand == 0
+
+
+def test_a_rejected_request_is_told_nothing_is_held() -> None:
+    """A SKU that could hold its part gives it back when another SKU is short: the answer lists
+    no held units and no placement, as its message says."""
+    engine, out = run(
+        count("A", "wh", 10),
+        count("B", "wh", 2),  # half: channel ATS 1
+        request("r", 1, "half", {"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 2}),
+        cat=half_catalog(),
+    )
+    decision = engine.reservations["r"].decision()
+    assert decision["status"] == "rejected"
+    assert (decision["held"], decision["placement"]) == ([], {})
+    assert decision["shortfall_by_sku"] == [
+        {"sku": "B", "requested": 2, "available": 1, "shortfall": 1}
+    ]
+    assert reserved(out, "A", "wh") == 0

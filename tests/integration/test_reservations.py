@@ -556,12 +556,6 @@ async def test_1000_carts_hold_exactly_what_channel_ats_allows_in_the_order_deci
             assert any(not part.ok for (_, k), part in decided.items() if k == sku), sku
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rejected request's decision still lists the parts its SKUs held before they were "
-    "given back (ReservationState.held is kept by _release_all), under a message that says "
-    "nothing was held; the units are released, only the answer is wrong",
-)
 async def test_a_rejected_cart_is_told_nothing_is_held(tmp_path: Path) -> None:
     with LiveSystem(CART_CATALOG, tmp_path, clock="wall") as live:
         live.start_worker(0)
