@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from streams.cli import main
 from streams.core.catalog import Catalog, Channel
 from streams.core.explain import Explanation, UnknownListing, explain
 from streams.simulate import read_catalog, run
@@ -143,3 +144,54 @@ def test_the_text_shows_each_step_with_its_numbers() -> None:
     assert "network_ats =" in text
     assert "channel_ats = max(0, floor(" in text
     assert "PO " in text and "backorder = " in text
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["explain", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_the_offline_command_prints_the_explanation_and_the_published_record(
+    scenario: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, expected, explanations = explained(scenario)
+    files = [
+        "--catalog",
+        str(scenario / "catalog.yaml"),
+        "--events",
+        str(scenario / "events.jsonl"),
+    ]
+    published = {(a["channel"], a["channel_sku"]): a for a in expected["availability"]}
+    for e in explanations:
+        code, out, err = cli(capsys, e.channel, e.channel_sku, *files, "--format", "json")
+        assert code == 0, err
+        body = json.loads(out)
+        assert body == {**e.to_json(), "published": body["published"]}
+        record = published.get((e.channel, e.channel_sku))
+        if record is None:
+            assert body["published"] is None
+        else:
+            assert {k: body["published"][k] for k in record} == record
+        code, out, _ = cli(capsys, e.channel, e.channel_sku, *files)
+        assert code == 0
+        assert out.startswith(e.to_text())
+        assert ("published: available" in out) == (record is not None)
+
+
+def test_the_command_refuses_an_unknown_listing_or_events_without_a_catalog(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scenario = SCENARIOS[0]
+    files = [
+        "--catalog",
+        str(scenario / "catalog.yaml"),
+        "--events",
+        str(scenario / "events.jsonl"),
+    ]
+    channel = read_catalog(scenario / "catalog.yaml").channels[0].id
+    code, _, err = cli(capsys, channel, "NOPE", *files)
+    assert code == 2 and "has no listing 'NOPE'" in err
+    code, _, err = cli(capsys, channel, "NOPE", "--events", str(scenario / "events.jsonl"))
+    assert code == 2 and "--events needs --catalog" in err
