@@ -7,8 +7,10 @@ partition, serialized with that SKU's other events; this process keeps no invent
 number of API processes can run side by side. Requests are idempotent by `reservation_id`: a retry
 is produced again with the same event id and answered with the decision the stream republishes.
 
-Routes: `POST /reservations`, `DELETE /reservations/{reservation_id}`,
-`GET /availability/{channel}/{channel_sku}`, `GET /health`. Every request but /health carries
+Routes: `POST /reservations`, `GET /reservations/{reservation_id}`,
+`DELETE /reservations/{reservation_id}`, `GET /availability/{channel}/{channel_sku}`,
+`GET /explain/{channel}/{channel_sku}`, `GET /health`, `GET /openapi.json` (the contract,
+schemas/openapi.json). Every request but /health carries
 `Authorization: Bearer <token>` of a channel (settings.channel_tokens), and a channel acts only for
 itself. Every error is a JSON object `{"error": <message>, "status": <code>}`; when the error is
 about a reservation (409), the body is the reservation's decision and `status` is its status.
@@ -32,6 +34,8 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -43,6 +47,7 @@ from connectors.sources.producer import SourceProducer
 from streams.codec import Codec, make_codec, record_to_json
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.engine import check_event
+from streams.core.explain import UnknownListing, explain
 from streams.core.keys import event_key
 from streams.core.models import (
     MAX_TTL_SECONDS,
@@ -51,6 +56,7 @@ from streams.core.models import (
     parse_event,
 )
 from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEASED
+from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
@@ -58,6 +64,7 @@ from streams.runtime.topics import (
     CATALOG,
     RESERVATION_DECISIONS,
     availability_topic,
+    changelog_topic,
 )
 from streams.settings import Settings
 
@@ -160,6 +167,22 @@ class Decisions:
         horizon = time.time() - self.grace_seconds
         for rid in [rid for rid, (expires, _) in self._held.items() if expires < horizon]:
             del self._held[rid]
+
+
+class StateView:
+    """The latest committed SKU state per SKU (the workers' `skus` table changelog), for explain."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, SkuState] = {}
+
+    def offer(self, sku: str, value: bytes | None) -> None:
+        if value is None:
+            self._states.pop(sku, None)
+            return
+        self._states[sku] = SkuState.from_dict(json.loads(value))  # one dict store: thread-safe
+
+    def get(self, sku: str) -> SkuState | None:
+        return self._states.get(sku)
 
 
 class AvailabilityView:
@@ -327,10 +350,14 @@ class ViewFeed(_FeedThread):
         *,
         partitions: int,
         fetch_wait_ms: int = 100,
+        states: StateView | None = None,
+        state_topic: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.codec = codec
         self.view = view
+        self.states = states
+        self.state_topic = state_topic
         self.on_catalog = on_catalog
         self.partitions = partitions
         self.fetch_wait_ms = fetch_wait_ms
@@ -340,8 +367,17 @@ class ViewFeed(_FeedThread):
 
     def start(self) -> None:
         consumer = _consumer(self.bootstrap, self.fetch_wait_ms)
+        states = (
+            [TopicPartition(self.state_topic, p, 0) for p in range(self.partitions)]
+            if self.states is not None and self.state_topic
+            else []
+        )
         consumer.assign(
-            [TopicPartition(CATALOG, 0, 0), *self._availability_partitions(self._channels)]
+            [
+                TopicPartition(CATALOG, 0, 0),
+                *self._availability_partitions(self._channels),
+                *states,
+            ]
         )
         self._launch(self._run, (consumer,), "api-views")
 
@@ -361,7 +397,13 @@ class ViewFeed(_FeedThread):
                         if error.code() != KafkaError._PARTITION_EOF:
                             log.debug("reservation API: %s", error.str())
                         continue
-                    self._take(consumer, message.topic() or "", message.value())
+                    topic = message.topic() or ""
+                    if topic == self.state_topic and self.states is not None:
+                        key = message.key()
+                        if key is not None and not key.startswith(b"\x00"):  # commit markers
+                            self.states.offer(key.decode(), message.value())
+                        continue
+                    self._take(consumer, topic, message.value())
         except Exception as error:
             self.error = f"availability feed stopped: {error}"
             log.exception("reservation API: availability feed stopped")
@@ -464,7 +506,11 @@ class ReservationApi:
         take_now: TakeNow | None = None,
         route: Route | None = None,
         url: str | None = None,
+        states: StateView | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.states = states if states is not None else StateView()
+        self._clock = clock  # its date is the one backorders count from (wall time, live)
         self._tokens = [(token.encode(), channel) for channel, token in tokens.items() if token]
         self._take_now = take_now
         self._route = route
@@ -580,6 +626,56 @@ class ReservationApi:
         raise _Refused(
             404, f"no availability has been published for {channel_sku!r} on {channel} yet"
         )
+
+    async def reservation(self, request: web.Request) -> web.Response:
+        channel = self._authenticate(request)
+        rid = request.match_info["reservation_id"]
+        known = self.decisions.known(rid)
+        if known is None and rid not in self._in_flight and not self.decisions.caught_up:
+            raise _Refused(503, "the API is still reading recent reservations; retry shortly")
+        if known is None or known["channel"] != channel:  # another's looks like an unknown one
+            pending = self._in_flight.get(rid) == channel
+            raise _Refused(
+                404,
+                f"reservation {rid} is being decided; retry shortly"
+                if pending
+                else f"no reservation {rid} for channel {channel} (unknown, or closed long ago)",
+                reservation_id=rid,
+            )
+        decision = _with_placement(known)
+        body = {
+            k: decision.get(k)
+            for k in ("reservation_id", "channel", "status", "expires_at", "held", "placement")
+        }
+        if decision["status"] == REJECTED:
+            body["shortfall"] = decision.get("shortfall", [])
+            body["shortfall_by_sku"] = decision.get("shortfall_by_sku", [])
+        return web.json_response(body)
+
+    async def explanation(self, request: web.Request) -> web.Response:
+        channel = self._authenticate(request)
+        wanted, channel_sku = request.match_info["channel"], request.match_info["channel_sku"]
+        if wanted != channel:
+            raise _Refused(403, f"this token is for channel {channel}; it cannot read {wanted}")
+        catalog = self.catalog
+        listing = catalog.listing_by_key.get((channel, channel_sku))
+        if listing is None:
+            raise _Refused(404, f"channel {channel} has no listing {channel_sku!r}")
+        states = {}
+        for component in listing.components:
+            state = self.states.get(component.sku)
+            if state is not None:
+                states[component.sku] = state
+        try:
+            found = explain(catalog, states, channel, channel_sku, self._clock().date())
+        except UnknownListing as error:  # the catalog changed under us
+            raise _Refused(404, str(error)) from None
+        return web.json_response(
+            {**found.to_json(), "published": self.availability.get(channel, channel_sku)}
+        )
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
 
     async def health(self, _request: web.Request) -> web.Response:
         problem = self._health()
@@ -734,6 +830,13 @@ class ReservationApi:
 
 
 _PASSED_HEADERS = ("Retry-After", "WWW-Authenticate")
+OPENAPI_FILE = Path(__file__).resolve().parent.parent / "schemas" / "openapi.json"
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The API contract (OpenAPI 3.1), read once from the repository's schemas/openapi.json."""
+    return dict(json.loads(OPENAPI_FILE.read_text(encoding="utf-8")))
 
 
 def _with_placement(decision: Decision) -> Decision:
@@ -801,6 +904,8 @@ def make_app(
     take_now: TakeNow | None = None,
     route: Route | None = None,
     url: str | None = None,
+    states: StateView | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
     """The API as an aiohttp application over the given producer and views (tests pass fakes).
 
@@ -819,13 +924,18 @@ def make_app(
         take_now=take_now,
         route=route,
         url=url,
+        states=states,
+        clock=clock,
     )
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app[_API_KEY] = api
     app.router.add_post("/reservations", api.reserve)
+    app.router.add_get("/reservations/{reservation_id}", api.reservation)
     app.router.add_delete("/reservations/{reservation_id}", api.release)
     app.router.add_get("/availability/{channel}/{channel_sku}", api.available)
+    app.router.add_get("/explain/{channel}/{channel_sku}", api.explanation)
     app.router.add_get("/health", api.health)
+    app.router.add_get("/openapi.json", api.openapi)
 
     app.cleanup_ctx.append(producer.polling_while_serving)
     app.on_cleanup.append(api.close)
@@ -865,6 +975,7 @@ async def run_api(
     if attach is not None:
         attach(decisions)
     availability = AvailabilityView()
+    states = StateView()
     producer = SourceProducer(bootstrap, settings=settings, linger_ms=settings.api_linger_ms)
     decision_feed = DecisionFeed(bootstrap, settings.topic_partitions, decisions, loop)
     holder: list[ReservationApi] = []
@@ -875,6 +986,8 @@ async def run_api(
         availability,
         lambda c: holder[0].set_catalog(c) if holder else None,
         partitions=settings.topic_partitions,
+        states=states,
+        state_topic=changelog_topic(settings.app_id, "skus"),
     )
 
     def health() -> str | None:
@@ -895,6 +1008,7 @@ async def run_api(
         take_now=take_now,
         route=route,
         url=url,
+        states=states,
     )
     holder.append(api_of(app))
     await asyncio.to_thread(decision_feed.start)

@@ -30,6 +30,71 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
+
+    from streams.core.explain import explain
+    from streams.simulate import read_catalog, run
+
+    published: dict[str, object] | None
+    if args.events:
+        if not args.catalog:
+            raise InventoryError("--events needs --catalog: the file's catalog")
+        catalog = read_catalog(Path(args.catalog))
+        try:
+            with open(args.events, "rb") as handle:
+                engine, collector, _ = run(catalog, handle)
+        except OSError as error:
+            raise InventoryError(f"cannot read events {args.events}: {error.strerror}") from None
+        clock = engine.stream_time.date()  # simulate's clock: stream time
+        explanation = explain(catalog, engine.skus, args.channel, args.channel_sku, clock)
+        record = collector.availabilities.get((args.channel, args.channel_sku))
+        published = None
+        if record is not None:
+            from streams.codec import record_to_json
+
+            published = record_to_json(record)
+    else:
+        from streams.tools import explain_live
+
+        settings = _settings(args)
+        bootstrap = _bootstrap(settings)
+        live = _live_catalog(args, bootstrap)
+        if live is None:
+            raise InventoryError("no catalog on inventory.catalog yet: pass --catalog FILE")
+        try:
+            # live, backorders count from wall time
+            today = date.fromisoformat(args.clock_date) if args.clock_date else None
+        except ValueError:
+            raise InventoryError(f"--clock-date {args.clock_date!r} is not a date") from None
+        explanation, published = explain_live(
+            live,
+            args.channel,
+            args.channel_sku,
+            settings,
+            bootstrap,
+            today or datetime.now(UTC).date(),
+        )
+    if args.format == "json":
+        print(json.dumps({**explanation.to_json(), "published": published}, indent=2))
+        return 0
+    sys.stdout.write(explanation.to_text())
+    if published is None:
+        print("  published: nothing yet (a listing whose SKUs never moved is 0)")
+    else:
+        print(
+            f"  published: available {published['available']}, backorderable "
+            f"{published['backorderable']} (version {published['version']}, as of "
+            f"{published['as_of']}, cause {published['cause_event_id']})"
+        )
+        if (published["available"], published["backorderable"]) != (
+            explanation.available,
+            explanation.backorderable,
+        ):
+            print("  the state has moved on since that record: a newer one is on its way")
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     from streams.settings import get_settings
 
@@ -279,6 +344,25 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--catalog", required=True, help="catalog YAML (SPEC §4)")
     sim.add_argument("--events", required=True, help="events, one JSON object per line")
     sim.set_defaults(run=_simulate)
+
+    ex = sub.add_parser(
+        "explain",
+        help="why a listing shows its availability: the formula with the numbers",
+        description="Live (default): from the SKU states the workers last committed and the "
+        "catalog on inventory.catalog (or --catalog), backorders counted from today's date. "
+        "With --catalog and --events: from simulate's state after the file, at stream time.",
+    )
+    ex.add_argument("channel")
+    ex.add_argument("channel_sku")
+    ex.add_argument(
+        "--catalog", help="catalog YAML (live default: the latest on inventory.catalog)"
+    )
+    ex.add_argument("--events", help="explain after simulating this JSONL file (no broker)")
+    ex.add_argument(
+        "--clock-date", help="live: count backorders from this date (default: today, UTC)"
+    )
+    ex.add_argument("--format", choices=["text", "json"], default="text")
+    ex.set_defaults(run=_explain)
 
     up = sub.add_parser("up", help="run the whole system in the foreground with a status view")
     up.add_argument("--catalog", help="catalog YAML (default: deploy/catalog.yaml)")

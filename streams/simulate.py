@@ -37,6 +37,13 @@ def read_catalog(path: Path) -> Catalog:
 
 def simulate(catalog: Catalog, lines: Iterable[bytes | str]) -> dict[str, list[dict[str, Any]]]:
     """Run every line through the core; a bad line is rejected with a reason and never stops it."""
+    return report(*run(catalog, lines))
+
+
+def run(
+    catalog: Catalog, lines: Iterable[bytes | str]
+) -> tuple[Engine, Collector, list[dict[str, Any]]]:
+    """The engine after every line, its outputs and the rejected lines (what `explain` reads)."""
     collector = Collector()
     engine = Engine(catalog, collector)
     rejected: list[dict[str, Any]] = []
@@ -53,7 +60,7 @@ def simulate(catalog: Catalog, lines: Iterable[bytes | str]) -> dict[str, list[d
             rejected.append({"line": number, "reason": error.reason, "input": text.rstrip("\n")})
             continue
         engine.process(event)
-    return report(engine, collector, rejected)
+    return engine, collector, rejected
 
 
 def report(

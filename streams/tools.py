@@ -1,4 +1,7 @@
-"""`publish` and `tail`: produce a JSONL file of events; print any of our topics as JSON lines."""
+"""`publish`, `tail`, `explain`: produce events; print our topics as JSON lines; read live state.
+
+Reads start from the beginning and stop at the end offsets fixed when the read starts.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,30 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+from aiokafka.partitioner import murmur2  # the partitioner our producers' murmur2_random matches
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
 from connectors.sources.producer import SourceProducer
 from streams.codec import make_codec, record_to_json
 from streams.commands import CommandCodec, is_envelope, unpack
+from streams.core.catalog import Catalog
+from streams.core.explain import Explanation, explain
 from streams.core.models import parse_event_json
+from streams.core.state import SkuState
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
-from streams.runtime.topics import AVAILABILITY_PREFIX, EVENTS
+from streams.runtime.topics import (
+    AVAILABILITY_PREFIX,
+    EVENTS,
+    availability_topic,
+    changelog_topic,
+)
 from streams.settings import Settings
 
 INTERNAL_PREFIXES = ("inventory.commands", "inventory.reservation-decisions")
@@ -175,4 +188,88 @@ def read_topic(topic: str, settings: Settings, bootstrap: str) -> Iterator[dict[
         yield json.loads(line)
 
 
-__all__ = ["AVAILABILITY_PREFIX", "EVENTS", "publish_file", "read_topic", "tail"]
+def latest_values(
+    topic: str, bootstrap: str, keys: Iterable[bytes], timeout: float = 30.0
+) -> dict[bytes, bytes | None]:
+    """The last value of each of `keys` on `topic` (None: a tombstone), reading only the partitions
+    the keys go to: every topic of ours is keyed and partitioned by murmur2."""
+    wanted = set(keys)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"explain-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is None or metadata.error is not None or not metadata.partitions:
+            raise InventoryError(f"topic {topic!r} does not exist")
+        count = len(metadata.partitions)
+        partitions = sorted({(murmur2(k) & 0x7FFFFFFF) % count for k in wanted})
+        ends = true_end_offsets(bootstrap, topic, partitions)
+        todo = {p for p in partitions if ends[p] > 0}
+        consumer.assign([TopicPartition(topic, p, 0) for p in todo])
+        found: dict[bytes, bytes | None] = {}
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"reading {topic} took more than {timeout:g} s")
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None and offset is not None
+            key = message.key()
+            if key in wanted:
+                found[key] = message.value()
+            if offset + 1 >= ends[partition]:
+                todo.discard(partition)
+        return found
+    except KafkaException as error:
+        raise BrokerError(f"cannot read {topic}: {error}") from None
+    finally:
+        consumer.close()
+
+
+def explain_live(
+    catalog: Catalog,
+    channel: str,
+    channel_sku: str,
+    settings: Settings,
+    bootstrap: str,
+    clock_date: date,
+) -> tuple[Explanation, dict[str, Any] | None]:
+    """The explanation from the SKU states the workers last committed (their `skus` table's
+    changelog), and the record last published on availability.<channel>, if any."""
+    listing = catalog.listing_by_key.get((channel, channel_sku))
+    if listing is None:
+        raise InventoryError(f"channel {channel} has no listing {channel_sku!r}")
+    skus = {c.sku for c in listing.components}
+    values = latest_values(
+        changelog_topic(settings.app_id, "skus"), bootstrap, (s.encode() for s in skus)
+    )
+    states = {
+        key.decode(): SkuState.from_dict(json.loads(value))
+        for key, value in values.items()
+        if value is not None
+    }
+    explanation = explain(catalog, states, channel, channel_sku, clock_date)
+    topic = availability_topic(channel)
+    record = latest_values(topic, bootstrap, [channel_sku.encode()]).get(channel_sku.encode())
+    published = None
+    if record is not None:
+        published = record_to_json(make_codec(settings).decode(record, topic))
+    return explanation, published
+
+
+__all__ = [
+    "AVAILABILITY_PREFIX",
+    "EVENTS",
+    "explain_live",
+    "latest_values",
+    "publish_file",
+    "read_topic",
+    "tail",
+]

@@ -1,0 +1,362 @@
+"""Why a listing shows the figure it shows: SPEC §3's formulas with the numbers of the SKU states.
+
+Pure and read-only: the states are not changed. The figures are computed by the same functions
+the derive stage publishes with (streams.core.formulas), in the same way per listing kind, so for
+the states and clock date the published record was derived from, the explanation's `available`,
+`backorderable` and `restock_date` are the published ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from streams.core.catalog import Catalog, Channel
+from streams.core.formulas import (
+    channel_ats,
+    listing_available,
+    listing_backorder,
+    network_ats,
+    sku_backorder,
+    sku_location_ats,
+)
+from streams.core.models import format_ts
+from streams.core.state import SkuState
+from streams.errors import InventoryError
+
+
+class UnknownListing(InventoryError):
+    """The channel has no listing of that channel_sku in the catalog."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldLine:
+    reservation_id: str
+    units: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentLine:
+    order_line: str  # "order_id/line_id"
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocationLine:
+    """One eligible location: location_ats = on_hand - reserved - committed - safety_stock."""
+
+    location: str
+    on_hand: int
+    reserved: int
+    committed: int
+    safety_stock: int
+    location_ats: int
+    damaged: int  # not sellable: shown, never counted
+    quarantine: int
+    holds: tuple[HoldLine, ...]  # what `reserved` is made of
+    commitments: tuple[CommitmentLine, ...]  # what `committed` is made of
+
+    @property
+    def counted(self) -> int:
+        """What the location adds to network ATS: max(0, location_ats)."""
+        return max(0, self.location_ats)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLine:
+    po_id: str
+    location: str
+    eta: date | None
+    incoming: int
+    in_horizon: bool  # counted: units expected with an eta on or before the horizon date
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentLine:
+    """One component SKU of the listing with its channel figures."""
+
+    sku: str
+    quantity: int  # units of the SKU per listing unit
+    locations: tuple[LocationLine, ...]
+    network_ats: int
+    channel_ats: int
+    available: int  # floor(channel_ats / quantity)
+    inbound: tuple[InboundLine, ...]
+    incoming_in_horizon: int
+    backorder_units: int  # the channel formula over incoming_in_horizon
+    backorderable: int  # floor(backorder_units / quantity)
+    earliest_eta: date | None  # of the POs counted
+    restock_date: date | None  # earliest_eta, when backorderable
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    channel: str
+    channel_sku: str
+    allocation_percent: int
+    buffer_units: int
+    backorder_horizon_days: int
+    clock_date: date
+    horizon_date: date | None  # None: the channel takes no backorders
+    components: tuple[ComponentLine, ...]
+    available: int
+    backorderable: int
+    restock_date: date | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "channel_sku": self.channel_sku,
+            "available": self.available,
+            "backorderable": self.backorderable,
+            "restock_date": _day(self.restock_date),
+            "allocation_percent": self.allocation_percent,
+            "buffer_units": self.buffer_units,
+            "backorder_horizon_days": self.backorder_horizon_days,
+            "clock_date": self.clock_date.isoformat(),
+            "horizon_date": _day(self.horizon_date),
+            "components": [_component_json(c) for c in self.components],
+        }
+
+    def to_text(self) -> str:
+        """The formulas with the numbers, for a person."""
+        out = [
+            f"{self.channel} / {self.channel_sku}: available {self.available}, "
+            f"backorderable {self.backorderable}"
+            + (f" (restock {self.restock_date.isoformat()})" if self.restock_date else ""),
+            f"  channel: allocation {self.allocation_percent}%, buffer {self.buffer_units} units, "
+            + (
+                f"backorders up to {self.horizon_date.isoformat()} "
+                f"(clock {self.clock_date.isoformat()} + {self.backorder_horizon_days} days)"
+                if self.horizon_date is not None
+                else "no backorders"
+            ),
+        ]
+        for comp in self.components:
+            out.append(f"  component {comp.sku} x {comp.quantity}")
+            for loc in comp.locations:
+                out.append(
+                    f"    {loc.location}: location_ats = on_hand {loc.on_hand} - reserved "
+                    f"{loc.reserved} - committed {loc.committed} - safety {loc.safety_stock} "
+                    f"= {loc.location_ats}"
+                    + (f" (damaged {loc.damaged}, not sellable)" if loc.damaged else "")
+                    + (f" (quarantine {loc.quarantine}, not sellable)" if loc.quarantine else "")
+                )
+                for hold in loc.holds:
+                    out.append(
+                        f"      hold {hold.reservation_id}: {hold.units} until "
+                        f"{format_ts(hold.expires_at)}"
+                    )
+                for line in loc.commitments:
+                    out.append(f"      order line {line.order_line}: {line.units}")
+            counted = " + ".join(str(loc.counted) for loc in comp.locations) or "0"
+            out.append(f"    network_ats = {counted} = {comp.network_ats}  (max(0, each))")
+            out.append(
+                f"    channel_ats = max(0, floor({comp.network_ats} x {self.allocation_percent}"
+                f" / 100) - {self.buffer_units}) = {comp.channel_ats}"
+            )
+            out.append(
+                f"    available = floor({comp.channel_ats} / {comp.quantity}) = {comp.available}"
+            )
+            if self.horizon_date is not None:
+                for po in comp.inbound:
+                    eta = po.eta.isoformat() if po.eta else "no eta"
+                    mark = "counted" if po.in_horizon else "beyond the horizon"
+                    out.append(
+                        f"    PO {po.po_id} at {po.location}: {po.incoming} due {eta} ({mark})"
+                    )
+                out.append(
+                    f"    backorder = max(0, floor({comp.incoming_in_horizon} x "
+                    f"{self.allocation_percent} / 100) - {self.buffer_units}) = "
+                    f"{comp.backorder_units}; / {comp.quantity} = {comp.backorderable}"
+                )
+        if len(self.components) > 1:
+            out.append(
+                f"  available = min({', '.join(str(c.available) for c in self.components)})"
+                f" = {self.available}"
+            )
+            if self.horizon_date is not None:
+                out.append(
+                    "  backorderable = min("
+                    + ", ".join(str(c.backorderable) for c in self.components)
+                    + f") = {self.backorderable}"
+                )
+        return "\n".join(out) + "\n"
+
+
+def explain(
+    catalog: Catalog,
+    states: Mapping[str, SkuState],
+    channel_id: str,
+    channel_sku: str,
+    clock_date: date,
+) -> Explanation:
+    """The availability of (channel, channel_sku) as its formula, from the component SKUs' states.
+
+    `clock_date` is the date backorders are counted from: stream time in simulate and replays,
+    wall time live. A SKU with no state has nothing anywhere.
+    """
+    listing = catalog.listing_by_key.get((channel_id, channel_sku))
+    if listing is None:
+        raise UnknownListing(f"channel {channel_id} has no listing {channel_sku!r}")
+    channel = catalog.channel_by_id[channel_id]
+    quantities: dict[str, int] = {}
+    for comp in listing.components:
+        quantities[comp.sku] = quantities.get(comp.sku, 0) + comp.quantity
+    horizon = (
+        clock_date + timedelta(days=channel.backorder_horizon_days)
+        if channel.backorder_horizon_days > 0
+        else None
+    )
+    lines = tuple(
+        _component(
+            catalog, channel, states.get(sku) or SkuState(sku), sku, qty, clock_date, horizon
+        )
+        for sku, qty in quantities.items()
+    )
+    if len(lines) == 1:
+        # one SKU (identity or pack): derived where that SKU lives, over all its units per listing
+        only = lines[0]
+        available, backorderable = only.available, only.backorderable
+        restock = only.restock_date
+    else:
+        # a bundle: the listing stage folds each component's channel values
+        available = listing_available(listing, {c.sku: c.channel_ats for c in lines})
+        backorderable, restock = listing_backorder(
+            listing,
+            {c.sku: (c.backorder_units, c.earliest_eta) for c in lines},
+        )
+    return Explanation(
+        channel=channel_id,
+        channel_sku=channel_sku,
+        allocation_percent=channel.allocation_percent,
+        buffer_units=channel.buffer_units,
+        backorder_horizon_days=channel.backorder_horizon_days,
+        clock_date=clock_date,
+        horizon_date=horizon,
+        components=lines,
+        available=available,
+        backorderable=backorderable,
+        restock_date=restock,
+    )
+
+
+def _component(
+    catalog: Catalog,
+    channel: Channel,
+    state: SkuState,
+    sku: str,
+    quantity: int,
+    clock_date: date,
+    horizon: date | None,
+) -> ComponentLine:
+    locations: list[LocationLine] = []
+    inbound: list[InboundLine] = []
+    for loc in channel.locations:
+        loc_state = state.locations.get(loc)
+        if loc_state is None:
+            continue
+        holds = tuple(
+            HoldLine(rid, hold.units[loc], hold.expires_at)
+            for rid, hold in sorted(state.holds.items())
+            if hold.units.get(loc, 0) > 0
+        )
+        commitments = tuple(
+            CommitmentLine(key, units)
+            for key, commitment in sorted(state.commitments.items())
+            if (units := commitment.open_at().get(loc, 0)) > 0
+        )
+        locations.append(
+            LocationLine(
+                location=loc,
+                on_hand=loc_state.on_hand,
+                reserved=loc_state.reserved,
+                committed=loc_state.committed,
+                safety_stock=catalog.safety.get((sku, loc), 0),
+                location_ats=sku_location_ats(state, loc, loc_state, catalog),
+                damaged=loc_state.damaged.qty,
+                quarantine=loc_state.quarantine.qty,
+                holds=holds,
+                commitments=commitments,
+            )
+        )
+        for po_id, expected in sorted(loc_state.inbound.items()):
+            if expected.quantity > 0:
+                counted = (
+                    horizon is not None and expected.eta is not None and expected.eta <= horizon
+                )
+                inbound.append(InboundLine(po_id, loc, expected.eta, expected.quantity, counted))
+    network = network_ats(loc.location_ats for loc in locations)
+    chan_ats = channel_ats(network, channel.allocation_percent, channel.buffer_units)
+    bo_units, bo_eta = sku_backorder(state, channel, clock_date)
+    backorderable = bo_units // quantity
+    return ComponentLine(
+        sku=sku,
+        quantity=quantity,
+        locations=tuple(locations),
+        network_ats=network,
+        channel_ats=chan_ats,
+        available=chan_ats // quantity,
+        inbound=tuple(inbound),
+        incoming_in_horizon=sum(po.incoming for po in inbound if po.in_horizon),
+        backorder_units=bo_units,
+        backorderable=backorderable,
+        earliest_eta=bo_eta,
+        restock_date=bo_eta if backorderable > 0 else None,
+    )
+
+
+def _day(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _component_json(comp: ComponentLine) -> dict[str, Any]:
+    return {
+        "sku": comp.sku,
+        "quantity": comp.quantity,
+        "network_ats": comp.network_ats,
+        "channel_ats": comp.channel_ats,
+        "available": comp.available,
+        "incoming_in_horizon": comp.incoming_in_horizon,
+        "backorder_units": comp.backorder_units,
+        "backorderable": comp.backorderable,
+        "restock_date": _day(comp.restock_date),
+        "locations": [
+            {
+                "location": loc.location,
+                "on_hand": loc.on_hand,
+                "reserved": loc.reserved,
+                "committed": loc.committed,
+                "safety_stock": loc.safety_stock,
+                "location_ats": loc.location_ats,
+                "counted": loc.counted,
+                "damaged": loc.damaged,
+                "quarantine": loc.quarantine,
+                "holds": [
+                    {
+                        "reservation_id": h.reservation_id,
+                        "units": h.units,
+                        "expires_at": format_ts(h.expires_at),
+                    }
+                    for h in loc.holds
+                ],
+                "commitments": [
+                    {"order_line": c.order_line, "units": c.units} for c in loc.commitments
+                ],
+            }
+            for loc in comp.locations
+        ],
+        "inbound": [
+            {
+                "po_id": po.po_id,
+                "location": po.location,
+                "eta": _day(po.eta),
+                "incoming": po.incoming,
+                "in_horizon": po.in_horizon,
+            }
+            for po in comp.inbound
+        ],
+    }

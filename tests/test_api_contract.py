@@ -1,0 +1,234 @@
+"""GET /reservations/{id} and GET /explain over HTTP, and the OpenAPI document kept true: every
+route registered is documented and the documented schemas accept the API's real responses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from streams.api import OPENAPI_FILE, StateView, api_of
+from streams.core.explain import explain
+from streams.core.models import InboundScheduled
+from tests.test_api import AMAZON, CATALOG, WEB, Rig, make_rig, reservation
+
+DOC = json.loads(OPENAPI_FILE.read_text())
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    async for r in make_rig():
+        yield r
+
+
+def validate(value: Any, schema: dict[str, Any], where: str = "$") -> None:
+    """The JSON Schema 2020-12 keywords the document uses (jsonschema is not a dependency)."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        validate(value, DOC["components"]["schemas"][name], where)
+        return
+    for part in schema.get("allOf", ()):
+        validate(value, part, where)
+    if "oneOf" in schema:
+        fits = 0
+        for part in schema["oneOf"]:
+            try:
+                validate(value, part, where)
+                fits += 1
+            except AssertionError:
+                pass
+        assert fits == 1, f"{where}: {value!r} fits {fits} of oneOf"
+    if "const" in schema:
+        assert value == schema["const"], where
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = [kinds] if isinstance(kinds, str) else kinds
+        python = {
+            "object": dict,
+            "array": list,
+            "string": str,
+            "integer": int,
+            "boolean": bool,
+            "null": type(None),
+        }
+        ok = any(
+            isinstance(value, python[k]) and not (k == "integer" and isinstance(value, bool))
+            for k in kinds
+        )
+        assert ok, f"{where}: {value!r} is not {kinds}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
+    if isinstance(value, int) and "minimum" in schema:
+        assert value >= schema["minimum"], where
+    if isinstance(value, str) and schema.get("format") == "date":
+        datetime.strptime(value, "%Y-%m-%d")
+    if isinstance(value, str) and schema.get("format") == "date-time":
+        datetime.fromisoformat(value)
+    if isinstance(value, dict):
+        for name in schema.get("required", ()):
+            assert name in value, f"{where}: {name} is missing"
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for name, item in value.items():
+            if name in props:
+                validate(item, props[name], f"{where}.{name}")
+            elif isinstance(extra, dict):
+                validate(item, extra, f"{where}.{name}")
+            else:
+                assert extra is not False, f"{where}: {name} is not documented"
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            validate(item, schema["items"], f"{where}[{i}]")
+
+
+async def call(rig: Rig, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    """One request, its body checked against what the document says of that route and status."""
+    response = await rig.client.request(method, path, **kwargs)
+    body = await response.json()
+    template = next(
+        t
+        for t in DOC["paths"]
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", t), path.split("?")[0])
+    )
+    operation = DOC["paths"][template][method.lower()]
+    documented = operation["responses"].get(str(response.status))
+    assert documented is not None, f"{method} {template}: {response.status} is not documented"
+    validate(body, documented["content"]["application/json"]["schema"], f"{method} {path}")
+    return response.status, body
+
+
+def routes(rig: Rig) -> set[tuple[str, str]]:
+    app = rig.client.app
+    assert app is not None
+    return {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+
+
+async def test_every_route_is_documented_and_every_documented_route_exists(rig: Rig) -> None:
+    documented = {
+        (method, path)
+        for path, item in DOC["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "delete", "patch"}
+    }
+    assert routes(rig) == documented
+    assert DOC["openapi"].startswith("3.1")
+
+
+async def test_the_document_is_served_at_openapi_json(rig: Rig) -> None:
+    status, body = await call(rig, "GET", "/openapi.json")
+    assert (status, body) == (200, DOC)
+
+
+async def test_every_documented_reference_resolves() -> None:
+    text = json.dumps(DOC)
+    for name in re.findall(r'"#/components/schemas/([^"]+)"', text):
+        assert name in DOC["components"]["schemas"], name
+
+
+async def test_a_reservation_is_read_back_with_its_status_placement_and_expiry(rig: Rig) -> None:
+    status, held = await call(rig, "POST", "/reservations", json=reservation("r1", 3), headers=WEB)
+    assert status == 201
+    status, body = await call(rig, "GET", "/reservations/r1", headers=WEB)
+    assert status == 200
+    assert body["status"] == "held"
+    assert body["placement"] == {"HOT": {"wh": 3}} == held["placement"]
+    assert body["expires_at"] == held["expires_at"]
+    await call(rig, "DELETE", "/reservations/r1", headers=WEB)
+    status, body = await call(rig, "GET", "/reservations/r1", headers=WEB)
+    assert (status, body["status"]) == (200, "released")
+
+
+async def test_a_rejected_reservation_is_read_back_with_its_shortfall(rig: Rig) -> None:
+    status, _ = await call(rig, "POST", "/reservations", json=reservation("big", 99), headers=WEB)
+    assert status == 409
+    status, body = await call(rig, "GET", "/reservations/big", headers=WEB)
+    assert (status, body["status"]) == (200, "rejected")
+    assert body["shortfall"][0]["requested"] == 99
+
+
+async def test_an_unknown_or_foreign_reservation_is_a_404_json_error(rig: Rig) -> None:
+    status, body = await call(rig, "GET", "/reservations/nope", headers=WEB)
+    assert status == 404 and "no reservation nope" in body["error"]
+    await call(rig, "POST", "/reservations", json=reservation("mine"), headers=WEB)
+    status, body = await call(rig, "GET", "/reservations/mine", headers=AMAZON)
+    assert status == 404 and body["status"] == 404
+    status, body = await call(rig, "GET", "/reservations/mine")
+    assert status == 401
+
+
+async def test_explain_is_the_formula_from_the_committed_states(rig: Rig) -> None:
+    await call(rig, "POST", "/reservations", json=reservation("r1", 2), headers=WEB)
+    engine = rig.stream.engine
+    engine.process(
+        InboundScheduled(
+            event_id="po",
+            occurred_at=datetime.now(UTC),
+            source="erp",
+            po_id="PO-1",
+            sku="HOT",
+            location="wh",
+            quantity=5,
+            eta=datetime.now(UTC).date(),
+        )
+    )
+    engine.flush()
+    states: StateView = api_of(rig.client.app).states
+    for sku, state in engine.skus.items():  # what the feed reads off the changelog
+        states.offer(sku, json.dumps(state.to_dict()).encode())
+    today = datetime.now(UTC).date()
+    for listing in ("HOT", "HOT-2PK"):
+        status, body = await call(rig, "GET", f"/explain/web/{listing}", headers=WEB)
+        assert status == 200
+        want = explain(CATALOG, engine.skus, "web", listing, today).to_json()
+        assert body == {**want, "published": None}
+    hot = body["components"][0]
+    assert [loc["location"] for loc in hot["locations"]] == ["wh"]
+    assert hot["locations"][0]["reserved"] == 2
+    assert hot["locations"][0]["holds"][0]["reservation_id"] == "r1"
+    assert body["available"] == (10 - 2) // 2
+    record = {
+        "channel": "web",
+        "channel_sku": "HOT",
+        "available": 8,
+        "backorderable": 0,
+        "restock_date": None,
+        "version": 3,
+        "as_of": "2026-01-01T00:00:00Z",
+        "cause_event_id": "e3",
+    }
+    rig.availability.offer(record)
+    status, body = await call(rig, "GET", "/explain/web/HOT", headers=WEB)
+    assert body["published"] == record and body["available"] == 8
+
+
+async def test_explain_refuses_other_channels_and_unknown_listings(rig: Rig) -> None:
+    status, _ = await call(rig, "GET", "/explain/web/HOT", headers=AMAZON)
+    assert status == 403
+    status, body = await call(rig, "GET", "/explain/web/NOPE", headers=WEB)
+    assert status == 404 and "no listing 'NOPE'" in body["error"]
+    status, body = await call(rig, "GET", "/explain/web/HOT")
+    assert status == 401
+
+
+async def test_the_documented_error_and_health_bodies_fit(rig: Rig) -> None:
+    assert (await call(rig, "GET", "/health"))[0] == 200
+    assert (await call(rig, "POST", "/reservations", json={"lines": []}, headers=WEB))[0] == 400
+    assert (await call(rig, "DELETE", "/reservations/none", headers=WEB))[0] == 404
+    status, _ = await call(rig, "GET", "/availability/web/HOT", headers=WEB)
+    assert status == 404
+
+
+async def test_the_validator_rejects_what_the_document_does_not_allow() -> None:
+    schema = {"$ref": "#/components/schemas/Availability"}
+    with pytest.raises(AssertionError):
+        validate({"channel": "web"}, schema)
+    with pytest.raises(AssertionError):
+        validate({"error": 3, "status": 400}, {"$ref": "#/components/schemas/Error"})

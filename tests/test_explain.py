@@ -1,0 +1,197 @@
+"""`explain` on every scenario of tests/scenarios: the figure it explains is the published one, and
+its steps add up, recomputed here from the scenario's positions and catalog (not the core's
+formula functions)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.cli import main
+from streams.core.catalog import Catalog, Channel
+from streams.core.explain import Explanation, UnknownListing, explain
+from streams.simulate import read_catalog, run
+
+SCENARIOS = sorted(p for p in (Path(__file__).parent / "scenarios").iterdir() if p.is_dir())
+
+
+def explained(scenario: Path) -> tuple[Catalog, dict[str, Any], list[Explanation]]:
+    catalog = read_catalog(scenario / "catalog.yaml")
+    with open(scenario / "events.jsonl", "rb") as handle:
+        engine, _, _ = run(catalog, handle)
+    clock = engine.stream_time.date()
+    out = [
+        explain(catalog, engine.skus, li.channel, li.channel_sku, clock) for li in catalog.listings
+    ]
+    return catalog, json.loads((scenario / "expected.json").read_text()), out
+
+
+def channel_formula(units: int, channel: Channel) -> int:
+    return max(0, units * channel.allocation_percent // 100 - channel.buffer_units)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_explain_gives_the_published_figures(scenario: Path) -> None:
+    _, expected, explanations = explained(scenario)
+    published = {(a["channel"], a["channel_sku"]): a for a in expected["availability"]}
+    for e in explanations:
+        # a listing whose SKUs never moved has no record yet: it is 0 on the channel
+        record = published.get((e.channel, e.channel_sku), {"available": 0, "backorderable": 0})
+        assert (e.available, e.backorderable) == (
+            record["available"],
+            record["backorderable"],
+        ), e.to_text()
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_the_figures_of_an_explanation_add_up(scenario: Path) -> None:
+    catalog, expected, explanations = explained(scenario)
+    positions = {(p["sku"], p["location"]): p for p in expected["positions"]}
+    safety = {(s.sku, s.location): s.units for s in catalog.safety_stock}
+    for e in explanations:
+        channel = catalog.channel_by_id[e.channel]
+        listing = catalog.listing_by_key[(e.channel, e.channel_sku)]
+        wanted: dict[str, int] = {}
+        for c in listing.components:
+            wanted[c.sku] = wanted.get(c.sku, 0) + c.quantity
+        assert [(c.sku, c.quantity) for c in e.components] == list(wanted.items())
+        horizon = (
+            e.clock_date + timedelta(days=channel.backorder_horizon_days)
+            if channel.backorder_horizon_days
+            else None
+        )
+        assert e.horizon_date == horizon
+        for comp in e.components:
+            shown = [loc.location for loc in comp.locations]
+            assert shown == [loc for loc in channel.locations if (comp.sku, loc) in positions], (
+                "every eligible location with a position, in the channel's order"
+            )
+            for loc in comp.locations:
+                pos = positions[(comp.sku, loc.location)]
+                for field in ("on_hand", "reserved", "committed", "damaged", "quarantine"):
+                    assert getattr(loc, field) == pos[field], (comp.sku, loc.location, field)
+                assert loc.safety_stock == safety.get((comp.sku, loc.location), 0)
+                assert loc.location_ats == pos["location_ats"]
+                assert loc.location_ats == (
+                    loc.on_hand - loc.reserved - loc.committed - loc.safety_stock
+                )
+                assert sum(h.units for h in loc.holds) == loc.reserved
+                assert sum(c.units for c in loc.commitments) == loc.committed
+                assert (
+                    sum(p.incoming for p in comp.inbound if p.location == loc.location)
+                    == (pos["incoming"])
+                )
+            network = sum(max(0, loc.location_ats) for loc in comp.locations)
+            assert comp.network_ats == network
+            assert comp.channel_ats == channel_formula(network, channel)
+            assert comp.available == comp.channel_ats // comp.quantity
+            for po in comp.inbound:
+                assert po.in_horizon == (
+                    horizon is not None and po.eta is not None and po.eta <= horizon
+                )
+            due = sum(po.incoming for po in comp.inbound if po.in_horizon)
+            assert comp.incoming_in_horizon == due
+            assert comp.backorder_units == (channel_formula(due, channel) if due else 0)
+            assert comp.backorderable == comp.backorder_units // comp.quantity
+            etas = [po.eta for po in comp.inbound if po.in_horizon and po.eta is not None]
+            assert comp.restock_date == (min(etas) if comp.backorderable else None)
+        by_sku = {c.sku: c for c in e.components}
+        assert e.available == min(
+            by_sku[c.sku].channel_ats // (c.quantity if len(by_sku) > 1 else by_sku[c.sku].quantity)
+            for c in listing.components
+        )
+        if e.backorderable:
+            assert e.restock_date == max(
+                c.restock_date or date.min for c in e.components if c.inbound
+            )
+
+
+def test_the_scenarios_explain_every_kind_of_listing() -> None:
+    """The runs above cover packs, bundles and backorders with POs (else they prove little)."""
+    kinds = set()
+    for scenario in SCENARIOS:
+        _, _, explanations = explained(scenario)
+        for e in explanations:
+            if len(e.components) > 1:
+                kinds.add("bundle")
+            if any(c.quantity > 1 for c in e.components):
+                kinds.add("pack")
+            if e.backorderable:
+                kinds.add("backorder")
+            if any(po.in_horizon for c in e.components for po in c.inbound):
+                kinds.add("po-in-horizon")
+            if any(not po.in_horizon for c in e.components for po in c.inbound):
+                kinds.add("po-beyond")
+            if any(loc.holds for c in e.components for loc in c.locations):
+                kinds.add("holds")
+    assert kinds >= {"bundle", "pack", "backorder", "po-in-horizon", "holds"}
+
+
+def test_an_unknown_listing_is_an_error_naming_it() -> None:
+    catalog = read_catalog(SCENARIOS[0] / "catalog.yaml")
+    with pytest.raises(UnknownListing, match="NOPE"):
+        explain(catalog, {}, catalog.channels[0].id, "NOPE", date(2026, 1, 1))
+
+
+def test_the_text_shows_each_step_with_its_numbers() -> None:
+    _, _, explanations = explained(Path(__file__).parent / "scenarios" / "bundles-and-backorders")
+    text = next(e for e in explanations if e.backorderable).to_text()
+    assert "location_ats = on_hand" in text
+    assert "network_ats =" in text
+    assert "channel_ats = max(0, floor(" in text
+    assert "PO " in text and "backorder = " in text
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["explain", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_the_offline_command_prints_the_explanation_and_the_published_record(
+    scenario: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, expected, explanations = explained(scenario)
+    files = [
+        "--catalog",
+        str(scenario / "catalog.yaml"),
+        "--events",
+        str(scenario / "events.jsonl"),
+    ]
+    published = {(a["channel"], a["channel_sku"]): a for a in expected["availability"]}
+    for e in explanations:
+        code, out, err = cli(capsys, e.channel, e.channel_sku, *files, "--format", "json")
+        assert code == 0, err
+        body = json.loads(out)
+        assert body == {**e.to_json(), "published": body["published"]}
+        record = published.get((e.channel, e.channel_sku))
+        if record is None:
+            assert body["published"] is None
+        else:
+            assert {k: body["published"][k] for k in record} == record
+        code, out, _ = cli(capsys, e.channel, e.channel_sku, *files)
+        assert code == 0
+        assert out.startswith(e.to_text())
+        assert ("published: available" in out) == (record is not None)
+
+
+def test_the_command_refuses_an_unknown_listing_or_events_without_a_catalog(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    scenario = SCENARIOS[0]
+    files = [
+        "--catalog",
+        str(scenario / "catalog.yaml"),
+        "--events",
+        str(scenario / "events.jsonl"),
+    ]
+    channel = read_catalog(scenario / "catalog.yaml").channels[0].id
+    code, _, err = cli(capsys, channel, "NOPE", *files)
+    assert code == 2 and "has no listing 'NOPE'" in err
+    code, _, err = cli(capsys, channel, "NOPE", "--events", str(scenario / "events.jsonl"))
+    assert code == 2 and "--events needs --catalog" in err
