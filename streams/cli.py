@@ -194,7 +194,7 @@ def _connect(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(args)
-    bootstrap = _bootstrap(settings)
+    bootstrap = _bootstrap(settings, check=False)  # connect waits for its cluster itself
     catalog = _live_catalog(args, bootstrap)
     if catalog is None:
         raise InventoryError("no catalog on inventory.catalog yet: pass --catalog FILE")
