@@ -14,7 +14,6 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
-from aiokafka.partitioner import murmur2  # the partitioner our producers' murmur2_random matches
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
@@ -32,6 +31,7 @@ from streams.runtime.topics import (
     EVENTS,
     availability_topic,
     changelog_topic,
+    partition_for,
 )
 from streams.settings import Settings
 
@@ -116,6 +116,25 @@ def decode_record(topic: str, value: bytes | None, codec: Any, commands: Command
         return {"undecodable": str(error)}
 
 
+def _reader(bootstrap: str, purpose: str) -> Consumer:
+    """A consumer that reads from the start with no group of its own to commit to."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{purpose}-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def _partition_count(consumer: Consumer, topic: str) -> int:
+    metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        raise InventoryError(f"topic {topic!r} does not exist")
+    return len(metadata.partitions)
+
+
 def tail(
     topic: str,
     settings: Settings,
@@ -129,19 +148,9 @@ def tail(
     """Print every record of `topic` from the beginning as one JSON line; returns the count."""
     codec = make_codec(settings)
     commands = CommandCodec(codec)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"tail-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = _reader(bootstrap, "tail")
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise InventoryError(f"topic {topic!r} does not exist")
-        partitions = sorted(metadata.partitions)
+        partitions = list(range(_partition_count(consumer, topic)))
         ends = true_end_offsets(bootstrap, topic, partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         seen = 0
@@ -194,20 +203,10 @@ def latest_values(
     """The last value of each of `keys` on `topic` (None: a tombstone), reading only the partitions
     the keys go to: every topic of ours is keyed and partitioned by murmur2."""
     wanted = set(keys)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"explain-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = _reader(bootstrap, "explain")
     try:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
-            raise InventoryError(f"topic {topic!r} does not exist")
-        count = len(metadata.partitions)
-        partitions = sorted({(murmur2(k) & 0x7FFFFFFF) % count for k in wanted})
+        count = _partition_count(consumer, topic)
+        partitions = sorted({partition_for(k, count) for k in wanted})
         ends = true_end_offsets(bootstrap, topic, partitions)
         todo = {p for p in partitions if ends[p] > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in todo])

@@ -43,12 +43,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import lru_cache
 from typing import Any, cast
 
 import faust
 import orjson  # table records and commands: several times faster than json on the hot path
-from aiokafka.partitioner import murmur2  # the partitioner Faust's producer uses for keys
 from faust.serializers import codecs
 from faust.types import TableT
 from mode import CrashingSupervisor
@@ -123,6 +121,7 @@ from streams.runtime.topics import (
     POSITIONS,
     RESERVATION_DECISIONS,
     availability_topic,
+    partition_for,
 )
 from streams.settings import Settings
 
@@ -151,11 +150,6 @@ def batches(
     """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX,
     and a batch ends at once on an event that is `urgent`."""
     return take_batches(stream, BATCH_MAX, within, urgent)
-
-
-@lru_cache(maxsize=1 << 18)  # aiokafka's murmur2 is pure Python; SKU keys come back all the time
-def partition_for(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class _StateCodec(codecs.Codec):

@@ -6,7 +6,9 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
+from aiokafka.partitioner import murmur2  # the hash Faust's producer and our murmur2_random use
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
@@ -191,3 +193,9 @@ def _warn_if_not_compacted(admin: AdminClient, specs: Sequence[TopicSpec], timeo
                 )
     except KafkaException as exc:
         log.warning("could not check compaction of existing topics: %s", exc)
+
+
+@lru_cache(maxsize=1 << 18)  # aiokafka's murmur2 is pure Python; SKU keys come back all the time
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition every topic of ours puts `key` on (keyed, murmur2, as Java clients do)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
