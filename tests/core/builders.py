@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.core.catalog import Catalog, load_catalog
+from streams.core.engine import Collector, Engine
 from streams.core.models import Event, parse_event
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -72,3 +73,12 @@ def catalog(**overrides: Any) -> Catalog:
     }
     data.update(overrides)
     return load_catalog(data)
+
+
+def run(*events: Event, cat: Catalog | None = None) -> tuple[Engine, Collector]:
+    """The core's engine after `events` in order, and what it published."""
+    out = Collector()
+    engine = Engine(cat or catalog(), out)
+    for event in events:
+        engine.process(event)
+    return engine, out

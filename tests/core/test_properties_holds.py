@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import Event, ReservationRequested
-from tests.core.builders import ev
+from tests.core.builders import count, delta, ev
 
 LOCATIONS = ["wh", "store", "dc"]
 SKUS = ["A", "B", "C"]
@@ -143,35 +143,29 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
         eid = f"e{n:03d}"
         sku, loc = draw(st.sampled_from(SKUS)), draw(st.sampled_from(LOCATIONS))
         if kind == "receipt":
-            e = ev(
-                "stock-adjusted",
+            e = delta(
+                sku,
+                loc,
+                draw(st.integers(2, 9)),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="delta",
-                quantity=draw(st.integers(2, 9)),
+                event_id=eid,
                 reason="receipt",
             )
         elif kind == "adjust":
-            e = ev(
-                "stock-adjusted",
+            e = delta(
+                sku,
+                loc,
+                draw(st.sampled_from([-3, -2, -1, 1, 2, 4])),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="delta",
-                quantity=draw(st.sampled_from([-3, -2, -1, 1, 2, 4])),
+                event_id=eid,
             )
         elif kind == "count":
-            e = ev(
-                "stock-adjusted",
+            e = count(
+                sku,
+                loc,
+                draw(st.integers(0, 15)),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="count",
-                quantity=draw(st.integers(0, 15)),
+                event_id=eid,
             )
         elif kind == "return":
             e = ev(
@@ -199,14 +193,12 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
         elif kind == "po-receipt":
             po = draw(st.sampled_from(sorted(pos)))
             sku, loc = pos[po]
-            e = ev(
-                "stock-adjusted",
+            e = delta(
+                sku,
+                loc,
+                draw(st.integers(1, 5)),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="delta",
-                quantity=draw(st.integers(1, 5)),
+                event_id=eid,
                 reason="receipt",
                 po_id=po,
             )
@@ -267,7 +259,7 @@ def streams(draw: st.DrawFn, min_size: int = 8, max_size: int = 40) -> list[Even
             e = ev("reservation-released", at, eid, reservation_id=rid)
         elif kind == "tick":  # only moves the clock: expiries are due
             minute += draw(st.sampled_from([5, 15, 60]))
-            e = ev("stock-adjusted", minute, eid, sku="Z", location="wh", mode="delta", quantity=1)
+            e = delta("Z", "wh", 1, minute, event_id=eid)
         else:  # request, and the kinds that had nothing to refer to yet
             channel = draw(st.sampled_from(sorted(CHANNELS)))
             reuse = requests and draw(st.integers(0, 7)) == 0
@@ -438,25 +430,21 @@ def stock_streams(draw: st.DrawFn) -> list[Event]:
         eid = draw(st.sampled_from(["e", "f", "g"])) + f"{n:03d}"  # counts' tie order varies
         kind = draw(st.sampled_from(["delta", "delta", "count", "count", "pick", "return", "po"]))
         if kind == "delta":
-            e = ev(
-                "stock-adjusted",
+            e = delta(
+                sku,
+                loc,
+                draw(st.sampled_from([-4, -1, 2, 5, 9])),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="delta",
-                quantity=draw(st.sampled_from([-4, -1, 2, 5, 9])),
+                event_id=eid,
                 bucket=draw(st.sampled_from(["sellable", "sellable", "damaged"])),
             )
         elif kind == "count":
-            e = ev(
-                "stock-adjusted",
+            e = count(
+                sku,
+                loc,
+                draw(st.integers(0, 12)),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="count",
-                quantity=draw(st.integers(0, 12)),
+                event_id=eid,
                 bucket=draw(st.sampled_from(["sellable", "sellable", "damaged"])),
             )
         elif kind == "pick":
@@ -485,14 +473,12 @@ def stock_streams(draw: st.DrawFn) -> list[Event]:
                 eta="2026-11-02",
             )
         else:
-            e = ev(
-                "stock-adjusted",
+            e = delta(
+                sku,
+                loc,
+                draw(st.integers(1, 4)),
                 at,
-                eid,
-                sku=sku,
-                location=loc,
-                mode="delta",
-                quantity=draw(st.integers(1, 4)),
+                event_id=eid,
                 reason="receipt",
                 po_id=f"PO-{sku}-{loc}",
             )
@@ -569,14 +555,12 @@ def po_streams(draw: st.DrawFn) -> tuple[list[Event], list[Event]]:
                 eta=eta.isoformat(),
             )
         else:
-            e = ev(
-                "stock-adjusted",
+            e = delta(
+                sku,
+                loc,
+                draw(st.integers(1, 4)),
                 at,
-                f"p{n:03d}",
-                sku=sku,
-                location=loc,
-                mode="delta",
-                quantity=draw(st.integers(1, 4)),
+                event_id=f"p{n:03d}",
                 reason="receipt",
                 po_id=po,
             )
@@ -607,7 +591,7 @@ def test_backorderable_depends_on_stock_pos_and_the_clock_not_on_arrival_order(
     shuffled = list(mixed)
     rnd.shuffle(shuffled)
     # the POs and their receipts alone, in another order, and one event that sets the same clock
-    tick = ev("stock-adjusted", 0, "tick", sku="Z", location="wh", mode="delta", quantity=1)
+    tick = delta("Z", "wh", 1, 0, event_id="tick")
     alone = [e for e in mixed if e.type == "inbound-scheduled" or getattr(e, "po_id", None)]
     alone.append(tick.model_copy(update={"occurred_at": clock}))
     rnd.shuffle(alone)

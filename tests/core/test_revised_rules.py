@@ -14,17 +14,9 @@ from streams.core.engine import Collector, Engine
 from streams.core.models import Event
 from streams.core.reservations import on_result, start
 from streams.core.sku import HoldResult
-from tests.core.builders import catalog, count, delta, ev
+from tests.core.builders import catalog, count, delta, ev, run
 
 DAY = 24 * 60  # minutes
-
-
-def run(*events: Event, cat: Catalog | None = None) -> tuple[Engine, Collector]:
-    out = Collector()
-    engine = Engine(cat or catalog(), out)
-    for event in events:
-        engine.process(event)
-    return engine, out
 
 
 def half_catalog(**channel: Any) -> Catalog:
@@ -318,9 +310,9 @@ def test_confirmed_units_are_committed_where_they_were_held() -> None:
     assert (reserved(out, "A", "wh"), reserved(out, "A", "store")) == (0, 0)
 
 
-def test_picks_and_cancels_release_exactly_what_each_line_location_holds() -> None:
-    # one line committed 4 at wh and 2 at store (from a split hold)
-    base = [
+def split_line_order() -> list[Event]:
+    """Order o's line 1 (6 of A) confirms a hold split 4 at wh and 2 at store."""
+    return [
         count("A", "wh", 4),
         count("A", "store", 2),
         request("r", 1, "web", {"sku": "A", "quantity": 6}),
@@ -333,6 +325,10 @@ def test_picks_and_cancels_release_exactly_what_each_line_location_holds() -> No
             lines=[{"line_id": "1", "sku": "A", "quantity": 6}],
         ),
     ]
+
+
+def test_picks_and_cancels_release_exactly_what_each_line_location_holds() -> None:
+    base = split_line_order()  # line 1 committed 4 at wh and 2 at store
     pick_store = ev(
         "pick-confirmed", 3, order_id="o", line_id="1", sku="A", location="store", quantity=2
     )
@@ -352,19 +348,7 @@ def test_picks_and_cancels_release_exactly_what_each_line_location_holds() -> No
 
 
 def test_picks_and_cancels_of_a_split_line_commute() -> None:
-    base = [
-        count("A", "wh", 4),
-        count("A", "store", 2),
-        request("r", 1, "web", {"sku": "A", "quantity": 6}),
-        ev(
-            "order-created",
-            2,
-            order_id="o",
-            channel="web",
-            reservation_id="r",
-            lines=[{"line_id": "1", "sku": "A", "quantity": 6}],
-        ),
-    ]
+    base = split_line_order()
     pick = ev("pick-confirmed", 3, order_id="o", line_id="1", sku="A", location="store", quantity=1)
     cancel = ev("order-cancelled", 3, order_id="o", lines=[{"line_id": "1", "quantity": 2}])
     _, one = run(*base, pick, cancel)

@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 from streams.core.engine import Collector, Engine
-from streams.core.models import Event
-from tests.core.builders import T0, catalog, count, delta, ev
-
-
-def run(*events: Event, cat=None) -> tuple[Engine, Collector]:
-    out = Collector()
-    engine = Engine(cat or catalog(), out)
-    for event in events:
-        engine.process(event)
-    return engine, out
+from tests.core.builders import T0, catalog, count, delta, ev, run
 
 
 def pos(out: Collector, sku: str, loc: str):

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from streams.simulate import read_catalog, simulate
 from tests.integration.live import LiveSystem
-from tests.integration.test_topology import bench_catalog_yaml, big_stream
+from tests.integration.test_topology import big_scenario
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_table_write_that_raises_loses_no_event(tmp_path: Path) -> None:
     skus, n = 200, 5_000
-    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
-    big_stream(tmp_path / "events.jsonl", n, skus)
-    catalog = read_catalog(tmp_path / "catalog.yaml")
-    expected = simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+    catalog, expected = big_scenario(tmp_path, skus, n)
     with LiveSystem(catalog, tmp_path) as live:
         live.start_worker(
             0,

@@ -7,11 +7,13 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams.codec import make_codec
 from streams.commands import CommandCodec, Item, pack
+from streams.core.catalog import Catalog
 from streams.core.models import event_to_json, parse_event
 from streams.simulate import read_catalog, simulate
 from streams.topology import partition_for
@@ -82,12 +84,18 @@ def bench_catalog_yaml(path: Path, skus: int) -> None:
     path.write_text(yaml.safe_dump(bench.make_catalog(skus, 5).model_dump(mode="json")))
 
 
+def big_scenario(tmp_path: Path, skus: int, events: int) -> tuple[Catalog, dict[str, Any]]:
+    """catalog.yaml and events.jsonl of the realistic mix in `tmp_path`; the catalog and what
+    `simulate` gives on them."""
+    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
+    big_stream(tmp_path / "events.jsonl", events, skus)
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+    return catalog, simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+
+
 def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Path) -> None:
     skus, n = 500, 100_000
-    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
-    big_stream(tmp_path / "events.jsonl", n, skus)
-    catalog = read_catalog(tmp_path / "catalog.yaml")
-    expected = simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+    catalog, expected = big_scenario(tmp_path, skus, n)
     with LiveSystem(catalog, tmp_path) as live:
         live.start_worker(0)
         live.publish(tmp_path / "events.jsonl")
@@ -108,10 +116,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Pat
 
 def test_two_workers_share_the_partitions_and_agree_with_simulate(tmp_path: Path) -> None:
     skus, n = 300, 20_000
-    bench_catalog_yaml(tmp_path / "catalog.yaml", skus)
-    big_stream(tmp_path / "events.jsonl", n, skus)
-    catalog = read_catalog(tmp_path / "catalog.yaml")
-    expected = simulate(catalog, (tmp_path / "events.jsonl").read_bytes().splitlines())
+    catalog, expected = big_scenario(tmp_path, skus, n)
     with LiveSystem(catalog, tmp_path) as live:
         live.start_worker(0)
         live.start_worker(1)

@@ -17,6 +17,7 @@ from hypothesis import event as note_event
 from hypothesis import strategies as st
 
 from streams.core.catalog import load_catalog
+from streams.simulate import POSITION_FIELDS as POSITION_RECORD
 from streams.simulate import simulate
 from tests.model.spec_model import SpecModel
 
@@ -24,15 +25,8 @@ SKUS = ("TEE", "MUG")
 LOCATIONS = ("wh-east", "store-12", "wh-west")
 CHANNELS = ("shop", "amz")
 BASE = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
-POSITION_FIELDS = (
-    "on_hand",
-    "reserved",
-    "committed",
-    "damaged",
-    "quarantine",
-    "incoming",
-    "location_ats",
-)
+# the figures of a position record (simulate's output contract), without its key
+POSITION_FIELDS = tuple(f for f in POSITION_RECORD if f not in ("sku", "location"))
 
 
 @st.composite
