@@ -197,7 +197,7 @@ def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
         if result.ok and state.status != PENDING and result.sku not in state.held:
             # a hold sent before a crash for a request decided again after it closed (expired on
             # redelivery, or released before it): the record never counted it, so give it back
-            reason = state.status if state.status in (RELEASED, EXPIRED) else RELEASED
+            reason = _late_hold_reason(state)
             return [
                 ReleaseHold(
                     f"{state.reservation_id}/{reason}",
@@ -263,7 +263,7 @@ def on_decided(
         return decided, []
     if decided.status != HELD or known.accepted_at == decided.accepted_at:
         return known, []
-    reason = known.status if known.status in (RELEASED, EXPIRED) else RELEASED
+    reason = _late_hold_reason(known)
     return known, [
         ReleaseHold(
             f"{decided.reservation_id}/{reason}@{to_us(decided.accepted_at)}",
@@ -303,6 +303,11 @@ def expiry_event(state: ReservationState) -> ReservationExpired:
         source=SYSTEM_SOURCE,
         reservation_id=state.reservation_id,
     )
+
+
+def _late_hold_reason(closed: ReservationState) -> str:
+    """Why a hold placed after its record closed is given back: the record's own reason."""
+    return closed.status if closed.status in (RELEASED, EXPIRED) else RELEASED
 
 
 def _release_all(state: ReservationState, reason: str, at: datetime) -> list[ReleaseHold]:
