@@ -292,7 +292,11 @@ def apply_component(
     """Fold one component's values into its listing; the new record when availability changed."""
     known = state.components.get(update.sku)
     if known is not None and known[0] >= update.seq:
-        return None  # a redelivered or older value
+        if known[0] == update.seq and state.published is not None:
+            # redelivered: what it published may have been lost with a worker that died after
+            # writing this state, so it goes out again, under a new version
+            return _republish(state, update, floor)
+        return None  # an older value
     state.components[update.sku] = (
         update.seq,
         update.channel_ats,
@@ -340,6 +344,22 @@ def listing_record(
     state.published = Published(available, backorderable, restock, version)
     return availability_record(
         channel, channel_sku, available, backorderable, restock, version, as_of, cause
+    )
+
+
+def _republish(state: ListingState, update: ComponentUpdate, floor: int) -> Availability:
+    published = state.published
+    assert published is not None
+    published.version = max(published.version + 1, floor)
+    return availability_record(
+        update.channel,
+        update.channel_sku,
+        published.available,
+        published.backorderable,
+        published.restock_date,
+        published.version,
+        update.as_of,
+        update.cause_event_id,
     )
 
 

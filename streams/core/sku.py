@@ -189,7 +189,11 @@ def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: Sk
         inbound = loc.inbound.get(e.po_id)
         if inbound is None:
             inbound = loc.inbound[e.po_id] = Inbound()
-        if e.event_id not in inbound.receipts:
+        if e.event_id in inbound.receipts:
+            out.duplicate = (
+                True  # a redelivery, even of a receipt inside a count (incoming fell all the same)
+            )
+        else:
             inbound.receipts[e.event_id] = e.quantity
             changed = True
     if changed:
@@ -209,7 +213,11 @@ def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) 
         line = state.commitments.get(key)
         if line is None:  # picked before its order arrived: the order will find it
             line = state.commitments[key] = Commitment()
-        if e.event_id not in line.picks:
+        if e.event_id in line.picks:
+            out.duplicate = (
+                True  # a redelivery, even of a pick inside a count (it released all the same)
+            )
+        else:
             before = line.open_at()
             line.picks[e.event_id] = (e.location, e.quantity)
             line.touched_at = e.occurred_at

@@ -569,3 +569,56 @@ def test_redelivered_whole_order_cancel_cancels_only_what_it_cancelled_first() -
     engine.process(cancel)  # redelivered
     assert pos(out, "B", "wh").committed == 1
     assert pos(out, "A", "wh").committed == 0
+
+
+def test_a_redelivery_inside_a_count_is_known_as_one_so_its_outputs_are_sent_again() -> None:
+    """A pick or a PO receipt that the last count already holds still changed the record (a
+    commitment released, incoming lowered). Redelivered after a worker died before sending what
+    the first delivery produced, it must be known as a redelivery, or those outputs are lost for
+    good (found by the stage-fault integration test: positions right, one availability stale)."""
+    from streams.core.orders import commit_commands
+    from streams.core.sku import apply_sku
+    from streams.core.state import SkuState
+
+    cat = catalog()
+    state = SkuState("A")
+    order = ev(
+        "order-created",
+        1,
+        order_id="o",
+        channel="web",
+        lines=[{"line_id": "1", "sku": "A", "quantity": 3, "location": "wh"}],
+    )
+    po = ev(
+        "inbound-scheduled", 1, po_id="po", sku="A", location="wh", quantity=5, eta="2026-11-05"
+    )
+    for event in (count("A", "wh", 20, 0), po, count("A", "wh", 17, 10)):
+        apply_sku(state, event, cat)
+    for command in commit_commands(order):  # type: ignore[arg-type]
+        apply_sku(state, command, cat)
+    pick = ev("pick-confirmed", 5, order_id="o", line_id="1", sku="A", location="wh", quantity=3)
+    receipt = delta("A", "wh", 2, 6, po_id="po", reason="receipt")
+    for event in (pick, receipt):
+        first = apply_sku(state, event, cat)
+        assert not first.duplicate and first.touched == {"wh"}
+        assert apply_sku(state, event, cat).duplicate, event.type
+
+
+def test_a_redelivered_component_value_publishes_its_listing_again_under_a_new_version() -> None:
+    """The listing stage's state may reach its changelog while the record it published is lost
+    with the worker; the component value redelivered then sends the listing again. An older
+    value still changes nothing."""
+    from streams.core.derive import ComponentUpdate, ListingState, apply_component
+
+    cat = catalog()
+
+    def update(seq: int, ats: int) -> ComponentUpdate:
+        return ComponentUpdate("web", "KIT", "B", seq, ats, 0, None, T0, f"e{seq}")
+
+    state = ListingState({})
+    apply_component(state, ComponentUpdate("web", "KIT", "A", 1, 10, 0, None, T0, "a"), cat)
+    first = apply_component(state, update(5, 3), cat)
+    assert first is not None and first.available == 3
+    again = apply_component(state, update(5, 3), cat)
+    assert again is not None and (again.available, again.version) == (3, first.version + 1)
+    assert apply_component(state, update(4, 1), cat) is None
