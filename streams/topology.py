@@ -35,7 +35,6 @@ partition of its key.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -65,7 +64,7 @@ from streams.commands import (
     pack,
     unpack,
 )
-from streams.core.catalog import Catalog, load_catalog
+from streams.core.catalog import Catalog
 from streams.core.derive import (
     ComponentUpdate,
     ListingState,
@@ -1031,7 +1030,3 @@ def has_header(message: Any, header: tuple[str, Any]) -> bool:
     headers = message.headers or ()
     pairs = headers.items() if isinstance(headers, dict) else headers
     return any(name == header[0] and value == header[1] for name, value in pairs)
-
-
-def catalog_from_json(data: bytes) -> Catalog:
-    return load_catalog(json.loads(data))

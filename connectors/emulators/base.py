@@ -120,10 +120,6 @@ class Emulator:
     ) -> None:
         self._fail_next.extend([(status, retry_after)] * count)
 
-    def end_outage(self) -> None:
-        self._outage = None
-        self._fail_next.clear()
-
     # ---- what was received ----
 
     def calls(self, path_contains: str = "") -> int:

@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -249,9 +248,6 @@ class ResyncReport:
     unreadable: int
     flushes: int  # sink flushes (a flush is one API call, or one feed for a bulk path)
     seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def read_latest(

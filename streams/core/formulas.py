@@ -32,15 +32,6 @@ def sku_location_ats(state: SkuState, loc: str, loc_state: LocationState, catalo
     return location_ats(loc_state.sellable.qty, loc_state.reserved, loc_state.committed, safety)
 
 
-def sku_channel_ats(state: SkuState, channel: Channel, catalog: Catalog) -> int:
-    values = []
-    for loc in channel.locations:
-        loc_state = state.locations.get(loc)
-        if loc_state is not None:
-            values.append(sku_location_ats(state, loc, loc_state, catalog))
-    return channel_ats(network_ats(values), channel.allocation_percent, channel.buffer_units)
-
-
 def sku_backorder(state: SkuState, channel: Channel, as_of: date) -> tuple[int, date | None]:
     """Units expected within the channel's horizon (channel formula), and the earliest eta."""
     days = channel.backorder_horizon_days
