@@ -110,6 +110,7 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.faust_private import tune_fetch_wait
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
@@ -344,59 +345,6 @@ class Runtime:
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
     owner_of: Callable[[bytes], str | None] = lambda _key: None  # set by the topology
-
-
-def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
-    """Faust's consumers, tuned: our fetch wait, and Faust's pauses made real.
-
-    Faust passes a fixed 1.5 s fetch wait to aiokafka; ours is short, as the embedded broker
-    answers an empty fetch only when the wait is over.
-
-    Faust pauses a partition (a table's changelog once it is recovered, a stream while its buffer
-    is full or while tables recover) only by no longer asking aiokafka for its records; aiokafka
-    keeps fetching it. For the changelogs, that cost twice: each fetch named sixteen more
-    partitions than the stages consume, and every changelog record a commit writes came back to
-    this worker, where it sat unconsumed in aiokafka's buffer, and aiokafka sends no next fetch to
-    a broker while a partition's records wait there, until a 100 ms back-off runs out: a 100 ms
-    stall of every input after every commit. So before each fetch, the partitions Faust does not
-    ask for are paused in aiokafka too, and resumed when Faust asks for them again.
-    """
-    import aiokafka
-
-    if getattr(aiokafka.AIOKafkaConsumer, "_inventory_tuned", False):
-        return
-    base = aiokafka.AIOKafkaConsumer
-
-    class Consumer(base):  # type: ignore[misc, valid-type]
-        _inventory_tuned = True
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["fetch_max_wait_ms"] = fetch_max_wait_ms
-            super().__init__(*args, **kwargs)
-
-        async def start(self) -> None:
-            await super().start()
-            fetcher = self._fetcher
-            fetched_records = fetcher.fetched_records
-
-            async def fetched_wanted(partitions: Any, *args: Any, **kwargs: Any) -> Any:
-                self._pause_all_but(partitions)
-                return await fetched_records(partitions, *args, **kwargs)
-
-            fetcher.fetched_records = fetched_wanted
-
-        def _pause_all_but(self, wanted: Any) -> None:
-            # Faust's TPs are named tuples equal to aiokafka's, but aiokafka takes only its own
-            wanted = set(wanted)
-            paused = self.paused()
-            unwanted = self.assignment() - wanted - paused
-            if unwanted:
-                self.pause(*unwanted)
-            again = [tp for tp in paused if tp in wanted]
-            if again:
-                self.resume(*again)
-
-    aiokafka.AIOKafkaConsumer = Consumer
 
 
 def create_app(

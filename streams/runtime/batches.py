@@ -18,6 +18,8 @@ from typing import Any, cast
 import faust
 from faust.types import EventT
 
+from streams.runtime.faust_private import remove_processor, start_passive
+
 
 async def take_batches(
     stream: faust.StreamT,
@@ -59,7 +61,7 @@ async def take_batches(
 
     s.enable_acks = False  # acknowledged below, after the batch was handled
     s.add_processor(add_to_batch)
-    s._enable_passive(cast(faust.ChannelT, aiter(s.channel)))
+    start_passive(s, aiter(s.channel))
     try:
         while not s.should_stop:
             await s.wait_for_stopped(full, timeout=within)  # type: ignore[arg-type]
@@ -81,4 +83,4 @@ async def take_batches(
                 consumed.set()
     finally:
         s.enable_acks = enable_acks
-        s._processors.remove(add_to_batch)
+        remove_processor(s, add_to_batch)

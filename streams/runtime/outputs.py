@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from streams.errors import BrokerError
+from streams.runtime.faust_private import wrap_producer_flush
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +75,14 @@ class Outputs:
 
     def install(self, app: Any) -> None:
         """Hook this producer's flush into Faust's flush-before-commit."""
-        new_producer = app._new_producer
 
-        def _new_producer() -> Any:
-            producer = new_producer()
-            faust_flush = producer.flush
-
-            async def flush() -> None:
-                for hook in self.before_flush:
-                    await hook()
+        async def flush(faust_flush: Callable[[], Awaitable[None]]) -> None:
+            for hook in self.before_flush:
+                await hook()
+            await self.flush()
+            await faust_flush()
+            if any([hook() for hook in self.after_flush]):
                 await self.flush()
                 await faust_flush()
-                if any([hook() for hook in self.after_flush]):
-                    await self.flush()
-                    await faust_flush()
 
-            producer.flush = flush
-            return producer
-
-        app._new_producer = _new_producer
+        wrap_producer_flush(app, flush)

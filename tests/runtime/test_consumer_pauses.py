@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiokafka
 from faust.types import TP
 
-from streams.topology import tune_fetch_wait
+from streams.runtime.faust_private import tune_fetch_wait
 
 
 async def test_partitions_faust_does_not_ask_for_are_paused_and_resumed_when_it_asks() -> None:

@@ -1,0 +1,98 @@
+"""Every use of a private attribute of faust-streaming or aiokafka, in one place.
+
+pyproject.toml pins both to the minor versions these were written against; a canary test per
+attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade moves one.
+
+- `aiokafka.AIOKafkaConsumer._fetcher` and its `fetched_records` (tune_fetch_wait);
+- `faust.App._new_producer` (wrap_producer_flush);
+- `faust.Stream._enable_passive` and `faust.Stream._processors` (start_passive, remove_processor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+
+def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """Faust's consumers, tuned: our fetch wait, and Faust's pauses made real.
+
+    Faust passes a fixed 1.5 s fetch wait to aiokafka; ours is short, as the embedded broker
+    answers an empty fetch only when the wait is over.
+
+    Faust pauses a partition (a table's changelog once it is recovered, a stream while its buffer
+    is full or while tables recover) only by no longer asking aiokafka for its records; aiokafka
+    keeps fetching it. For the changelogs, that cost twice: each fetch named sixteen more
+    partitions than the stages consume, and every changelog record a commit writes came back to
+    this worker, where it sat unconsumed in aiokafka's buffer, and aiokafka sends no next fetch to
+    a broker while a partition's records wait there, until a 100 ms back-off runs out: a 100 ms
+    stall of every input after every commit. So before each fetch, the partitions Faust does not
+    ask for are paused in aiokafka too, and resumed when Faust asks for them again.
+    """
+    import aiokafka
+
+    if getattr(aiokafka.AIOKafkaConsumer, "_inventory_tuned", False):
+        return
+    base = aiokafka.AIOKafkaConsumer
+
+    class Consumer(base):  # type: ignore[misc, valid-type]
+        _inventory_tuned = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["fetch_max_wait_ms"] = fetch_max_wait_ms
+            super().__init__(*args, **kwargs)
+
+        async def start(self) -> None:
+            await super().start()
+            fetcher = self._fetcher
+            fetched_records = fetcher.fetched_records
+
+            async def fetched_wanted(partitions: Any, *args: Any, **kwargs: Any) -> Any:
+                self._pause_all_but(partitions)
+                return await fetched_records(partitions, *args, **kwargs)
+
+            fetcher.fetched_records = fetched_wanted
+
+        def _pause_all_but(self, wanted: Any) -> None:
+            # Faust's TPs are named tuples equal to aiokafka's, but aiokafka takes only its own
+            wanted = set(wanted)
+            paused = self.paused()
+            unwanted = self.assignment() - wanted - paused
+            if unwanted:
+                self.pause(*unwanted)
+            again = [tp for tp in paused if tp in wanted]
+            if again:
+                self.resume(*again)
+
+    aiokafka.AIOKafkaConsumer = Consumer
+
+
+def wrap_producer_flush(app: Any, flush: Callable[[Callable[[], Awaitable[None]]], Any]) -> None:
+    """Run `flush(faust_flush)` wherever Faust flushes its producer before a commit.
+
+    Faust has no hook for it; the producer it builds is wrapped as it is built.
+    """
+    new_producer = app._new_producer
+
+    def _new_producer() -> Any:
+        producer = new_producer()
+        faust_flush = producer.flush
+
+        async def flushing() -> None:
+            await flush(faust_flush)
+
+        producer.flush = flushing
+        return producer
+
+    app._new_producer = _new_producer
+
+
+def start_passive(stream: faust.Stream[Any], channel: Any) -> None:
+    """Have the stream's processors run for every record as Faust's own take_events does."""
+    stream._enable_passive(channel)
+
+
+def remove_processor(stream: faust.Stream[Any], processor: Callable[..., Any]) -> None:
+    stream._processors.remove(processor)

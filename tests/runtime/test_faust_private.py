@@ -1,0 +1,39 @@
+"""Canaries: each private attribute of faust-streaming or aiokafka that
+streams.runtime.faust_private touches, checked on the installed versions, so an upgrade that moves
+one fails here by name instead of somewhere in a running worker."""
+
+from __future__ import annotations
+
+import inspect
+
+import aiokafka
+import faust
+from aiokafka.consumer.fetcher import Fetcher
+
+
+def test_aiokafka_consumer_builds_its_fetcher_as_fetcher_on_start() -> None:
+    assert "self._fetcher = Fetcher(" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+
+
+def test_aiokafka_fetcher_fetched_records_takes_the_partitions_first() -> None:
+    fetched_records = Fetcher.fetched_records
+    assert inspect.iscoroutinefunction(fetched_records)
+    assert list(inspect.signature(fetched_records).parameters)[:2] == ["self", "partitions"]
+
+
+def test_faust_app_builds_its_producer_through_new_producer() -> None:
+    app = faust.App("canary", broker="kafka://127.0.0.1:1")
+    assert callable(app._new_producer)
+    assert "self._new_producer()" in inspect.getsource(type(app).producer.fget)  # type: ignore[attr-defined]
+
+
+def test_faust_stream_keeps_its_processors_and_a_passive_mode() -> None:
+    app = faust.App("canary", broker="kafka://127.0.0.1:1")
+    stream = app.stream([])
+
+    def processor(value: object) -> object:
+        return value
+
+    stream.add_processor(processor)
+    assert stream._processors[-1] is processor
+    assert list(inspect.signature(stream._enable_passive).parameters)[:1] == ["channel"]
