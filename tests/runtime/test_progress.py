@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from connectors.sources.progress import FileProgress
+from streams.cli import build_parser
 from streams.runtime.progress import StageProgress, wanted
 
 
@@ -52,3 +53,13 @@ def test_the_import_bar_is_drawn_by_the_same_renderer(capsys: pytest.CaptureFixt
     captured = capsys.readouterr()
     assert captured.out == ""  # stdout stays the report's
     assert "counts.csv" in captured.err and "10 rows" in captured.err
+
+
+@pytest.mark.parametrize(
+    "command", [["replay", "--dlq"], ["reconcile", "x.csv"], ["resync", "web"]]
+)
+def test_the_long_commands_take_progress_and_no_progress(command: list[str]) -> None:
+    parser = build_parser()
+    assert parser.parse_args(command).progress is None  # the default: a terminal decides
+    assert parser.parse_args([*command, "--progress"]).progress is True
+    assert parser.parse_args([*command, "--no-progress"]).progress is False
