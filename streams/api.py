@@ -769,6 +769,8 @@ class ReservationApi:
         if isinstance(rid, str) and len(rid.strip()) > MAX_ID_LENGTH:
             raise _Refused(400, f"reservation_id: at most {MAX_ID_LENGTH} characters")
         data = {**data, "channel": data.get("channel", channel)}
+        if not isinstance(data["channel"], str):
+            raise _Refused(400, f"channel: must be a string, got {type(data['channel']).__name__}")
         if data["channel"] != channel:
             raise _Refused(
                 403,

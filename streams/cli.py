@@ -13,6 +13,7 @@ from streams.errors import InventoryError
 
 if TYPE_CHECKING:
     from streams.core.catalog import Catalog
+    from streams.runtime.progress import StageProgress
     from streams.settings import Settings
 
 
@@ -93,6 +94,22 @@ def _explain(args: argparse.Namespace) -> int:
         ):
             print("  the state has moved on since that record: a newer one is on its way")
     return 0
+
+
+def _progress(args: argparse.Namespace) -> StageProgress:
+    """Bars on stderr for a long command: on a terminal, or with --progress."""
+    from streams.runtime.progress import StageProgress, wanted
+
+    return StageProgress(wanted(args.progress))
+
+
+def _add_progress_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: when stderr is a terminal)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -182,7 +199,8 @@ def _resync(args: argparse.Namespace) -> int:
     channel = catalog.channel_by_id.get(args.channel)
     if channel is None:
         raise InventoryError(f"channel {args.channel!r} is not in the catalog")
-    report = resync(channel, settings, _bootstrap(settings))
+    with _progress(args) as progress:
+        report = resync(channel, settings, _bootstrap(settings), progress)
     print(json.dumps(dataclasses.asdict(report), default=str))
     return 0
 
@@ -224,14 +242,16 @@ def _reconcile(args: argparse.Namespace) -> int:
         raise InventoryError("thresholds cannot be negative")
     settings = _settings(args)
     bootstrap = _bootstrap(settings)
-    report = reconcile(
-        Path(args.snapshot),
-        bootstrap,
-        settings=settings,
-        thresholds=Thresholds(args.threshold, args.threshold_percent),
-        correct=args.correct,
-        catalog=_live_catalog(args, bootstrap) if args.catalog else None,
-    )
+    with _progress(args) as progress:
+        report = reconcile(
+            Path(args.snapshot),
+            bootstrap,
+            settings=settings,
+            thresholds=Thresholds(args.threshold, args.threshold_percent),
+            correct=args.correct,
+            catalog=_live_catalog(args, bootstrap) if args.catalog else None,
+            progress=progress,
+        )
     if args.format == "json":
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -263,7 +283,10 @@ def _replay(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap(settings)
     if args.dlq:
         catalog = _live_catalog(args, bootstrap)
-        report = redrive(settings, bootstrap, start, catalog, dry_run=args.dry_run)
+        with _progress(args) as progress:
+            report = redrive(
+                settings, bootstrap, start, catalog, dry_run=args.dry_run, progress=progress
+            )
         print(json.dumps({**report.to_json(), "dry_run": args.dry_run}, default=str))
         return 0
     if start is None:
@@ -275,7 +298,8 @@ def _replay(args: argparse.Namespace) -> int:
             "a rebuild deletes the internal and changelog topics and moves the workers' offsets "
             "on inventory.events; run again with --yes (see --help)"
         )
-    result = rebuild(settings, bootstrap, start, wait=args.wait)
+    with _progress(args) as progress:
+        result = rebuild(settings, bootstrap, start, wait=args.wait, progress=progress)
     print(json.dumps(dataclasses.asdict(result)))
     return 0
 
@@ -407,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rc.add_argument("--format", choices=["text", "json"], default="text")
     rc.add_argument("--catalog", help="catalog YAML (default: the latest on inventory.catalog)")
+    _add_progress_flag(rc)
     rc.set_defaults(run=_reconcile)
 
     rp = sub.add_parser(
@@ -435,11 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for stopped workers' sessions to expire (default 30)",
     )
     rp.add_argument("--catalog", help="--dlq: catalog YAML to validate against (default: latest)")
+    _add_progress_flag(rp)
     rp.set_defaults(run=_replay)
 
     rs = sub.add_parser("resync", help="push a channel's full current availability to it")
     rs.add_argument("channel")
     rs.add_argument("--catalog", help="catalog YAML with the channel's connector settings")
+    _add_progress_flag(rs)
     rs.set_defaults(run=_resync)
 
     cn = sub.add_parser(

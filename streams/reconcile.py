@@ -20,6 +20,7 @@ from streams.core.catalog import Catalog
 from streams.core.keys import position_key
 from streams.core.models import Alert, StockAdjusted, format_ts
 from streams.errors import InventoryError
+from streams.runtime.progress import StageProgress
 
 COLUMNS = ("system", "sku", "location_or_channel", "quantity", "as_of")
 
@@ -349,8 +350,10 @@ def reconcile(
     correct: bool = False,
     catalog: Catalog | None = None,
     now: datetime | None = None,
+    progress: StageProgress | None = None,
 ) -> Report:
-    """Read the snapshot and the live state, compare, publish drift alerts (and corrections)."""
+    """Read the snapshot and the live state, compare, publish drift alerts (and corrections);
+    `progress` is told the topics read and the rows checked, stage by stage."""
     from connectors.sources.producer import Outgoing, SourceProducer
     from streams.runtime.catalog_store import read_latest
     from streams.runtime.topics import ALERTS, POSITIONS, availability_topic
@@ -370,9 +373,11 @@ def reconcile(
             "or pass --catalog"
         )
 
+    progress = progress or StageProgress(enabled=False)
+
     def latest(topic: str) -> dict[str, dict[str, Any]]:
         try:
-            return {r["key"]: r["value"] for r in read_topic(topic, settings, bootstrap)}
+            return {r["key"]: r["value"] for r in read_topic(topic, settings, bootstrap, progress)}
         except InventoryError as error:
             if "does not exist" in str(error):
                 return {}
@@ -391,7 +396,9 @@ def reconcile(
     producer = SourceProducer(bootstrap, settings=settings)
     report = Report(findings=[], catalog_version=live_catalog.version)
     codec = producer.codec
+    progress.stage("checking rows", len(findings), "rows")
     for finding in findings:
+        progress.advance()
         correction_id = None
         if finding.status == "drift" and correct:
             if finding.location is not None:

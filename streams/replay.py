@@ -23,6 +23,7 @@ from streams.core.keys import event_key
 from streams.core.models import DeadLetter, Event, parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
+from streams.runtime.progress import StageProgress
 from streams.runtime.topics import (
     COMMANDS,
     DLQ,
@@ -95,11 +96,14 @@ def _partitions(bootstrap: str, topic: str) -> list[int]:
     return sorted(metadata.partitions)
 
 
-def start_offsets(bootstrap: str, topic: str, start: Start) -> dict[int, int]:
+def start_offsets(
+    bootstrap: str, topic: str, start: Start, progress: StageProgress | None = None
+) -> dict[int, int]:
     """The first offset to read in each partition of `topic`, clamped to what the log holds.
 
     A time is found by scanning record timestamps (when the record was written to the log, not
-    its `occurred_at`): the broker's offsets-for-times is imprecise on Tansu.
+    its `occurred_at`): the broker's offsets-for-times is imprecise on Tansu. `progress` is told
+    how far the scan is.
     """
     partitions = _partitions(bootstrap, topic)
     ends = true_end_offsets(bootstrap, topic, partitions)
@@ -110,7 +114,9 @@ def start_offsets(bootstrap: str, topic: str, start: Start) -> dict[int, int]:
             for p in partitions
         }
         if start.time is not None:
-            return _first_at_or_after(consumer, topic, lows, ends, start.time)
+            return _first_at_or_after(
+                consumer, topic, lows, ends, start.time, progress or StageProgress(enabled=False)
+            )
         if start.offsets is None:
             return lows
         if isinstance(start.offsets, int):
@@ -126,11 +132,19 @@ def start_offsets(bootstrap: str, topic: str, start: Start) -> dict[int, int]:
 
 
 def _first_at_or_after(
-    consumer: Consumer, topic: str, lows: dict[int, int], ends: dict[int, int], at: datetime
+    consumer: Consumer,
+    topic: str,
+    lows: dict[int, int],
+    ends: dict[int, int],
+    at: datetime,
+    progress: StageProgress,
 ) -> dict[int, int]:
     wanted_ms = int(at.timestamp() * 1000)
     found = dict(ends)
     todo = {p for p in lows if lows[p] < ends[p]}
+    # at most every record up to the end; a partition whose start is found counts as scanned
+    scanned = dict(lows)
+    progress.stage(f"scanning {topic} for {at.isoformat()}", sum(ends[p] - lows[p] for p in lows))
     consumer.assign([TopicPartition(topic, p, lows[p]) for p in todo])
     deadline = time.monotonic() + 300
     while todo and time.monotonic() < deadline:
@@ -142,12 +156,15 @@ def _first_at_or_after(
         if partition not in todo:
             continue
         _, ts = message.timestamp()
+        scanned[partition] = offset + 1
         if ts >= wanted_ms:
             found[partition] = offset
             todo.discard(partition)
             consumer.pause([TopicPartition(topic, partition)])
+            scanned[partition] = ends[partition]
         elif offset + 1 >= ends[partition]:
             todo.discard(partition)
+        progress.update(sum(min(scanned[p], ends[p]) - lows[p] for p in lows))
     if todo:
         raise BrokerError(f"could not scan {topic} for timestamps within 300 s")
     return found
@@ -239,12 +256,17 @@ def rebuild(
     start: Start,
     *,
     wait: float = 30.0,
+    progress: StageProgress | None = None,
 ) -> RebuildReport:
-    """Delete and recreate internal and changelog topics; point the group at `start` on EVENTS."""
+    """Delete and recreate internal and changelog topics; point the group at `start` on EVENTS.
+
+    `progress` is told how far the search for a --from-time start is, and the steps taken."""
+    progress = progress or StageProgress(enabled=False)
     group = settings.app_id
     check_stopped(bootstrap, group, wait)
-    offsets = start_offsets(bootstrap, EVENTS, start)  # before anything is changed
+    offsets = start_offsets(bootstrap, EVENTS, start, progress)  # before anything is changed
     doomed = [*INTERNAL_TOPICS, *(changelog_topic(group, t) for t in TABLES)]
+    progress.stage("recreating internal topics", 3, "steps")  # delete, create, commit
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     existing = set(admin.list_topics(timeout=10).topics)
     present = [t for t in doomed if t in existing]
@@ -254,6 +276,7 @@ def rebuild(
                 future.result(timeout=30)
             except KafkaException as error:
                 raise BrokerError(f"cannot delete {name}: {error}") from None
+    progress.update(1)
     deadline = time.monotonic() + 30
     while set(present) & set(admin.list_topics(timeout=10).topics):
         if time.monotonic() > deadline:
@@ -261,6 +284,7 @@ def rebuild(
         time.sleep(0.2)
     specs = [s for s in topic_specs(settings, []) if s.name in doomed]
     ensure_topics(bootstrap, specs)
+    progress.update(2)
     _commit(bootstrap, group, [TopicPartition(EVENTS, p, o) for p, o in offsets.items()])
     # Kafka drops a deleted topic's committed offsets; a broker that kept them would skip records
     # of the new, empty topics, so whatever is left is pointed at their start.
@@ -275,6 +299,7 @@ def rebuild(
     finally:
         consumer.close()
     _commit(bootstrap, group, [TopicPartition(tp.topic, tp.partition, 0) for tp in left])
+    progress.update(3)
     return RebuildReport(
         start=offsets,
         recreated=sorted(doomed),
@@ -340,11 +365,14 @@ def redrive(
     catalog: Catalog | None,
     *,
     dry_run: bool = False,
+    progress: StageProgress | None = None,
 ) -> RedriveReport:
     """Re-publish dead letters that now validate to inventory.events; commit the DLQ position.
 
     Internal command topics are re-entered through the event log, where routing happens again.
+    `progress` is told the dead letters read of those there were.
     """
+    progress = progress or StageProgress(enabled=False)
     from connectors.sources.producer import Outgoing, SourceProducer
 
     group = f"{settings.app_id}-dlq-redrive"
@@ -367,6 +395,7 @@ def redrive(
     producer = SourceProducer(bootstrap, settings=settings)
     codec = producer.codec
     todo = {p for p in partitions if begin[p] < ends[p]}
+    progress.stage(f"re-driving {DLQ}", sum(max(0, ends[p] - begin[p]) for p in partitions))
     consumer = _consumer(bootstrap)
     try:
         consumer.assign([TopicPartition(DLQ, p, begin[p]) for p in todo])
@@ -384,6 +413,7 @@ def redrive(
             if offset + 1 >= ends[partition]:
                 todo.discard(partition)
             report.read += 1
+            progress.update(report.read)
             where = {"partition": partition, "offset": offset}
             try:
                 letter = codec.decode(message.value() or b"", DLQ)

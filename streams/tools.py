@@ -26,6 +26,7 @@ from streams.core.models import parse_event_json
 from streams.core.state import SkuState
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
+from streams.runtime.progress import StageProgress
 from streams.runtime.topics import (
     AVAILABILITY_PREFIX,
     EVENTS,
@@ -144,8 +145,11 @@ def tail(
     follow: bool = False,
     idle_timeout: float = 2.0,
     limit: int | None = None,
+    progress: StageProgress | None = None,
 ) -> int:
-    """Print every record of `topic` from the beginning as one JSON line; returns the count."""
+    """Print every record of `topic` from the beginning as one JSON line; returns the count.
+
+    `progress` is told the offsets read of those up to the end as the read starts."""
     codec = make_codec(settings)
     commands = CommandCodec(codec)
     consumer = _reader(bootstrap, "tail")
@@ -155,6 +159,8 @@ def tail(
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         seen = 0
         positions = dict.fromkeys(partitions, 0)
+        if progress is not None:
+            progress.stage(f"reading {topic}", sum(ends.values()))
         last = time.monotonic()
         while limit is None or seen < limit:
             if not follow and all(positions[p] >= ends[p] for p in partitions):
@@ -180,6 +186,10 @@ def tail(
             }
             out.write(json.dumps(line, default=str) + "\n")
             seen += 1
+            if progress is not None and seen % 1000 == 0:
+                progress.update(sum(min(positions[p], ends[p]) for p in partitions))
+        if progress is not None:
+            progress.update(sum(min(positions[p], ends[p]) for p in partitions))
         return seen
     except KafkaException as error:
         raise BrokerError(f"cannot read {topic}: {error}") from None
@@ -187,12 +197,14 @@ def tail(
         consumer.close()
 
 
-def read_topic(topic: str, settings: Settings, bootstrap: str) -> Iterator[dict[str, Any]]:
+def read_topic(
+    topic: str, settings: Settings, bootstrap: str, progress: StageProgress | None = None
+) -> Iterator[dict[str, Any]]:
     """All records of a topic, decoded, as dicts (used by tests and replay checks)."""
     import io
 
     buffer = io.StringIO()
-    tail(topic, settings, bootstrap, buffer)
+    tail(topic, settings, bootstrap, buffer, progress=progress)
     for line in buffer.getvalue().splitlines():
         yield json.loads(line)
 

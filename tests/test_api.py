@@ -226,6 +226,9 @@ async def test_a_channel_can_only_reserve_for_itself(rig: Rig) -> None:
         (reservation(quantity=0), "lines.0.quantity: Input should be greater than 0"),
         (reservation(quantity="2"), "lines.0.quantity: Input should be a valid integer"),
         (reservation(ttl_seconds=99_999), "ttl_seconds: Input should be less than or equal to"),
+        # more than a record can carry (Avro long): refused, not a 503 that asks for a retry
+        (reservation(quantity=2**63), "lines.0.quantity: Input should be less than or equal to"),
+        ({**reservation(), "channel": 3}, "channel: must be a string"),
         ({**reservation(), "lines": []}, "lines: List should have at least 1 item"),
         (
             {**reservation(), "lines": [{"sku": "HOT", "channel_sku": "HOT", "quantity": 1}]},

@@ -50,64 +50,70 @@ def test_explain_gives_the_published_figures(scenario: Path) -> None:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
 def test_the_figures_of_an_explanation_add_up(scenario: Path) -> None:
     catalog, expected, explanations = explained(scenario)
-    positions = {(p["sku"], p["location"]): p for p in expected["positions"]}
-    safety = {(s.sku, s.location): s.units for s in catalog.safety_stock}
     for e in explanations:
-        channel = catalog.channel_by_id[e.channel]
-        listing = catalog.listing_by_key[(e.channel, e.channel_sku)]
-        wanted: dict[str, int] = {}
-        for c in listing.components:
-            wanted[c.sku] = wanted.get(c.sku, 0) + c.quantity
-        assert [(c.sku, c.quantity) for c in e.components] == list(wanted.items())
-        horizon = (
-            e.clock_date + timedelta(days=channel.backorder_horizon_days)
-            if channel.backorder_horizon_days
-            else None
+        assert_adds_up(catalog, expected["positions"], e)
+
+
+def assert_adds_up(
+    catalog: Catalog, position_records: list[dict[str, Any]], e: Explanation
+) -> None:
+    """Every figure of `e` recomputed from the positions (as `simulate` prints them, or as the
+    live topic holds them) and the catalog, by SPEC §3's formulas written out again here."""
+    positions = {(p["sku"], p["location"]): p for p in position_records}
+    safety = {(s.sku, s.location): s.units for s in catalog.safety_stock}
+    channel = catalog.channel_by_id[e.channel]
+    listing = catalog.listing_by_key[(e.channel, e.channel_sku)]
+    wanted: dict[str, int] = {}
+    for c in listing.components:
+        wanted[c.sku] = wanted.get(c.sku, 0) + c.quantity
+    assert [(c.sku, c.quantity) for c in e.components] == list(wanted.items())
+    horizon = (
+        e.clock_date + timedelta(days=channel.backorder_horizon_days)
+        if channel.backorder_horizon_days
+        else None
+    )
+    assert e.horizon_date == horizon
+    for comp in e.components:
+        shown = [loc.location for loc in comp.locations]
+        assert shown == [loc for loc in channel.locations if (comp.sku, loc) in positions], (
+            "every eligible location with a position, in the channel's order"
         )
-        assert e.horizon_date == horizon
-        for comp in e.components:
-            shown = [loc.location for loc in comp.locations]
-            assert shown == [loc for loc in channel.locations if (comp.sku, loc) in positions], (
-                "every eligible location with a position, in the channel's order"
+        for loc in comp.locations:
+            pos = positions[(comp.sku, loc.location)]
+            for field in ("on_hand", "reserved", "committed", "damaged", "quarantine"):
+                assert getattr(loc, field) == pos[field], (comp.sku, loc.location, field)
+            assert loc.safety_stock == safety.get((comp.sku, loc.location), 0)
+            assert loc.location_ats == pos["location_ats"]
+            assert loc.location_ats == (
+                loc.on_hand - loc.reserved - loc.committed - loc.safety_stock
             )
-            for loc in comp.locations:
-                pos = positions[(comp.sku, loc.location)]
-                for field in ("on_hand", "reserved", "committed", "damaged", "quarantine"):
-                    assert getattr(loc, field) == pos[field], (comp.sku, loc.location, field)
-                assert loc.safety_stock == safety.get((comp.sku, loc.location), 0)
-                assert loc.location_ats == pos["location_ats"]
-                assert loc.location_ats == (
-                    loc.on_hand - loc.reserved - loc.committed - loc.safety_stock
-                )
-                assert sum(h.units for h in loc.holds) == loc.reserved
-                assert sum(c.units for c in loc.commitments) == loc.committed
-                assert (
-                    sum(p.incoming for p in comp.inbound if p.location == loc.location)
-                    == (pos["incoming"])
-                )
-            network = sum(max(0, loc.location_ats) for loc in comp.locations)
-            assert comp.network_ats == network
-            assert comp.channel_ats == channel_formula(network, channel)
-            assert comp.available == comp.channel_ats // comp.quantity
-            for po in comp.inbound:
-                assert po.in_horizon == (
-                    horizon is not None and po.eta is not None and po.eta <= horizon
-                )
-            due = sum(po.incoming for po in comp.inbound if po.in_horizon)
-            assert comp.incoming_in_horizon == due
-            assert comp.backorder_units == (channel_formula(due, channel) if due else 0)
-            assert comp.backorderable == comp.backorder_units // comp.quantity
-            etas = [po.eta for po in comp.inbound if po.in_horizon and po.eta is not None]
-            assert comp.restock_date == (min(etas) if comp.backorderable else None)
-        by_sku = {c.sku: c for c in e.components}
-        assert e.available == min(
-            by_sku[c.sku].channel_ats // (c.quantity if len(by_sku) > 1 else by_sku[c.sku].quantity)
-            for c in listing.components
-        )
-        if e.backorderable:
-            assert e.restock_date == max(
-                c.restock_date or date.min for c in e.components if c.inbound
+            assert sum(h.units for h in loc.holds) == loc.reserved
+            assert sum(c.units for c in loc.commitments) == loc.committed
+            assert (
+                sum(p.incoming for p in comp.inbound if p.location == loc.location)
+                == (pos["incoming"])
             )
+        network = sum(max(0, loc.location_ats) for loc in comp.locations)
+        assert comp.network_ats == network
+        assert comp.channel_ats == channel_formula(network, channel)
+        assert comp.available == comp.channel_ats // comp.quantity
+        for po in comp.inbound:
+            assert po.in_horizon == (
+                horizon is not None and po.eta is not None and po.eta <= horizon
+            )
+        due = sum(po.incoming for po in comp.inbound if po.in_horizon)
+        assert comp.incoming_in_horizon == due
+        assert comp.backorder_units == (channel_formula(due, channel) if due else 0)
+        assert comp.backorderable == comp.backorder_units // comp.quantity
+        etas = [po.eta for po in comp.inbound if po.in_horizon and po.eta is not None]
+        assert comp.restock_date == (min(etas) if comp.backorderable else None)
+    by_sku = {c.sku: c for c in e.components}
+    assert e.available == min(
+        by_sku[c.sku].channel_ats // (c.quantity if len(by_sku) > 1 else by_sku[c.sku].quantity)
+        for c in listing.components
+    )
+    if e.backorderable:
+        assert e.restock_date == max(c.restock_date or date.min for c in e.components if c.inbound)
 
 
 def test_the_scenarios_explain_every_kind_of_listing() -> None:

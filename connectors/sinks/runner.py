@@ -25,6 +25,7 @@ from streams.codec import Codec, make_codec
 from streams.core.catalog import Channel
 from streams.core.models import Availability, DeadLetter
 from streams.errors import BrokerError, InventoryError
+from streams.runtime.progress import StageProgress
 from streams.runtime.topics import DLQ, availability_topic
 from streams.settings import Settings
 
@@ -251,13 +252,19 @@ class ResyncReport:
 
 
 def read_latest(
-    bootstrap: str, topic: str, codec: Codec, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    codec: Codec,
+    timeout: float = 60.0,
+    progress: StageProgress | None = None,
 ) -> tuple[dict[str, Availability], int]:
     """The newest record per channel_sku in `topic` as of now, and how many were unreadable.
 
     Reads past the reported high watermarks until a poll comes back empty: some brokers (Tansu)
-    report the base offset of the last batch + 1 there, short of the real end.
+    report the base offset of the last batch + 1 there, short of the real end. `progress` is told
+    the records read of those the watermarks announced.
     """
+    progress = progress or StageProgress(enabled=False)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -279,6 +286,7 @@ def read_latest(
             if high > low:
                 ends[p] = high
                 starts.append(TopicPartition(topic, p, low))
+        progress.stage(f"reading {topic}", sum(ends[tp.partition] - tp.offset for tp in starts))
         if not starts:
             return latest, unreadable
         consumer.assign(starts)
@@ -287,6 +295,7 @@ def read_latest(
             messages = consumer.consume(1000, 0.2)
             if not messages and not ends:
                 break
+            progress.advance(len(messages))
             for message in messages:
                 if message.error() is not None:
                     continue
@@ -316,26 +325,41 @@ async def resync_async(
     *,
     registry: CollectorRegistry | None = None,
     sink: Sink | None = None,
+    progress: StageProgress | None = None,
 ) -> ResyncReport:
     """Push the full current availability of a channel (latest per key of the compacted topic).
 
     Sends every value whatever was acknowledged before: a resync repairs drift on the channel's
-    side. Large catalogs on a channel with a bulk path (Amazon) go through its feed.
+    side. Large catalogs on a channel with a bulk path (Amazon) go through its feed. `progress` is
+    told the records read, then the records the channel acknowledged (or that were dead-lettered).
     """
+    progress = progress or StageProgress(enabled=False)
     started = time.monotonic()
     metrics = SinkMetrics.for_registry(registry or CollectorRegistry())
     codec = make_codec(settings)
     sink = sink or make_sink(channel, metrics)
     topic = availability_topic(channel.id)
-    latest, unreadable = await asyncio.to_thread(read_latest, bootstrap, topic, codec)
+    latest, unreadable = await asyncio.to_thread(
+        read_latest, bootstrap, topic, codec, progress=progress
+    )
     dead_letters = _DeadLetters(bootstrap, codec, channel)
     engine = SinkEngine(sink, metrics=metrics, dead_letter=dead_letters.hook())
+    progress.stage(f"sending to {channel.id}", len(latest))
+
+    async def report_sent() -> None:
+        while True:
+            progress.update(engine.acked + engine.dead_lettered)
+            await asyncio.sleep(0.1)
+
+    reporter = asyncio.create_task(report_sent())
     try:
         for record in latest.values():
             engine.offer(record)
         engine.end_of_input()
         await engine.run_until_idle()
     finally:
+        reporter.cancel()
+        progress.update(engine.acked + engine.dead_lettered)
         await dead_letters.close()
         await sink.close()
     return ResyncReport(
@@ -349,6 +373,8 @@ async def resync_async(
     )
 
 
-def resync(channel: Channel, settings: Settings, bootstrap: str) -> ResyncReport:
+def resync(
+    channel: Channel, settings: Settings, bootstrap: str, progress: StageProgress | None = None
+) -> ResyncReport:
     """Blocking form of resync_async for the command line."""
-    return asyncio.run(resync_async(channel, settings, bootstrap))
+    return asyncio.run(resync_async(channel, settings, bootstrap, progress=progress))

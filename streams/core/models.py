@@ -30,7 +30,8 @@ SYSTEM_SOURCE = "inventory-streams"
 Bucket = Literal["sellable", "damaged", "quarantine"]
 Disposition = Literal["resellable", "damaged", "quarantine"]
 NonEmpty = Annotated[str, Field(min_length=1)]
-PositiveQty = Annotated[int, Field(gt=0, strict=True)]
+MAX_QUANTITY = 2**63 - 1  # the records carry quantities as Avro longs
+PositiveQty = Annotated[int, Field(gt=0, le=MAX_QUANTITY, strict=True)]
 
 
 def utc(value: datetime) -> datetime:

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,22 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from streams.codec import make_codec
 from streams.core.catalog import Catalog
+from streams.errors import InventoryError
 from streams.runtime.broker import free_port, kafka_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.running import announced
+from streams.runtime.status import (
+    AlertTally,
+    LatencyWindow,
+    Quantiles,
+    RateMeter,
+    format_rate,
+    format_seconds,
+)
 from streams.runtime.topics import (
     ALERTS,
     AVAILABILITY_PREFIX,
@@ -79,6 +90,9 @@ class Status:
     restarts: int = 0
     failed: str | None = None  # why `up` stopped before its time (a worker that kept exiting)
     extra: dict[str, str] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)  # per second, by the counts' names
+    latency: dict[str, Quantiles | None] = field(default_factory=dict)  # None: idle
+    alert_types: AlertTally = field(default_factory=AlertTally)
 
 
 class RestartPolicy:
@@ -165,11 +179,17 @@ def stop_worker(worker: Worker, grace: float = 10.0) -> None:
 
 
 class StatusReader:
-    """Reads what a user wants to see straight from Kafka: record counts and consumer lag."""
+    """Reads what a user wants to see straight from Kafka and the workers: record counts and their
+    rates, consumer lag, alerts by type, and latency quantiles from the workers' /metrics."""
 
     def __init__(self, bootstrap: str, settings: Settings, channels: list[str]) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
+        self.rates = RateMeter()
+        self.latency = LatencyWindow()
+        self.alert_types = AlertTally()
+        self._codec = make_codec(settings)
+        self._alerts: Consumer | None = None  # assigned once inventory.alerts exists
         self.topics = {"events": EVENTS, "positions": POSITIONS, "alerts": ALERTS, "dlq": DLQ}
         self.follow(channels)
         self.consumer = Consumer(
@@ -191,8 +211,9 @@ class StatusReader:
         meta = self.reader.list_topics(topic, timeout=2).topics.get(topic)
         return len(meta.partitions) if meta and meta.partitions else 0
 
-    def read(self) -> Status:
-        """One pass over every topic shown (ends of busy topics as seen within a second)."""
+    def read(self, metrics_ports: Iterable[int] = ()) -> Status:
+        """One pass over every topic shown (ends of busy topics as seen within a second), the
+        alerts that arrived since the last pass, and the /metrics of the workers on these ports."""
         topics = [EVENTS, POSITIONS, ALERTS, DLQ, *self.availability]
         ends = true_end_offsets_many(
             self.bootstrap, {t: list(range(self._partitions(t))) for t in topics}, 1.0
@@ -213,21 +234,81 @@ class StatusReader:
             [TopicPartition(EVENTS, p) for p in event_parts], timeout=2
         )
         status.lag = sum(max(0, ends[(EVENTS, c.partition)] - max(c.offset, 0)) for c in committed)
+        counts = {
+            "events": status.events,
+            "positions": status.positions,
+            "availability": status.availability,
+        }
+        status.rates = self.rates.update(time.monotonic(), counts)
+        self._read_alerts()
+        status.alert_types = self.alert_types
+        status.latency = self.latency.update(_scrape(metrics_ports))
         return status
+
+    def _read_alerts(self, budget: float = 0.3) -> None:
+        """Decode the alerts that arrived, for up to `budget` seconds (a burst is read over
+        several passes)."""
+        if self._alerts is None:
+            partitions = self._partitions(ALERTS)
+            if not partitions:
+                return
+            self._alerts = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": f"status-alerts-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                }
+            )
+            self._alerts.assign([TopicPartition(ALERTS, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + budget
+        while time.monotonic() < deadline:
+            batch = self._alerts.consume(2000, 0.05)
+            if not batch:
+                return
+            for message in batch:
+                value = message.value()
+                if message.error() is not None or value is None:
+                    continue
+                try:
+                    alert = self._codec.decode(value, ALERTS)
+                except InventoryError:
+                    continue  # not an alert record: the view counts it, it cannot type it
+                self.alert_types.add(alert.model_dump())
 
     def close(self) -> None:
         self.consumer.close()
         self.reader.close()
+        if self._alerts is not None:
+            self._alerts.close()
+
+
+def _scrape(ports: Iterable[int], timeout: float = 0.5) -> list[str]:
+    """The Prometheus text of every worker that answers on its loopback metrics port."""
+    texts = []
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+                texts.append(r.read().decode("utf-8", "replace"))
+        except (OSError, ValueError):
+            continue  # a worker starting or restarting: the others still count
+    return texts
 
 
 def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
     table = Table(title=f"inventory-streams on {bootstrap}  (Ctrl-C to stop)", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("events in", f"{status.events:,}")
-    table.add_row("positions out", f"{status.positions:,}")
-    table.add_row("availability updates out", f"{status.availability:,}")
+    rate = status.rates.get
+    table.add_row("events in", f"{status.events:,}{format_rate(rate('events'))}")
+    table.add_row("positions out", f"{status.positions:,}{format_rate(rate('positions'))}")
+    table.add_row(
+        "availability updates out", f"{status.availability:,}{format_rate(rate('availability'))}"
+    )
+    for label, quantiles in status.latency.items():
+        table.add_row(f"{label} p50 / p99", _latency(quantiles))
     table.add_row("alerts", f"{status.alerts:,}")
+    for name, value in status.alert_types.lines():
+        table.add_row(name, value)
     table.add_row("dead letters", f"{status.dead_letters:,}")
     table.add_row("consumer lag (inventory.events)", f"{status.lag:,}")
     alive = sum(1 for w in workers if w.process.poll() is None)
@@ -236,6 +317,12 @@ def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
     for name, value in status.extra.items():
         table.add_row(name, value)
     return table
+
+
+def _latency(quantiles: Quantiles | None) -> str:
+    if quantiles is None:
+        return "idle"
+    return f"{format_seconds(quantiles.p50)} / {format_seconds(quantiles.p99)}"
 
 
 def stop_on_sigterm() -> None:
@@ -347,7 +434,7 @@ def run_up(
                         break
                     # channels a newer catalog added (the sinks follow it) are counted as well
                     reader.follow([c.id for c in channels.catalog.channels])
-                    status = reader.read()
+                    status = reader.read(w.metrics_port for w in pool)
                     status.restarts = restarted
                     status.extra = channels.status()
                     live.update(render(status, bootstrap, pool))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,9 +47,11 @@ def test_drift_is_reported_alerted_and_corrected_once(tmp_path: Path) -> None:
         live.publish(SCENARIO / "events.jsonl", stepwise=True)
         live.wait_for(expected, timeout=60)
 
-        audit = run(live, str(snapshot), "--format", "json")
+        audit = run(live, str(snapshot), "--format", "json", "--progress")
         assert audit.returncode == 1, audit.stderr
-        report = json.loads(audit.stdout)
+        report = json.loads(audit.stdout)  # the bars went to stderr: stdout is the JSON alone
+        assert "reading inventory.positions" in audit.stderr
+        assert re.search(r"checking rows .* 4/4 +rows", audit.stderr), audit.stderr
         statuses = [(r["sku"], r["where"], r["status"]) for r in report["rows"]]
         assert statuses == [
             ("TEE-RED-M", "wh-east", "ok"),
@@ -86,6 +89,7 @@ def test_drift_is_reported_alerted_and_corrected_once(tmp_path: Path) -> None:
 
         after = run(live, str(snapshot), "--format", "json")
         rows = json.loads(after.stdout)["rows"]
+        assert "checking rows" not in after.stderr  # stderr is no terminal: no bars unasked
         assert rows[1]["status"] == "ok"  # the correction closed the location's drift
 
         (tmp_path / "bad.csv").write_text("system,sku,quantity\nx,y,1\n")

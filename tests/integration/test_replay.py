@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from streams.errors import InventoryError
 from streams.replay import GroupActive, Start, parse_offsets, rebuild, redrive, start_offsets
 from streams.runtime.catalog_store import publish
+from streams.runtime.progress import StageProgress
 from streams.simulate import read_catalog, simulate
 from tests.integration.live import LiveSystem
 from tests.kafka_helpers import create_topic, unique_name
@@ -38,7 +39,12 @@ def test_a_rebuild_from_the_beginning_reproduces_simulate(tmp_path: Path) -> Non
         live.stop_worker(0)
         before = live.position_count()
 
-        report = rebuild(live.settings, live.bootstrap, Start(beginning=True), wait=60)
+        progress = StageProgress(enabled=False)
+        report = rebuild(
+            live.settings, live.bootstrap, Start(beginning=True), wait=60, progress=progress
+        )
+        steps = "recreating internal topics"
+        assert progress.done[steps] == progress.totals[steps] == 3  # every step reported
         assert report.start == {p: 0 for p in range(live.settings.topic_partitions)}
         assert "inventory-streams-skus-changelog" in report.recreated
         assert live.latest("inventory-streams-skus-changelog") == {}  # the old state is gone
@@ -101,8 +107,10 @@ def test_dead_letters_are_re_driven_once_after_a_fix(tmp_path: Path) -> None:
         publish(live.bootstrap, fixed)
         dry = redrive(live.settings, live.bootstrap, None, fixed, dry_run=True)
         assert (dry.read, dry.redriven) == (2, 1)
-        first = redrive(live.settings, live.bootstrap, None, fixed)
+        progress = StageProgress(enabled=False)
+        first = redrive(live.settings, live.bootstrap, None, fixed, progress=progress)
         assert (first.read, first.redriven, len(first.left)) == (2, 1, 1)
+        assert progress.done == progress.totals == {"re-driving inventory.dlq": 2}
         assert "a count cannot be negative" in first.left[0]["reason"]
         second = redrive(live.settings, live.bootstrap, None, fixed)
         assert (second.read, second.redriven) == (0, 0)  # the committed position held
@@ -132,6 +140,13 @@ def test_a_start_by_offset_or_by_time_is_found_on_the_broker_and_clamped_to_the_
 
     def start(**how: Any) -> dict[int, int]:
         return start_offsets(kafka_bootstrap, topic, Start(**how))
+
+    # a scan by time reports how far it is: all 5 records, once every partition's start is found
+    progress = StageProgress(enabled=False)
+    at = t0 + timedelta(minutes=11)
+    assert start_offsets(kafka_bootstrap, topic, Start(time=at), progress) == {0: 2, 1: 1}
+    scan = f"scanning {topic} for {at.isoformat()}"
+    assert progress.done[scan] == progress.totals[scan] == 5
 
     assert start(beginning=True) == {0: 0, 1: 0}
     # by time: the first record written at or after it

@@ -19,6 +19,7 @@ from connectors.sinks.runner import group_id
 from streams.codec import make_codec
 from streams.core.catalog import Channel, Listing
 from streams.core.models import Availability, DeadLetter
+from streams.runtime.progress import StageProgress
 from streams.runtime.topics import DLQ, availability_topic, ensure_topics, topic_specs
 from streams.settings import Settings
 from tests.kafka_helpers import consume_all, create_topic, unique_name
@@ -282,8 +283,14 @@ async def test_a_restart_resends_nothing_acknowledged_and_resync_repairs_drift(
             {**amazon.model_dump(), "feed_threshold": 3, "feed_poll_seconds": 0.05}
         )
         for channel in (shopify, amazon_by_feed, webhook, batches):
-            report = await resync_async(channel, settings, kafka_bootstrap)
+            progress = StageProgress(enabled=False)
+            report = await resync_async(channel, settings, kafka_bootstrap, progress=progress)
             assert report.records == len(skus) and report.acked == len(skus), report
+            # what a bar shows: the records read (compaction may have left one per SKU), then
+            # each one sent
+            assert progress.done[f"reading {availability_topic(channel.id)}"] >= len(skus)
+            sent = f"sending to {channel.id}"
+            assert progress.done[sent] == progress.totals[sent] == len(skus)
             # (once seen failing under a fully loaded CI run, {0} == {9}: say which channel)
             assert set(values(running[channel.id]).values()) == {9}, (
                 channel.id,

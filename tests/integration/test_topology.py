@@ -14,11 +14,14 @@ import pytest
 from streams.codec import make_codec
 from streams.commands import CommandCodec, Item, pack
 from streams.core.catalog import Catalog
+from streams.core.explain import Explanation, explain
 from streams.core.models import event_to_json, parse_event
-from streams.simulate import read_catalog, simulate
+from streams.simulate import read_catalog, run, simulate
+from streams.tools import explain_live
 from streams.topology import partition_for
 from tests.integration.live import LiveSystem
 from tests.kafka_helpers import produce
+from tests.test_explain import assert_adds_up
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +50,39 @@ def test_scenario_live_equals_simulate(name: str, tmp_path: Path) -> None:
         assert sorted(_same_words(d["reason"]) for d in letters) == sorted(
             _same_words(r["reason"]) for r in expected["rejected"]
         )
+        # `explain` of every listing, from the workers' committed states, is simulate's, and its
+        # figures are the formula recomputed from the live positions and the catalog
+        for explanation in explained_live(live, catalog, scenario):
+            assert_adds_up(catalog, view["positions"], explanation)
+
+
+def explained_live(live: LiveSystem, catalog: Catalog, scenario: Path) -> list[Explanation]:
+    """explain_live of every listing once it equals `simulate --explain`'s (the states' changelog
+    is written at the worker's next commit), at simulate's clock: stream time."""
+    with open(scenario / "events.jsonl", "rb") as handle:
+        engine, _, _ = run(catalog, handle)
+    clock = engine.stream_time.date()
+    keys = [(li.channel, li.channel_sku) for li in catalog.listings]
+    offline = {key: explain(catalog, engine.skus, *key, clock) for key in keys}
+    deadline = time.monotonic() + 30
+    while True:
+        answers = {
+            key: explain_live(catalog, *key, live.settings, live.bootstrap, clock) for key in keys
+        }
+        got = {key: explanation for key, (explanation, _) in answers.items()}
+        if got == offline:
+            break
+        assert time.monotonic() < deadline, [
+            (got[key].to_text(), offline[key].to_text()) for key in keys if got[key] != offline[key]
+        ]
+        time.sleep(0.3)
+    for explanation, published in answers.values():  # the record a channel got says the same
+        if published is not None:
+            assert (published["available"], published["backorderable"]) == (
+                explanation.available,
+                explanation.backorderable,
+            )
+    return list(got.values())
 
 
 def _same_words(reason: str) -> str:

@@ -29,6 +29,11 @@ def row(output: str, name: str) -> str:
     return values[-1]
 
 
+def count(output: str, name: str) -> int:
+    """The count of a row that shows one, its rate per second after it left out."""
+    return int(row(output, name).split()[0].replace(",", ""))
+
+
 def reserve_while_up(
     port: int, deadline: float, reservation_id: str = "up-test-1"
 ) -> tuple[int, dict[str, Any]]:
@@ -97,8 +102,13 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     assert up.returncode == 0, output[-3000:]
     assert "(embedded Tansu)" in output
     assert row(output, "workers alive") == "1/1"
-    assert int(row(output, "events in").replace(",", "")) > 100
-    assert int(row(output, "availability updates out").replace(",", "")) > 0
+    assert count(output, "events in") > 100
+    assert count(output, "availability updates out") > 0
+    assert row(output, "events in").endswith("/s)")  # with its rate
+    # p50 / p99 of the worker's batches, read off its /metrics
+    assert re.fullmatch(
+        r"[\d.,]+ m?s / [\d.,]+ m?s|idle", row(output, "batch latency (sku stage) p50 / p99")
+    )
     # the flash sale's storefronts only order held reservations: nothing is oversold
     assert row(output, "alerts") == "0"
     assert row(output, "dead letters") == "0"
