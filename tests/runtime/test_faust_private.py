@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import inspect
 
-import aiokafka
 import faust
+from aiokafka.consumer.consumer import AIOKafkaConsumer  # aiokafka's own, not tune_fetch_wait's
 from aiokafka.consumer.fetcher import Fetcher
 
 
 def test_aiokafka_consumer_builds_its_fetcher_as_fetcher_on_start() -> None:
-    assert "self._fetcher = Fetcher(" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start)
 
 
 def test_aiokafka_fetcher_fetched_records_takes_the_partitions_first() -> None:
