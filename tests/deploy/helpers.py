@@ -31,10 +31,10 @@ def served_metric_names() -> frozenset[str]:
     from connectors.sinks.metrics import SinkMetrics
     from connectors.sources.metrics import SourceMetrics
     from streams.api import ApiMetrics
-    from streams.metrics import Metrics
+    from streams.metrics import DriftMetrics, Metrics
 
     registries = [Metrics().registry, ApiMetrics().registry]
-    for cls in (SinkMetrics, SourceMetrics):
+    for cls in (SinkMetrics, SourceMetrics, DriftMetrics):
         registry = CollectorRegistry()
         cls(registry)
         registries.append(registry)
