@@ -59,12 +59,29 @@ def reserve_while_up(
         time.sleep(0.5)
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports free now (METRICS_PORT + i under `up`)."""
+    while True:
+        first = free_port()
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
+def up_env(**settings: str) -> dict[str, str]:
+    """The environment `up` runs in: the embedded broker, free metrics ports, wide tables."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    return env | {"COLUMNS": "120", "METRICS_PORT": str(free_ports(3)), **settings}
+
+
 def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.Popen[str], int]:
     """`up --demo` as a user starts it; the process and the port of its reservation API."""
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["COLUMNS"] = "120"
     port = free_port()
-    env |= {"API_PORT": str(port), **settings}
+    env = up_env(**{"API_PORT": str(port), **settings})
     command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", *command],
@@ -106,12 +123,15 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     assert int(row(output, "acknowledged by shopify-us").replace(",", "")) > 0
     assert int(row(output, "acknowledged by amazon-us").replace(",", "")) > 0
     assert row(output, "reservation API").startswith(f"http://127.0.0.1:{port}")
+    served = re.fullmatch(
+        r"127\.0\.0\.1: (\d+) up, (\d+) worker 0", row(output, "metrics (Prometheus)")
+    )
+    assert served and int(served[2]) == int(served[1]) + 1  # METRICS_PORT + i
     assert workers_of(tmp_path) == []  # no process outlives `up`
 
 
 def test_plain_up_runs_until_its_duration_and_stops_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["COLUMNS"] = "120"
+    env = up_env()
     done = subprocess.run(
         [
             sys.executable,
@@ -183,8 +203,7 @@ def test_a_worker_that_keeps_exiting_stops_up_with_its_error(tmp_path: Path) -> 
 
 
 def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["COLUMNS"] = "120"
+    env = up_env()
     up = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path)],
         env=env,
