@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from connectors.sources.base import Backpressure, DeliveryFailed
 from connectors.sources.producer import SourceProducer
@@ -1036,6 +1036,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the reservation API (SPEC §7)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--decision-timeout", type=float, default=DECISION_TIMEOUT_SECONDS)
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
     args = parser.parse_args(argv)
     settings = get_settings()
     bootstrap = settings.kafka_bootstrap_servers
@@ -1045,13 +1046,22 @@ def main(argv: list[str] | None = None) -> int:
     if catalog is None:
         raise SystemExit("no catalog on inventory.catalog: run `inventory-streams catalog FILE`")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    registry = CollectorRegistry()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=registry)
 
     async def serve() -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await run_api(
-            settings, bootstrap, catalog, stop, args.port, decision_timeout=args.decision_timeout
+            settings,
+            bootstrap,
+            catalog,
+            stop,
+            args.port,
+            decision_timeout=args.decision_timeout,
+            registry=registry,
         )
 
     asyncio.run(serve())

@@ -37,6 +37,17 @@ DEAD_LETTER_CLASSES = (*(name for name, _ in REASON_CLASSES), OTHER)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+def consumer_lag_gauge(registry: CollectorRegistry, prefix: str = "inventory") -> Gauge:
+    """The lag gauge, one definition for the workers' registry and the sinks'."""
+    return Gauge(
+        f"{prefix}_consumer_lag_records",
+        "Records not yet consumed by a group on the partitions this process owns, by consumer "
+        "group and topic",
+        ["group", "topic"],
+        registry=registry,
+    )
+
+
 def reason_class(reason: str) -> str:
     """The class of a dead-letter reason (one of DEAD_LETTER_CLASSES)."""
     for name, pattern in REASON_CLASSES:
@@ -114,13 +125,7 @@ class Metrics:
             "Multi-partition listings (bundles, kits) in this worker's listing table",
             registry=r,
         )
-        self.consumer_lag = Gauge(
-            f"{p}_consumer_lag_records",
-            "Records not yet consumed by a group on the partitions this process owns, by "
-            "consumer group and topic",
-            ["group", "topic"],
-            registry=r,
-        )
+        self.consumer_lag = consumer_lag_gauge(r, p)
         for name in DEAD_LETTER_CLASSES:  # every class present from the start: rates need a 0
             self.dead_letters.labels(name)
         self._latency_by_channel: dict[str, Histogram] = {}

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from streams.metrics import consumer_lag_gauge
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, SinkMetrics]] = (
     weakref.WeakKeyDictionary()
@@ -89,6 +91,7 @@ class SinkMetrics:
             registry=registry,
         )
 
+        self.consumer_lag = consumer_lag_gauge(registry, prefix)  # set by run_sink, if served
         self._staleness = _Staleness(f"{p}_sink_staleness_seconds")
         registry.register(self._staleness)
 

@@ -39,7 +39,10 @@ KPIS = {
     ),
     "channel staleness": "inventory_sink_staleness_seconds >= 0",
     "reservation decision latency": "inventory_api_decision_seconds_count > 0",
-    "consumer lag": 'inventory_consumer_lag_records{topic="inventory.events"} >= 0',
+    "consumer lag of the workers": 'inventory_consumer_lag_records{topic="inventory.events"} >= 0',
+    "consumer lag of the sinks": (
+        'inventory_consumer_lag_records{group="inventory-streams.sink.shopify-us"} >= 0'
+    ),
     "dead letters by reason class": 'inventory_dead_letters_total{reason="malformed"}',
     "drift by system and kind": (
         'inventory_drift_findings_total{system="wms-live", kind="on-hand"} == 1'
