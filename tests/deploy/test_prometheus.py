@@ -21,6 +21,7 @@ from tests.deploy.helpers import (
 )
 
 CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+UP_CONFIG = DEPLOY / "prometheus" / "up.yml"  # for `up` on one machine
 RULE_FILES = sorted((DEPLOY / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((Path(__file__).parent / "prometheus").glob("*_test.yml"))
 PROMTOOL = tool("promtool")
@@ -36,9 +37,10 @@ def rules() -> list[dict[str, object]]:
 
 
 @needs_promtool
-def test_promtool_accepts_the_configuration() -> None:
+@pytest.mark.parametrize("config", [CONFIG, UP_CONFIG], ids=lambda path: path.name)
+def test_promtool_accepts_the_configuration(config: Path) -> None:
     assert PROMTOOL is not None
-    result = run(PROMTOOL, "check", "config", str(CONFIG))
+    result = run(PROMTOOL, "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(RULE_FILES)} rule files found" in result.stdout  # rule_files resolve
 

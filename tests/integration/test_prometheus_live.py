@@ -19,12 +19,13 @@ import pytest
 import yaml
 
 from streams.runtime.broker import free_port
-from tests.deploy.helpers import missing, tool
+from tests.deploy.helpers import DEPLOY, missing, tool
 from tests.integration.test_up import free_ports, reserve_while_up, up_env
 
 pytestmark = pytest.mark.integration
 
 PROMETHEUS = tool("prometheus")
+UP_CONFIG = DEPLOY / "prometheus" / "up.yml"
 
 # one query per KPI, each true (a non-empty result) once the demo has run a little
 KPIS = {
@@ -64,6 +65,14 @@ def query(port: int, expr: str) -> list[dict[str, object]]:
     return result
 
 
+def rule_health(port: int) -> dict[str, str]:
+    """Each alert rule Prometheus loaded, with its health after its last evaluation."""
+    url = f"http://127.0.0.1:{port}/api/v1/rules"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        body = json.loads(response.read())
+    return {r["name"]: r["health"] for g in body["data"]["groups"] for r in g["rules"]}
+
+
 def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float = 30) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -99,29 +108,22 @@ def test_prometheus_scrapes_every_kpi_from_up_demo(
 ) -> None:
     assert PROMETHEUS is not None
     base, env = demo
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "scrape_configs": [
-                    {
-                        "job_name": "inventory-up",
-                        "static_configs": [{"targets": [f"127.0.0.1:{base}"]}],
-                    },
-                    {
-                        "job_name": "inventory-workers",
-                        "static_configs": [{"targets": [f"127.0.0.1:{base + 1}"]}],
-                    },
-                ],
-            }
-        )
-    )
+    # deploy/prometheus/up.yml, its ports moved to this `up`'s, scraping every second
+    config = yaml.safe_load(UP_CONFIG.read_text())
+    config["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(UP_CONFIG.parent / name) for name in config["rule_files"]]
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            static["targets"] = [
+                f"127.0.0.1:{int(target.rsplit(':', 1)[1]) - 9100 + base}"
+                for target in static["targets"]
+            ]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port = free_port()
     prometheus = subprocess.Popen(
         [
             PROMETHEUS,
-            f"--config.file={config}",
+            f"--config.file={tmp_path / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.level=warn",
@@ -161,5 +163,9 @@ def test_prometheus_scrapes_every_kpi_from_up_demo(
             f"no sample for {sorted(waiting)}; up said:\n"
             + ((tmp_path / "up.out").read_text(errors="replace")[-3000:])
         )
+        # the deploy rules, evaluated each second on these live series, all without an error
+        health = rule_health(port)
+        assert {"InventoryOversell", "InventoryChannelStale", "InventoryDrift"} <= set(health)
+        assert set(health.values()) == {"ok"}, health
     finally:
         stop(prometheus)
