@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from connectors.sources.base import Backpressure, DeliveryFailed
 from connectors.sources.producer import SourceProducer
@@ -58,6 +58,7 @@ from streams.core.models import (
 from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEASED
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent, InventoryError
+from streams.metrics import serve as serve_metrics
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
     CALLER_WAITING,
@@ -1048,7 +1049,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     registry = CollectorRegistry()
     if args.metrics_port:
-        start_http_server(args.metrics_port, registry=registry)
+        serve_metrics(registry, args.metrics_port, "0.0.0.0")
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -6,9 +6,10 @@ import re
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from streams.core.models import Alert
+from streams.errors import InventoryError
 
 # dead-letter reasons by class, first match wins: a bounded label from a free-text reason
 REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -35,6 +36,18 @@ OTHER = "other"
 DEAD_LETTER_CLASSES = (*(name for name, _ in REASON_CLASSES), OTHER)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
+    """Serve `registry` at http://host:port/metrics from a daemon thread; a taken port is an
+    InventoryError saying which setting moves it."""
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise InventoryError(
+            f"cannot serve metrics on port {port} ({error.strerror}): under `up` set "
+            "METRICS_PORT (it uses that port and the next one per worker), else --metrics-port"
+        ) from None
 
 
 def consumer_lag_gauge(registry: CollectorRegistry, prefix: str = "inventory") -> Gauge:

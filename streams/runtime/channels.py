@@ -25,7 +25,7 @@ from typing import Protocol
 
 from aiohttp import web
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
@@ -37,7 +37,7 @@ from streams.codec import make_codec
 from streams.core.catalog import Catalog, Channel
 from streams.core.models import Alert, Availability, parse_event
 from streams.errors import InventoryError
-from streams.metrics import DriftMetrics
+from streams.metrics import DriftMetrics, serve
 from streams.reconcile import drift_origin
 from streams.runtime.catalog_store import CatalogFeed, read_latest
 from streams.runtime.topics import ALERTS, CATALOG, RESERVATION_DECISIONS
@@ -386,7 +386,7 @@ def run_connectors(
         )
     registry = CollectorRegistry()
     if metrics_port:
-        start_http_server(metrics_port, registry=registry)
+        serve(registry, metrics_port, "0.0.0.0")  # scraped from other hosts, as before
     services = ChannelServices(
         settings,
         bootstrap,

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from streams.core.catalog import Catalog
-from streams.errors import InventoryError
+from streams.metrics import serve
 from streams.runtime.broker import kafka_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
@@ -253,13 +253,7 @@ def render(
 def serve_metrics(port: int) -> CollectorRegistry:
     """The registry of `up`'s own process (sinks, webhook receiver, drift), served on `port`."""
     registry = CollectorRegistry()
-    try:
-        start_http_server(port, addr="127.0.0.1", registry=registry)
-    except OSError as error:
-        raise InventoryError(
-            f"cannot serve metrics on port {port} ({error.strerror}): set METRICS_PORT to a free "
-            "port (up uses it and the next one per worker)"
-        ) from None
+    serve(registry, port)
     return registry
 
 

@@ -87,7 +87,7 @@ def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str], grace: float 
 def demo(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """`up --demo` with its metrics on METRICS_PORT + i; (METRICS_PORT, its environment)."""
     base = free_ports(3)
-    env = up_env(METRICS_PORT=str(base), API_PORT=str(free_port()))
+    env = up_env(METRICS_PORT=str(base), API_PORT=str(free_ports(1)))
     log = (tmp_path / "up.out").open("wb")
     up = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "up", "--demo", "--data-dir", str(tmp_path)],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from streams.runtime.broker import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +59,12 @@ def reserve_while_up(
 
 
 def free_ports(count: int) -> int:
-    """The first of `count` consecutive ports free now (METRICS_PORT + i under `up`)."""
+    """The first of `count` consecutive ports free now (METRICS_PORT + i under `up`), below the
+    ephemeral range: there, a port a restarted worker binds again can meanwhile be the local
+    port of one of the many client connections `up` opens (a broker connection, a status read)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     while True:
-        first = free_port()
+        first = random.randrange(10_000, low - count)
         try:
             for port in range(first, first + count):
                 with socket.socket() as probe:
@@ -80,7 +82,7 @@ def up_env(**settings: str) -> dict[str, str]:
 
 def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.Popen[str], int]:
     """`up --demo` as a user starts it; the process and the port of its reservation API."""
-    port = free_port()
+    port = free_ports(2)  # API_PORT + i: worker 0's, again after a restart
     env = up_env(**{"API_PORT": str(port), **settings})
     command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(

@@ -53,5 +53,5 @@ def test_a_taken_metrics_port_stops_up_with_one_line_naming_the_setting() -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(InventoryError, match=f"metrics on port {port}.*set METRICS_PORT"):
+        with pytest.raises(InventoryError, match=f"metrics on port {port}.*METRICS_PORT"):
             serve_metrics(port)
