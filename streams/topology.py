@@ -507,9 +507,13 @@ def create_app(
         k = key.encode() if isinstance(key, str) else key
         outputs.send(topic.get_topic_name(), k, value)
 
-    def to_stage(key: str | bytes, value: bytes, flags: int = 0) -> None:
-        """To a stage, through inventory.commands, at the end of this batch (CommandBatch)."""
-        to_stages.add(key.encode() if isinstance(key, str) else key, value, flags, input_time[0])
+    def to_stage(
+        key: str | bytes, value: bytes, flags: int = 0, origin: float | None = None
+    ) -> None:
+        """To a stage, through inventory.commands, at the end of this batch (CommandBatch);
+        `origin`: the input behind it, if not the record being handled."""
+        k = key.encode() if isinstance(key, str) else key
+        to_stages.add(k, value, flags, input_time[0] if origin is None else origin)
 
     def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
         record = trusted(
@@ -933,8 +937,13 @@ def create_app(
             origin = caused_at.pop(key, None)
             for listing in records:
                 emit_availability(listing, origin)
-            for update in updates:
-                to_stage(f"{update.channel}|{update.channel_sku}", rt.commands.encode(update))
+            for update in updates:  # a re-derivation has no input behind it: 0, the send time
+                to_stage(
+                    f"{update.channel}|{update.channel_sku}",
+                    rt.commands.encode(update),
+                    0,
+                    origin or 0.0,
+                )
             writes.put(skus, key, state)
 
     # ---- order stage ----
