@@ -595,7 +595,11 @@ def create_app(
         rt.metrics.listings_held.set(len(listings.data))
         mine = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
         mine = [(t, p) for t, p in mine if t in (EVENTS, COMMANDS)]
-        behind = await asyncio.get_running_loop().run_in_executor(None, lag.behind, mine)
+        try:
+            behind = await asyncio.get_running_loop().run_in_executor(None, lag.behind, mine)
+        except Exception as error:  # an exception in a timer would stop the worker: not for this
+            log.warning("consumer lag not read this time: %s", error)
+            return
         for topic in (EVENTS, COMMANDS):
             rt.metrics.consumer_lag.labels(settings.app_id, topic).set(behind.get(topic, 0))
 
@@ -877,7 +881,8 @@ def create_app(
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
-        rt.metrics.raised(outcome.alerts)
+        if outcome.alerts:
+            rt.metrics.raised(outcome.alerts)
         if key not in caused_at:
             caused_at[key] = input_time[0]
         if outcome.hold is not None and answer:
