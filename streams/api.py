@@ -58,6 +58,7 @@ from streams.core.models import (
 from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEASED
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent, InventoryError
+from streams.metrics import serve as serve_metrics
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
     CALLER_WAITING,
@@ -1038,6 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the reservation API (SPEC §7)")
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--decision-timeout", type=float, default=DECISION_TIMEOUT_SECONDS)
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
     args = parser.parse_args(argv)
     settings = get_settings()
     bootstrap = settings.kafka_bootstrap_servers
@@ -1047,13 +1049,22 @@ def main(argv: list[str] | None = None) -> int:
     if catalog is None:
         raise SystemExit("no catalog on inventory.catalog: run `inventory-streams catalog FILE`")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    registry = CollectorRegistry()
+    if args.metrics_port:
+        serve_metrics(registry, args.metrics_port, "0.0.0.0")
 
     async def serve() -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await run_api(
-            settings, bootstrap, catalog, stop, args.port, decision_timeout=args.decision_timeout
+            settings,
+            bootstrap,
+            catalog,
+            stop,
+            args.port,
+            decision_timeout=args.decision_timeout,
+            registry=registry,
         )
 
     asyncio.run(serve())

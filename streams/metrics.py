@@ -2,7 +2,71 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import re
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from streams.core.models import Alert
+from streams.errors import InventoryError
+
+# dead-letter reasons by class, first match wins: a bounded label from a free-text reason
+REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("unknown-location", re.compile(r"unknown location")),
+    ("unknown-sku", re.compile(r"unknown (channel_)?sku")),
+    ("unknown-channel", re.compile(r"unknown channel")),
+    (
+        "malformed",
+        re.compile(
+            r"malformed|must be a JSON object|tombstone|cut short|unexpected bytes|Avro|"
+            r"does not belong|is not an event|undecodable"
+        ),
+    ),
+    (
+        "schema",
+        re.compile(
+            r"required field|unknown event type|must be a string|should be a valid|"
+            r"must carry a timezone|extra inputs|field required"
+        ),
+    ),
+    ("invalid-value", re.compile(r"cannot be negative|must not be 0|greater than|at most|less")),
+)
+OTHER = "other"
+DEAD_LETTER_CLASSES = (*(name for name, _ in REASON_CLASSES), OTHER)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
+    """Serve `registry` at http://host:port/metrics from a daemon thread; a taken port is an
+    InventoryError saying which setting moves it."""
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as error:
+        raise InventoryError(
+            f"cannot serve metrics on port {port} ({error.strerror}): under `up` set "
+            "METRICS_PORT (it uses that port and the next one per worker), else --metrics-port"
+        ) from None
+
+
+def consumer_lag_gauge(registry: CollectorRegistry, prefix: str = "inventory") -> Gauge:
+    """The lag gauge, one definition for the workers' registry and the sinks'."""
+    return Gauge(
+        f"{prefix}_consumer_lag_records",
+        "Records not yet consumed by a group on the partitions this process owns, by consumer "
+        "group and topic",
+        ["group", "topic"],
+        registry=registry,
+    )
+
+
+def reason_class(reason: str) -> str:
+    """The class of a dead-letter reason (one of DEAD_LETTER_CLASSES)."""
+    for name, pattern in REASON_CLASSES:
+        if pattern.search(reason):
+            return name
+    return OTHER
 
 
 class Metrics:
@@ -18,7 +82,10 @@ class Metrics:
             f"{p}_records_out_total", "Records produced, by kind", ["kind"], registry=r
         )
         self.dead_letters = Counter(
-            f"{p}_dead_letters_total", "Records sent to inventory.dlq", registry=r
+            f"{p}_dead_letters_total",
+            f"Records sent to inventory.dlq, by reason class ({', '.join(DEAD_LETTER_CLASSES)})",
+            ["reason"],
+            registry=r,
         )
         self.alerts = Counter(f"{p}_alerts_total", "Alerts raised, by type", ["type"], registry=r)
         self.reservations = Counter(
@@ -41,3 +108,84 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
+        self.order_lines = Counter(
+            f"{p}_order_lines_total",
+            "Order lines recorded (each order once), by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.oversold_lines = Counter(
+            f"{p}_oversold_order_lines_total",
+            "Order lines that left a location oversold (an oversell alert), by channel",
+            ["channel"],
+            registry=r,
+        )
+        self.availability_latency = Histogram(
+            f"{p}_event_to_availability_seconds",
+            "From the input record's Kafka timestamp to the send of the availability record it "
+            "changed, by channel",
+            ["channel"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.positions_held = Gauge(
+            f"{p}_positions_held",
+            "(SKU, location) positions in this worker's SKU table",
+            registry=r,
+        )
+        self.listings_held = Gauge(
+            f"{p}_listings_held",
+            "Multi-partition listings (bundles, kits) in this worker's listing table",
+            registry=r,
+        )
+        self.consumer_lag = consumer_lag_gauge(r, p)
+        for name in DEAD_LETTER_CLASSES:  # every class present from the start: rates need a 0
+            self.dead_letters.labels(name)
+        self._latency_by_channel: dict[str, Histogram] = {}
+
+    def channels(self, channels: Iterable[str]) -> None:
+        """Start the per-channel series at 0, so an oversell rate exists before the first one."""
+        for channel in channels:
+            self.order_lines.labels(channel)
+            self.oversold_lines.labels(channel)
+            self.availability_latency.labels(channel)
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(reason_class(reason)).inc()
+
+    def order_created(self, channel: str, lines: int) -> None:
+        self.order_lines.labels(channel).inc(lines)
+
+    def raised(self, alerts: Iterable[Alert]) -> None:
+        """Alerts by type; each order line an oversell alert names counts once as oversold."""
+        oversold: set[tuple[str | None, tuple[str, ...]]] = set()
+        for alert in alerts:
+            self.alerts.labels(alert.type).inc()
+            if alert.type == "oversell":
+                oversold.add((alert.channel, tuple(alert.ids[1:3])))  # (order id, line id)
+        for channel, _ in oversold:
+            self.oversold_lines.labels(channel or "unknown").inc()
+
+    def availability_sent(self, channel: str, caused_at: float, now: float | None = None) -> None:
+        """An availability record sent `now` (epoch seconds) for an input written at `caused_at`."""
+        child = self._latency_by_channel.get(channel)
+        if child is None:  # bound once per channel: labels() is a lock and a lookup
+            child = self._latency_by_channel[channel] = self.availability_latency.labels(channel)
+        child.observe(max(0.0, (time.time() if now is None else now) - caused_at))
+
+
+class DriftMetrics:
+    """Drift `reconcile` found, counted by a long-running process from its alerts: a CLI run
+    ends before any Prometheus could scrape it."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "inventory") -> None:
+        self.findings = Counter(
+            f"{prefix}_drift_findings_total",
+            "Drift alerts reconcile published on inventory.alerts, by the system whose count "
+            "differs and kind (on-hand at a location, available on a channel)",
+            ["system", "kind"],
+            registry=registry,
+        )
+
+    def found(self, system: str, kind: str) -> None:
+        self.findings.labels(system, kind).inc()

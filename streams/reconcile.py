@@ -277,6 +277,14 @@ def drift_alert(finding: Finding, now: datetime, correction_id: str | None = Non
     )
 
 
+def drift_origin(alert: Alert) -> tuple[str, str]:
+    """(system, kind) of a drift alert drift_alert made: the system whose count differs, and
+    `on-hand` (a location row) or `available` (a channel row). Read from the message, as the
+    alert has no field for the system."""
+    system = alert.message.split(" counts ", 1)[0] if " counts " in alert.message else "unknown"
+    return system, "on-hand" if alert.location else "available"
+
+
 @dataclass
 class Report:
     findings: list[Finding]

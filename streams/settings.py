@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     # HTTP surfaces.
     webhook_port: int = 8088
+    # under `up`, Prometheus metrics on this port + i: `up` itself (sinks, sources, drift) at + 0,
+    # worker i at + 1 + i; `worker` and `connect` alone serve them on their --metrics-port
+    metrics_port: int = Field(default=9100, ge=1, le=65535)
     api_port: int = 8080
     # how long the API's producer gathers requests into one record batch. Each batch costs the
     # embedded broker CPU on every later fetch of its partition: at 500 requests/s, 4 ms cut the

@@ -39,7 +39,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, cast
@@ -111,6 +111,7 @@ from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
 from streams.runtime.faust_private import tune_fetch_wait
+from streams.runtime.offsets import LagProbe
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
@@ -142,6 +143,7 @@ RESERVATION_KINDS = (
     ReservationDecided,
 )
 BATCH_MAX = 1000
+MONITOR_SECONDS = 5.0  # how often the held-state gauges and the consumer lag are brought up to date
 
 
 def batches(
@@ -255,21 +257,29 @@ class CommandBatch:
         self.outputs = outputs
         self.partitions = partitions
         self.pending: dict[int, list[Item]] = {}
+        # per partition, the earliest input timestamp (epoch s) behind its commands: the records
+        # carry it, so event-to-availability latency counts from the input, not from this hop
+        self.origin: dict[int, float] = {}
 
-    def add(self, key: bytes, value: bytes, flags: int = 0) -> None:
+    def add(self, key: bytes, value: bytes, flags: int = 0, origin: float | None = None) -> None:
         partition = partition_for(key, self.partitions)
         self.pending.setdefault(partition, []).append(Item(key, value, flags))
+        if origin and origin < self.origin.get(partition, float("inf")):
+            self.origin[partition] = origin
 
     def send(self) -> None:
         pending, self.pending = self.pending, {}
+        origins, self.origin = self.origin, {}
         for partition, items in pending.items():
+            at = origins.get(partition)
+            timestamp = int(at * 1000) if at else 0  # 0: the producer's clock
             if len(items) == 1:  # alone: a plain record, as readable as before
                 key, value, flags = items[0]
                 headers = COMMITTED if flags & COMMITTED_FLAG else None
-                self.outputs.send(COMMANDS, key, value, partition, headers)
+                self.outputs.send(COMMANDS, key, value, partition, headers, timestamp)
                 continue
             for envelope in pack(items, self.LIMIT):
-                self.outputs.send(COMMANDS, None, envelope, partition)
+                self.outputs.send(COMMANDS, None, envelope, partition, timestamp=timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +292,7 @@ class Inner:
     key: bytes
     value: bytes
     headers: Any
+    timestamp: float | None = None  # the record's Kafka timestamp (epoch seconds)
 
 
 @dataclass
@@ -429,6 +440,9 @@ def create_app(
     writes = DeferredWrites(outputs, n)
     to_stages = CommandBatch(outputs, n)
     decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
+    # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
+    caused_at: dict[bytes, float] = {}
+    input_time = [0.0]  # the timestamp of the record being handled
     outputs.before_flush.append(writes.write)
     outputs.after_flush.append(writes.mark)
 
@@ -440,9 +454,13 @@ def create_app(
         k = key.encode() if isinstance(key, str) else key
         outputs.send(topic.get_topic_name(), k, value)
 
-    def to_stage(key: str | bytes, value: bytes, flags: int = 0) -> None:
-        """To a stage, through inventory.commands, at the end of this batch (CommandBatch)."""
-        to_stages.add(key.encode() if isinstance(key, str) else key, value, flags)
+    def to_stage(
+        key: str | bytes, value: bytes, flags: int = 0, origin: float | None = None
+    ) -> None:
+        """To a stage, through inventory.commands, at the end of this batch (CommandBatch);
+        `origin`: the input behind it, if not the record being handled."""
+        k = key.encode() if isinstance(key, str) else key
+        to_stages.add(k, value, flags, input_time[0] if origin is None else origin)
 
     def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
         record = trusted(
@@ -457,13 +475,15 @@ def create_app(
             rejected_at=datetime.now(UTC),
         )
         send(dlq, message.key, rt.codec.encode(record, DLQ))
-        rt.metrics.dead_letters.inc()
+        rt.metrics.dead_letter(reason)
 
-    def emit_availability(record: Any) -> None:
+    def emit_availability(record: Any, caused_at: float | None) -> None:
         # the topic exists: `up` and `inventory-streams catalog` create every channel's topic
         name = availability_topic(record.channel)
         outputs.send(name, record.channel_sku.encode(), rt.codec.encode(record, name))
         availability_out.inc()
+        if caused_at is not None:  # None: derived again for a catalog or a date, not an input
+            rt.metrics.availability_sent(record.channel, caused_at)
 
     # ---- catalog changes ----
     def ensure_catalog(version: int) -> None:
@@ -511,6 +531,24 @@ def create_app(
         announcement = date_changed(today)
         for partition in range(n):
             outputs.send(COMMANDS, None, announcement, partition)
+
+    # ---- what the worker holds, and how far behind it is (off the stages' path) ----
+    rt.metrics.channels(c.id for c in catalog.channels)
+    lag = LagProbe(bootstrap, settings.app_id)
+
+    @app.timer(interval=MONITOR_SECONDS)
+    async def monitor() -> None:
+        rt.metrics.positions_held.set(positions_in(skus.data.values()))
+        rt.metrics.listings_held.set(len(listings.data))
+        mine = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
+        mine = [(t, p) for t, p in mine if t in (EVENTS, COMMANDS)]
+        try:
+            behind = await asyncio.get_running_loop().run_in_executor(None, lag.behind, mine)
+        except Exception as error:  # an exception in a timer would stop the worker: not for this
+            log.warning("consumer lag not read this time: %s", error)
+            return
+        for topic in (EVENTS, COMMANDS):
+            rt.metrics.consumer_lag.labels(settings.app_id, topic).set(behind.get(topic, 0))
 
     # ---- sku stage ----
     # a batch that raised is left unacknowledged (take_batches); the stage must not go on past it
@@ -573,6 +611,7 @@ def create_app(
         started = time.perf_counter()
         touched = pending
         for message in messages:
+            input_time[0] = message_time(message)
             if message.topic == EVENTS:
                 early = taken_early.get(message.partition)
                 if early and message.offset in early:
@@ -587,7 +626,13 @@ def create_app(
                     for key, value, flags in unpack(message.value):
                         headers = COMMITTED if flags & COMMITTED_FLAG else None
                         inner = Inner(
-                            COMMANDS, message.partition, message.offset, key, value, headers
+                            COMMANDS,
+                            message.partition,
+                            message.offset,
+                            key,
+                            value,
+                            headers,
+                            message_time(message),
                         )
                         handle_command(inner, touched)
                 except EncodingError as error:  # corrupt: the items before the cut are done
@@ -605,6 +650,7 @@ def create_app(
             return
         flush_skus(touched)
         touched.clear()
+        caused_at.clear()
         to_stages.send()
         for reservation_id, decision in decisions_due:
             send(decisions, reservation_id, decision)
@@ -632,7 +678,9 @@ def create_app(
         if app.rebalancing or handled_up_to.get(partition) != offset - 1:
             taken_fetched.inc()
             return False
-        handle_records([Inner(EVENTS, partition, offset, key, value, headers)], flush=False)
+        handle_records(
+            [Inner(EVENTS, partition, offset, key, value, headers, time.time())], flush=False
+        )
         taken_early.setdefault(partition, set()).add(offset)
         taken_now.inc()
         return True
@@ -780,7 +828,10 @@ def create_app(
         outcome = apply_sku(state, command, rt.catalog)
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
-            rt.metrics.alerts.labels(alert.type).inc()
+        if outcome.alerts:
+            rt.metrics.raised(outcome.alerts)
+        if key not in caused_at:
+            caused_at[key] = input_time[0]
         if outcome.hold is not None and answer:
             to_stage(outcome.hold.reservation_id, rt.commands.encode(outcome.hold))
         locations = entry[1] if entry else set()
@@ -835,20 +886,28 @@ def create_app(
             records, updates = sku_availability(
                 state, catalog, as_of, cause, force=resend, ats=ats, floor=floor, today=today
             )
+            origin = caused_at.pop(key, None)
             for listing in records:
-                emit_availability(listing)
-            for update in updates:
-                to_stage(f"{update.channel}|{update.channel_sku}", rt.commands.encode(update))
+                emit_availability(listing, origin)
+            for update in updates:  # a re-derivation has no input behind it: 0, the send time
+                to_stage(
+                    f"{update.channel}|{update.channel_sku}",
+                    rt.commands.encode(update),
+                    0,
+                    origin or 0.0,
+                )
             writes.put(skus, key, state)
 
     # ---- order stage ----
     def handle_order(message: Any, ev: OrderCreated | OrderCancelled) -> None:
         key = ev.order_id.encode()
         state = stored(orders, key, OrderState.from_dict) or OrderState()
+        if isinstance(ev, OrderCreated) and not state.created:  # each order's lines once
+            rt.metrics.order_created(ev.channel, len(ev.lines))
         routed = route_order(state, ev, committed=is_committed(message))
         for alert in routed.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
-            rt.metrics.alerts.labels(alert.type).inc()
+        rt.metrics.raised(routed.alerts)
         for command in routed.commands:
             to_stage(command.sku, rt.commands.encode(command))
         if routed.confirmation is not None:
@@ -943,7 +1002,7 @@ def create_app(
         state = stored(listings, key, ListingState.from_dict) or ListingState({})
         record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
         if record is not None:
-            emit_availability(record)
+            emit_availability(record, message_time(message))
         writes.put(listings, key, state)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
@@ -968,6 +1027,17 @@ def create_app(
 
 # the header on an order the SKU stage has committed in place (commit_here)
 COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")]
+
+
+def positions_in(states: Iterable[Any]) -> int:
+    """(SKU, location) positions in SKU table values, decoded or still as recovered (dicts)."""
+    return sum(len(v["l"] if isinstance(v, dict) else v.locations) for v in states)
+
+
+def message_time(message: Any) -> float:
+    """A record's Kafka timestamp in epoch seconds (now when it has none)."""
+    at = getattr(message, "timestamp", None)
+    return float(at) if at else time.time()
 
 
 def is_committed(message: Any) -> bool:

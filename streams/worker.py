@@ -17,11 +17,10 @@ import logging
 import time
 
 import faust
-from prometheus_client import start_http_server
 
 from streams.api import Decisions, run_api
 from streams.errors import BrokerError, InventoryError
-from streams.metrics import Metrics
+from streams.metrics import Metrics, serve
 from streams.runtime.catalog_store import read_latest
 from streams.runtime.running import cluster_dir
 from streams.settings import Settings
@@ -54,7 +53,7 @@ def run_worker(
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     if metrics_port:
-        start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
+        serve(metrics.registry, metrics_port, metrics_host)
     # table state is long-lived: scanning it in every young-generation collection costs throughput
     gc.set_threshold(100_000, 50, 1000)
     # where the other workers reach this one's API (they pass it requests for its SKUs)

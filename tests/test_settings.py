@@ -22,3 +22,12 @@ def test_data_dir_defaults_to_the_working_directory(
 def test_data_dir_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "state"))
     assert Settings().data_dir == tmp_path / "state"
+
+
+def test_metrics_port_defaults_to_9100_and_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("METRICS_PORT", raising=False)
+    assert Settings().metrics_port == 9100
+    monkeypatch.setenv("METRICS_PORT", "19100")
+    assert Settings().metrics_port == 19100

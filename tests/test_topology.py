@@ -20,9 +20,17 @@ class RecordingOutputs:
         value: bytes | None,
         partition: int = -1,
         headers: Any = None,
+        timestamp: int = 0,
     ) -> None:
         self.sent.append(
-            {"topic": topic, "key": key, "value": value, "partition": partition, "headers": headers}
+            {
+                "topic": topic,
+                "key": key,
+                "value": value,
+                "partition": partition,
+                "headers": headers,
+                "timestamp": timestamp,
+            }
         )
 
 
@@ -79,3 +87,21 @@ def test_a_committed_order_alone_keeps_its_header_and_a_large_batch_is_split() -
     assert all(len(r["value"]) <= CommandBatch.LIMIT for r in outputs.sent)
     items = [item for r in outputs.sent for item in unpack(r["value"])]
     assert [item.key for item in items] == [f"k{i}".encode() for i in range(30)]
+
+
+def test_commands_carry_the_earliest_input_timestamp_behind_them() -> None:
+    outputs = RecordingOutputs()
+    batch = CommandBatch(outputs, 4)  # type: ignore[arg-type]
+    a, b = keys_on(2, 4, 2)
+    (c,) = keys_on(3, 4, 1)
+    batch.add(a, b"first", origin=1_700_000_002.5)
+    batch.add(
+        b, b"second", origin=1_700_000_001.25
+    )  # earlier: the envelope's latency counts from it
+    batch.add(c, b"alone")  # no input behind it (a timer): the producer's clock
+    batch.send()
+    stamps = {record["partition"]: record["timestamp"] for record in outputs.sent}
+    assert stamps == {2: 1_700_000_001_250, 3: 0}
+    batch.add(c, b"again", origin=1_700_000_003.0)
+    batch.send()  # the origin of an earlier batch is not carried over
+    assert outputs.sent[-1]["timestamp"] == 1_700_000_003_000

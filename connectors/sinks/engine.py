@@ -141,6 +141,7 @@ class SinkEngine:
         self._skipped = m.records_skipped.labels(ch)
         self._coalesced = m.records_coalesced.labels(ch)
         self._pending = m.pending.labels(ch)
+        m.watch(ch, self.staleness)
         self._dead_letter = dead_letter
         self._backoff = backoff or Backoff()
         self._clock = clock
@@ -315,6 +316,19 @@ class SinkEngine:
     @property
     def pending(self) -> int:
         return len(self._buffer) + len(self._in_flight)
+
+    def staleness(self) -> float:
+        """Seconds since the channel first went out of date for its oldest waiting or in-flight
+        key; 0 when it has acknowledged everything. Called from the metrics server's thread."""
+        for _ in range(3):
+            try:  # a copy made while the sender changes the dicts can fail: take another
+                since = [s.since for s in (*self._buffer.values(), *self._in_flight.values())]
+                break
+            except RuntimeError:
+                continue
+        else:
+            return 0.0
+        return max(0.0, self._clock() - min(since)) if since else 0.0
 
     @property
     def idle(self) -> bool:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from streams.metrics import consumer_lag_gauge
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, SinkMetrics]] = (
@@ -86,6 +91,15 @@ class SinkMetrics:
             registry=registry,
         )
 
+        self.consumer_lag = consumer_lag_gauge(registry, prefix)  # set by run_sink, if served
+        self._staleness = _Staleness(f"{p}_sink_staleness_seconds")
+        registry.register(self._staleness)
+
+    def watch(self, channel: str, age: Callable[[], float]) -> None:
+        """Report `age()` as the channel's staleness at every scrape (a bound method of the
+        channel's engine; the latest one of a channel wins, and it goes with its engine)."""
+        self._staleness.ages[channel] = weakref.WeakMethod(age)
+
     @classmethod
     def for_registry(cls, registry: CollectorRegistry, prefix: str = "inventory") -> SinkMetrics:
         """The one instance for this registry and prefix (metrics cannot be registered twice)."""
@@ -93,3 +107,24 @@ class SinkMetrics:
         if prefix not in per_prefix:
             per_prefix[prefix] = cls(registry, prefix)
         return per_prefix[prefix]
+
+
+class _Staleness(Collector):
+    """Per channel, the age of the oldest value the channel has not acknowledged, read at scrape
+    time: a gauge set on events would stop ageing while nothing happens, just when it matters."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ages: dict[str, weakref.WeakMethod[Callable[[], float]]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            self.name,
+            "Age of the oldest availability value the channel has not acknowledged (0: none)",
+            labels=["channel"],
+        )
+        for channel, ref in sorted(self.ages.items()):
+            age = ref()
+            if age is not None:
+                family.add_metric([channel], age())
+        yield family

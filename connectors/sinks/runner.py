@@ -5,6 +5,7 @@ records the channel refuses for good are written to inventory.dlq before their o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -25,6 +26,7 @@ from streams.codec import Codec, make_codec
 from streams.core.catalog import Channel
 from streams.core.models import Availability, DeadLetter
 from streams.errors import BrokerError, InventoryError
+from streams.runtime.offsets import LagProbe
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import DLQ, availability_topic
 from streams.settings import Settings
@@ -32,6 +34,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 POLL_RECORDS = 500  # records per consume() call
+LAG_SECONDS = 5.0  # how often a served sink reads its consumer group's lag
 COMMIT_EVERY = 0.2  # seconds between offset commits while records keep coming
 
 SINK_TYPES: dict[str, type[ShopifySink] | type[AmazonSink] | type[WebhookSink]] = {
@@ -154,6 +157,13 @@ async def run_sink(
     consumer.subscribe([topic], on_revoke=on_revoke)
     sending = asyncio.Event()
     sender = asyncio.create_task(engine.run(sending), name=f"sink-{channel.id}")
+    group = group_id(settings, channel)
+    lag_done = asyncio.Event()  # its own: the loop below may end on an error, not on `stop`
+    lag = (  # only where the metrics are served: each look costs the broker a few requests
+        asyncio.create_task(_watch_lag(consumer, bootstrap, group, topic, metrics, lag_done))
+        if registry is not None
+        else None
+    )
     next_commit = 0.0
     log.info("sink %s: delivering %s as %s", channel.id, topic, group_id(settings, channel))
     try:
@@ -188,11 +198,39 @@ async def run_sink(
     finally:
         sending.set()
         await sender
+        if lag is not None:
+            lag_done.set()
+            await lag
         await _commit(consumer, engine, topic)
         await asyncio.to_thread(consumer.close)
         await dead_letters.close()
         await sink.close()
     return engine
+
+
+async def _watch_lag(
+    consumer: Consumer,
+    bootstrap: str,
+    group: str,
+    topic: str,
+    metrics: SinkMetrics,
+    stop: asyncio.Event,
+) -> None:
+    """Every LAG_SECONDS until `stop`: the group's lag on the partitions this sink owns."""
+    probe = LagProbe(bootstrap, group)
+    gauge = metrics.consumer_lag.labels(group, topic)
+    try:
+        while not stop.is_set():
+            mine = [(topic, tp.partition) for tp in consumer.assignment()]
+            try:
+                behind = await asyncio.to_thread(probe.behind, mine)
+                gauge.set(behind.get(topic, 0))
+            except Exception as error:  # a broker hiccup: the next look will do
+                log.debug("sink lag of %s not read: %s", topic, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LAG_SECONDS)
+    finally:
+        await asyncio.to_thread(probe.close)
 
 
 def _take(

@@ -2,7 +2,7 @@
 
 Run after a change, from the repository root: `.venv/bin/python deploy/grafana/dashboard.py`.
 tests/deploy/test_grafana.py fails when the JSON differs from what this produces. Panels use only
-metrics the processes serve today (streams/metrics.py, streams/api.py, connectors/*/metrics.py).
+metrics the processes serve (streams/metrics.py, streams/api.py, connectors/*/metrics.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,93 @@ OUT = Path(__file__).resolve().parent / "dashboards" / "inventory-streams.json"
 # the data source of provisioning/datasources/prometheus.yml
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="prometheus")
 
+# the KPIs of issue 20 first: what a retailer watches
+KPIS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    (
+        "Oversell rate by channel",
+        "percentunit",
+        [
+            (
+                "sum by (channel) (rate(inventory_oversold_order_lines_total[$__rate_interval]))"
+                " / sum by (channel) (rate(inventory_order_lines_total[$__rate_interval]))",
+                "{{channel}}",
+            )
+        ],
+    ),
+    (
+        "Order lines and oversold lines by channel",
+        "ops",
+        [
+            (
+                "sum by (channel) (rate(inventory_order_lines_total[$__rate_interval]))",
+                "{{channel}} lines",
+            ),
+            (
+                "sum by (channel) (rate(inventory_oversold_order_lines_total[$__rate_interval]))",
+                "{{channel}} oversold",
+            ),
+        ],
+    ),
+    (
+        "Event to availability latency by channel",
+        "s",
+        [
+            (
+                f"histogram_quantile({q}, sum by (le, channel) "
+                "(rate(inventory_event_to_availability_seconds_bucket[$__rate_interval])))",
+                f"{{{{channel}}}} p{int(q * 100)}",
+            )
+            for q in (0.5, 0.99)
+        ],
+    ),
+    (
+        "Channel staleness (oldest value not acknowledged)",
+        "s",
+        [("max by (channel) (inventory_sink_staleness_seconds)", "{{channel}}")],
+    ),
+    (
+        "Consumer lag by group and topic",
+        "short",
+        [
+            (
+                "sum by (group, topic) (inventory_consumer_lag_records)",
+                "{{group}} {{topic}}",
+            )
+        ],
+    ),
+    (
+        "Dead letters by reason class",
+        "ops",
+        [
+            (
+                "sum by (reason) (rate(inventory_dead_letters_total[$__rate_interval]))",
+                "{{reason}}",
+            )
+        ],
+    ),
+    (
+        "Drift found by reconcile, by system and kind",
+        "short",
+        [
+            (
+                "sum by (system, kind) (inventory_drift_findings_total)",
+                "{{system}} {{kind}}",
+            )
+        ],
+    ),
+    (
+        "Positions and listings held",
+        "short",
+        [
+            ("sum(inventory_positions_held)", "positions"),
+            ("sum(inventory_listings_held)", "multi-partition listings"),
+        ],
+    ),
+]
+
 # (title, unit, [(expr, legend)]): one time series panel each, two to a row
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    *KPIS,
     ("Workers up", "short", [('sum(up{job="inventory-workers"})', "workers up")]),
     ("Events in", "ops", [("sum(rate(inventory_events_in_total[$__rate_interval]))", "events/s")]),
     (
@@ -38,7 +123,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         "Dead letters",
         "ops",
         [
-            ("sum(rate(inventory_dead_letters_total[$__rate_interval]))", "workers"),
+            ("sum(rate(inventory_dead_letters_total[$__rate_interval]))", "workers (all reasons)"),
             (
                 "sum by (source) (rate(inventory_source_dead_letters_total[$__rate_interval]))",
                 "source {{source}}",

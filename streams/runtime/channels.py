@@ -25,7 +25,7 @@ from typing import Protocol
 
 from aiohttp import web
 from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
@@ -33,11 +33,14 @@ from connectors.sinks.base import InvalidSinkConfig
 from connectors.sources.metrics import SourceMetrics
 from connectors.sources.producer import SourceProducer
 from connectors.sources.webhook import default_sources, start_webhook_receiver
+from streams.codec import make_codec
 from streams.core.catalog import Catalog, Channel
-from streams.core.models import Availability, parse_event
+from streams.core.models import Alert, Availability, parse_event
 from streams.errors import InventoryError
+from streams.metrics import DriftMetrics, serve
+from streams.reconcile import drift_origin
 from streams.runtime.catalog_store import CatalogFeed, read_latest
-from streams.runtime.topics import CATALOG, RESERVATION_DECISIONS
+from streams.runtime.topics import ALERTS, CATALOG, RESERVATION_DECISIONS
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,10 @@ class ChannelServices:
         self._loop = asyncio.get_running_loop()
         self._stop = stop or asyncio.Event()
         receiver = await self._webhooks()
+        drift = None
+        if self.registry is not None:  # only where metrics are served: the count is for them
+            drift = DriftWatch(self.settings, self.bootstrap, DriftMetrics(self.registry))
+            drift.start()
         try:
             if self.demo:
                 async with start_emulators(self.catalog.channels, self.catalog.listings) as running:
@@ -172,6 +179,8 @@ class ChannelServices:
             else:
                 await self._sinks([c for c in self.catalog.channels if configured(c)])
         finally:
+            if drift is not None:
+                await asyncio.to_thread(drift.stop)
             if receiver is not None:
                 runner, producer = receiver
                 await runner.cleanup()
@@ -310,6 +319,52 @@ class ChannelServices:
             delay = min(delay * 2, SINK_RESTART_MAX_DELAY)
 
 
+class DriftWatch:
+    """Counts the drift alerts `reconcile` publishes, from the end of inventory.alerts on, in a
+    thread of its own: reconcile is a run that ends, this process is what Prometheus scrapes."""
+
+    def __init__(self, settings: Settings, bootstrap: str, metrics: DriftMetrics) -> None:
+        self.metrics = metrics
+        self._codec = make_codec(settings)
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{settings.app_id}-drift-watch",
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(ALERTS, p, OFFSET_END) for p in range(settings.topic_partitions)]
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drift-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+    def offer(self, value: bytes | None) -> None:
+        """One record of inventory.alerts: a drift alert is counted, anything else ignored."""
+        if not value or b"drift" not in value:  # most alerts are not drift: skip their decoding
+            return
+        try:
+            alert = self._codec.decode(value, ALERTS)
+        except InventoryError:
+            return
+        if isinstance(alert, Alert) and alert.type == "drift":
+            self.metrics.found(*drift_origin(alert))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(500, timeout=1.0):
+                if message.error() is None:
+                    self.offer(message.value())
+
+
 def run_connectors(
     settings: Settings,
     bootstrap: str,
@@ -331,7 +386,7 @@ def run_connectors(
         )
     registry = CollectorRegistry()
     if metrics_port:
-        start_http_server(metrics_port, registry=registry)
+        serve(registry, metrics_port, "0.0.0.0")  # scraped from other hosts, as before
     services = ChannelServices(
         settings,
         bootstrap,

@@ -65,3 +65,36 @@ def true_end_offsets_many(
         return ends
     finally:
         consumer.close()
+
+
+class LagProbe:
+    """A consumer group's lag on given partitions: true end offsets minus its committed offsets.
+
+    Blocking (a second at most on a busy partition): call it from a thread, every few seconds.
+    """
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self.bootstrap = bootstrap
+        self._group = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+
+    def behind(self, partitions: list[tuple[str, int]], timeout: float = 1.0) -> dict[str, int]:
+        """Records not yet committed per topic (a partition never committed counts from 0)."""
+        if not partitions:
+            return {}
+        wanted: dict[str, list[int]] = {}
+        for topic, partition in partitions:
+            wanted.setdefault(topic, []).append(partition)
+        ends = true_end_offsets_many(self.bootstrap, wanted, timeout)
+        committed = self._group.committed(
+            [TopicPartition(t, p) for t, p in partitions], timeout=timeout
+        )
+        out: dict[str, int] = {}
+        for tp in committed:
+            end = ends.get((tp.topic, tp.partition), 0)
+            out[tp.topic] = out.get(tp.topic, 0) + max(0, end - max(tp.offset, 0))
+        return out
+
+    def close(self) -> None:
+        self._group.close()

@@ -52,10 +52,13 @@ class Outputs:
         value: bytes | None,
         partition: int = -1,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        timestamp: int = 0,  # epoch ms; 0: now
     ) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, partition=partition, headers=headers)
+                self._producer.produce(
+                    topic, value, key, partition=partition, headers=headers, timestamp=timestamp
+                )
                 return
             except BufferError:  # backpressure: wait for acknowledgements, never grow unbounded
                 self._producer.poll(0.05)

@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 # the worker histograms the view shows as p50/p99 over its refresh window: label -> family
 LATENCY_FAMILIES = {
+    "event to availability latency": "inventory_event_to_availability_seconds",
     "batch latency (sku stage)": "inventory_batch_seconds",
     "reservation decision latency": "inventory_api_decision_seconds",
 }

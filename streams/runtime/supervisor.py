@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -31,7 +32,8 @@ from rich.table import Table
 from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.errors import InventoryError
-from streams.runtime.broker import free_port, kafka_cluster
+from streams.metrics import serve
+from streams.runtime.broker import kafka_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
 from streams.runtime.offsets import true_end_offsets_many
@@ -121,9 +123,9 @@ def start_worker(
     log_dir: Path,
     tokens: dict[str, str] | None = None,
 ) -> Worker:
-    """A worker process; with channel `tokens` it serves the reservation API on
-    API_PORT + index (on the loopback address)."""
-    port = free_port()
+    """A worker process, serving its metrics on METRICS_PORT + 1 + index; with channel `tokens`
+    it serves the reservation API on API_PORT + index (both on the loopback address)."""
+    port = settings.metrics_port + 1 + index
     log_path = log_dir / f"worker-{index}.log"
     log_dir.mkdir(parents=True, exist_ok=True)
     handle = log_path.open("ab")
@@ -294,7 +296,15 @@ def _scrape(ports: Iterable[int], timeout: float = 0.5) -> list[str]:
     return texts
 
 
-def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
+def metrics_status(metrics_port: int, workers: list[Worker]) -> str:
+    """Which process serves Prometheus metrics on which port, for the status view."""
+    ports = [f"{metrics_port} up"] + [f"{w.metrics_port} worker {w.index}" for w in workers]
+    return "127.0.0.1: " + ", ".join(ports)
+
+
+def render(
+    status: Status, bootstrap: str, workers: list[Worker], metrics_port: int | None = None
+) -> Table:
     table = Table(title=f"inventory-streams on {bootstrap}  (Ctrl-C to stop)", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -316,6 +326,8 @@ def render(status: Status, bootstrap: str, workers: list[Worker]) -> Table:
     table.add_row("workers alive", f"{alive}/{len(workers)}{restarted}")
     for name, value in status.extra.items():
         table.add_row(name, value)
+    if metrics_port is not None:
+        table.add_row("metrics (Prometheus)", metrics_status(metrics_port, workers))
     return table
 
 
@@ -323,6 +335,13 @@ def _latency(quantiles: Quantiles | None) -> str:
     if quantiles is None:
         return "idle"
     return f"{format_seconds(quantiles.p50)} / {format_seconds(quantiles.p99)}"
+
+
+def serve_metrics(port: int) -> CollectorRegistry:
+    """The registry of `up`'s own process (sinks, webhook receiver, drift), served on `port`."""
+    registry = CollectorRegistry()
+    serve(registry, port)
+    return registry
 
 
 def stop_on_sigterm() -> None:
@@ -352,6 +371,7 @@ def run_up(
     console = console or Console(stderr=True)
     log_dir = settings.data_dir / "up"
     stop_on_sigterm()
+    registry = serve_metrics(settings.metrics_port)
     with kafka_cluster(settings) as bootstrap, ExitStack() as stack:
         stack.enter_context(announced(settings.data_dir, bootstrap))  # `publish` etc. find it
         console.print(
@@ -384,7 +404,9 @@ def run_up(
         api = api_status(settings, tokens, workers)
         # the emulators of --demo are started for this catalog's channels: that one only
         follow = None if demo else LatestCatalog(bootstrap)
-        channels = ChannelServices(settings, bootstrap, published, demo, api, follow=follow)
+        channels = ChannelServices(
+            settings, bootstrap, published, demo, api, follow=follow, registry=registry
+        )
         channels.start()
         stack.callback(channels.stop)
         if demo:
@@ -399,7 +421,7 @@ def run_up(
         restarted = 0
         try:
             with Live(
-                render(status, bootstrap, pool),
+                render(status, bootstrap, pool, settings.metrics_port),
                 console=console,
                 refresh_per_second=2,
                 transient=False,
@@ -437,7 +459,7 @@ def run_up(
                     status = reader.read(w.metrics_port for w in pool)
                     status.restarts = restarted
                     status.extra = channels.status()
-                    live.update(render(status, bootstrap, pool))
+                    live.update(render(status, bootstrap, pool, settings.metrics_port))
         except KeyboardInterrupt:
             console.print("stopping...")
         status.restarts = restarted

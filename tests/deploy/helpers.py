@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -31,10 +32,10 @@ def served_metric_names() -> frozenset[str]:
     from connectors.sinks.metrics import SinkMetrics
     from connectors.sources.metrics import SourceMetrics
     from streams.api import ApiMetrics
-    from streams.metrics import Metrics
+    from streams.metrics import DriftMetrics, Metrics
 
     registries = [Metrics().registry, ApiMetrics().registry]
-    for cls in (SinkMetrics, SourceMetrics):
+    for cls in (SinkMetrics, SourceMetrics, DriftMetrics):
         registry = CollectorRegistry()
         cls(registry)
         registries.append(registry)
@@ -70,13 +71,24 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+# where bin/fetch-prometheus (run by bin/bootstrap) unpacks Debian's prometheus package
+PROMETHEUS_DIR = Path(sys.prefix) / "prometheus"
+
+
 def tool(*names: str) -> str | None:
-    """The first of these executables on PATH."""
+    """The first of these executables in PROMETHEUS_DIR/bin, else on PATH."""
     for name in names:
-        found = shutil.which(name)
+        found = shutil.which(name, path=str(PROMETHEUS_DIR / "bin")) or shutil.which(name)
         if found:
             return found
     return None
+
+
+def missing(name: str) -> str:
+    """Why a tool is not there, for a skip: what bin/fetch-prometheus said, if it gave up."""
+    why = PROMETHEUS_DIR / "unavailable"
+    reason = why.read_text().strip() if why.exists() else "run bin/fetch-prometheus"
+    return f"{name} is not available: {reason}"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

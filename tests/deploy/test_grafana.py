@@ -86,3 +86,29 @@ def test_panels_do_not_overlap(board: dict[str, Any]) -> None:
         }
         assert not cells & taken, panel["title"]
         taken |= cells
+
+
+# issue 20's KPIs, each of which a panel must show
+KPI_SERIES = {
+    "inventory_oversold_order_lines_total",
+    "inventory_order_lines_total",
+    "inventory_event_to_availability_seconds_bucket",
+    "inventory_sink_ack_latency_seconds_bucket",
+    "inventory_sink_staleness_seconds",
+    "inventory_api_decision_seconds_bucket",
+    "inventory_consumer_lag_records",
+    "inventory_dead_letters_total",
+    "inventory_drift_findings_total",
+    "inventory_positions_held",
+    "inventory_listings_held",
+}
+
+
+def test_every_kpi_has_a_panel(board: dict[str, Any]) -> None:
+    shown = {
+        name
+        for panel in board["panels"]
+        for target in panel["targets"]
+        for name in metric_names(target["expr"])
+    }
+    assert KPI_SERIES - shown == set()

@@ -1,6 +1,7 @@
 """deploy/prometheus: promtool accepts the configuration and the rules, and the rules' unit tests
-pass (skipped where Debian's `prometheus` package, which ships promtool, is not installed); every
-expression reads metrics the processes serve, and every long-running process is scraped."""
+pass (promtool from Debian's `prometheus` package, unpacked by bin/fetch-prometheus; skipped with
+its reason where that cannot be had); every expression reads metrics the processes serve, and
+every long-running process is scraped."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.helpers import DEPLOY, ROOT, metric_names, run, served_metric_names, tool
+from tests.deploy.helpers import (
+    DEPLOY,
+    ROOT,
+    metric_names,
+    missing,
+    run,
+    served_metric_names,
+    tool,
+)
 
 CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+UP_CONFIG = DEPLOY / "prometheus" / "up.yml"  # for `up` on one machine
 RULE_FILES = sorted((DEPLOY / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((Path(__file__).parent / "prometheus").glob("*_test.yml"))
 PROMTOOL = tool("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)"
-)
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason=missing("promtool"))
 
 
 def rules() -> list[dict[str, object]]:
@@ -29,9 +37,10 @@ def rules() -> list[dict[str, object]]:
 
 
 @needs_promtool
-def test_promtool_accepts_the_configuration() -> None:
+@pytest.mark.parametrize("config", [CONFIG, UP_CONFIG], ids=lambda path: path.name)
+def test_promtool_accepts_the_configuration(config: Path) -> None:
     assert PROMTOOL is not None
-    result = run(PROMTOOL, "check", "config", str(CONFIG))
+    result = run(PROMTOOL, "check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(RULE_FILES)} rule files found" in result.stdout  # rule_files resolve
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from streams.runtime.broker import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +63,32 @@ def reserve_while_up(
         time.sleep(0.5)
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports free now (METRICS_PORT + i under `up`), below the
+    ephemeral range: there, a port a restarted worker binds again can meanwhile be the local
+    port of one of the many client connections `up` opens (a broker connection, a status read)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        first = random.randrange(10_000, low - count)
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+
+
+def up_env(**settings: str) -> dict[str, str]:
+    """The environment `up` runs in: the embedded broker, free metrics ports, wide tables."""
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    return env | {"COLUMNS": "120", "METRICS_PORT": str(free_ports(3)), **settings}
+
+
 def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.Popen[str], int]:
     """`up --demo` as a user starts it; the process and the port of its reservation API."""
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["COLUMNS"] = "120"
-    port = free_port()
-    env |= {"API_PORT": str(port), **settings}
+    port = free_ports(2)  # API_PORT + i: worker 0's, again after a restart
+    env = up_env(**{"API_PORT": str(port), **settings})
     command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", *command],
@@ -116,12 +135,15 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     assert int(row(output, "acknowledged by shopify-us").replace(",", "")) > 0
     assert int(row(output, "acknowledged by amazon-us").replace(",", "")) > 0
     assert row(output, "reservation API").startswith(f"http://127.0.0.1:{port}")
+    served = re.fullmatch(
+        r"127\.0\.0\.1: (\d+) up, (\d+) worker 0", row(output, "metrics (Prometheus)")
+    )
+    assert served and int(served[2]) == int(served[1]) + 1  # METRICS_PORT + i
     assert workers_of(tmp_path) == []  # no process outlives `up`
 
 
 def test_plain_up_runs_until_its_duration_and_stops_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["COLUMNS"] = "120"
+    env = up_env()
     done = subprocess.run(
         [
             sys.executable,
@@ -193,8 +215,7 @@ def test_a_worker_that_keeps_exiting_stops_up_with_its_error(tmp_path: Path) -> 
 
 
 def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
-    env["COLUMNS"] = "120"
+    env = up_env()
     up = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path)],
         env=env,

@@ -526,3 +526,27 @@ async def test_whatever_the_order_and_failures_the_channel_ends_at_the_newest_ve
     for versions in sink.history.values():
         assert versions == sorted(set(versions))
     assert engine.committable() == {0: len(changes)}
+
+
+async def test_staleness_is_the_age_of_the_oldest_value_the_channel_has_not_acknowledged() -> None:
+    registry = CollectorRegistry()
+    sink = FakeSink()
+    sink.failures = [ChannelUnavailable("HTTP 503", retry_after=30.0)]
+    engine = SinkEngine(
+        sink,
+        backoff=Backoff(rng=lambda: 0.0),
+        clock=now,
+        metrics=SinkMetrics.for_registry(registry),
+    )
+    pos = {"channel": "pos"}
+    stale = "inventory_sink_staleness_seconds"
+    assert registry.get_sample_value(stale, pos) == 0  # nothing waits: up to date
+    engine.offer(availability("A", 1))
+    running = asyncio.create_task(engine.run_until_idle())
+    await asyncio.sleep(10)
+    engine.offer(availability("B", 1))  # younger: the oldest one sets the age
+    await asyncio.sleep(5)
+    assert registry.get_sample_value(stale, pos) == pytest.approx(15, abs=0.01)
+    await running
+    assert sink.state["A"].version == 1 and sink.state["B"].version == 1
+    assert registry.get_sample_value(stale, pos) == 0
