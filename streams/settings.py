@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     schemas_dir: Path = REPO_ROOT / "schemas"
     # how long a command waits for the cluster to answer before it gives up with one line
     kafka_timeout_seconds: float = 15.0
+    # the broker `up` starts when no cluster is configured: auto is Apache Kafka (durable, in the
+    # data directory) where Java and bin/prepare-kafka's build are present, else memory-only Tansu
+    embedded_broker: Literal["auto", "kafka", "tansu"] = "auto"
+    embedded_kafka_home: Path = REPO_ROOT / "build" / "kafka" / "kafka_2.12-2.3.0"
 
     # Topology sizing.
     topic_partitions: int = 4

@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 from streams.core.catalog import Catalog
-from streams.runtime.broker import free_port, kafka_cluster
+from streams.runtime.broker import free_port, open_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
 from streams.runtime.offsets import true_end_offsets_many
@@ -265,12 +265,10 @@ def run_up(
     console = console or Console(stderr=True)
     log_dir = settings.data_dir / "up"
     stop_on_sigterm()
-    with kafka_cluster(settings) as bootstrap, ExitStack() as stack:
+    with open_cluster(settings) as cluster, ExitStack() as stack:
+        bootstrap = cluster.bootstrap_servers
         stack.enter_context(announced(settings.data_dir, bootstrap))  # `publish` etc. find it
-        console.print(
-            f"[bold]broker[/] {bootstrap}"
-            + ("" if settings.kafka_bootstrap_servers else " (embedded Tansu)")
-        )
+        console.print(f"[bold]broker[/] {bootstrap} {cluster.description}")
         created = ensure_topics(bootstrap, topic_specs(settings, [c.id for c in catalog.channels]))
         console.print(f"[bold]topics[/] {len(created)} created")
         published = publish(bootstrap, catalog)
