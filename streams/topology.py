@@ -111,6 +111,7 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.client import faust_credentials
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
@@ -421,6 +422,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=n,

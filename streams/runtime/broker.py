@@ -28,13 +28,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from streams.errors import BrokerError
-from streams.settings import Settings
+from streams.errors import BrokerError, ClusterRefused
+from streams.runtime.client import kafka_config
+from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +88,61 @@ def _accepts(host: str, port: int | None) -> bool:
     return True
 
 
-def _probe_admin(bootstrap: str) -> AdminClient:
+def _probe_admin(
+    bootstrap: str, settings: Settings | None = None, refused: list[str] | None = None
+) -> AdminClient:
+    """An admin client for probes; with `settings`, their security, and what the cluster
+    refuses (credentials, certificates) appended to `refused` by librdkafka's error callback."""
+
+    def on_error(error: KafkaError) -> None:
+        if refused is not None and _is_refusal(error):
+            refused.append(error.str())
+
     # Quiet and quick to reconnect: refused connections are expected while a broker starts.
-    return AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "log_level": 0,
-            "reconnect.backoff.ms": 20,
-            "reconnect.backoff.max.ms": 200,
-        }
+    probe: dict[str, Any] = {
+        "log_level": 0,
+        "reconnect.backoff.ms": 20,
+        "reconnect.backoff.max.ms": 200,
+        "error_cb": on_error,
+    }
+    if settings is None:  # the embedded brokers' own PLAINTEXT listener
+        return AdminClient({"bootstrap.servers": bootstrap, **probe})
+    return AdminClient(kafka_config(bootstrap, probe, settings))
+
+
+def _is_refusal(error: KafkaError) -> bool:
+    """A failure no retry mends: wrong credentials, an untrusted or mismatched certificate."""
+    text = error.str()
+    return error.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) or (
+        "SSL handshake failed" in text or "certificate verify failed" in text
     )
 
 
-def wait_for_kafka(bootstrap: str, timeout: float = 10.0) -> ClusterMetadata:
-    """The cluster's metadata once `bootstrap` answers; BrokerError after `timeout` seconds."""
-    try:
-        return _probe_admin(bootstrap).list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerError(
-            f"Kafka at {bootstrap} did not answer a metadata request within {timeout:g} s "
-            f"({exc.args[0] if exc.args else exc}); check KAFKA_BOOTSTRAP_SERVERS, "
-            "or unset it to run the embedded broker"
-        ) from exc
+def wait_for_kafka(
+    bootstrap: str, timeout: float = 10.0, settings: Settings | None = None
+) -> ClusterMetadata:
+    """The cluster's metadata once `bootstrap` answers; BrokerError after `timeout` seconds, and
+    ClusterRefused at once when it rejects our credentials or we reject its certificate."""
+    settings = settings or get_settings()
+    refused: list[str] = []
+    admin = _probe_admin(bootstrap, settings, refused)
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return admin.list_topics(timeout=max(0.01, min(0.5, remaining)))
+        except KafkaException as exc:
+            last = exc
+        admin.poll(0)  # serves the error callback
+        if refused:
+            reason = refused[0].splitlines()[0]
+            raise ClusterRefused(f"Kafka at {bootstrap} refused the connection: {reason}")
+        if remaining <= 0:
+            raise BrokerError(
+                f"Kafka at {bootstrap} did not answer a metadata request within {timeout:g} s "
+                f"({last.args[0] if last.args else last}); check KAFKA_BOOTSTRAP_SERVERS, "
+                "or unset it to run the embedded broker"
+            ) from last
 
 
 # ---- orphan protection -------------------------------------------------------------------------

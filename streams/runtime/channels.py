@@ -37,6 +37,7 @@ from streams.core.catalog import Catalog, Channel
 from streams.core.models import Availability, parse_event
 from streams.errors import InventoryError
 from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.client import kafka_config
 from streams.runtime.topics import CATALOG, RESERVATION_DECISIONS
 from streams.settings import Settings
 
@@ -363,7 +364,7 @@ class FlashSale:
         # storefronts turn only held reservations into orders: follow the decisions
         self.decisions = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": "demo-flash-sale",
                 "enable.auto.commit": False,
             }

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from streams.errors import BrokerError, InventoryError
+from streams.errors import BrokerError, ClusterRefused, InventoryError
 from streams.runtime.broker import wait_for_kafka
 from streams.settings import Settings
 
@@ -78,7 +78,9 @@ def resolve_bootstrap(settings: Settings, check: bool = True) -> str:
     if check:
         timeout = settings.kafka_timeout_seconds
         try:
-            wait_for_kafka(bootstrap, timeout)
+            wait_for_kafka(bootstrap, timeout, settings)
+        except ClusterRefused:
+            raise  # its own message says what to fix; "cannot reach" would mislead
         except BrokerError:
             origin = (
                 "KAFKA_BOOTSTRAP_SERVERS"
@@ -94,7 +96,7 @@ def resolve_bootstrap(settings: Settings, check: bool = True) -> str:
 
 def cluster_dir(settings: Settings, bootstrap: str) -> Path:
     """`DATA_DIR/clusters/<id>`: local memory of the cluster at `bootstrap` (made on first use)."""
-    metadata = wait_for_kafka(bootstrap, settings.kafka_timeout_seconds)
+    metadata = wait_for_kafka(bootstrap, settings.kafka_timeout_seconds, settings)
     # a broker that reports no cluster id is known by its address (the best left to go on)
     cluster = metadata.cluster_id or "addr-" + hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
     path = settings.data_dir / "clusters" / re.sub(r"[^A-Za-z0-9_.-]", "_", cluster)

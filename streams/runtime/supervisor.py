@@ -31,6 +31,7 @@ from streams.core.catalog import Catalog
 from streams.runtime.broker import free_port, open_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
+from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.running import announced
 from streams.runtime.topics import (
@@ -174,13 +175,13 @@ class StatusReader:
         self.follow(channels)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": settings.app_id,
                 "enable.auto.commit": False,
             }
         )
         self.reader = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"status-{uuid.uuid4().hex}"}
+            {**kafka_config(bootstrap), "group.id": f"status-{uuid.uuid4().hex}"}
         )
 
     def follow(self, channels: list[str]) -> None:
