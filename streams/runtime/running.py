@@ -28,6 +28,7 @@ from streams.runtime.broker import wait_for_kafka
 from streams.settings import Settings
 
 FILE = "up.json"
+REFUSAL_PROBE_SECONDS = 3.0
 
 
 @contextmanager
@@ -75,6 +76,15 @@ def resolve_bootstrap(settings: Settings, check: bool = True) -> str:
             "KAFKA_BOOTSTRAP_SERVERS is not set and no `inventory-streams up` runs on "
             f"{settings.data_dir}"
         )
+    if not check and settings.kafka_security_protocol != "PLAINTEXT":
+        # worker and connect reconnect on their own, and would retry refused credentials for
+        # ever; a refusal comes within a second of connecting, so a short probe finds it
+        try:
+            wait_for_kafka(bootstrap, REFUSAL_PROBE_SECONDS, settings)
+        except ClusterRefused:
+            raise
+        except BrokerError:
+            pass  # not answering yet: the process's own loop waits for it
     if check:
         timeout = settings.kafka_timeout_seconds
         try:

@@ -98,16 +98,26 @@ def test_publish_and_tail_over_a_secured_listener(
     assert_no_secret(secured, published.stdout, published.stderr, tailed.stdout, tailed.stderr)
 
 
-@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
+@pytest.mark.parametrize(
+    ("mechanism", "command"),
+    [
+        ("PLAIN", "publish"),
+        ("SCRAM-SHA-256", "publish"),
+        ("SCRAM-SHA-512", "worker"),
+        ("SCRAM-SHA-256", "connect"),
+    ],
+)
 def test_a_wrong_password_is_one_line_and_a_non_zero_exit(
-    secured: SecuredKafka, tmp_path: Path, mechanism: str
+    secured: SecuredKafka, tmp_path: Path, mechanism: str, command: str
 ) -> None:
+    """Also for worker and connect, which reconnect on their own: no retry loop on a refusal."""
     events = tmp_path / "events.jsonl"
     events.write_text(event("never-published") + "\n")
     wrong = "wrong-" + secured.scram_password
     env = secured.env("SASL_SSL", mechanism, password=wrong) | {"DATA_DIR": str(tmp_path)}
     started = time.monotonic()
-    done = cli("publish", str(events), env=env, timeout=30)
+    args = [str(events)] if command == "publish" else []
+    done = cli(command, *args, env=env, timeout=30)
     assert time.monotonic() - started < 15  # refused at once, not after KAFKA_TIMEOUT_SECONDS
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
@@ -162,6 +172,8 @@ def test_up_runs_workers_connectors_and_the_api_over_sasl_scram(
     assert int(row(output, "positions out").replace(",", "")) > 0
     assert int(row(output, "availability updates out").replace(",", "")) > 0
     assert int(row(output, "acknowledged by shopify-us").replace(",", "")) > 0
-    logs = [path.read_text(errors="replace") for path in tmp_path.rglob("*.log")]
-    assert logs, "up wrote no logs to scan"
+    assert secured.broker.log_path is not None
+    written = [*tmp_path.rglob("*.log"), *secured.broker.log_path.parent.glob("*.log")]
+    logs = [path.read_text(errors="replace") for path in written]
+    assert len(logs) >= 3, f"too few logs to scan: {written}"  # worker, kafka, zookeeper
     assert_no_secret(secured, output, *logs)

@@ -17,9 +17,11 @@ from streams.errors import BrokerError
 from streams.runtime import (
     EmbeddedBroker,
     EmbeddedKafka,
+    embedded_broker,
     free_port,
     kafka_cluster,
     kafka_unavailable,
+    open_cluster,
     tansu_binary,
     wait_for_kafka,
 )
@@ -215,3 +217,25 @@ def test_embedded_kafka_keeps_its_cluster_and_dies_with_its_owner(tmp_path: Path
         metadata = wait_for_kafka(again.bootstrap_servers, timeout=5)
         assert metadata.cluster_id == cluster_id
         assert len(metadata.topics["kept"].partitions) == 2
+
+
+def test_up_falls_back_to_tansu_where_kafka_cannot_run_and_says_what_that_costs(
+    tmp_path: Path,
+) -> None:
+    nowhere = tmp_path / "no-kafka"
+    auto = Settings(kafka_bootstrap_servers=None, data_dir=tmp_path, embedded_kafka_home=nowhere)
+    auto = auto.model_copy(update={"embedded_broker": "auto"})
+    assert isinstance(embedded_broker(auto), EmbeddedBroker)
+    with open_cluster(auto) as cluster:
+        assert cluster.description == "(embedded Tansu, memory only: data is lost when up stops)"
+        wait_for_kafka(cluster.bootstrap_servers, timeout=5)
+    asked = auto.model_copy(update={"embedded_broker": "kafka"})
+    with pytest.raises(BrokerError, match=f"EMBEDDED_BROKER=kafka, but .*{nowhere}"):
+        embedded_broker(asked)
+
+
+@needs_kafka
+def test_auto_picks_the_embedded_kafka_where_it_can_run(tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap_servers=None, data_dir=tmp_path)
+    broker = embedded_broker(settings.model_copy(update={"embedded_broker": "auto"}))
+    assert isinstance(broker, EmbeddedKafka)
