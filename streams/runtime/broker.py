@@ -236,7 +236,47 @@ def _log_tail(path: Path | None) -> str:
 # ---- the embedded broker -----------------------------------------------------------------------
 
 
-class EmbeddedBroker:
+class _ChildBroker:
+    """What both embedded backends share: a broker process, a context manager, a repr."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+    host: str
+
+    @property
+    def port(self) -> int | None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"{type(self).__name__}({self.host}:{self.port}, pid={self.pid}, {state})"
+
+
+class EmbeddedBroker(_ChildBroker):
     """A Tansu broker with in-memory storage, as a child process on a loopback port.
 
     Use as a context manager, or call start() and stop(). It is stopped on interpreter exit
@@ -278,16 +318,8 @@ class EmbeddedBroker:
         return self._port
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
     def log_path(self) -> Path | None:
         return self._log_path
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         if self._proc is not None:
@@ -336,21 +368,6 @@ class EmbeddedBroker:
             return
         _stop_process(self._proc, signal.SIGINT, self.stop_grace)
         self._cleanup()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"EmbeddedBroker({self.host}:{self._port}, pid={self.pid}, {state})"
 
     # -- internals --
 
@@ -450,7 +467,7 @@ def kafka_unavailable(home: Path) -> str | None:
     return None
 
 
-class EmbeddedKafka:
+class EmbeddedKafka(_ChildBroker):
     """Apache Kafka 2.3 and its ZooKeeper as child processes on loopback ports.
 
     The same surface as EmbeddedBroker. Logs and ZooKeeper data live under `data_dir`, so a broker
@@ -503,20 +520,12 @@ class EmbeddedKafka:
         return self.listener_ports.get("PLAINTEXT")
 
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
     def pids(self) -> list[int]:
         return [p.pid for p in (self._zookeeper, self._proc) if p is not None]
 
     @property
     def log_path(self) -> Path | None:
         return self._data_dir / "kafka.log" if self._data_dir is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> Self:
         if self._proc is not None:
@@ -569,21 +578,6 @@ class EmbeddedKafka:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:  # the output names the user, never the password
             raise BrokerError(f"cannot add the SCRAM user {user}: exit {done.returncode}")
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
-        return f"EmbeddedKafka({self.host}:{self.port}, pid={self.pid}, {state})"
 
     # -- internals --
 

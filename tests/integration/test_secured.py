@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from streams.runtime.broker import free_port, kafka_unavailable
+from streams.runtime.broker import kafka_unavailable
 from streams.runtime.topics import topic_specs
 from streams.settings import Settings
 from tests.integration.secured import SecuredKafka, start_secured_kafka
+from tests.kafka_helpers import stock_event
 
 no_kafka = kafka_unavailable(Settings().embedded_kafka_home)
 pytestmark = [
@@ -56,21 +57,6 @@ def cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.Comp
     )
 
 
-def event(event_id: str) -> str:
-    return json.dumps(
-        {
-            "event_id": event_id,
-            "type": "stock-adjusted",
-            "occurred_at": "2026-12-01T08:00:00Z",
-            "source": "wms",
-            "sku": "TEE-RED-M",
-            "location": "wh-east",
-            "mode": "delta",
-            "quantity": 1,
-        }
-    )
-
-
 def assert_no_secret(kafka: SecuredKafka, *outputs: str) -> None:
     for output in outputs:
         for secret in kafka.secrets:
@@ -83,7 +69,7 @@ def test_publish_and_tail_over_a_secured_listener(
 ) -> None:
     event_id = f"secured-{protocol}-{mechanism}"
     events = tmp_path / "events.jsonl"
-    events.write_text(event(event_id) + "\n")
+    events.write_text(stock_event(event_id) + "\n")
     env = secured.env(protocol, mechanism) | {"DATA_DIR": str(tmp_path)}
     if mechanism == "SCRAM-SHA-512":  # as a container platform mounts it
         (tmp_path / "password").write_text(env.pop("KAFKA_SASL_PASSWORD") + "\n")
@@ -112,7 +98,7 @@ def test_a_wrong_password_is_one_line_and_a_non_zero_exit(
 ) -> None:
     """Also for worker and connect, which reconnect on their own: no retry loop on a refusal."""
     events = tmp_path / "events.jsonl"
-    events.write_text(event("never-published") + "\n")
+    events.write_text(stock_event("never-published") + "\n")
     wrong = "wrong-" + secured.scram_password
     env = secured.env("SASL_SSL", mechanism, password=wrong) | {"DATA_DIR": str(tmp_path)}
     started = time.monotonic()
@@ -145,23 +131,10 @@ def test_up_runs_workers_connectors_and_the_api_over_sasl_scram(
 ) -> None:
     """The Faust worker (aiokafka), the sink connectors, the flash sale's producers, the API and
     the status view, all over SASL_SSL with SCRAM; nothing any of them logs shows a secret."""
-    from tests.integration.test_up import reserve_while_up, row
+    from tests.integration.test_up import reserve_while_up, row, up_demo
 
-    port = free_port()
-    env = secured.env("SASL_SSL", "SCRAM-SHA-256") | {
-        "API_PORT": str(port),
-        "COLUMNS": "120",
-        "KAFKA_TIMEOUT_SECONDS": "30",
-    }
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "SCHEMA_"))}
-    command = ["up", "--demo", "--duration", "30", "--data-dir", str(tmp_path)]
-    up = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *command],
-        env=base | env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = secured.env("SASL_SSL", "SCRAM-SHA-256") | {"KAFKA_TIMEOUT_SECONDS": "30"}
+    up, port = up_demo(tmp_path, 30, **env)
     try:
         status, answer = reserve_while_up(port, time.monotonic() + 40)
     finally:

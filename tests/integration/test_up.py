@@ -19,6 +19,7 @@ import pytest
 
 from streams.runtime.broker import free_port, kafka_unavailable
 from streams.settings import Settings
+from tests.kafka_helpers import stock_event
 
 pytestmark = pytest.mark.integration
 
@@ -203,21 +204,7 @@ def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path)
             assert time.monotonic() < deadline, "up never announced its broker"
             time.sleep(0.2)
         events = tmp_path / "one.jsonl"
-        events.write_text(
-            json.dumps(
-                {
-                    "event_id": "found-up-1",
-                    "type": "stock-adjusted",
-                    "occurred_at": "2026-12-01T08:00:00Z",
-                    "source": "wms",
-                    "sku": "TEE-RED-M",
-                    "location": "wh-east",
-                    "mode": "delta",
-                    "quantity": 1,
-                }
-            )
-            + "\n"
-        )
+        events.write_text(stock_event("found-up-1") + "\n")
         # no KAFKA_BOOTSTRAP_SERVERS: publish reaches the broker of the `up` on this data dir
         published = subprocess.run(
             [sys.executable, "-m", "streams.cli", "publish", str(events)],
