@@ -59,6 +59,7 @@ from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEAS
 from streams.core.state import SkuState
 from streams.errors import EncodingError, InvalidEvent, InventoryError
 from streams.metrics import serve as serve_metrics
+from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import (
     CALLER_WAITING,
@@ -218,7 +219,7 @@ def _consumer(bootstrap: str, fetch_wait_ms: int) -> Consumer:
     """A consumer that joins no group (assign() only) and commits nothing."""
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"reservation-api-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -118,6 +118,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = get_settings()
     if getattr(args, "data_dir", None):
         settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
+    if getattr(args, "broker", None):
+        settings = settings.model_copy(update={"embedded_broker": args.broker})
     return settings
 
 
@@ -393,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=1, help="stream worker processes")
     up.add_argument("--duration", type=float, help="stop after this many seconds")
     up.add_argument("--data-dir", help="where workers keep logs and local state")
+    up.add_argument(
+        "--broker",
+        choices=["auto", "kafka", "tansu"],
+        help="embedded broker without KAFKA_BOOTSTRAP_SERVERS (default: EMBEDDED_BROKER, auto)",
+    )
     up.add_argument(
         "--demo",
         action="store_true",

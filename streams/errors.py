@@ -25,3 +25,11 @@ class EncodingError(InventoryError):
 
 class BrokerError(InventoryError):
     """The Kafka cluster (embedded or configured) could not be reached or started."""
+
+
+class ClusterRefused(BrokerError):
+    """The cluster rejected our credentials, or we rejected its certificate: retrying won't help."""
+
+
+class SecurityError(InventoryError):
+    """Security settings that cannot make a connection (a missing file, a key that won't load)."""

@@ -22,6 +22,7 @@ from streams.core.engine import check_event
 from streams.core.keys import event_key
 from streams.core.models import DeadLetter, Event, parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
+from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import (
@@ -79,7 +80,7 @@ def parse_offsets(text: str) -> dict[int, int] | int:
 def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": group or f"replay-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -89,7 +90,7 @@ def _consumer(bootstrap: str, group: str | None = None) -> Consumer:
 
 
 def _partitions(bootstrap: str, topic: str) -> list[int]:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**kafka_config(bootstrap), "log_level": 0})
     metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
     if metadata is None or metadata.error is not None or not metadata.partitions:
         raise InventoryError(f"topic {topic!r} does not exist")
@@ -176,7 +177,7 @@ def check_stopped(bootstrap: str, group: str, wait: float) -> None:
     Kafka lists the members; Tansu lists none for Faust's workers but keeps the group STABLE until
     the last worker's session expired, so a STABLE group counts as active.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**kafka_config(bootstrap), "log_level": 0})
     deadline = time.monotonic() + wait
     probe: Consumer | None = None
     try:
@@ -195,7 +196,7 @@ def check_stopped(bootstrap: str, group: str, wait: float) -> None:
             if probe is None:
                 probe = Consumer(
                     {
-                        "bootstrap.servers": bootstrap,
+                        **kafka_config(bootstrap),
                         "group.id": group,
                         "enable.auto.commit": False,
                         "session.timeout.ms": 6000,
@@ -267,7 +268,7 @@ def rebuild(
     offsets = start_offsets(bootstrap, EVENTS, start, progress)  # before anything is changed
     doomed = [*INTERNAL_TOPICS, *(changelog_topic(group, t) for t in TABLES)]
     progress.stage("recreating internal topics", 3, "steps")  # delete, create, commit
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**kafka_config(bootstrap), "log_level": 0})
     existing = set(admin.list_topics(timeout=10).topics)
     present = [t for t in doomed if t in existing]
     if present:

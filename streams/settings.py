@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, env_prefix="", extra="ignore")
+    # hide_input_in_errors: a validation error must never echo a secret it was given
+    model_config = SettingsConfigDict(
+        frozen=True, env_prefix="", extra="ignore", hide_input_in_errors=True
+    )
 
     # Kafka: unset means "start the embedded broker".
     kafka_bootstrap_servers: str | None = Field(default=None)
@@ -20,6 +24,27 @@ class Settings(BaseSettings):
     schemas_dir: Path = REPO_ROOT / "schemas"
     # how long a command waits for the cluster to answer before it gives up with one line
     kafka_timeout_seconds: float = 15.0
+    # Secured clusters: one set of settings for every client (librdkafka, Faust/aiokafka, the
+    # registry); secrets are SecretStr so no repr, log line or status view ever shows them, and
+    # each can come from a file (KAFKA_SASL_PASSWORD_FILE, ...) as container platforms mount them
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: Path | None = None  # default: the system's trusted CAs
+    kafka_ssl_certificate_location: Path | None = None  # a client certificate (mutual TLS)
+    kafka_ssl_key_location: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    schema_registry_basic_auth_user_info: SecretStr | None = None  # USER:PASSWORD
+    kafka_sasl_username_file: Path | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_key_password_file: Path | None = None
+    schema_registry_basic_auth_user_info_file: Path | None = None
+    # the broker `up` starts when no cluster is configured: auto is Apache Kafka (durable, in the
+    # data directory) where Java and bin/prepare-kafka's build are present, else memory-only Tansu
+    embedded_broker: Literal["auto", "kafka", "tansu"] = "auto"
+    embedded_kafka_home: Path = REPO_ROOT / "build" / "kafka" / "kafka_2.12-2.3.0"
 
     # Topology sizing.
     topic_partitions: int = 4
@@ -60,6 +85,32 @@ class Settings(BaseSettings):
     api_linger_ms: int = 4
     channel_tokens: dict[str, str] = Field(default_factory=dict)  # channel id -> bearer token
     webhook_secrets: dict[str, str] = Field(default_factory=dict)  # source -> HMAC secret
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, values: Any) -> Any:
+        """KAFKA_SASL_PASSWORD_FILE=/run/secrets/x reads KAFKA_SASL_PASSWORD from that file."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        for name in SECRET_FILES:
+            path = values.get(f"{name}_file")
+            if path is None or values.get(name) is not None:
+                continue
+            try:
+                values[name] = Path(path).read_text().strip()
+            except OSError as error:
+                # names the file, never its content
+                raise ValueError(f"{name.upper()}_FILE={path}: {error.strerror}") from None
+        return values
+
+
+SECRET_FILES = (
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_key_password",
+    "schema_registry_basic_auth_user_info",
+)
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,7 @@ from streams.core.explain import Explanation, explain
 from streams.core.models import parse_event_json
 from streams.core.state import SkuState
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
+from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import (
@@ -121,7 +122,7 @@ def _reader(bootstrap: str, purpose: str) -> Consumer:
     """A consumer that reads from the start with no group of its own to commit to."""
     return Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"{purpose}-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",

@@ -110,6 +110,7 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.client import faust_credentials
 from streams.runtime.faust_private import tune_fetch_wait
 from streams.runtime.offsets import LagProbe
 from streams.runtime.outputs import Outputs
@@ -379,6 +380,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=n,

@@ -1,8 +1,13 @@
-"""Shared fixtures; one broker per session: KAFKA_BOOTSTRAP_SERVERS, else Docker, else Tansu."""
+"""Shared fixtures; one broker per session: KAFKA_BOOTSTRAP_SERVERS, else Docker, else embedded.
+
+The embedded backend is INVENTORY_TEST_BROKER (kafka or tansu, default tansu), passed on as
+EMBEDDED_BROKER so the `up` and workers the tests start as subprocesses run on it too.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -10,6 +15,11 @@ import pytest
 from tests.kafka_helpers import unique_name
 
 log = logging.getLogger(__name__)
+
+TEST_BROKER = os.environ.get("INVENTORY_TEST_BROKER", "tansu")
+if TEST_BROKER not in ("kafka", "tansu"):
+    raise pytest.UsageError(f"INVENTORY_TEST_BROKER must be kafka or tansu, not {TEST_BROKER!r}")
+os.environ["EMBEDDED_BROKER"] = TEST_BROKER
 
 
 def _docker_engine_reachable() -> bool:
@@ -28,7 +38,7 @@ def _docker_engine_reachable() -> bool:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap servers of the session's broker, started once and stopped at the end."""
-    from streams.runtime import EmbeddedBroker, wait_for_kafka
+    from streams.runtime import embedded_broker, wait_for_kafka
     from streams.settings import Settings
 
     configured = Settings().kafka_bootstrap_servers
@@ -44,8 +54,8 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
     else:
-        with EmbeddedBroker() as broker:
-            log.info("session broker: tansu on %s", broker.bootstrap_servers)
+        with embedded_broker(Settings()) as broker:
+            log.info("session broker: %r", broker)
             yield broker.bootstrap_servers
 
 

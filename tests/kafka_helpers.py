@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -121,3 +122,19 @@ def consume_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Messa
         return messages
     finally:
         consumer.close()
+
+
+def stock_event(event_id: str) -> str:
+    """One valid event as a JSONL line's text: a +1 adjustment of TEE-RED-M at wh-east."""
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "type": "stock-adjusted",
+            "occurred_at": "2026-12-01T08:00:00Z",
+            "source": "wms",
+            "sku": "TEE-RED-M",
+            "location": "wh-east",
+            "mode": "delta",
+            "quantity": 1,
+        }
+    )

@@ -26,6 +26,7 @@ from streams.codec import Codec, make_codec
 from streams.core.catalog import Channel
 from streams.core.models import Availability, DeadLetter
 from streams.errors import BrokerError, InventoryError
+from streams.runtime.client import kafka_config
 from streams.runtime.offsets import LagProbe
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import DLQ, availability_topic
@@ -56,7 +57,7 @@ class _DeadLetters:
     """Writes DeadLetter records to inventory.dlq and waits for the broker's acknowledgement."""
 
     def __init__(self, bootstrap: str, codec: Codec, channel: Channel) -> None:
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 0})
+        self._producer = Producer({**kafka_config(bootstrap), "linger.ms": 5, "log_level": 0})
         self._codec = codec
         self._source = f"sink:{channel.id}"
         self._topic = availability_topic(channel.id)
@@ -135,7 +136,7 @@ async def run_sink(
     engine = SinkEngine(sink, metrics=metrics, dead_letter=dead_letters.hook(), on_ack=on_ack)
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": group_id(settings, channel),
             "client.id": f"{settings.app_id}-sink-{channel.id}",
             "enable.auto.commit": False,
@@ -305,7 +306,7 @@ def read_latest(
     progress = progress or StageProgress(enabled=False)
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"resync-{topic}-{time.time_ns()}",
             "enable.auto.commit": False,
             "log_level": 0,

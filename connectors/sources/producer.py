@@ -24,6 +24,7 @@ from connectors.sources.base import Backpressure, DeliveryFailed, SourceError
 from streams.codec import Codec, make_codec
 from streams.core.keys import event_key
 from streams.core.models import DeadLetter, Event
+from streams.runtime.client import kafka_config
 from streams.runtime.topics import DLQ, EVENTS
 from streams.settings import Settings, get_settings
 
@@ -100,7 +101,7 @@ def producer_config(
 ) -> dict[str, Any]:
     """librdkafka settings for a source: no duplicates on retry, nothing lost on a failover."""
     return {
-        "bootstrap.servers": bootstrap,
+        **kafka_config(bootstrap),
         "enable.idempotence": True,  # retries never duplicate or reorder within a partition
         "acks": "all",
         "max.in.flight.requests.per.connection": 5,

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.core.catalog import Catalog, load_catalog
 from streams.errors import BrokerError
+from streams.runtime.client import kafka_config
 from streams.runtime.topics import CATALOG
 
 KEY = b"catalog"
@@ -20,7 +21,7 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
     """The last catalog published, or None when none has been."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"catalog-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -66,7 +67,7 @@ class CatalogFeed:
         if self._consumer is None:
             self._consumer = Consumer(
                 {
-                    "bootstrap.servers": self._bootstrap,
+                    **kafka_config(self._bootstrap),
                     "group.id": f"catalog-feed-{uuid.uuid4().hex}",
                 }
             )
@@ -86,7 +87,7 @@ def announce(bootstrap: str, version: int, partitions: int) -> None:
     from streams.commands import catalog_changed
     from streams.runtime.topics import COMMANDS
 
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = Producer({**kafka_config(bootstrap), "acks": "all"})
     for partition in range(partitions):
         producer.produce(COMMANDS, catalog_changed(version), partition=partition)
     if producer.flush(10) != 0:
@@ -103,7 +104,7 @@ def publish(bootstrap: str, catalog: Catalog) -> Catalog:
         catalog = catalog.model_copy(update={"version": latest.version + 1})
     elif catalog.version == 0:
         catalog = catalog.model_copy(update={"version": 1})
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    producer = Producer({**kafka_config(bootstrap), "acks": "all"})
     producer.produce(CATALOG, json.dumps(catalog.model_dump(mode="json")).encode(), KEY)
     if producer.flush(10) != 0:
         raise BrokerError(f"catalog was not acknowledged by {bootstrap}")

@@ -40,6 +40,7 @@ from streams.errors import InventoryError
 from streams.metrics import DriftMetrics, serve
 from streams.reconcile import drift_origin
 from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.client import kafka_config
 from streams.runtime.topics import ALERTS, CATALOG, RESERVATION_DECISIONS
 from streams.settings import Settings
 
@@ -418,7 +419,7 @@ class FlashSale:
         # storefronts turn only held reservations into orders: follow the decisions
         self.decisions = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": "demo-flash-sale",
                 "enable.auto.commit": False,
             }

@@ -12,6 +12,8 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.runtime.client import kafka_config
+
 
 def true_end_offsets(
     bootstrap: str, topic: str, partitions: list[int], timeout: float = 5.0
@@ -30,7 +32,7 @@ def true_end_offsets_many(
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **kafka_config(bootstrap),
             "group.id": f"ends-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,

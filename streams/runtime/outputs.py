@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from streams.errors import BrokerError
+from streams.runtime.client import kafka_config
 from streams.runtime.faust_private import wrap_producer_flush
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class Outputs:
     def __init__(self, bootstrap: str, linger_ms: float = 2.0) -> None:
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": linger_ms,

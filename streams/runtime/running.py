@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from streams.errors import BrokerError, InventoryError
+from streams.errors import BrokerError, ClusterRefused, InventoryError
 from streams.runtime.broker import wait_for_kafka
 from streams.settings import Settings
 
 FILE = "up.json"
+REFUSAL_PROBE_SECONDS = 3.0
 
 
 @contextmanager
@@ -75,10 +76,21 @@ def resolve_bootstrap(settings: Settings, check: bool = True) -> str:
             "KAFKA_BOOTSTRAP_SERVERS is not set and no `inventory-streams up` runs on "
             f"{settings.data_dir}"
         )
+    if not check and settings.kafka_security_protocol != "PLAINTEXT":
+        # worker and connect reconnect on their own, and would retry refused credentials for
+        # ever; a refusal comes within a second of connecting, so a short probe finds it
+        try:
+            wait_for_kafka(bootstrap, REFUSAL_PROBE_SECONDS, settings)
+        except ClusterRefused:
+            raise
+        except BrokerError:
+            pass  # not answering yet: the process's own loop waits for it
     if check:
         timeout = settings.kafka_timeout_seconds
         try:
-            wait_for_kafka(bootstrap, timeout)
+            wait_for_kafka(bootstrap, timeout, settings)
+        except ClusterRefused:
+            raise  # its own message says what to fix; "cannot reach" would mislead
         except BrokerError:
             origin = (
                 "KAFKA_BOOTSTRAP_SERVERS"
@@ -94,7 +106,7 @@ def resolve_bootstrap(settings: Settings, check: bool = True) -> str:
 
 def cluster_dir(settings: Settings, bootstrap: str) -> Path:
     """`DATA_DIR/clusters/<id>`: local memory of the cluster at `bootstrap` (made on first use)."""
-    metadata = wait_for_kafka(bootstrap, settings.kafka_timeout_seconds)
+    metadata = wait_for_kafka(bootstrap, settings.kafka_timeout_seconds, settings)
     # a broker that reports no cluster id is known by its address (the best left to go on)
     cluster = metadata.cluster_id or "addr-" + hashlib.sha256(bootstrap.encode()).hexdigest()[:16]
     path = settings.data_dir / "clusters" / re.sub(r"[^A-Za-z0-9_.-]", "_", cluster)

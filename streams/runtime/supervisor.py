@@ -33,9 +33,10 @@ from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.errors import InventoryError
 from streams.metrics import serve
-from streams.runtime.broker import kafka_cluster
+from streams.runtime.broker import open_cluster
 from streams.runtime.catalog_store import publish
 from streams.runtime.channels import ChannelServices, FlashSale, LatestCatalog
+from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.running import announced
 from streams.runtime.status import (
@@ -196,13 +197,13 @@ class StatusReader:
         self.follow(channels)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **kafka_config(bootstrap),
                 "group.id": settings.app_id,
                 "enable.auto.commit": False,
             }
         )
         self.reader = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"status-{uuid.uuid4().hex}"}
+            {**kafka_config(bootstrap), "group.id": f"status-{uuid.uuid4().hex}"}
         )
 
     def follow(self, channels: list[str]) -> None:
@@ -372,12 +373,10 @@ def run_up(
     log_dir = settings.data_dir / "up"
     stop_on_sigterm()
     registry = serve_metrics(settings.metrics_port)
-    with kafka_cluster(settings) as bootstrap, ExitStack() as stack:
+    with open_cluster(settings) as cluster, ExitStack() as stack:
+        bootstrap = cluster.bootstrap_servers
         stack.enter_context(announced(settings.data_dir, bootstrap))  # `publish` etc. find it
-        console.print(
-            f"[bold]broker[/] {bootstrap}"
-            + ("" if settings.kafka_bootstrap_servers else " (embedded Tansu)")
-        )
+        console.print(f"[bold]broker[/] {bootstrap} {cluster.description}")
         created = ensure_topics(bootstrap, topic_specs(settings, [c.id for c in catalog.channels]))
         console.print(f"[bold]topics[/] {len(created)} created")
         published = publish(bootstrap, catalog)

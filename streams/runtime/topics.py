@@ -13,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.errors import BrokerError, InvalidCatalog
+from streams.runtime.client import kafka_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 3
     for spec in specs:
         if by_name.setdefault(spec.name, spec) != spec:
             raise ValueError(f"topic {spec.name} is specified twice, differently")
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({**kafka_config(bootstrap), "log_level": 0})
     existing = _partition_counts(admin, timeout)
     _check_partitions(by_name.values(), existing)
     _warn_if_not_compacted(

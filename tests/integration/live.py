@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.core.catalog import Catalog
-from streams.runtime.broker import EmbeddedBroker
+from streams.runtime.broker import embedded_broker
 from streams.runtime.catalog_store import publish
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.topics import ensure_topics, topic_specs
@@ -34,7 +34,7 @@ class LiveSystem:
         self.workdir = workdir
         self.clock = clock
         self.settings = Settings(kafka_bootstrap_servers=None, data_dir=workdir)
-        self.broker = EmbeddedBroker()
+        self.broker = embedded_broker(self.settings)
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
 
     def __enter__(self) -> LiveSystem:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator
@@ -851,12 +852,18 @@ async def test_a_request_to_a_worker_that_does_not_own_the_sku_is_passed_to_the_
         assert {s for s, _ in answers} <= {201, 409}
         assert held_units(answers) == 100
         routed = [metric(p, 'inventory_api_routed_total{outcome="answered"}') for p in pages]
-        taken = [metric(p, 'inventory_api_requests_taken_total{how="now"}') for p in pages]
+        now = [metric(p, 'inventory_api_requests_taken_total{how="now"}') for p in pages]
+        fetched = [metric(p, 'inventory_api_requests_taken_total{how="fetched"}') for p in pages]
+        taken = [a + b for a, b in zip(now, fetched, strict=True)]
         owner = taken.index(max(taken))
-        assert routed[1 - owner] >= 150, (routed, taken)  # about half of the 400 came to it
+        assert routed[1 - owner] >= 150, (routed, now, fetched)  # about half of the 400 came to it
         assert routed[owner] == 0
         assert taken[1 - owner] == 0  # it decided none: it owns no partition of HOT
-        assert taken[owner] >= 300  # decided at their acknowledgement, routed or not
+        assert taken[owner] >= 300  # decided in its process, routed or not
+        if os.environ.get("EMBEDDED_BROKER") == "tansu":
+            # at their acknowledgement: Tansu answers the stage's fetch only after its wait, while
+            # Kafka hands the stage a record as soon as it is written, often before the ack
+            assert now[owner] >= 300, (now, fetched)
         # the passed requests went to the owner's --api-url: through its relay, and only there
         assert len(relayed[owner]) >= 1 and relayed[1 - owner] == []
         final = await until(lambda p: p["reserved"] == 100, live, timeout=15)

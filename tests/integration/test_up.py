@@ -18,6 +18,10 @@ from typing import Any
 
 import pytest
 
+from streams.runtime.broker import kafka_unavailable
+from streams.settings import Settings
+from tests.kafka_helpers import stock_event
+
 pytestmark = pytest.mark.integration
 
 
@@ -119,7 +123,10 @@ def test_up_demo_runs_the_whole_system_and_stops_cleanly(tmp_path: Path) -> None
     assert (status, answer["status"]) in ((201, "held"), (409, "rejected")), answer
     output = out
     assert up.returncode == 0, output[-3000:]
-    assert "(embedded Tansu)" in output
+    if os.environ["EMBEDDED_BROKER"] == "kafka":
+        assert "(embedded Apache Kafka, data in" in output
+    else:  # the first screen says what a restart loses
+        assert "(embedded Tansu, memory only: data is lost when up stops)" in output
     assert row(output, "workers alive") == "1/1"
     assert count(output, "events in") > 100
     assert count(output, "availability updates out") > 0
@@ -230,21 +237,7 @@ def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path)
             assert time.monotonic() < deadline, "up never announced its broker"
             time.sleep(0.2)
         events = tmp_path / "one.jsonl"
-        events.write_text(
-            json.dumps(
-                {
-                    "event_id": "found-up-1",
-                    "type": "stock-adjusted",
-                    "occurred_at": "2026-12-01T08:00:00Z",
-                    "source": "wms",
-                    "sku": "TEE-RED-M",
-                    "location": "wh-east",
-                    "mode": "delta",
-                    "quantity": 1,
-                }
-            )
-            + "\n"
-        )
+        events.write_text(stock_event("found-up-1") + "\n")
         # no KAFKA_BOOTSTRAP_SERVERS: publish reaches the broker of the `up` on this data dir
         published = subprocess.run(
             [sys.executable, "-m", "streams.cli", "publish", str(events)],
@@ -268,3 +261,37 @@ def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path)
     assert workers_of(tmp_path) == []  # no process outlives `up`
     assert not (tmp_path / "up.json").exists()
     assert "Traceback" not in output
+
+
+no_kafka = kafka_unavailable(Settings().embedded_kafka_home)
+
+
+@pytest.mark.skipif(no_kafka is not None, reason=f"embedded Apache Kafka: {no_kafka}")
+def test_up_on_the_embedded_kafka_has_its_data_back_after_a_restart(tmp_path: Path) -> None:
+    up, port = up_demo(tmp_path, 25, EMBEDDED_BROKER="kafka")
+    try:
+        reserve_while_up(port, time.monotonic() + 40)
+    finally:
+        first, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, first[-3000:]
+    assert "(embedded Apache Kafka, data in" in first, first[-3000:]
+    before = {
+        name: int(row(first, name).replace(",", ""))
+        for name in ("events in", "positions out", "availability updates out")
+    }
+    assert min(before.values()) > 0, before
+    # no --demo: nothing new comes in, so everything shown was kept by the broker
+    command = ["up", "--broker", "kafka", "--duration", "8", "--data-dir", str(tmp_path)]
+    again = subprocess.run(
+        [sys.executable, "-m", "streams.cli", *command],
+        env={k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+        | {"COLUMNS": "120"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    second = again.stdout + again.stderr
+    assert again.returncode == 0, second[-3000:]
+    after = {name: int(row(second, name).replace(",", "")) for name in before}
+    assert all(after[name] >= before[name] for name in before), (before, after)
+    assert row(second, "dead letters") == "0"

@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 
 from streams.errors import BrokerError
-from streams.runtime import EmbeddedBroker, free_port, kafka_cluster, tansu_binary, wait_for_kafka
+from streams.runtime import (
+    EmbeddedBroker,
+    EmbeddedKafka,
+    embedded_broker,
+    free_port,
+    kafka_cluster,
+    kafka_unavailable,
+    open_cluster,
+    tansu_binary,
+    wait_for_kafka,
+)
 from streams.settings import Settings
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -166,3 +176,66 @@ def test_kafka_cluster_rejects_a_configured_cluster_that_does_not_answer() -> No
         kafka_cluster(settings, timeout=0.5),
     ):
         pytest.fail("must not yield")
+
+
+no_kafka = kafka_unavailable(Settings().embedded_kafka_home)
+needs_kafka = pytest.mark.skipif(no_kafka is not None, reason=f"embedded Apache Kafka: {no_kafka}")
+
+
+@linux_only
+@needs_kafka
+def test_embedded_kafka_keeps_its_cluster_and_dies_with_its_owner(tmp_path: Path) -> None:
+    """Kafka and ZooKeeper both end when their owner is SIGKILLed; started again on the same
+    directory, the cluster is the same one (its id and its topics)."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from pathlib import Path
+        from streams.runtime import EmbeddedKafka, ensure_topics, TopicSpec
+        from streams.settings import Settings
+        broker = EmbeddedKafka(Path(sys.argv[1]), home=Settings().embedded_kafka_home).start()
+        ensure_topics(broker.bootstrap_servers, [TopicSpec("kept", 2)])
+        print(broker.cluster_id, *broker.pids, flush=True)
+        time.sleep(120)
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert owner.stdout is not None
+        cluster_id, *pids = owner.stdout.readline().split()
+        assert len(pids) == 2 and all(alive(int(pid)) for pid in pids)
+        owner.kill()  # no atexit: the kernel's parent-death signal must end both
+        owner.wait(10)
+        assert all(wait_dead(int(pid), 10) for pid in pids), "the broker outlived its owner"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+    with EmbeddedKafka(tmp_path, home=Settings().embedded_kafka_home) as again:
+        metadata = wait_for_kafka(again.bootstrap_servers, timeout=5)
+        assert metadata.cluster_id == cluster_id
+        assert len(metadata.topics["kept"].partitions) == 2
+
+
+def test_up_falls_back_to_tansu_where_kafka_cannot_run_and_says_what_that_costs(
+    tmp_path: Path,
+) -> None:
+    nowhere = tmp_path / "no-kafka"
+    auto = Settings(kafka_bootstrap_servers=None, data_dir=tmp_path, embedded_kafka_home=nowhere)
+    auto = auto.model_copy(update={"embedded_broker": "auto"})
+    assert isinstance(embedded_broker(auto), EmbeddedBroker)
+    with open_cluster(auto) as cluster:
+        assert cluster.description == "(embedded Tansu, memory only: data is lost when up stops)"
+        wait_for_kafka(cluster.bootstrap_servers, timeout=5)
+    asked = auto.model_copy(update={"embedded_broker": "kafka"})
+    with pytest.raises(BrokerError, match=f"EMBEDDED_BROKER=kafka, but .*{nowhere}"):
+        embedded_broker(asked)
+
+
+@needs_kafka
+def test_auto_picks_the_embedded_kafka_where_it_can_run(tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap_servers=None, data_dir=tmp_path)
+    broker = embedded_broker(settings.model_copy(update={"embedded_broker": "auto"}))
+    assert isinstance(broker, EmbeddedKafka)
