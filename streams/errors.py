@@ -25,3 +25,11 @@ class EncodingError(InventoryError):
 
 class BrokerError(InventoryError):
     """The Kafka cluster (embedded or configured) could not be reached or started."""
+
+
+class DeliveryFailed(BrokerError):
+    """The broker did not acknowledge every record; nothing may be reported as written."""
+
+
+class Backpressure(BrokerError):
+    """The producer's buffer stayed full past the deadline: the caller should retry later."""

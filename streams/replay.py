@@ -373,7 +373,7 @@ def redrive(
     `progress` is told the dead letters read of those there were.
     """
     progress = progress or StageProgress(enabled=False)
-    from connectors.sources.producer import Outgoing, SourceProducer
+    from streams.runtime.producer import Outgoing, SourceProducer
 
     group = f"{settings.app_id}-dlq-redrive"
     partitions = _partitions(bootstrap, DLQ)

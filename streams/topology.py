@@ -350,8 +350,8 @@ class Runtime:
     metrics: Metrics
     clock: Clock
     partitions: int
-    # the reservation API served by this worker (streams.worker), if any: it is handed every
-    # decision made here as soon as it is sent, instead of reading it back from the topic
+    # the reservation API served by this worker (inventory_streams.worker), if any: it is handed
+    # every decision made here as soon as it is sent, instead of reading it back from the topic
     local_decisions: Callable[[list[dict[str, Any]]], None] | None = None
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
