@@ -3,8 +3,9 @@
     .venv/bin/python bench/reservations.py [--rate 500] [--seconds 15] [--units 3000]
                                            [--clients 64] [--max-seconds 10]
 
-One fresh embedded broker, one stream worker (`python -m streams.cli worker --clock wall`), the API
-as a process of its own (`python -m streams.api`), and this process as the clients (aiohttp). One
+One fresh embedded broker, one stream worker (`python -m inventory_streams.cli worker --clock
+wall`), the API as a process of its own (`python -m streams.api`), and this process as the
+clients (aiohttp). One
 SKU, HOT, at one location, listed on three channels; `--units` of it in stock, so the sale holds
 the first units and rejects the rest (409), as a flash sale does. Every request reserves one unit
 under a new reservation_id, the channels taking turns.
@@ -43,7 +44,6 @@ import aiohttp  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
 from bench.core import machine  # noqa: E402
-from connectors.sources.producer import SourceProducer  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.commands import CommandCodec, is_envelope, unpack  # noqa: E402
 from streams.core.catalog import load_catalog  # noqa: E402
@@ -52,6 +52,7 @@ from streams.core.sku import HoldResult, TryHold  # noqa: E402
 from streams.runtime.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.offsets import true_end_offsets  # noqa: E402
+from streams.runtime.producer import SourceProducer  # noqa: E402
 from streams.runtime.topics import (  # noqa: E402
     COMMANDS,
     EVENTS,
@@ -87,7 +88,7 @@ def _patched(self, *args, **kwargs):
     kwargs["fetch_max_wait_ms"] = wait
     _init(self, *args, **kwargs)
 aiokafka.AIOKafkaConsumer.__init__ = _patched
-from streams.cli import main
+from inventory_streams.cli import main
 sys.argv[0] = "inventory-streams"
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -449,7 +450,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         if args.api == "worker":
             command += ["--api-port", str(port), "--metrics-port", str(metrics_port)]
         if args.worker_fetch_wait_ms is None:
-            launch = [sys.executable, "-m", "streams.cli", *command]
+            launch = [sys.executable, "-m", "inventory_streams.cli", *command]
         else:  # the worker with its Faust consumer's fetch wait changed (not how it ships)
             launch = [
                 sys.executable,

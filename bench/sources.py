@@ -33,10 +33,10 @@ from aiohttp import ClientSession, TCPConnector, web
 from bench.core import machine
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connectors.sources.batch import import_csv
-from connectors.sources.producer import SourceProducer
 from connectors.sources.shopify import ShopifyAdapter, ShopifySourceConfig, sign
 from connectors.sources.webhook import WebhookSource, make_app
 from streams.runtime import EmbeddedBroker, free_port
+from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import TopicSpec, ensure_topics
 from streams.settings import Settings
 

@@ -8,7 +8,7 @@ One run, one fresh embedded broker, the stages one after the other (never two at
 do not share the CPU; the ceilings run first, before any worker exists):
 
 1. full topology: N generated events pre-published to inventory.events, then one worker
-   (`python -m streams.cli worker --clock stream`); events/s from the first record on
+   (`python -m inventory_streams.cli worker --clock stream`); events/s from the first record on
    inventory.positions (worker start-up excluded) to the last record the topology wrote, once
    group `inventory-streams` has committed every input and internal command topic up to its end
    and nothing was written for 1 s. Arrival times come from a consumer in this process that reads
@@ -67,12 +67,12 @@ from confluent_kafka import (  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from bench.core import Outputs, generate, machine, make_catalog  # noqa: E402
-from connectors.sources.producer import SourceProducer  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.core.engine import Engine, check_event  # noqa: E402
 from streams.core.models import StockAdjusted  # noqa: E402
 from streams.runtime.broker import EmbeddedBroker  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
+from streams.runtime.producer import SourceProducer  # noqa: E402
 from streams.runtime.topics import (  # noqa: E402
     ALERTS,
     COMMANDS,
@@ -283,7 +283,7 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
 
 def start_worker(bootstrap: str, workdir: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "--clock", "stream",
+        [sys.executable, "-m", "inventory_streams.cli", "worker", "--clock", "stream",
          "--data-dir", str(workdir / "worker")],
         cwd=REPO,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},

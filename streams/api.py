@@ -42,8 +42,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from connectors.sources.base import Backpressure, DeliveryFailed
-from connectors.sources.producer import SourceProducer
+from streams.client import kafka_config
 from streams.codec import Codec, make_codec, record_to_json
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.engine import check_event
@@ -57,10 +56,10 @@ from streams.core.models import (
 )
 from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEASED
 from streams.core.state import SkuState
-from streams.errors import EncodingError, InvalidEvent, InventoryError
+from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent, InventoryError
 from streams.metrics import serve as serve_metrics
-from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets
+from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import (
     CALLER_WAITING,
     CATALOG,
@@ -969,10 +968,10 @@ async def run_api(
     """Serve the API on `port` (settings.api_port) in the running loop until `stop` is set.
 
     The decision feed's start positions are fixed before the port opens; `started` is set once
-    requests are accepted. A stream worker serving the API (streams.worker) passes `attach`, to
-    hand the decisions it makes straight to the view, `take_now`, to decide a request as soon
-    as the broker has stored it, and `route` with its own `url`, to pass a request to the worker
-    that owns its SKU.
+    requests are accepted. A stream worker serving the API (inventory_streams.worker) passes
+    `attach`, to hand the decisions it makes straight to the view, `take_now`, to decide a
+    request as soon as the broker has stored it, and `route` with its own `url`, to pass a
+    request to the worker that owns its SKU.
     """
     loop = asyncio.get_running_loop()
     decisions = Decisions()

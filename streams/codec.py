@@ -521,7 +521,7 @@ def _registry_client(url: str) -> SchemaRegistryClient:
             f"SCHEMA_REGISTRY_URL is set but confluent_kafka.schema_registry cannot be imported "
             f"({error}); it needs the authlib and cachetools packages"
         ) from None
-    from streams.runtime.client import registry_config
+    from streams.client import registry_config
 
     return SchemaRegistryClient.new_client(registry_config(url))
 

@@ -33,3 +33,11 @@ class ClusterRefused(BrokerError):
 
 class SecurityError(InventoryError):
     """Security settings that cannot make a connection (a missing file, a key that won't load)."""
+
+
+class DeliveryFailed(BrokerError):
+    """The broker did not acknowledge every record; nothing may be reported as written."""
+
+
+class Backpressure(BrokerError):
+    """The producer's buffer stayed full past the deadline: the caller should retry later."""

@@ -362,8 +362,8 @@ def reconcile(
 ) -> Report:
     """Read the snapshot and the live state, compare, publish drift alerts (and corrections);
     `progress` is told the topics read and the rows checked, stage by stage."""
-    from connectors.sources.producer import Outgoing, SourceProducer
     from streams.runtime.catalog_store import read_latest
+    from streams.runtime.producer import Outgoing, SourceProducer
     from streams.runtime.topics import ALERTS, POSITIONS, availability_topic
     from streams.tools import read_topic
 

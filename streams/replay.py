@@ -17,12 +17,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from streams.client import kafka_config
 from streams.core.catalog import Catalog
 from streams.core.engine import check_event
 from streams.core.keys import event_key
 from streams.core.models import DeadLetter, Event, parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
-from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import (
@@ -374,7 +374,7 @@ def redrive(
     `progress` is told the dead letters read of those there were.
     """
     progress = progress or StageProgress(enabled=False)
-    from connectors.sources.producer import Outgoing, SourceProducer
+    from streams.runtime.producer import Outgoing, SourceProducer
 
     group = f"{settings.app_id}-dlq-redrive"
     partitions = _partitions(bootstrap, DLQ)

@@ -17,7 +17,7 @@ from typing import IO, Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
 
-from connectors.sources.producer import SourceProducer
+from streams.client import kafka_config
 from streams.codec import make_codec, record_to_json
 from streams.commands import CommandCodec, is_envelope, unpack
 from streams.core.catalog import Catalog
@@ -25,8 +25,8 @@ from streams.core.explain import Explanation, explain
 from streams.core.models import parse_event_json
 from streams.core.state import SkuState
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
-from streams.runtime.client import kafka_config
 from streams.runtime.offsets import true_end_offsets
+from streams.runtime.producer import SourceProducer
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import (
     AVAILABILITY_PREFIX,

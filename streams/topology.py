@@ -50,6 +50,7 @@ from faust.serializers import codecs
 from faust.types import TableT
 from mode import CrashingSupervisor
 
+from streams.client import faust_credentials
 from streams.codec import Codec, make_codec
 from streams.commands import (
     COMMITTED_FLAG,
@@ -110,7 +111,6 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
-from streams.runtime.client import faust_credentials
 from streams.runtime.faust_private import tune_fetch_wait
 from streams.runtime.offsets import LagProbe
 from streams.runtime.outputs import Outputs
@@ -351,8 +351,8 @@ class Runtime:
     metrics: Metrics
     clock: Clock
     partitions: int
-    # the reservation API served by this worker (streams.worker), if any: it is handed every
-    # decision made here as soon as it is sent, instead of reading it back from the topic
+    # the reservation API served by this worker (inventory_streams.worker), if any: it is handed
+    # every decision made here as soon as it is sent, instead of reading it back from the topic
     local_decisions: Callable[[list[dict[str, Any]]], None] | None = None
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False

@@ -13,7 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from connectors.sources.producer import SourceProducer
 from streams.api import (
     ROUTED_HEADER,
     AvailabilityView,
@@ -27,6 +26,7 @@ from streams.codec import make_codec
 from streams.core.catalog import load_catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import ReservationReleased, ReservationRequested, StockAdjusted
+from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import CALLER_WAITING, EVENTS
 from streams.settings import Settings
 from tests.connectors.sources.source_fakes import FakeKafka, FakeMessage

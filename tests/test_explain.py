@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streams.cli import main
+from inventory_streams.cli import main
 from streams.core.catalog import Catalog, Channel
 from streams.core.explain import Explanation, UnknownListing, explain
 from streams.simulate import read_catalog, run

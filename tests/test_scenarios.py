@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
+from inventory_streams.cli import main
 
 SCENARIOS = sorted(p for p in (Path(__file__).parent / "scenarios").iterdir() if p.is_dir())
 

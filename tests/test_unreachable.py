@@ -42,7 +42,7 @@ def test_an_unreachable_cluster_is_one_line_and_a_non_zero_exit(
     }
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *(c.format(tmp=tmp_path) for c in command)],
+        [sys.executable, "-m", "inventory_streams.cli", *(c.format(tmp=tmp_path) for c in command)],
         env=env,
         capture_output=True,
         text=True,

@@ -22,11 +22,11 @@ from connectors.sinks.engine import DeadLetterHook, SinkEngine
 from connectors.sinks.metrics import SinkMetrics
 from connectors.sinks.shopify import ShopifySink
 from connectors.sinks.webhook import WebhookSink
+from streams.client import kafka_config
 from streams.codec import Codec, make_codec
 from streams.core.catalog import Channel
 from streams.core.models import Availability, DeadLetter
 from streams.errors import BrokerError, InventoryError
-from streams.runtime.client import kafka_config
 from streams.runtime.offsets import LagProbe
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import DLQ, availability_topic

@@ -17,20 +17,13 @@ Entry points:
 - ``SourceMetrics.for_registry(registry)``: counters labelled by source.
 """
 
-from connectors.sources.base import (
-    Backpressure,
-    DeliveryFailed,
-    InvalidSourceConfig,
-    SourceError,
-    Tally,
-)
+from connectors.sources.base import InvalidSourceConfig, SourceError, Tally
 from connectors.sources.batch import ImportReport, import_csv
 from connectors.sources.cli import add_import_parser
 from connectors.sources.ledger import ImportLedger
 from connectors.sources.mapping import SourceMapping, load_mapping
 from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import import_pos
-from connectors.sources.producer import DeliveryCounts, SourceProducer
 from connectors.sources.webhook import (
     DeliveryLog,
     WebhookSource,
@@ -40,6 +33,8 @@ from connectors.sources.webhook import (
     run_webhook_receiver,
     start_webhook_receiver,
 )
+from streams.errors import Backpressure, DeliveryFailed
+from streams.runtime.producer import DeliveryCounts, SourceProducer
 
 __all__ = [
     "Backpressure",

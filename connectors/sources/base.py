@@ -25,14 +25,6 @@ class InvalidSourceConfig(SourceError):
     """A sources file, mapping file or webhook secret is missing or wrong."""
 
 
-class Backpressure(SourceError):
-    """The producer's buffer stayed full past the deadline: the caller should retry later."""
-
-
-class DeliveryFailed(SourceError):
-    """The broker did not acknowledge every record; nothing may be reported as imported."""
-
-
 def event_id(source: str, *parts: object) -> str:
     """`source:part:part...`, the source's own identifiers in order, readable in a DLQ or a log."""
     return ":".join([source, *(str(part) for part in parts)])

@@ -16,20 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from connectors.sources.base import (
-    DeliveryFailed,
-    InvalidSourceConfig,
-    Tally,
-    content_id,
-    event_id,
-)
+from connectors.sources.base import InvalidSourceConfig, Tally, content_id, event_id
 from connectors.sources.ledger import ImportLedger, file_digest
 from connectors.sources.mapping import SourceMapping, load_mapping
 from connectors.sources.metrics import SourceMetrics
-from connectors.sources.producer import DeliveryCounts, SourceProducer
 from connectors.sources.progress import FileProgress
 from streams.core.models import Event, parse_event
-from streams.errors import EncodingError, InvalidEvent
+from streams.errors import DeliveryFailed, EncodingError, InvalidEvent
+from streams.runtime.producer import DeliveryCounts, SourceProducer
 
 _PROGRESS_EVERY = 4096
 _ID_TAG = {

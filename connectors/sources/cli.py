@@ -17,7 +17,7 @@ from connectors.sources.batch import ImportReport, import_csv
 from connectors.sources.ledger import ImportLedger
 from connectors.sources.mapping import load_mapping
 from connectors.sources.pos import import_pos
-from connectors.sources.producer import SourceProducer
+from streams.runtime.producer import SourceProducer
 from streams.runtime.running import cluster_dir, resolve_bootstrap
 from streams.runtime.topics import DLQ, EVENTS, ensure_topics, topic_specs
 from streams.settings import Settings, get_settings

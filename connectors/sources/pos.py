@@ -30,10 +30,10 @@ from connectors.sources.batch import ImportReport, run_import
 from connectors.sources.ledger import ImportLedger
 from connectors.sources.mapping import SourceMapping, load_mapping
 from connectors.sources.metrics import SourceMetrics
-from connectors.sources.producer import Outgoing, SourceProducer
 from connectors.sources.progress import FileProgress
 from streams.core.models import Event, parse_event
 from streams.errors import EncodingError, InvalidEvent
+from streams.runtime.producer import Outgoing, SourceProducer
 
 SALE_REASON = "pos-sale"
 _PROGRESS_EVERY = 1024

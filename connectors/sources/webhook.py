@@ -38,19 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connectors.sources import shopify
-from connectors.sources.base import (
-    Backpressure,
-    DeliveryFailed,
-    InvalidSourceConfig,
-    Tally,
-    parse_json_event,
-)
+from connectors.sources.base import InvalidSourceConfig, Tally, parse_json_event
 from connectors.sources.mapping import load_mapping
 from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import PosTranslator, collect
-from connectors.sources.producer import Outgoing, SourceProducer
 from streams.core.catalog import Catalog
-from streams.errors import EncodingError, InvalidEvent
+from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
+from streams.runtime.producer import Outgoing, SourceProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from typing import Any, Protocol, Self
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
+from streams.client import kafka_config
 from streams.errors import BrokerError, ClusterRefused
-from streams.runtime.client import kafka_config
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

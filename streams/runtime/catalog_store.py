@@ -9,9 +9,9 @@ import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.client import kafka_config
 from streams.core.catalog import Catalog, load_catalog
 from streams.errors import BrokerError
-from streams.runtime.client import kafka_config
 from streams.runtime.topics import CATALOG
 
 KEY = b"catalog"

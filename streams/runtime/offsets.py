@@ -12,7 +12,7 @@ import uuid
 
 from confluent_kafka import Consumer, TopicPartition
 
-from streams.runtime.client import kafka_config
+from streams.client import kafka_config
 
 
 def true_end_offsets(

@@ -14,8 +14,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from streams.client import kafka_config
 from streams.errors import BrokerError
-from streams.runtime.client import kafka_config
 from streams.runtime.faust_private import wrap_producer_flush
 
 log = logging.getLogger(__name__)

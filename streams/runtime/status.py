@@ -1,8 +1,8 @@
 """What `up`'s status view derives from what it reads: rates, latency quantiles, alerts by type.
 
 Pure: counts, decoded alert records and the workers' /metrics text in, figures out; the reading
-itself (end offsets, the alerts topic, HTTP) is `supervisor.StatusReader`'s. Alerts are rolled up
-by type, so 40,000 alerts of one import are one line with a count, never 40,000 lines.
+itself (end offsets, the alerts topic, HTTP) is `inventory_streams.up.StatusReader`'s. Alerts are
+rolled up by type, so 40,000 alerts of one import are one line with a count, never 40,000 lines.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from aiokafka.partitioner import murmur2  # the hash Faust's producer and our mu
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from streams.client import kafka_config
 from streams.errors import BrokerError, InvalidCatalog
-from streams.runtime.client import kafka_config
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

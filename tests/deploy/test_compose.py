@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.cli import build_parser
+from inventory_streams.cli import build_parser
 from tests.deploy.helpers import ROOT, run, tool
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -99,3 +99,19 @@ def test_settings_paths_point_outside_the_package(final_stage: list[Instruction]
         assert not values[name].startswith("/opt/inventory-streams"), name
     (workdir,) = [i.args for i in final_stage if i.keyword == "WORKDIR"]
     assert workdir == values["DATA_DIR"]  # ./var and DATA_DIR: both the user's own directory
+
+
+def test_every_package_the_project_installs_is_copied_into_the_image() -> None:
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    copied = {
+        shlex.split(i.args)[0]
+        for i in instructions(DOCKERFILE.read_text())
+        if i.keyword == "COPY" and not i.args.startswith("--")
+    }
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert package in copied, f"the image installs {package} but never copies it"

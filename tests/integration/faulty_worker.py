@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any
 
+from inventory_streams.cli import main
 from streams import topology
-from streams.cli import main
 
 _calls = [0]
 _fail_at = int(os.environ.get("FAIL_TABLE_WRITE_AT", "0"))

@@ -56,7 +56,7 @@ class LiveSystem:
         index: int,
         *extra: str,
         env: dict[str, str] | None = None,
-        module: str = "streams.cli",
+        module: str = "inventory_streams.cli",
     ) -> None:
         """A worker process; `extra` arguments for `worker` (--api-port ...), `env` on top;
         `module` runs another entry point with the CLI's arguments (a test double)."""

@@ -13,8 +13,8 @@ import os
 import sys
 from typing import Any
 
+from inventory_streams.cli import main
 from streams import topology
-from streams.cli import main
 from streams.core.sku import ReleaseHold, TryHold
 
 _fd = os.open(os.environ["HOLD_ORDER_FILE"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

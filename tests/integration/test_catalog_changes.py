@@ -81,7 +81,7 @@ def test_a_published_catalog_change_rederives_availability(tmp_path: Path) -> No
         # the command a retailer runs: publish and announce the new catalog
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": live.bootstrap}
         done = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "catalog", str(changed)],
+            [sys.executable, "-m", "inventory_streams.cli", "catalog", str(changed)],
             env=env,
             capture_output=True,
             text=True,

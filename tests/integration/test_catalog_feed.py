@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from connectors.host import LatestCatalog
 from streams.core.catalog import load_catalog
 from streams.runtime import EmbeddedBroker
 from streams.runtime.catalog_store import publish
-from streams.runtime.channels import LatestCatalog
 from streams.runtime.topics import CATALOG, TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -45,7 +45,7 @@ def connect(bootstrap: str, catalog: Path | None, *extra: str, **env: str) -> su
     """`inventory-streams connect` with that catalog file, or following inventory.catalog."""
     fixed = ["--catalog", str(catalog)] if catalog is not None else []
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "connect", *fixed, *extra],
+        [sys.executable, "-m", "inventory_streams.cli", "connect", *fixed, *extra],
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -157,7 +157,7 @@ def test_connect_with_nothing_to_connect_says_so(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "WEBHOOK_SECRETS"}
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "connect", "--catalog", str(catalog)],
+        [sys.executable, "-m", "inventory_streams.cli", "connect", "--catalog", str(catalog)],
         env={**env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},
         capture_output=True,
         text=True,

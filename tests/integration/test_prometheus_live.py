@@ -90,7 +90,15 @@ def demo(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     env = up_env(METRICS_PORT=str(base), API_PORT=str(free_ports(1)))
     log = (tmp_path / "up.out").open("wb")
     up = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "up", "--demo", "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "inventory_streams.cli",
+            "up",
+            "--demo",
+            "--data-dir",
+            str(tmp_path),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -146,7 +154,7 @@ def test_prometheus_scrapes_every_kpi_from_up_demo(
             if not reconciled and query(port, KPIS["positions held"]):
                 # once the demo's stock is in: the drift alert reaches `up`'s drift watch
                 audit = subprocess.run(
-                    [sys.executable, "-m", "streams.cli", "reconcile", str(snapshot)],
+                    [sys.executable, "-m", "inventory_streams.cli", "reconcile", str(snapshot)],
                     env=env,
                     capture_output=True,
                     text=True,

@@ -23,7 +23,7 @@ SCENARIO = Path(__file__).parent.parent / "scenarios" / "basic"
 def run(live: LiveSystem, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": live.bootstrap}
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "reconcile", *args],
+        [sys.executable, "-m", "inventory_streams.cli", "reconcile", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -21,12 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from connectors.sources.producer import SourceProducer
 from streams.api import run_api
 from streams.core.catalog import Catalog, load_catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import StockAdjusted, parse_event
 from streams.runtime.broker import free_port
+from streams.runtime.producer import SourceProducer
 from streams.settings import Settings
 from streams.tools import read_topic
 from tests.integration.live import LiveSystem

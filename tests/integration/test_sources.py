@@ -13,12 +13,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from connectors.sources.batch import import_csv
 from connectors.sources.ledger import ImportLedger
-from connectors.sources.producer import SourceProducer
 from connectors.sources.shopify import sign
 from connectors.sources.webhook import load_sources, make_app
 from streams.codec import make_codec
 from streams.core.catalog import load_catalog
 from streams.core.models import DeadLetter, OrderCreated, StockAdjusted
+from streams.runtime.producer import SourceProducer
 from streams.settings import Settings
 from tests.kafka_helpers import create_topic, unique_name
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import start_http_server
 
+from inventory_streams.up import StatusReader
 from streams.codec import make_codec
 from streams.core.models import Alert
 from streams.metrics import Metrics
 from streams.runtime.broker import free_port
-from streams.runtime.supervisor import StatusReader
 from streams.runtime.topics import ALERTS, availability_topic, ensure_topics, topic_specs
 from streams.settings import Settings
 from tests.kafka_helpers import create_topic, produce, unique_name

@@ -95,7 +95,7 @@ def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.
     env = up_env(**{"API_PORT": str(port), **settings})
     command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
     up = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *command],
+        [sys.executable, "-m", "inventory_streams.cli", *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -155,7 +155,7 @@ def test_plain_up_runs_until_its_duration_and_stops_cleanly(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "streams.cli",
+            "inventory_streams.cli",
             "up",
             "--duration",
             "10",
@@ -224,7 +224,7 @@ def test_a_worker_that_keeps_exiting_stops_up_with_its_error(tmp_path: Path) -> 
 def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path) -> None:
     env = up_env()
     up = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "up", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "inventory_streams.cli", "up", "--data-dir", str(tmp_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -240,7 +240,7 @@ def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path)
         events.write_text(stock_event("found-up-1") + "\n")
         # no KAFKA_BOOTSTRAP_SERVERS: publish reaches the broker of the `up` on this data dir
         published = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "publish", str(events)],
+            [sys.executable, "-m", "inventory_streams.cli", "publish", str(events)],
             env={**env, "DATA_DIR": str(tmp_path)},
             capture_output=True,
             text=True,
@@ -283,7 +283,7 @@ def test_up_on_the_embedded_kafka_has_its_data_back_after_a_restart(tmp_path: Pa
     # no --demo: nothing new comes in, so everything shown was kept by the broker
     command = ["up", "--broker", "kafka", "--duration", "8", "--data-dir", str(tmp_path)]
     again = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *command],
+        [sys.executable, "-m", "inventory_streams.cli", *command],
         env={k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
         | {"COLUMNS": "120"},
         capture_output=True,

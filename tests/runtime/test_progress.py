@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from connectors.sources.progress import FileProgress
-from streams.cli import build_parser
+from inventory_streams.cli import build_parser
 from streams.runtime.progress import StageProgress, wanted
 
 

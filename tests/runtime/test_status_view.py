@@ -8,9 +8,9 @@ import io
 from prometheus_client import generate_latest
 from rich.console import Console
 
+from inventory_streams.up import Status, render
 from streams.metrics import Metrics
 from streams.runtime.status import AlertTally, LatencyWindow, RateMeter, quantile
-from streams.runtime.supervisor import Status, render
 
 
 def shown(status: Status) -> list[str]:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.sources.producer import SourceProducer
 from streams.codec import make_codec
 from streams.core.models import DeadLetter
+from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import DLQ, EVENTS
 
 CODEC = make_codec()

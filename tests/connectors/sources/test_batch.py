@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.sources.base import DeliveryFailed, InvalidSourceConfig
+from connectors.sources.base import InvalidSourceConfig
 from connectors.sources.batch import import_csv, read_records
 from connectors.sources.ledger import ImportLedger
 from streams.core.models import InboundScheduled, StockAdjusted
+from streams.errors import DeliveryFailed
 from tests.connectors.sources.source_fakes import fake_producer
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sources"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.sources.base import Backpressure, DeliveryFailed
-from connectors.sources.producer import producer_config
 from streams.core.models import OrderCreated, StockAdjusted
+from streams.errors import Backpressure, DeliveryFailed
+from streams.runtime.producer import producer_config
 from streams.runtime.topics import DLQ, EVENTS
 from tests.connectors.sources.source_fakes import fake_producer
 

@@ -1,6 +1,6 @@
 """Channel side of `up`: sink connectors for every channel (and, with --demo, their emulators and a
 flash sale to watch) and the webhook receiver, run in one background asyncio loop so the status
-view stays responsive. The reservation API is served by the workers (streams.worker).
+view stays responsive. The reservation API is served by the workers (inventory_streams.worker).
 
 `inventory-streams connect` runs the same connectors in the foreground, as a process of their own
 (run_connectors): what a deployment without `up` runs next to its workers.
@@ -31,8 +31,8 @@ from connectors.emulators import start_emulators
 from connectors.sinks import run_sink
 from connectors.sinks.base import InvalidSinkConfig
 from connectors.sources.metrics import SourceMetrics
-from connectors.sources.producer import SourceProducer
 from connectors.sources.webhook import default_sources, start_webhook_receiver
+from streams.client import kafka_config
 from streams.codec import make_codec
 from streams.core.catalog import Catalog, Channel
 from streams.core.models import Alert, Availability, parse_event
@@ -40,7 +40,7 @@ from streams.errors import InventoryError
 from streams.metrics import DriftMetrics, serve
 from streams.reconcile import drift_origin
 from streams.runtime.catalog_store import CatalogFeed, read_latest
-from streams.runtime.client import kafka_config
+from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import ALERTS, CATALOG, RESERVATION_DECISIONS
 from streams.settings import Settings
 
@@ -117,7 +117,9 @@ class ChannelServices:
         self.errors: list[str] = []
         self.restarts: Counter[str] = Counter()  # channel id -> times its sink started again
         self.webhooks = "starting"
-        self.api = api  # served by the workers (streams.worker): where, for the status view
+        self.api = (
+            api  # served by the workers (inventory_streams.worker): where, for the status view
+        )
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="channels", daemon=True)

@@ -7,15 +7,17 @@ from typing import Any
 
 import pytest
 
-import streams.worker
-from streams import cli
+import inventory_streams.worker
+from inventory_streams import cli
 from streams.settings import get_settings
 
 
 @pytest.fixture
 def worker_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(streams.worker, "run_worker", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(
+        inventory_streams.worker, "run_worker", lambda *args, **kwargs: calls.append(kwargs)
+    )
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     get_settings.cache_clear()
     yield calls

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from connectors import host as channels_module
+from connectors.host import SINK_RESTART_MAX_DELAY, ChannelServices
 from connectors.sinks.base import InvalidSinkConfig
 from streams.core.catalog import Catalog, Channel, load_catalog
-from streams.runtime import channels as channels_module
-from streams.runtime.channels import SINK_RESTART_MAX_DELAY, ChannelServices
 from streams.settings import Settings
 
 pytestmark = pytest.mark.looptime  # the back-off waits take loop time only

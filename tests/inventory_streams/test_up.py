@@ -10,8 +10,8 @@ from typing import cast
 
 import pytest
 
+from inventory_streams.up import RestartPolicy, Worker, metrics_status, serve_metrics
 from streams.errors import InventoryError
-from streams.runtime.supervisor import RestartPolicy, Worker, metrics_status, serve_metrics
 
 
 def test_a_worker_that_exits_now_and_then_is_always_started_again() -> None:

@@ -10,8 +10,8 @@ import faust
 import pytest
 from pydantic import ValidationError
 
+from streams.client import faust_credentials, kafka_config, registry_config
 from streams.errors import SecurityError
-from streams.runtime.client import faust_credentials, kafka_config, registry_config
 from streams.settings import Settings
 
 SECRET = "s3cret-Pa55word"

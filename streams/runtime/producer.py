@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from connectors.sources.base import Backpressure, DeliveryFailed, SourceError
+from streams.client import kafka_config
 from streams.codec import Codec, make_codec
 from streams.core.keys import event_key
 from streams.core.models import DeadLetter, Event
-from streams.runtime.client import kafka_config
+from streams.errors import Backpressure, BrokerError, DeliveryFailed
 from streams.runtime.topics import DLQ, EVENTS
 from streams.settings import Settings, get_settings
 
@@ -141,7 +141,7 @@ class SourceProducer:
         if client is None:
             bootstrap = bootstrap or settings.kafka_bootstrap_servers
             if not bootstrap:
-                raise SourceError(
+                raise BrokerError(
                     "no Kafka cluster to produce to: set KAFKA_BOOTSTRAP_SERVERS "
                     "(or run the sources inside `inventory-streams up`)"
                 )

@@ -130,7 +130,7 @@ def _bootstrap(settings: Settings, check: bool = True) -> str:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streams.worker import run_worker
+    from inventory_streams.worker import run_worker
 
     settings = _settings(args)
     run_worker(
@@ -210,7 +210,7 @@ def _resync(args: argparse.Namespace) -> int:
 def _connect(args: argparse.Namespace) -> int:
     import logging
 
-    from streams.runtime.channels import run_connectors
+    from connectors.host import run_connectors
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = _settings(args)
@@ -307,7 +307,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from streams.runtime.supervisor import run_up
+    from inventory_streams.up import run_up
     from streams.simulate import read_catalog
 
     settings = _settings(args)

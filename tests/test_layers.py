@@ -1,0 +1,58 @@
+"""The layers of STYLE.md 3, as import-linter contracts in pyproject.toml: they hold on the tree,
+and a planted back-edge (streams importing connectors) breaks them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
+    # cwd and PYTHONPATH first: the tree's packages are the ones analysed, not the installed ones
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--config", str(tree / "pyproject.toml"), "--no-cache"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def copy_tree(to: Path) -> Path:
+    for package in ("streams", "connectors", "inventory_streams"):
+        shutil.copytree(ROOT / package, to / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", to / "pyproject.toml")
+    return to
+
+
+def test_the_layer_contracts_hold() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 broken" in result.stdout
+
+
+def test_a_back_edge_from_streams_to_connectors_breaks_them(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path)
+    tools = tree / "streams" / "tools.py"
+    tools.write_text(tools.read_text() + "\nfrom connectors.sinks import run_sink  # planted\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout
+    assert "streams.tools -> connectors.sinks" in result.stdout, result.stdout
+
+
+def test_the_core_importing_kafka_breaks_them(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path)
+    sku = tree / "streams" / "core" / "sku.py"
+    sku.write_text(sku.read_text() + "\nimport confluent_kafka  # planted\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "streams.core.sku -> confluent_kafka" in result.stdout, result.stdout
