@@ -21,6 +21,7 @@ from tests.kafka_helpers import stock_event
 
 no_kafka = kafka_unavailable(Settings().embedded_kafka_home)
 pytestmark = [
+    pytest.mark.own_kafka,
     pytest.mark.integration,
     pytest.mark.skipif(no_kafka is not None, reason=f"embedded Apache Kafka: {no_kafka}"),
 ]

@@ -266,6 +266,7 @@ def test_publish_finds_a_running_up_and_sigterm_stops_up_cleanly(tmp_path: Path)
 no_kafka = kafka_unavailable(Settings().embedded_kafka_home)
 
 
+@pytest.mark.own_kafka
 @pytest.mark.skipif(no_kafka is not None, reason=f"embedded Apache Kafka: {no_kafka}")
 def test_up_on_the_embedded_kafka_has_its_data_back_after_a_restart(tmp_path: Path) -> None:
     up, port = up_demo(tmp_path, 25, EMBEDDED_BROKER="kafka")
