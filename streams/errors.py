@@ -15,6 +15,10 @@ class InvalidEvent(InventoryError):
         self.reason = reason
 
 
+class InvalidSettings(InventoryError):
+    """A setting from the environment that cannot be used; the message names the variable."""
+
+
 class InvalidCatalog(InventoryError):
     """A catalog file or catalog change that cannot be applied."""
 

@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.errors import InvalidSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,4 +117,16 @@ SECRET_FILES = (
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise InvalidSettings(settings_problem(error)) from None
+
+
+def settings_problem(error: ValidationError) -> str:
+    """One line naming each environment variable that is wrong and why (never its value)."""
+    problems = []
+    for item in error.errors():
+        name = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        problems.append(f"{name}: {item['msg']}")
+    return "bad setting: " + "; ".join(problems)

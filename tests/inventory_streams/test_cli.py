@@ -33,3 +33,21 @@ def test_worker_metrics_listen_on_loopback_by_default(worker_calls: list[dict[st
 def test_worker_metrics_host_for_a_scraper_elsewhere(worker_calls: list[dict[str, Any]]) -> None:
     assert cli.main(["worker", "--metrics-port", "9101", "--metrics-host", "0.0.0.0"]) == 0
     assert worker_calls[0]["metrics_host"] == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TOPIC_PARTITIONS", "four"), ("KAFKA_SECURITY_PROTOCOL", "TLS"), ("METRICS_PORT", "-")],
+)
+def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["topics"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert variable in err and "Traceback" not in err
