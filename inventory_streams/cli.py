@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -179,7 +181,7 @@ def _publish(args: argparse.Namespace) -> int:
     settings = _settings(args)
     counts = publish_file(Path(args.file), settings, _bootstrap(settings))
     print(json.dumps(counts))
-    return 0
+    return 1 if counts["rejected"] else 0  # as import does: a script sees that lines were refused
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -546,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `tail ... | head`: the reader has what it wanted; Python would complain at exit otherwise
+        with contextlib.suppress(OSError, ValueError):  # a stdout with no descriptor: nothing to do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -51,3 +51,35 @@ def test_a_bad_setting_is_one_line_naming_the_variable_and_exit_2(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert variable in err and "Traceback" not in err
+
+
+def test_publish_exits_1_when_it_rejected_lines(
+    worker_calls: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import streams.tools
+
+    counts = {"published": 3, "rejected": 1}
+    monkeypatch.setattr(cli, "_bootstrap", lambda *_args, **_kwargs: "127.0.0.1:1")
+    monkeypatch.setattr(streams.tools, "publish_file", lambda *_args: dict(counts))
+    assert cli.main(["publish", "events.jsonl"]) == 1  # as import does
+    assert '"rejected": 1' in capsys.readouterr().out
+    counts["rejected"] = 0
+    assert cli.main(["publish", "events.jsonl"]) == 0
+
+
+def test_tail_into_a_closed_pipe_ends_quietly(
+    worker_calls: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import streams.tools
+
+    def tail(*_args: Any, **_kwargs: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")  # `tail ... | head` once head has its lines
+
+    monkeypatch.setattr(cli, "_bootstrap", lambda *_args, **_kwargs: "127.0.0.1:1")
+    monkeypatch.setattr(streams.tools, "tail", tail)
+    assert cli.main(["tail", "inventory.positions"]) == 0
+    assert capsys.readouterr().err == ""
