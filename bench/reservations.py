@@ -49,7 +49,7 @@ from streams.commands import CommandCodec, is_envelope, unpack  # noqa: E402
 from streams.core.catalog import load_catalog  # noqa: E402
 from streams.core.models import ReservationRequested, StockAdjusted  # noqa: E402
 from streams.core.sku import HoldResult, TryHold  # noqa: E402
-from streams.runtime.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.runtime.broker import embedded_broker, free_port  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.offsets import true_end_offsets  # noqa: E402
 from streams.runtime.producer import SourceProducer  # noqa: E402
@@ -432,7 +432,7 @@ async def wait_ready(clients: Clients) -> None:
 
 async def run(args: argparse.Namespace, workdir: Path) -> None:
     settings = Settings(data_dir=workdir)
-    broker = EmbeddedBroker()
+    broker = embedded_broker(Settings(embedded_broker=args.broker))  # a fresh, empty one
     processes: list[subprocess.Popen[bytes]] = []
     try:
         broker.start()
@@ -486,7 +486,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             await wait_ready(clients)
             serving = "API served by the worker" if args.api == "worker" else "API process"
             print(
-                f"set-up: broker (tansu), 1 worker, {serving}; {args.units:,} units of HOT; "
+                f"set-up: broker ({args.broker}), 1 worker, {serving}; "
+                f"{args.units:,} units of HOT; "
                 f"{settings.topic_partitions} partitions",
                 flush=True,
             )
@@ -549,6 +550,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--broker", choices=("tansu", "kafka"), default="tansu", help="the embedded broker"
+    )
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--units", type=int, default=3000)

@@ -70,7 +70,7 @@ from bench.core import Outputs, generate, machine, make_catalog  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.core.engine import Engine, check_event  # noqa: E402
 from streams.core.models import StockAdjusted  # noqa: E402
-from streams.runtime.broker import EmbeddedBroker  # noqa: E402
+from streams.runtime.broker import embedded_broker  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.producer import SourceProducer  # noqa: E402
 from streams.runtime.topics import (  # noqa: E402
@@ -535,6 +535,9 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument(
+        "--broker", choices=("tansu", "kafka"), default="tansu", help="the embedded broker"
+    )
     parser.add_argument("--skus", type=int, default=2_000)
     parser.add_argument("--locations", type=int, default=5)
     parser.add_argument("--rate", type=float, default=1000.0, help="latency stage events/s")
@@ -583,7 +586,7 @@ def main() -> None:
         flush=True,
     )
 
-    broker = EmbeddedBroker()
+    broker = embedded_broker(Settings(embedded_broker=args.broker))  # a fresh, empty one
     worker: subprocess.Popen[bytes] | None = None
     tail_: Tail | None = None
     try:
@@ -599,7 +602,8 @@ def main() -> None:
             raise RuntimeError(f"only {counts.events_acked} of {len(events)} events acknowledged")
         count = counts.events_acked
         print(
-            f"embedded broker {bootstrap} (tansu, started in {broker.startup_seconds:.2f} s); "
+            f"embedded broker {bootstrap} ({args.broker}, "
+            f"started in {broker.startup_seconds:.2f} s); "
             f"{count:,} records on {EVENTS}",
             flush=True,
         )
