@@ -193,6 +193,11 @@ async def test_explain_is_the_formula_from_the_committed_states(rig: Rig) -> Non
     assert [loc["location"] for loc in hot["locations"]] == ["wh"]
     assert hot["locations"][0]["reserved"] == 2
     assert hot["locations"][0]["holds"][0]["reservation_id"] == "r1"
+    # the last changes come through the changelog's records too, in the documented shape
+    assert {(c["type"], c["event_id"]) for c in body["changes"]} >= {
+        ("inbound-scheduled", "po"),
+        ("reservation-requested", None),
+    }
     assert body["available"] == (10 - 2) // 2
     record = {
         "channel": "web",

@@ -201,3 +201,188 @@ def test_the_command_refuses_an_unknown_listing_or_events_without_a_catalog(
     assert code == 2 and "has no listing 'NOPE'" in err
     code, _, err = cli(capsys, channel, "NOPE", "--events", str(scenario / "events.jsonl"))
     assert code == 2 and "--events needs --catalog" in err
+
+
+SMALL_CATALOG = """
+locations: [{id: wh-east}, {id: store-12}, {id: wh-west}]
+channels:
+  - {id: web, type: webhook, locations: [wh-east, store-12], allocation_percent: 100,
+     buffer_units: 0, backorder_horizon_days: 30}
+listings:
+  - {channel: web, channel_sku: TEE, components: [{sku: TEE, quantity: 1}]}
+"""
+
+SMALL_EVENTS = [
+    ("c1", "08:00", "stock-adjusted", {"location": "wh-east", "mode": "count", "quantity": 40}),
+    ("s1", "08:00", "stock-adjusted", {"location": "store-12", "mode": "count", "quantity": 10}),
+    # inside the 08:00 count: already counted, so it changed nothing
+    ("d0", "07:00", "stock-adjusted", {"location": "wh-east", "mode": "delta", "quantity": 3}),
+    ("d1", "08:30", "stock-adjusted", {"location": "wh-east", "mode": "delta", "quantity": 5}),
+    (
+        "o1",
+        "09:00",
+        "order-created",
+        {
+            "order_id": "o-1",
+            "channel": "web",
+            "lines": [{"line_id": "2", "sku": "TEE", "quantity": 3, "location": "store-12"}],
+        },
+    ),
+    (
+        "p1",
+        "10:00",
+        "pick-confirmed",
+        {"order_id": "o-1", "line_id": "2", "location": "store-12", "quantity": 2},
+    ),
+    (
+        "r1",
+        "11:00",
+        "reservation-requested",
+        {
+            "reservation_id": "r-9",
+            "channel": "web",
+            "ttl_seconds": 14400,  # still held at the stream's end (14:00)
+            "lines": [{"sku": "TEE", "quantity": 2, "location": "wh-east"}],
+        },
+    ),
+    (
+        "i1",
+        "12:00",
+        "inbound-scheduled",
+        {"po_id": "PO-9", "location": "wh-east", "quantity": 30, "eta": "2026-11-20"},
+    ),
+    (
+        "rc1",
+        "13:00",
+        "stock-adjusted",
+        {"location": "wh-east", "mode": "delta", "quantity": 10, "po_id": "PO-9"},
+    ),
+    # not an eligible location of the channel: not behind its figure
+    ("w1", "14:00", "stock-adjusted", {"location": "wh-west", "mode": "delta", "quantity": 7}),
+]
+
+
+def small_stream(tmp_path: Path, extra: tuple[dict[str, Any], ...] = ()) -> tuple[Path, Path]:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(SMALL_CATALOG)
+    events = tmp_path / "events.jsonl"
+    lines = []
+    for event_id, at, kind, fields in SMALL_EVENTS:
+        event = {
+            "event_id": event_id,
+            "type": kind,
+            "occurred_at": f"2026-11-01T{at}:00Z",
+            "source": "test",
+            **fields,
+        }
+        if kind in ("stock-adjusted", "pick-confirmed", "inbound-scheduled"):
+            event["sku"] = "TEE"
+        lines.append(json.dumps(event))
+    lines.extend(json.dumps(e) for e in extra)
+    events.write_text("\n".join(lines) + "\n")
+    return catalog, events
+
+
+def explain_file(catalog_file: Path, events_file: Path) -> Explanation:
+    catalog = read_catalog(catalog_file)
+    with open(events_file, "rb") as handle:
+        engine, _, _ = run(catalog, handle)
+    return explain(catalog, engine.skus, "web", "TEE", engine.stream_time.date())
+
+
+def test_the_last_changes_are_the_events_kept_behind_the_figure_newest_first(
+    tmp_path: Path,
+) -> None:
+    e = explain_file(*small_stream(tmp_path))
+    # by hand: wh-east 40 + 5 + 10 = 55 on hand, 2 held; store-12 10 - 2 = 8, 3 - 2 = 1 committed
+    assert [
+        (loc.location, loc.on_hand, loc.reserved, loc.committed)
+        for loc in e.components[0].locations
+    ] == [("wh-east", 55, 2, 0), ("store-12", 8, 0, 1)]
+    assert e.available == 53 + 7
+    assert [(c.event_id, c.type, c.effect) for c in e.changes] == [
+        ("rc1", "stock-adjusted", "PO-9 receipt +10 on hand at wh-east"),
+        ("i1", "inbound-scheduled", "PO-9 +30 incoming (eta 2026-11-20) at wh-east"),
+        ("p1", "pick-confirmed", "pick of order o-1 line 2 takes 2 on hand at store-12"),
+        ("d1", "stock-adjusted", "+5 on hand at wh-east"),
+        ("s1", "stock-adjusted", "count 10 at store-12"),  # same instant: greater id first
+        ("c1", "stock-adjusted", "count 40 at wh-east"),
+        # the state keeps no time for a hold, nor for an order line once a pick touched it
+        (
+            None,
+            "reservation-requested",
+            "hold r-9 reserves 2 at wh-east until 2026-11-01T15:00:00Z",
+        ),
+        (None, "order-created", "order o-1 line 2 commits 3 at store-12"),
+    ]
+    assert [c.occurred_at.hour if c.occurred_at else None for c in e.changes] == [
+        13,
+        12,
+        10,
+        8,
+        8,
+        8,
+        None,
+        None,
+    ]
+    text = e.to_text()
+    assert "  last changes (newest first):\n" in text
+    assert (
+        "2026-11-01T13:00:00Z  rc1  stock-adjusted  TEE: PO-9 receipt +10 on hand at wh-east"
+        in text
+    )
+    assert "time not kept  -  order-created  TEE: order o-1 line 2 commits 3 at store-12" in text
+
+
+def test_the_last_changes_are_bounded_to_the_newest_ten(tmp_path: Path) -> None:
+    extra = tuple(
+        {
+            "event_id": f"x{i:02}",
+            "type": "stock-adjusted",
+            "occurred_at": f"2026-11-02T{i:02}:00:00Z",
+            "source": "test",
+            "sku": "TEE",
+            "location": "store-12",
+            "mode": "delta",
+            "quantity": -1,
+        }
+        for i in range(12)
+    )
+    e = explain_file(*small_stream(tmp_path, extra))
+    assert [c.event_id for c in e.changes] == [f"x{i:02}" for i in range(11, 1, -1)]
+
+
+def test_the_json_lists_each_change_with_its_id_type_time_effect_and_place(
+    tmp_path: Path,
+) -> None:
+    body = explain_file(*small_stream(tmp_path)).to_json()
+    assert body["changes"][0] == {
+        "event_id": "rc1",
+        "type": "stock-adjusted",
+        "occurred_at": "2026-11-01T13:00:00Z",
+        "effect": "PO-9 receipt +10 on hand at wh-east",
+        "sku": "TEE",
+        "location": "wh-east",
+    }
+    assert body["changes"][-1]["occurred_at"] is None
+    assert all(
+        set(c) == {"event_id", "type", "occurred_at", "effect", "sku", "location"}
+        for c in body["changes"]
+    )
+
+
+def test_a_count_older_than_the_ordering_horizon_shows_no_figure(tmp_path: Path) -> None:
+    later = {
+        "event_id": "late",
+        "type": "stock-adjusted",
+        "occurred_at": "2026-11-09T09:00:00Z",
+        "source": "test",
+        "sku": "TEE",
+        "location": "store-12",
+        "mode": "delta",
+        "quantity": 1,
+    }
+    e = explain_file(*small_stream(tmp_path, (later,)))
+    # eight days on, pruning forgot the deltas after the counts: 40 and 10 are no longer derivable
+    counts = {c.event_id: c.effect for c in e.changes if c.effect.startswith("count")}
+    assert counts == {"c1": "count at wh-east", "s1": "count at store-12"}

@@ -8,7 +8,7 @@ the states and clock date the published record was derived from, the explanation
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,7 +23,8 @@ from streams.core.formulas import (
     sku_location_ats,
 )
 from streams.core.models import format_ts
-from streams.core.state import SkuState
+from streams.core.sku import DEDUPE_HORIZON
+from streams.core.state import BUCKETS, SkuState
 from streams.errors import InventoryError
 
 
@@ -92,6 +93,35 @@ class ComponentLine:
     restock_date: date | None  # earliest_eta, when backorderable
 
 
+LAST_CHANGES = 10  # enough to answer "what moved it", short enough to read
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeLine:
+    """One event the SKU state still remembers, named by the record that kept it.
+
+    The state keeps no event type, and for some records no id or time (an order line is kept by
+    order and line, a hold by reservation id): those fields are None rather than guessed.
+    """
+
+    event_id: str | None
+    type: str
+    occurred_at: datetime | None
+    effect: str
+    sku: str
+    location: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "occurred_at": format_ts(self.occurred_at) if self.occurred_at else None,
+            "effect": self.effect,
+            "sku": self.sku,
+            "location": self.location,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Explanation:
     channel: str
@@ -105,6 +135,7 @@ class Explanation:
     available: int
     backorderable: int
     restock_date: date | None
+    changes: tuple[ChangeLine, ...] = ()  # newest first, at most LAST_CHANGES
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +150,7 @@ class Explanation:
             "clock_date": self.clock_date.isoformat(),
             "horizon_date": _day(self.horizon_date),
             "components": [_component_json(c) for c in self.components],
+            "changes": [c.to_json() for c in self.changes],
         }
 
     def to_text(self) -> str:
@@ -184,6 +216,14 @@ class Explanation:
                     + ", ".join(str(c.backorderable) for c in self.components)
                     + f") = {self.backorderable}"
                 )
+        if self.changes:
+            out.append("  last changes (newest first):")
+            for change in self.changes:
+                at = format_ts(change.occurred_at) if change.occurred_at else "time not kept"
+                out.append(
+                    f"    {at}  {change.event_id or '-'}  {change.type}  {change.sku}: "
+                    f"{change.effect}"
+                )
         return "\n".join(out) + "\n"
 
 
@@ -241,7 +281,100 @@ def explain(
         available=available,
         backorderable=backorderable,
         restock_date=restock,
+        changes=last_changes(states, quantities, channel.locations),
     )
+
+
+def last_changes(
+    states: Mapping[str, SkuState], skus: Iterable[str], locations: Iterable[str]
+) -> tuple[ChangeLine, ...]:
+    """The newest LAST_CHANGES events kept by the states of `skus` at `locations`.
+
+    Newest first by business time, ties by event id; events whose time the state does not keep
+    come after the dated ones.
+    """
+    wanted = set(locations)
+    found = [
+        change
+        for sku in skus
+        if (state := states.get(sku)) is not None
+        for change in _kept_changes(state)
+        if change.location in wanted
+    ]
+    dated = sorted(
+        (c for c in found if c.occurred_at is not None),
+        key=lambda c: (c.occurred_at, c.event_id or ""),
+        reverse=True,
+    )
+    undated = sorted((c for c in found if c.occurred_at is None), key=lambda c: c.effect)
+    return tuple((dated + undated)[:LAST_CHANGES])
+
+
+def _kept_changes(state: SkuState) -> Iterator[ChangeLine]:
+    """Every event one SKU state still remembers, named by the record that kept it."""
+    sku = state.sku
+    picks = {
+        pick_id: key
+        for key, commitment in state.commitments.items()
+        for pick_id in commitment.picks
+    }
+    for loc_id, loc in state.locations.items():
+        receipts = {
+            event_id: po_id
+            for po_id, inbound in loc.inbound.items()
+            for event_id in inbound.receipts
+        }
+        for name in BUCKETS:
+            bucket = loc.bucket(name)
+            what = "on hand" if name == "sellable" else name
+            for event_id, (at, delta) in bucket.log.items():
+                if event_id in picks:
+                    order_id, _, line_id = picks[event_id].partition("/")
+                    effect = f"pick of order {order_id} line {line_id} takes {-delta} {what}"
+                    yield ChangeLine(
+                        event_id, "pick-confirmed", at, f"{effect} at {loc_id}", sku, loc_id
+                    )
+                elif event_id in receipts:
+                    effect = f"{receipts[event_id]} receipt {delta:+d} {what} at {loc_id}"
+                    yield ChangeLine(event_id, "stock-adjusted", at, effect, sku, loc_id)
+                else:
+                    effect = f"{delta:+d} {what} at {loc_id}"
+                    yield ChangeLine(event_id, "stock-adjusted", at, effect, sku, loc_id)
+            if bucket.count_at is not None:
+                label = "" if name == "sellable" else f" {name}"
+                if bucket.count_at >= state.time - DEDUPE_HORIZON:
+                    # the log still holds exactly the deltas applied on top of the count
+                    counted = bucket.qty - sum(delta for _, delta in bucket.log.values())
+                    effect = f"count {counted}{label} at {loc_id}"
+                else:  # pruning may have forgotten deltas after it: its figure is not known
+                    effect = f"count{label} at {loc_id}"
+                yield ChangeLine(
+                    bucket.count_id, "stock-adjusted", bucket.count_at, effect, sku, loc_id
+                )
+        for po_id, inbound in loc.inbound.items():
+            eta = f" (eta {inbound.eta.isoformat()})" if inbound.eta else ""
+            for event_id, units in inbound.schedules.items():
+                # only the schedule that set the eta keeps its time
+                scheduled_at = inbound.at if event_id == inbound.eta_id else None
+                effect = f"{po_id} +{units} incoming{eta} at {loc_id}"
+                yield ChangeLine(event_id, "inbound-scheduled", scheduled_at, effect, sku, loc_id)
+    for key, commitment in state.commitments.items():
+        order_id, _, line_id = key.partition("/")
+        # the order-created time is kept only until a pick or cancel touches the line
+        created_at = None if commitment.picks or commitment.cancels else commitment.touched_at
+        for loc_id, units in commitment.parts.items():
+            effect = f"order {order_id} line {line_id} commits {units} at {loc_id}"
+            yield ChangeLine(None, "order-created", created_at, effect, sku, loc_id)
+        for event_id, units in commitment.cancels.items():
+            what = "what is open" if units == -1 else str(units)
+            effect = f"cancel of order {order_id} line {line_id} releases {what}"
+            # cancels release the part placed last first
+            for loc_id in list(commitment.parts)[-1:]:
+                yield ChangeLine(event_id, "order-cancelled", None, effect, sku, loc_id)
+    for rid, hold in state.holds.items():
+        for loc_id, units in hold.units.items():
+            effect = f"hold {rid} reserves {units} at {loc_id} until {format_ts(hold.expires_at)}"
+            yield ChangeLine(None, "reservation-requested", None, effect, sku, loc_id)
 
 
 def _component(
