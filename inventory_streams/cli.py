@@ -15,6 +15,7 @@ from streams.errors import InventoryError
 
 if TYPE_CHECKING:
     from streams.core.catalog import Catalog
+    from streams.core.explain import Explanation
     from streams.runtime.progress import StageProgress
     from streams.settings import Settings
 
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
 def _simulate(args: argparse.Namespace) -> int:
     from streams.simulate import read_catalog, simulate
 
+    if args.explain is not None:
+        channel, colon, channel_sku = args.explain.partition(":")
+        if not (colon and channel and channel_sku):
+            raise InventoryError(f"--explain {args.explain!r} is not CHANNEL:CHANNEL_SKU")
+        return _print_explanation(
+            *_explain_file(args.catalog, args.events, channel, channel_sku), args.format
+        )
     catalog = read_catalog(Path(args.catalog))
     try:
         with open(args.events, "rb") as handle:
@@ -33,30 +41,39 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _explain(args: argparse.Namespace) -> int:
-    from datetime import UTC, date, datetime
-
+def _explain_file(
+    catalog_file: str, events_file: str, channel: str, channel_sku: str
+) -> tuple[Explanation, dict[str, object] | None]:
+    """A listing's explanation after simulating a file, with the record simulate published."""
     from streams.core.explain import explain
     from streams.simulate import read_catalog, run
+
+    catalog = read_catalog(Path(catalog_file))
+    try:
+        with open(events_file, "rb") as handle:
+            engine, collector, _ = run(catalog, handle)
+    except OSError as error:
+        raise InventoryError(f"cannot read events {events_file}: {error.strerror}") from None
+    clock = engine.stream_time.date()  # simulate's clock: stream time
+    explanation = explain(catalog, engine.skus, channel, channel_sku, clock)
+    record = collector.availabilities.get((channel, channel_sku))
+    if record is None:
+        return explanation, None
+    from streams.codec import record_to_json
+
+    return explanation, record_to_json(record)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from datetime import UTC, date, datetime
 
     published: dict[str, object] | None
     if args.events:
         if not args.catalog:
             raise InventoryError("--events needs --catalog: the file's catalog")
-        catalog = read_catalog(Path(args.catalog))
-        try:
-            with open(args.events, "rb") as handle:
-                engine, collector, _ = run(catalog, handle)
-        except OSError as error:
-            raise InventoryError(f"cannot read events {args.events}: {error.strerror}") from None
-        clock = engine.stream_time.date()  # simulate's clock: stream time
-        explanation = explain(catalog, engine.skus, args.channel, args.channel_sku, clock)
-        record = collector.availabilities.get((args.channel, args.channel_sku))
-        published = None
-        if record is not None:
-            from streams.codec import record_to_json
-
-            published = record_to_json(record)
+        explanation, published = _explain_file(
+            args.catalog, args.events, args.channel, args.channel_sku
+        )
     else:
         from streams.tools import explain_live
 
@@ -78,7 +95,14 @@ def _explain(args: argparse.Namespace) -> int:
             bootstrap,
             today or datetime.now(UTC).date(),
         )
-    if args.format == "json":
+    return _print_explanation(explanation, published, args.format)
+
+
+def _print_explanation(
+    explanation: Explanation, published: dict[str, object] | None, form: str
+) -> int:
+    """What `explain` and `simulate --explain` print: one code path, so they cannot drift apart."""
+    if form == "json":
         print(json.dumps({**explanation.to_json(), "published": published}, indent=2))
         return 0
     sys.stdout.write(explanation.to_text())
@@ -371,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run the domain core over a JSONL file, no broker")
     sim.add_argument("--catalog", required=True, help="catalog YAML (SPEC §4)")
     sim.add_argument("--events", required=True, help="events, one JSON object per line")
+    sim.add_argument(
+        "--explain",
+        metavar="CHANNEL:CHANNEL_SKU",
+        help="print that listing's explanation after the file instead (as `explain` does)",
+    )
+    sim.add_argument("--format", choices=["text", "json"], default="text", help="with --explain")
     sim.set_defaults(run=_simulate)
 
     ex = sub.add_parser(

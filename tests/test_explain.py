@@ -371,6 +371,60 @@ def test_the_json_lists_each_change_with_its_id_type_time_effect_and_place(
     )
 
 
+def simulate_explain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["simulate", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("form", ["text", "json"])
+def test_simulate_explain_prints_what_explain_prints(
+    form: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = Path(__file__).parent / "scenarios" / "bundles-and-backorders"
+    files = [
+        "--catalog",
+        str(scenario / "catalog.yaml"),
+        "--events",
+        str(scenario / "events.jsonl"),
+    ]
+    for li in read_catalog(scenario / "catalog.yaml").listings:
+        code, explained_out, err = cli(capsys, li.channel, li.channel_sku, *files, "--format", form)
+        assert code == 0, err
+        code, simulated_out, err = simulate_explain(
+            capsys, *files, "--explain", f"{li.channel}:{li.channel_sku}", "--format", form
+        )
+        assert code == 0, err
+        assert simulated_out == explained_out
+        assert "last changes" in simulated_out or '"changes"' in simulated_out
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("shopify-us", "--explain 'shopify-us' is not CHANNEL:CHANNEL_SKU"),
+        (":TEE-RED-M", "is not CHANNEL:CHANNEL_SKU"),
+        ("shopify-us:NOPE", "has no listing 'NOPE'"),
+    ],
+)
+def test_simulate_explain_refuses_a_bad_value_in_one_line(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = Path(__file__).parent / "scenarios" / "basic"
+    code, out, err = simulate_explain(
+        capsys,
+        "--catalog",
+        str(scenario / "catalog.yaml"),
+        "--events",
+        str(scenario / "events.jsonl"),
+        "--explain",
+        value,
+    )
+    assert code == 2
+    assert out == ""
+    assert message in err and err.count("\n") == 1
+
+
 def test_a_count_older_than_the_ordering_horizon_shows_no_figure(tmp_path: Path) -> None:
     later = {
         "event_id": "late",
