@@ -38,7 +38,7 @@ def test_a_table_write_that_raises_loses_no_event(tmp_path: Path) -> None:
         view = live.wait_for(expected, timeout=180, every=3)
         assert view["positions"] == expected["positions"]  # no event lost, none counted twice
         if view["availability"] != expected["availability"]:
-            # Known defect, open (seen in 2 of 4 CI runs, never here): the restart recovers a SKU
+            # Known defect, open (seen in 2 of 5 CI runs, never here): the restart recovers a SKU
             # record older than outputs the dead worker had already sent. The redelivered events
             # are new to that record, so they are applied, not resent; when the final value
             # equals the record's older `published` one, nothing goes out, and the topic keeps
