@@ -70,11 +70,26 @@ async def test_the_api_explains_and_reads_reservations_back_from_the_live_topics
                     rid = item["reservation_id"]
                     channel = engine.reservations[rid].channel
                     headers = {"Authorization": f"Bearer {tokens[channel]}"}
-                    async with session.get(f"{base}/reservations/{rid}", headers=headers) as r:
-                        assert r.status == 200, await r.text()
-                        assert (await r.json())["status"] == item["status"]
-                async with session.get(f"{base}/reservations/nope", headers=headers) as response:
-                    assert response.status == 404
+                    status, body = await _get(session, f"{base}/reservations/{rid}", headers)
+                    assert status == 200, body
+                    assert body["status"] == item["status"]
+                status, body = await _get(session, f"{base}/reservations/nope", headers)
+                assert status == 404, body
         finally:
             stop.set()
             await task
+
+
+async def _get(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> tuple[int, dict[str, object]]:
+    """GET as a client should: a 503 (the API's decisions feed still catching up at start) comes
+    with a Retry-After and is retried, for up to 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        async with session.get(url, headers=headers) as response:
+            body = await response.json()
+            if response.status != 503 or time.monotonic() > deadline:
+                return response.status, body
+            assert response.headers["Retry-After"]
+        await asyncio.sleep(0.3)
