@@ -112,7 +112,7 @@ from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
 from streams.runtime.faust_private import tune_fetch_wait
-from streams.runtime.offsets import LagProbe
+from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
     ALERTS,
@@ -569,8 +569,10 @@ def create_app(
     )
     async def sku_stage(stream: faust.StreamT) -> None:
         async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
+            messages = [event.message for event in batch]
+            await read_windows(messages)
             try:
-                handle_records([event.message for event in batch])
+                handle_records(messages)
             except Exception:
                 stop_at_once()
                 raise
@@ -599,6 +601,45 @@ def create_app(
     handled_up_to: dict[int, int] = {}
     taken_early: dict[int, set[int]] = {}
 
+    # The replay window: per input partition (inventory.events, inventory.commands), its end
+    # offset when this worker was assigned it. A worker that died between a batch and its commit
+    # sent that batch's outputs, but the changelog holds the records as they were before it: the
+    # redelivered events are new to them, and a final value equal to what a record says it
+    # published would not go out, leaving the channel on the dead worker's intermediate one. So
+    # the first time a record below the window's end touches a SKU or a listing, its values are
+    # sent again whatever the record says; from then on they follow this worker's own outputs.
+    replay_end: dict[tuple[str, int], int] = {}
+    window_read: set[tuple[str, int]] = set()  # partitions whose window is known
+    rebalances = [0]
+    replaying = [False]  # the record being handled lies in the window
+    resent_skus: set[bytes] = set()  # re-sent since the window opened
+    resent_listings: set[bytes] = set()
+
+    async def read_windows(messages: Sequence[Any]) -> None:
+        """The replay window of each partition in `messages` not seen since the last rebalance:
+        its end offset now, read before its first record is handled (so at or after the end at
+        assignment: a window too long costs a value sent once more, never a stale one)."""
+        while new := {(m.topic, m.partition) for m in messages} - window_read:
+            wanted: dict[str, list[int]] = {}
+            for topic, partition in new:
+                wanted.setdefault(topic, []).append(partition)
+            rebalance = rebalances[0]
+            ends = await asyncio.to_thread(true_end_offsets_many, bootstrap, wanted)
+            if rebalances[0] == rebalance:  # else read again: the ends may predate the rebalance
+                window_read.update(new)
+                replay_end.update({tp: end for tp, end in ends.items() if end > 0})
+
+    def in_replay(topic: str, partition: int, offset: int) -> bool:
+        end = replay_end.get((topic, partition))
+        if end is None:
+            return False
+        if offset >= end - 1:  # the window's last record (or past it): it closes
+            del replay_end[(topic, partition)]
+            if not replay_end:
+                resent_skus.clear()
+                resent_listings.clear()
+        return offset < end
+
     # SKU states changed since the last flush (by take_now), and how many of decisions_due the
     # waiting requests already have
     pending: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
@@ -614,6 +655,9 @@ def create_app(
         touched = pending
         for message in messages:
             input_time[0] = message_time(message)
+            replaying[0] = bool(replay_end) and in_replay(
+                message.topic, message.partition, message.offset
+            )
             if message.topic == EVENTS:
                 early = taken_early.get(message.partition)
                 if early and message.offset in early:
@@ -839,6 +883,9 @@ def create_app(
         locations = entry[1] if entry else set()
         locations |= outcome.touched
         resend = (entry[4] if entry else False) or outcome.duplicate
+        if replaying[0] and key not in resent_skus:  # see replay_end
+            resent_skus.add(key)
+            resend = True
         if outcome.duplicate:
             locations |= set(state.locations)
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
@@ -1002,8 +1049,11 @@ def create_app(
         ensure_catalog(update.catalog_version)
         key = message.key
         state = stored(listings, key, ListingState.from_dict) or ListingState({})
-        record = apply_component(state, update, rt.catalog, time.time_ns() // 1000)
+        force = replaying[0] and key not in resent_listings  # see replay_end
+        record = apply_component(state, update, rt.catalog, time.time_ns() // 1000, force)
         if record is not None:
+            if force:
+                resent_listings.add(key)
             emit_availability(record, message_time(message))
         writes.put(listings, key, state)
 
@@ -1019,9 +1069,15 @@ def create_app(
         forget_positions()
 
     def forget_positions() -> None:
-        """After a rebalance the stage resumes from committed offsets: take_now waits for it."""
+        """After a rebalance the stage resumes from committed offsets: take_now waits for it, and
+        each partition's replay window is read again at its first record."""
         handled_up_to.clear()
         taken_early.clear()
+        rebalances[0] += 1
+        window_read.clear()
+        replay_end.clear()
+        resent_skus.clear()
+        resent_listings.clear()
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app

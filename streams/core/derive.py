@@ -287,9 +287,15 @@ class ListingState:
 
 
 def apply_component(
-    state: ListingState, update: ComponentUpdate, catalog: Catalog, floor: int = 0
+    state: ListingState,
+    update: ComponentUpdate,
+    catalog: Catalog,
+    floor: int = 0,
+    force: bool = False,
 ) -> Availability | None:
-    """Fold one component's values into its listing; the new record when availability changed."""
+    """Fold one component's values into its listing; the new record when availability changed,
+    or with `force` (a record that may be older than what a dead worker sent) whenever the value
+    is not an older one."""
     known = state.components.get(update.sku)
     if known is not None and known[0] >= update.seq:
         if known[0] == update.seq and state.published is not None:
@@ -303,7 +309,7 @@ def apply_component(
         update.backorder_units,
         update.backorder_eta,
     )
-    return listing_record(
+    record = listing_record(
         state,
         update.channel,
         update.channel_sku,
@@ -312,6 +318,9 @@ def apply_component(
         update.cause_event_id,
         floor,
     )
+    if record is None and force and state.published is not None:
+        return _republish(state, update, floor)
+    return record
 
 
 def listing_record(

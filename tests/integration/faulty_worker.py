@@ -1,6 +1,10 @@
-"""`inventory-streams worker` whose table writes fail once: a store that rejected a write.
+"""`inventory-streams worker` with an injected fault (test double only):
 
-Test double only: FAIL_TABLE_WRITE_AT=N makes the N-th table write inside a stage batch raise.
+- FAIL_TABLE_WRITE_AT=N: the N-th table write inside a stage batch raises (a store that rejected a
+  write).
+- DIE_AT_COMMIT_OF=KEY:N: at the N-th commit that writes table key KEY, the process dies after the
+  batches' outputs are on the broker and before their changelog records and offsets are: a crash
+  between a batch and its commit, made to happen every time instead of by chance.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from streams import topology
 
 _calls = [0]
 _fail_at = int(os.environ.get("FAIL_TABLE_WRITE_AT", "0"))
+_die_key, _, _die_at = os.environ.get("DIE_AT_COMMIT_OF", ":0").rpartition(":")
+_commits_of_key = [0]
 _put = topology.DeferredWrites.put
+_write = topology.DeferredWrites.write
 
 
 def _failing_put(self: topology.DeferredWrites, table: Any, key: bytes, value: Any) -> None:
@@ -24,7 +31,19 @@ def _failing_put(self: topology.DeferredWrites, table: Any, key: bytes, value: A
     _put(self, table, key, value)
 
 
+async def _dying_write(self: topology.DeferredWrites) -> None:
+    if any(key == _die_key.encode() for _, key in self.pending):
+        _commits_of_key[0] += 1
+        if _commits_of_key[0] == int(_die_at):
+            remaining = self.outputs._producer.flush(10)  # the outputs reach the broker
+            print(f"injected: dying before commit {_die_at} of {_die_key} ({remaining} unsent)")
+            sys.stdout.flush()
+            os._exit(70)
+    await _write(self)
+
+
 topology.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
+topology.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

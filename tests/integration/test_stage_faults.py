@@ -3,11 +3,13 @@ and after a restart the final state equals `simulate` of the same log."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
+from streams.simulate import read_catalog, simulate
 from tests.integration.live import LiveSystem
 from tests.integration.test_topology import big_scenario
 
@@ -37,11 +39,68 @@ def test_a_table_write_that_raises_loses_no_event(tmp_path: Path) -> None:
         live.start_worker(0)
         view = live.wait_for(expected, timeout=180, every=3)
         assert view["positions"] == expected["positions"]  # no event lost, none counted twice
-        if view["availability"] != expected["availability"]:
-            # Known defect, open (seen in 2 of 5 CI runs, never here): the restart recovers a SKU
-            # record older than outputs the dead worker had already sent. The redelivered events
-            # are new to that record, so they are applied, not resent; when the final value
-            # equals the record's older `published` one, nothing goes out, and the topic keeps
-            # the intermediate value. Fix: force outputs for events below the end offset seen at
-            # assignment on partitions that had committed offsets.
-            pytest.xfail("a listing kept an intermediate value after the restart (known)")
+        # and no listing kept a value the dead worker sent before the state it was sent from was
+        # committed (the replay window; the next test makes that crash happen every time)
+        assert view["availability"] == expected["availability"]
+
+
+def test_a_crash_between_a_batch_and_its_commit_leaves_no_stale_listing(tmp_path: Path) -> None:
+    """The dead worker sent LAMP's 4 and died before the commit that would have written it; the
+    restart recovers the record that published 5 and applies -1 and +1 in one batch: 5 again,
+    which the record says was published. It must go out anyway, or the channel keeps the 4."""
+    (tmp_path / "catalog.yaml").write_text(
+        "locations: [{id: wh}]\n"
+        "channels:\n"
+        "  - {id: web, type: shopify, locations: [wh], allocation_percent: 100, buffer_units: 0}\n"
+        "listings:\n"
+        "  - {channel: web, channel_sku: LAMP, components: [{sku: LAMP, quantity: 1}]}\n"
+        "  - {channel: web, channel_sku: LAMP-KIT,\n"
+        "     components: [{sku: LAMP, quantity: 1}, {sku: SHADE, quantity: 1}]}\n"
+    )
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+
+    def events(name: str, *lines: tuple[str, str, int]) -> Path:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "event_id": event_id,
+                        "type": "stock-adjusted",
+                        "occurred_at": "2026-11-01T08:00:00Z",
+                        "source": "test",
+                        "sku": sku,
+                        "location": "wh",
+                        "mode": "delta",
+                        "quantity": quantity,
+                    }
+                )
+                + "\n"
+                for event_id, sku, quantity in lines
+            )
+        )
+        return path
+
+    first = events("first", ("a", "LAMP", 5), ("b", "SHADE", 9))
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(
+            0, module="tests.integration.faulty_worker", env={"DIE_AT_COMMIT_OF": "LAMP:2"}
+        )
+        live.publish(first)
+        live.wait_idle()  # LAMP's record, published 5, is in the changelog and committed
+        live.publish(events("second", ("c", "LAMP", -1)))
+        process = live.workers.pop(0)
+        assert process.wait(60) == 70, (tmp_path / "worker-0.log").read_text(errors="replace")
+        stale = live.latest("availability.web")
+        assert stale["LAMP"]["available"] == 4  # sent by the worker that died
+        live.publish(events("third", ("d", "LAMP", 1)))
+        live.start_worker(0)
+        lines = [
+            line
+            for name in ("first", "second", "third")
+            for line in (tmp_path / f"{name}.jsonl").read_bytes().splitlines()
+        ]
+        expected = simulate(catalog, lines)
+        view = live.wait_for(expected, timeout=60)
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
