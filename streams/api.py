@@ -17,7 +17,9 @@ about a reservation (409), the body is the reservation's decision and `status` i
 A 201 is the decision: `held` (one entry per SKU and location), `placement`
 (`{sku: {location: units}}`, a hold split across locations in sourcing order) and `expires_at`.
 A rejection's 409 carries `shortfall` (per request line) and `shortfall_by_sku` (the lines'
-units added up per SKU, against what that SKU could hold).
+units added up per SKU, against what that SKU could hold). A body over settings.api_max_body_bytes
+is a 413, one not complete within settings.http_client_timeout_seconds a 408, and a request
+aiohttp cannot parse a JSON 400 (streams.runtime.http): no refusal produces anything.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -58,6 +60,7 @@ from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEAS
 from streams.core.state import SkuState
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent, InventoryError
 from streams.metrics import serve as serve_metrics
+from streams.runtime.http import BodyTimeout, BodyUnreadable, GuardedRunner, read_body
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import (
@@ -82,7 +85,6 @@ ROUTED_HEADER = "X-Inventory-Routed"  # on a request one worker passed to anothe
 DECISION_TIMEOUT_SECONDS = 10.0
 PRODUCE_DEADLINE_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
-MAX_BODY_BYTES = 64 * 1024
 MAX_ID_LENGTH = 200
 # Decisions are read from this far back at start-up: every hold still open was decided within it.
 LOOKBACK_SECONDS = MAX_TTL_SECONDS + 600
@@ -509,7 +511,11 @@ class ReservationApi:
         url: str | None = None,
         states: StateView | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_body_bytes: int = 64 * 1024,
+        client_timeout: float = 10.0,
     ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.client_timeout = client_timeout  # for a whole body to arrive
         self.states = states if states is not None else StateView()
         self._clock = clock  # its date is the one backorders count from (wall time, live)
         self._tokens = [(token.encode(), channel) for channel, token in tokens.items() if token]
@@ -708,7 +714,9 @@ class ReservationApi:
             return None
         if self._session is None:
             self._session = ClientSession(
-                timeout=ClientTimeout(total=self.decision_timeout + PRODUCE_DEADLINE_SECONDS)
+                timeout=ClientTimeout(total=self.decision_timeout + PRODUCE_DEADLINE_SECONDS),
+                # let go of an idle connection before the owner's server closes it under us
+                connector=TCPConnector(keepalive_timeout=self.client_timeout / 2),
             )
         headers = {
             "Authorization": request.headers.get("Authorization", ""),
@@ -739,7 +747,7 @@ class ReservationApi:
                 "missing bearer token: send 'Authorization: Bearer <token>' "
                 "with your channel's token",
             )
-        given = token.strip().encode()
+        given = token.strip().encode("utf-8", "surrogateescape")  # the bytes as sent, any
         channel = None
         for expected, name in self._tokens:  # compare with every token: no early exit
             if hmac.compare_digest(expected, given):
@@ -749,13 +757,22 @@ class ReservationApi:
         return channel
 
     async def _json(self, request: web.Request) -> Any:
-        body = await request.read()
+        if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
+            raise web.HTTPRequestEntityTooLarge(self.max_body_bytes, request.content_length or 0)
+        try:
+            body = await read_body(request, self.client_timeout)
+        except BodyTimeout as error:
+            raise _Refused(408, f"{error}; send the whole request at once") from None
+        except BodyUnreadable as error:
+            raise _Refused(400, str(error)) from None
         if not body.strip():
             raise _Refused(400, "empty body: send the reservation as a JSON object")
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as error:
             raise _Refused(400, f"malformed JSON: {error}") from None
+        except RecursionError:
+            raise _Refused(400, "malformed JSON: nested too deeply") from None
 
     def _reservation(self, data: Any, channel: str) -> ReservationRequested:
         """The body as a reservation-requested event, validated by the events' own models."""
@@ -875,13 +892,15 @@ async def _json_errors(
         response = await handler(request)
     except _Refused as refused:
         response = _error(refused.code, refused.message, **refused.extra)
+        if refused.code == 408:
+            response.force_close()  # the rest of a late body is not waited for on this connection
     except web.HTTPException as exc:  # aiohttp's own: no route, wrong method, body too large
         if exc.status < 400:
             raise
         messages = {
             404: f"no such endpoint: {request.method} {request.path}",
             405: f"method {request.method} is not allowed on {request.path}",
-            413: f"request body too large (at most {MAX_BODY_BYTES} bytes)",
+            413: f"request body too large (at most {api.max_body_bytes} bytes)",
         }
         response = _error(exc.status, messages.get(exc.status, exc.reason))
     except Exception:
@@ -929,8 +948,10 @@ def make_app(
         url=url,
         states=states,
         clock=clock,
+        max_body_bytes=settings.api_max_body_bytes,
+        client_timeout=settings.http_client_timeout_seconds,
     )
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    app = web.Application(client_max_size=settings.api_max_body_bytes, middlewares=[_json_errors])
     app[_API_KEY] = api
     app.router.add_post("/reservations", api.reserve)
     app.router.add_get("/reservations/{reservation_id}", api.reservation)
@@ -1016,7 +1037,7 @@ async def run_api(
     holder.append(api_of(app))
     await asyncio.to_thread(decision_feed.start)
     await asyncio.to_thread(view_feed.start)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedRunner(app, client_timeout=settings.http_client_timeout_seconds)
     try:
         await runner.setup()
         await web.TCPSite(runner, host, settings.api_port if port is None else port).start()

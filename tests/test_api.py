@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from streams.api import (
     ROUTED_HEADER,
@@ -26,6 +27,7 @@ from streams.codec import make_codec
 from streams.core.catalog import load_catalog
 from streams.core.engine import Collector, Engine
 from streams.core.models import ReservationReleased, ReservationRequested, StockAdjusted
+from streams.runtime.http import GuardedRunner
 from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import CALLER_WAITING, EVENTS
 from streams.settings import Settings
@@ -121,6 +123,17 @@ class FakeStream(FakeKafka):
         return [CODEC.decode(m.value(), EVENTS) for m in self.log if m.topic() == EVENTS]
 
 
+class GuardedServer(TestServer):
+    """The app served as run_api serves it: GuardedRunner, with its client timeout."""
+
+    def __init__(self, app: web.Application, client_timeout: float) -> None:
+        super().__init__(app)
+        self.client_timeout = client_timeout
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return GuardedRunner(self.app, client_timeout=self.client_timeout, **kwargs)
+
+
 @dataclass
 class Rig:
     client: TestClient[web.Request, web.Application]
@@ -142,13 +155,16 @@ async def make_rig(
     timeout: float = 2.0,
     take_now: TakeNow | None = None,
     route: Route | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Rig]:
+    """`settings` on top of the channel tokens (HTTP_CLIENT_TIMEOUT_SECONDS, ...)."""
     decisions, availability = Decisions(), AvailabilityView()
     decisions.caught_up = True
     stream = FakeStream(decisions, asyncio.get_running_loop(), units)
     producer = SourceProducer(client=stream, settings=Settings())
+    served = Settings(channel_tokens=TOKENS, **settings)
     app = make_app(
-        Settings(channel_tokens=TOKENS),
+        served,
         CATALOG,
         producer,
         decisions,
@@ -158,7 +174,7 @@ async def make_rig(
         route=route,
         url="http://127.0.0.1:9",
     )
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(GuardedServer(app, served.http_client_timeout_seconds)) as client:
         yield Rig(client, stream, decisions, availability)
 
 
