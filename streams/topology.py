@@ -7,10 +7,12 @@
           │                  ├─ positions ──► inventory.positions      alerts ──► inventory.alerts
           │                  ├─ availability of single-SKU listings ──► availability.<channel>
           │                  ├─ bundle component values ──► inventory.commands (by listing)
+          │                  ├─ order lines done for 7 days ──► inventory.commands (by order id)
           │                  └─ hold answers ──► inventory.commands (by reservation id)
     inventory.commands ──► the same agent, by the kind of record:
           ├─ SKU commands and forwarded single-SKU events ──► [sku stage]  (table `skus`)
           ├─ order events ──► [order stage] (table `orders`) ──► per-SKU commands
+          │      (a record goes with its last line; a date announcement sweeps finished records)
           ├─ reservation events and answers ──► [reservation stage] (table `reservations`)
           │      ├─ tentative holds / releases ──► inventory.commands (by SKU)
           │      └─ expiry timer ──► `reservation-expired` on inventory.events (so replay has it)
@@ -104,6 +106,14 @@ from streams.core.reservations import (
     on_release,
     on_result,
     start,
+)
+from streams.core.retention import (
+    LinesForgotten,
+    compact_reservation,
+    forget_lines,
+    horizon_start,
+    lines_forgotten,
+    order_done,
 )
 from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import SkuState, from_us
@@ -214,6 +224,12 @@ class DeferredWrites:
         table.data[key] = value  # visible to the stages at once; durable at the next commit
         self.pending[(table.changelog_topic.get_topic_name(), key)] = value
 
+    def delete(self, table: Any, key: bytes) -> None:
+        """Forget a record: gone at once, a tombstone on its changelog at the next commit (so
+        recovery and compaction drop it too)."""
+        table.data.pop(key, None)
+        self.pending[(table.changelog_topic.get_topic_name(), key)] = None
+
     # work between two yields to the event loop: a record of a SKU with a week of delta ids and
     # order lines took the worker 28-65 µs to encode and send, a commit wrote ~1,000, and an event
     # needs several turns of the loop from fetch to output: slices of 100 records (3-7 ms) left
@@ -226,7 +242,8 @@ class DeferredWrites:
         until = clock() + self.YIELD_SECONDS
         for (topic, key), value in pending.items():
             partition = partition_for(key, self.partitions)
-            self.outputs.send(topic, key, orjson.dumps(value.to_dict()), partition)
+            encoded = None if value is None else orjson.dumps(value.to_dict())
+            self.outputs.send(topic, key, encoded, partition)
             self.written.add((topic, partition))
             if clock() >= until:
                 await asyncio.sleep(0)
@@ -712,6 +729,8 @@ def create_app(
             return
         if isinstance(command, ORDER_KINDS):
             handle_order(message, command)
+        elif isinstance(command, LinesForgotten):
+            handle_forgotten(command)
         elif isinstance(command, RESERVATION_KINDS):
             handle_reservation(message, command)
         elif isinstance(command, ComponentUpdate):
@@ -721,6 +740,7 @@ def create_app(
             rederive_partition(message.partition, touched)
         elif isinstance(command, DateChanged):
             rederive_inbound(message.partition, touched, command.day)
+            sweep_finished(command.day)
         else:
             apply_here(command, message, touched)
 
@@ -828,6 +848,9 @@ def create_app(
         entry = touched.get(key)
         state = sku_state(command.sku, touched)
         outcome = apply_sku(state, command, rt.catalog)
+        if outcome.forgotten:  # lines the SKU forgot: their orders' records forget them too
+            for forgotten in lines_forgotten(command.sku, outcome.forgotten):
+                to_stage(forgotten.order_id, rt.commands.encode(forgotten))
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
         if outcome.alerts:
@@ -915,6 +938,35 @@ def create_app(
         if routed.confirmation is not None:
             to_stage(routed.confirmation.reservation_id, rt.commands.encode(routed.confirmation))
         writes.put(orders, key, state)
+
+    def handle_forgotten(forgotten: LinesForgotten) -> None:
+        """A SKU forgot lines of this order; the record goes with its last line."""
+        key = forgotten.order_id.encode()
+        state = stored(orders, key, OrderState.from_dict)
+        if state is None:
+            return  # never known here, or gone already
+        if forget_lines(state, forgotten):
+            writes.delete(orders, key)
+        else:
+            writes.put(orders, key, state)
+
+    swept_day: list[date | None] = [None]
+
+    def sweep_finished(day: date) -> None:
+        """Once a day per worker (at the first date announcement of that day): the order and
+        reservation records finished past the horizon are forgotten (streams.core.retention)."""
+        if swept_day[0] == day:
+            return
+        swept_day[0] = day
+        since = horizon_start(day)
+        for key in list(orders.data.keys()):
+            order = stored(orders, key, OrderState.from_dict)
+            if order is not None and order_done(order, since):
+                writes.delete(orders, key)
+        for key in list(reservations.data.keys()):
+            res = stored(reservations, key, ReservationState.from_dict)
+            if res is not None and compact_reservation(res, since):
+                writes.put(reservations, key, res)
 
     # ---- reservation stage ----
     def handle_reservation(message: Any, item: Any) -> None:
