@@ -18,6 +18,7 @@ from streams.core.derive import ComponentUpdate
 from streams.core.models import Event, OrderLine
 from streams.core.orders import Confirmation
 from streams.core.reservations import ReservationState
+from streams.core.retention import LinesForgotten
 from streams.core.sku import (
     CancelLines,
     CommitLines,
@@ -132,6 +133,7 @@ Command = (
     | CatalogChanged
     | DateChanged
     | ReservationDecided
+    | LinesForgotten
 )
 
 
@@ -230,6 +232,8 @@ def _to_json(cmd: Any) -> dict[str, Any]:
         return {"t": "date", "d": cmd.day.toordinal()}
     if isinstance(cmd, ReservationDecided):
         return {"t": "decided", "s": cmd.state.to_dict()}
+    if isinstance(cmd, LinesForgotten):
+        return {"t": "forgotten", "o": cmd.order_id, "sku": cmd.sku, "l": list(cmd.line_ids)}
     raise EncodingError(f"no internal encoding for {type(cmd).__name__}")
 
 
@@ -275,6 +279,8 @@ def _from_json(d: dict[str, Any]) -> Command:
         return DateChanged(date.fromordinal(d["d"]))
     if kind == "decided":
         return ReservationDecided(ReservationState.from_dict(d["s"]))
+    if kind == "forgotten":
+        return LinesForgotten(d["o"], d["sku"], tuple(d["l"]))
     raise EncodingError(f"unknown internal record kind {kind!r}")
 
 
@@ -296,7 +302,8 @@ class CommandCodec:
             | Confirmation
             | CatalogChanged
             | DateChanged
-            | ReservationDecided,
+            | ReservationDecided
+            | LinesForgotten,
         ):
             return orjson.dumps(_to_json(cmd))
         return self.codec.encode(cmd, INTERNAL_TOPIC)

@@ -7,10 +7,12 @@
           │                  ├─ positions ──► inventory.positions      alerts ──► inventory.alerts
           │                  ├─ availability of single-SKU listings ──► availability.<channel>
           │                  ├─ bundle component values ──► inventory.commands (by listing)
+          │                  ├─ order lines done for 7 days ──► inventory.commands (by order id)
           │                  └─ hold answers ──► inventory.commands (by reservation id)
     inventory.commands ──► the same agent, by the kind of record:
           ├─ SKU commands and forwarded single-SKU events ──► [sku stage]  (table `skus`)
           ├─ order events ──► [order stage] (table `orders`) ──► per-SKU commands
+          │      (a record goes with its last line; a date announcement sweeps finished records)
           ├─ reservation events and answers ──► [reservation stage] (table `reservations`)
           │      ├─ tentative holds / releases ──► inventory.commands (by SKU)
           │      └─ expiry timer ──► `reservation-expired` on inventory.events (so replay has it)
@@ -104,6 +106,14 @@ from streams.core.reservations import (
     on_release,
     on_result,
     start,
+)
+from streams.core.retention import (
+    LinesForgotten,
+    compact_reservation,
+    forget_lines,
+    horizon_start,
+    lines_forgotten,
+    order_done,
 )
 from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import SkuState, from_us
@@ -214,6 +224,12 @@ class DeferredWrites:
         table.data[key] = value  # visible to the stages at once; durable at the next commit
         self.pending[(table.changelog_topic.get_topic_name(), key)] = value
 
+    def delete(self, table: Any, key: bytes) -> None:
+        """Forget a record: gone at once, a tombstone on its changelog at the next commit (so
+        recovery and compaction drop it too)."""
+        table.data.pop(key, None)
+        self.pending[(table.changelog_topic.get_topic_name(), key)] = None
+
     # work between two yields to the event loop: a record of a SKU with a week of delta ids and
     # order lines took the worker 28-65 µs to encode and send, a commit wrote ~1,000, and an event
     # needs several turns of the loop from fetch to output: slices of 100 records (3-7 ms) left
@@ -226,7 +242,8 @@ class DeferredWrites:
         until = clock() + self.YIELD_SECONDS
         for (topic, key), value in pending.items():
             partition = partition_for(key, self.partitions)
-            self.outputs.send(topic, key, orjson.dumps(value.to_dict()), partition)
+            encoded = None if value is None else orjson.dumps(value.to_dict())
+            self.outputs.send(topic, key, encoded, partition)
             self.written.add((topic, partition))
             if clock() >= until:
                 await asyncio.sleep(0)
@@ -538,9 +555,17 @@ def create_app(
     rt.metrics.channels(c.id for c in catalog.channels)
     lag = LagProbe(bootstrap, settings.app_id)
 
+    held = PositionCount()
+
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
+    async def count_held_again(app: faust.App, **kwargs: Any) -> None:
+        held.stale = True  # counted at the next tick: the revoked records go after this signal
+
     @app.timer(interval=MONITOR_SECONDS)
     async def monitor() -> None:
-        rt.metrics.positions_held.set(positions_in(skus.data.values()))
+        if held.stale:
+            held.recount(list(skus.data.items()))
+        rt.metrics.positions_held.set(held.total)
         rt.metrics.listings_held.set(len(listings.data))
         mine = [(tp.topic, tp.partition) for tp in app.consumer.assignment()]
         mine = [(t, p) for t, p in mine if t in (EVENTS, COMMANDS)]
@@ -756,6 +781,8 @@ def create_app(
             return
         if isinstance(command, ORDER_KINDS):
             handle_order(message, command)
+        elif isinstance(command, LinesForgotten):
+            handle_forgotten(command)
         elif isinstance(command, RESERVATION_KINDS):
             handle_reservation(message, command)
         elif isinstance(command, ComponentUpdate):
@@ -765,6 +792,7 @@ def create_app(
             rederive_partition(message.partition, touched)
         elif isinstance(command, DateChanged):
             rederive_inbound(message.partition, touched, command.day)
+            sweep_finished(command.day)
         else:
             apply_here(command, message, touched)
 
@@ -872,6 +900,9 @@ def create_app(
         entry = touched.get(key)
         state = sku_state(command.sku, touched)
         outcome = apply_sku(state, command, rt.catalog)
+        if outcome.forgotten:  # lines the SKU forgot: their orders' records forget them too
+            for forgotten in lines_forgotten(command.sku, outcome.forgotten):
+                to_stage(forgotten.order_id, rt.commands.encode(forgotten))
         for alert in outcome.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
         if outcome.alerts:
@@ -946,6 +977,7 @@ def create_app(
                     origin or 0.0,
                 )
             writes.put(skus, key, state)
+            held.put(key, len(state.locations))
 
     # ---- order stage ----
     def handle_order(message: Any, ev: OrderCreated | OrderCancelled) -> None:
@@ -962,6 +994,35 @@ def create_app(
         if routed.confirmation is not None:
             to_stage(routed.confirmation.reservation_id, rt.commands.encode(routed.confirmation))
         writes.put(orders, key, state)
+
+    def handle_forgotten(forgotten: LinesForgotten) -> None:
+        """A SKU forgot lines of this order; the record goes with its last line."""
+        key = forgotten.order_id.encode()
+        state = stored(orders, key, OrderState.from_dict)
+        if state is None:
+            return  # never known here, or gone already
+        if forget_lines(state, forgotten):
+            writes.delete(orders, key)
+        else:
+            writes.put(orders, key, state)
+
+    swept_day: list[date | None] = [None]
+
+    def sweep_finished(day: date) -> None:
+        """Once a day per worker (at the first date announcement of that day): the order and
+        reservation records finished past the horizon are forgotten (streams.core.retention)."""
+        if swept_day[0] == day:
+            return
+        swept_day[0] = day
+        since = horizon_start(day)
+        for key in list(orders.data.keys()):
+            order = stored(orders, key, OrderState.from_dict)
+            if order is not None and order_done(order, since):
+                writes.delete(orders, key)
+        for key in list(reservations.data.keys()):
+            res = stored(reservations, key, ReservationState.from_dict)
+            if res is not None and compact_reservation(res, since):
+                writes.put(reservations, key, res)
 
     # ---- reservation stage ----
     def handle_reservation(message: Any, item: Any) -> None:
@@ -1090,6 +1151,31 @@ COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")
 def positions_in(states: Iterable[Any]) -> int:
     """(SKU, location) positions in SKU table values, decoded or still as recovered (dicts)."""
     return sum(len(v["l"] if isinstance(v, dict) else v.locations) for v in states)
+
+
+class PositionCount:
+    """The positions the SKU table holds, kept on every write, so the monitor reads it in O(1)
+    instead of walking every SKU record on the event loop every MONITOR_SECONDS.
+
+    Only the stages write SKU records; a rebalance changes which records the table holds without
+    a write, so after one (`stale`) the count is taken again in full, once.
+    """
+
+    def __init__(self) -> None:
+        self.per_sku: dict[bytes, int] = {}
+        self.total = 0
+        self.stale = True
+
+    def put(self, key: bytes, positions: int) -> None:
+        before = self.per_sku.get(key, 0)
+        if positions != before:
+            self.per_sku[key] = positions
+            self.total += positions - before
+
+    def recount(self, table: Iterable[tuple[bytes, Any]]) -> None:
+        self.per_sku = {key: positions_in((value,)) for key, value in table}
+        self.total = sum(self.per_sku.values())
+        self.stale = False
 
 
 def message_time(message: Any) -> float:

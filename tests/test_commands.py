@@ -31,6 +31,7 @@ from streams.core.reservations import (
     on_result,
     start,
 )
+from streams.core.retention import LinesForgotten
 from streams.core.sku import HoldResult
 from streams.errors import EncodingError
 from streams.settings import Settings
@@ -70,6 +71,8 @@ def test_internal_commands_round_trip() -> None:
     assert back.state.to_dict() == state.to_dict() and back.state.status == HELD
     catalog_back = codec.decode(codec.encode(CatalogChanged(7)))
     assert isinstance(catalog_back, CatalogChanged) and catalog_back.version == 7
+    forgotten = LinesForgotten("gid://o/1", "A", ("gid://l/1", "2"))
+    assert codec.decode(codec.encode(forgotten)) == forgotten
 
 
 def test_a_first_decision_becomes_the_record_and_a_redelivery_changes_nothing() -> None:

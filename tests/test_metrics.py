@@ -16,7 +16,7 @@ from streams.core.state import SkuState
 from streams.metrics import DEAD_LETTER_CLASSES, DriftMetrics, Metrics, reason_class
 from streams.reconcile import Finding, drift_alert, drift_origin
 from streams.simulate import read_catalog, simulate
-from streams.topology import positions_in
+from streams.topology import PositionCount, positions_in
 from tests.core.builders import catalog, count, ev
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -151,6 +151,20 @@ def test_positions_held_count_decoded_and_recovered_states() -> None:
     assert positions_in(states) == 3
     assert positions_in(recovered) == 3
     assert positions_in([*states[:1], *recovered[1:]]) == 3
+
+
+def test_positions_held_are_counted_on_write_and_again_after_a_rebalance() -> None:
+    engine = Engine(catalog(), Collector())
+    engine.process(count("A", "wh", 3))
+    held = PositionCount()
+    held.recount([(b"A", json.loads(json.dumps(engine.skus["A"].to_dict())))])  # recovered
+    assert held.total == 1
+    for event in (count("A", "store", 1), count("B", "wh", 2), count("A", "wh", 5)):
+        engine.process(event)
+        held.put(event.sku.encode(), len(engine.skus[event.sku].locations))  # as the stage does
+    assert held.total == 3 == positions_in(engine.skus.values())
+    held.recount([(b"B", engine.skus["B"])])  # a rebalance took A's partition away
+    assert held.total == 1
 
 
 def test_drift_found_by_reconcile_is_counted_by_system_and_kind() -> None:

@@ -1,12 +1,14 @@
-"""CommandBatch: a batch's commands leave as one record per partition, in order, keyed right."""
+"""CommandBatch and DeferredWrites: what a batch sends, one record per partition, keyed right."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from streams.commands import COMMITTED_FLAG, Item, is_envelope, unpack
+from streams.core.orders import OrderState
 from streams.runtime.topics import COMMANDS
-from streams.topology import COMMITTED, CommandBatch, is_committed, partition_for
+from streams.topology import COMMITTED, CommandBatch, DeferredWrites, is_committed, partition_for
 
 
 class RecordingOutputs:
@@ -105,3 +107,33 @@ def test_commands_carry_the_earliest_input_timestamp_behind_them() -> None:
     batch.add(c, b"again", origin=1_700_000_003.0)
     batch.send()  # the origin of an earlier batch is not carried over
     assert outputs.sent[-1]["timestamp"] == 1_700_000_003_000
+
+
+class Table:
+    """What DeferredWrites uses of a Faust table: its data and its changelog topic's name."""
+
+    def __init__(self, name: str) -> None:
+        self.data: dict[bytes, Any] = {}
+        self.changelog_topic = self
+        self.name = name
+
+    def get_topic_name(self) -> str:
+        return self.name
+
+
+def test_a_forgotten_record_leaves_a_tombstone_on_its_changelog() -> None:
+    outputs = RecordingOutputs()
+    writes = DeferredWrites(outputs, 4)  # type: ignore[arg-type]
+    orders = Table("app-orders-changelog")
+    writes.put(orders, b"o1", OrderState({"1": "A"}, created=True))
+    writes.put(orders, b"o2", OrderState({"1": "A"}, created=True))
+    writes.delete(orders, b"o1")
+    asyncio.run(writes.write())
+    assert list(orders.data) == [b"o2"]
+    sent = {r["key"]: r["value"] for r in outputs.sent}
+    assert sent[b"o1"] is None  # recovery and compaction drop it
+    assert sent[b"o2"] is not None
+    assert {r["partition"] for r in outputs.sent} == {
+        partition_for(b"o1", 4),
+        partition_for(b"o2", 4),
+    }

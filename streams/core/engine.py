@@ -52,6 +52,13 @@ from streams.core.reservations import (
     plan,
     start,
 )
+from streams.core.retention import (
+    compact_reservation,
+    forget_lines,
+    horizon_start,
+    lines_forgotten,
+    order_done,
+)
 from streams.core.sku import HoldResult, SkuCommand, apply_sku
 from streams.core.state import EPOCH, SkuState, from_us, to_us
 from streams.errors import InvalidEvent
@@ -208,11 +215,17 @@ class Engine:
                 self._apply(expired)
 
     def _new_day(self, at: datetime) -> None:
-        """The clock's date moves: SKUs expecting a PO are derived again at the next flush."""
+        """The clock's date moves: SKUs expecting a PO are derived again at the next flush, and
+        the order and reservation records finished past the horizon are forgotten."""
         cause = f"clock:{at.date().isoformat()}"
         for sku, state in self.skus.items():
             if sku not in self._dirty and expects_inbound(state):
                 self._dirty[sku] = (set(), at, cause)
+        since = horizon_start(at.date())
+        for order_id in [k for k, order in self.orders.items() if order_done(order, since)]:
+            del self.orders[order_id]
+        for res in self.reservations.values():
+            compact_reservation(res, since)
 
     def _apply(self, event: Event) -> None:
         kind = type(event)
@@ -261,6 +274,11 @@ class Engine:
         if state is None:
             state = self.skus[sku] = SkuState(sku, catalog_version=self.catalog.version)
         outcome = apply_sku(state, command, self.catalog)
+        if outcome.forgotten:
+            for forgotten in lines_forgotten(sku, outcome.forgotten):
+                order = self.orders.get(forgotten.order_id)
+                if order is not None and forget_lines(order, forgotten):
+                    del self.orders[forgotten.order_id]
         if outcome.alerts:
             for alert in outcome.alerts:
                 self.emit.alert(alert)

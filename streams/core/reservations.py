@@ -44,19 +44,27 @@ class ReservationState:
     short_skus: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "id": self.reservation_id,
             "ch": self.channel,
             "st": self.status,
             "at": to_us(self.accepted_at),
             "ex": to_us(self.expires_at),
-            "l": self.lines,
-            "w": self.waiting,
-            "h": self.held,
-            "s": {str(k): v for k, v in self.short.items()},
-            "r": self.release_requested,
-            "ss": {k: list(v) for k, v in self.short_skus.items()},
         }
+        # what is empty is left out: a finished reservation's tombstone is its id, status, times
+        if self.lines:
+            data["l"] = self.lines
+        if self.waiting:
+            data["w"] = self.waiting
+        if self.held:
+            data["h"] = self.held
+        if self.short:
+            data["s"] = {str(k): v for k, v in self.short.items()}
+        if self.release_requested:
+            data["r"] = self.release_requested
+        if self.short_skus:
+            data["ss"] = {k: list(v) for k, v in self.short_skus.items()}
+        return data
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ReservationState:
@@ -66,11 +74,11 @@ class ReservationState:
             d["st"],
             from_us(d["at"]),
             from_us(d["ex"]),
-            [(a, b) for a, b in d["l"]],
-            list(d["w"]),
-            {k: [(a, b) for a, b in v] for k, v in d["h"].items()},
-            {int(k): v for k, v in d["s"].items()},
-            d["r"],
+            [(a, b) for a, b in d.get("l", ())],
+            list(d.get("w", ())),
+            {k: [(a, b) for a, b in v] for k, v in d.get("h", {}).items()},
+            {int(k): v for k, v in d.get("s", {}).items()},
+            d.get("r"),
             {k: (a, b) for k, (a, b) in d.get("ss", {}).items()},
         )
 

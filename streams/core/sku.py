@@ -115,6 +115,9 @@ class SkuOutcome:
     touched: set[str] = field(default_factory=set)  # locations whose position changed
     alerts: list[Alert] = field(default_factory=list)
     hold: HoldResult | None = None
+    # order lines this SKU forgot (picked or cancelled, unchanged for 7 days), as (order_id,
+    # line_id): their order's record forgets them too (streams.core.orders.forget_lines)
+    forgotten: tuple[tuple[str, str], ...] = ()
 
 
 # ---- bucket ordering rules -------------------------------------------------------------------
@@ -152,12 +155,21 @@ def apply_count(bucket: Bucket, at: datetime, event_id: str, quantity: int) -> b
 def apply_sku(state: SkuState, cmd: SkuCommand, catalog: Catalog) -> SkuOutcome:
     """Apply one command to one SKU's state; a command applied before changes nothing."""
     at = cmd.occurred_at
+    forgotten: list[tuple[str, str]] | None = None
     if at > state.time:
         state.time = at
         if at.toordinal() * 24 + at.hour != state.pruned_day:  # _hour(at), inlined
-            _prune(state)
+            forgotten = _prune(state)
     out = SkuOutcome()
     _HANDLERS[type(cmd)](state, cmd, catalog, out)
+    if forgotten:
+        # a line the command committed again (an order redelivered past the horizon) is not gone
+        commitments = state.commitments
+        out.forgotten = tuple(
+            (order_id, line_id)
+            for order_id, line_id in forgotten
+            if f"{order_id}/{line_id}" not in commitments
+        )
     return out
 
 
@@ -195,6 +207,7 @@ def _stock_adjusted(state: SkuState, e: StockAdjusted, catalog: Catalog, out: Sk
             )
         else:
             inbound.receipts[e.event_id] = e.quantity
+            _touch_po(inbound, e.occurred_at)
             changed = True
     if changed:
         out.touched.add(e.location)
@@ -212,7 +225,7 @@ def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) 
         key = f"{e.order_id}/{e.line_id}"
         line = state.commitments.get(key)
         if line is None:  # picked before its order arrived: the order will find it
-            line = state.commitments[key] = Commitment()
+            line = state.commitments[key] = Commitment(order_len=len(e.order_id))
         if e.event_id in line.picks:
             out.duplicate = (
                 True  # a redelivery, even of a pick inside a count (it released all the same)
@@ -243,6 +256,7 @@ def _inbound(state: SkuState, e: InboundScheduled, catalog: Catalog, out: SkuOut
         out.duplicate = True
         return
     inbound.schedules[e.event_id] = e.quantity
+    _touch_po(inbound, e.occurred_at)
     # the latest schedule sets the eta; of one instant, the greater event id, in any arrival order
     if inbound.at is None or (e.occurred_at, e.event_id) > (inbound.at, inbound.eta_id):
         inbound.eta, inbound.at, inbound.eta_id = e.eta, e.occurred_at, e.event_id
@@ -269,7 +283,7 @@ def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) 
             out.duplicate = True
             continue  # idempotent by order line, whatever the event id
         if existing is None:  # else a placeholder from an early pick or cancel
-            existing = state.commitments[key] = Commitment()
+            existing = state.commitments[key] = Commitment(order_len=len(c.order_id))
         existing.touched_at = c.occurred_at
         need = line.quantity
         held: dict[str, int] = {}
@@ -314,7 +328,7 @@ def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) 
         if line is None:
             if quantity is None:
                 continue
-            line = state.commitments[key] = Commitment()
+            line = state.commitments[key] = Commitment(order_len=len(c.order_id))
         if c.event_id in line.cancels:
             out.duplicate = True
             continue
@@ -499,15 +513,23 @@ def make_alert(
     )
 
 
+def _touch_po(inbound: Inbound, at: datetime) -> None:
+    """The latest business time of the PO's schedules and receipts, whatever their arrival order."""
+    if inbound.touched_at is None or at > inbound.touched_at:
+        inbound.touched_at = at
+
+
 def _hour(at: datetime) -> int:
     return at.toordinal() * 24 + at.hour
 
 
-def _prune(state: SkuState) -> None:
+def _prune(state: SkuState) -> list[tuple[str, str]] | None:
     """Hourly: release orphan holds. Daily: forget what is older than the horizon.
 
     Both run on this SKU's business time, so they are deterministic; the daily part scans the
-    order lines and delta logs, which for a hot SKU is too much to do every hour.
+    order lines, POs and delta logs, which for a hot SKU is too much to do every hour. What stays
+    is open business: open order lines, POs with units still to come, holds, and the last 7 days.
+    Returns the order lines forgotten, as (order_id, line_id), for their orders' records.
     """
     previous, state.pruned_day = state.pruned_day, _hour(state.time)
     # An orphan hold (its reservation's release was lost with a crashed worker, or a redelivered
@@ -522,14 +544,35 @@ def _prune(state: SkuState) -> None:
     if state.closed and min(state.closed.values()) < grace:
         state.closed = {k: v for k, v in state.closed.items() if v >= grace}
     if previous // 24 == state.pruned_day // 24:
-        return
+        return None
     cutoff = state.time - DEDUPE_HORIZON
     for loc in state.locations.values():
         for bucket in (loc.sellable, loc.damaged, loc.quarantine):
             if bucket.log:
                 bucket.log = {k: e for k, e in bucket.log.items() if e[0] >= cutoff}
-    state.commitments = {
-        k: c
-        for k, c in state.commitments.items()
-        if c.open > 0 or c.touched_at is None or c.touched_at >= cutoff
-    }
+        if loc.inbound:
+            _prune_inbound(loc.inbound, cutoff, state.time)
+    forgotten: list[tuple[str, str]] = []
+    kept: dict[str, Commitment] = {}
+    for key, line in state.commitments.items():
+        if line.touched_at is None or line.touched_at >= cutoff or line.open > 0:
+            kept[key] = line
+        elif line.parts:  # an order line (not a pick or cancel whose order never came)
+            split = line.order_len or key.find("/")
+            forgotten.append((key[:split], key[split + 1 :]))
+    if len(kept) != len(state.commitments):
+        state.commitments = kept
+    return forgotten
+
+
+def _prune_inbound(inbound: dict[str, Inbound], cutoff: datetime, now: datetime) -> None:
+    """A PO with no units left to come (received in full, or receipts alone) and no schedule or
+    receipt for 7 days is done: a late schedule or receipt of it is past the horizon."""
+    for po_id in list(inbound):
+        po = inbound[po_id]
+        if po.quantity > 0:
+            continue
+        if po.touched_at is None:  # written before POs were pruned: the horizon starts now
+            po.touched_at = now
+        elif po.touched_at < cutoff:
+            del inbound[po_id]

@@ -62,6 +62,7 @@ class Inbound:
     eta: date | None = None
     at: datetime | None = None  # business time of the schedule that set the eta
     eta_id: str = ""  # its event id: of two schedules of one instant, the greater id sets the eta
+    touched_at: datetime | None = None  # latest business time of a schedule or receipt (pruning)
 
     @property
     def quantity(self) -> int:
@@ -105,6 +106,7 @@ class LocationState:
                     i.eta.toordinal() if i.eta else None,
                     to_us(i.at) if i.at else None,
                     i.eta_id,
+                    to_us(i.touched_at) if i.touched_at else None,
                 ]
                 for p, i in self.inbound.items()
             },
@@ -121,6 +123,7 @@ class LocationState:
                 date.fromordinal(i[2]) if i[2] is not None else None,
                 from_us(i[3]) if i[3] is not None else None,
                 i[4] if len(i) > 4 else "",
+                from_us(i[5]) if len(i) > 5 and i[5] is not None else None,
             )
             for p, i in data["i"].items()
         }
@@ -155,6 +158,9 @@ class Commitment:
     picks: dict[str, tuple[str, int]] = field(default_factory=dict)  # event id -> (location, units)
     cancels: dict[str, int] = field(default_factory=dict)  # -1 = cancel what is still open
     touched_at: datetime | None = None
+    # len(order_id) of its key "order_id/line_id": both ids may hold "/", and a forgotten line is
+    # reported to its order's record (0: written before, split at the first "/")
+    order_len: int = 0
 
     @property
     def open(self) -> int:
@@ -193,11 +199,12 @@ class Commitment:
     def to_dict(self) -> list[Any]:
         at = to_us(self.touched_at) if self.touched_at else None
         picks = {k: [loc, units] for k, (loc, units) in self.picks.items()}
-        return [self.parts, picks, self.cancels, at]
+        return [self.parts, picks, self.cancels, at, self.order_len]
 
     @classmethod
     def from_dict(cls, data: list[Any]) -> Commitment:
-        if len(data) == 5:  # written before lines could be split: one location, picks without one
+        if len(data) == 5 and not isinstance(data[0], dict):
+            # written before lines could be split: one location, picks without one
             loc, ordered, picks, cancels, at = data
             parts = {loc: ordered} if loc and ordered > 0 else {}
             return cls(
@@ -206,12 +213,13 @@ class Commitment:
                 dict(cancels),
                 from_us(at) if at is not None else None,
             )
-        parts, picks, cancels, at = data
+        parts, picks, cancels, at = data[:4]
         return cls(
             dict(parts),
             {k: (loc, units) for k, (loc, units) in picks.items()},
             dict(cancels),
             from_us(at) if at is not None else None,
+            data[4] if len(data) > 4 else 0,
         )
 
 

@@ -1,0 +1,78 @@
+"""Live, the stages forget what simulate forgets: the same order and reservation records."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.core.models import event_to_json
+from streams.simulate import run
+from streams.topology import DeferredWrites
+from tests.core.builders import catalog, count, delta, ev
+from tests.core.test_pruning import LATER, order, pick, request
+from tests.integration.live import LiveSystem
+from tests.kafka_helpers import consume_all
+
+pytestmark = pytest.mark.integration
+
+
+def test_live_stages_forget_what_simulate_forgets(tmp_path: Path) -> None:
+    events = [
+        count("A", "wh", 10),
+        count("B", "wh", 10),
+        order("o1", 1, ("1", "A", 2)),
+        pick("o1", "1", "A", 2, 2),  # o1 is done: forgotten with its line
+        order("o2", 3, ("1", "A", 2), ("2", "B", 3)),
+        pick("o2", "1", "A", 2, 4),  # o2 keeps its open line on B
+        ev("order-cancelled", 5, order_id="o4"),  # its order never comes
+        request("r1", 6),
+        order("o6", 7, ("1", "A", 2), reservation_id="r1"),  # r1: confirmed, then a tombstone
+        request("r2", 8, ttl_seconds=60),  # r2: expires, then a tombstone
+        delta("B", "wh", 1, 60),  # r2's expiry, well before the day moves
+        delta("A", "wh", 1, LATER),
+        delta("B", "wh", 1, LATER + 1),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(event_to_json(e)) + "\n" for e in events))
+    cat = catalog()
+    with path.open("rb") as handle:
+        engine, _, _ = run(cat, handle)
+    expected = (
+        {k: v.to_dict() for k, v in engine.orders.items()},
+        {k: v.to_dict() for k, v in engine.reservations.items()},
+    )
+    assert sorted(expected[0]) == ["o2", "o6"]
+    assert {k: (v["st"], v.get("l")) for k, v in expected[1].items()} == {
+        "r1": ("confirmed", None),
+        "r2": ("expired", None),
+    }
+    with LiveSystem(cat, tmp_path) as live:
+        live.start_worker(0)
+        live.publish(path, stepwise=True)
+        deadline = time.monotonic() + 60
+        while True:
+            got = (table(live, "orders"), table(live, "reservations"))
+            if got == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got == expected
+
+
+def table(live: LiveSystem, name: str) -> dict[str, Any]:
+    """A table as its changelog gives it back on recovery: the last record per key, a tombstone
+    removing it."""
+    out: dict[str, Any] = {}
+    for message in consume_all(live.bootstrap, f"{live.settings.app_id}-{name}-changelog"):
+        key = message.key()
+        if key == DeferredWrites.MARKER:
+            continue
+        value = message.value()
+        if value is None:
+            out.pop(key.decode(), None)
+        else:
+            out[key.decode()] = json.loads(value)
+    return out
