@@ -14,6 +14,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streams.client import kafka_config
 
+SETTLE = 0.05  # seconds after a partition's first record: the rest of its batch has come
+
 
 def true_end_offsets(
     bootstrap: str, topic: str, partitions: list[int], timeout: float = 5.0
@@ -28,7 +30,10 @@ def true_end_offsets_many(
 ) -> dict[tuple[str, int], int]:
     """End offsets of several topics' partitions, read with one consumer.
 
-    On a partition still being written to, the result is the end seen within `timeout`.
+    The last batch comes whole in one fetch response: a partition is done at its end-of-partition
+    event, or SETTLE seconds after its first record, on a partition still being written to (the
+    records after it are later batches, not wanted, and chasing them would decode every record a
+    busy partition receives, for up to `timeout`, holding the GIL a caller's event loop needs).
     """
     consumer = Consumer(
         {
@@ -51,18 +56,23 @@ def true_end_offsets_many(
             return ends
         consumer.assign(starts)
         waiting = {(tp.topic, tp.partition) for tp in starts}
-        # a partition being written to keeps moving its end: stop chasing it at the deadline
+        first_seen: dict[tuple[str, int], float] = {}
         deadline = time.monotonic() + timeout
-        while waiting and time.monotonic() < deadline:
-            message = consumer.poll(min(timeout, max(0.0, deadline - time.monotonic())))
-            if message is None:
+        while waiting:
+            now = time.monotonic()
+            waiting -= {tp for tp, at in first_seen.items() if now - at > SETTLE}
+            if not waiting or now >= deadline:
                 break
+            message = consumer.poll(min(SETTLE, deadline - now))
+            if message is None:
+                continue
             name, partition, offset = message.topic(), message.partition(), message.offset()
             assert name is not None and partition is not None  # set on every message and event
             if message.error():
                 waiting.discard((name, partition))  # end of partition reached
                 continue
             assert offset is not None  # set on every consumed record
+            first_seen.setdefault((name, partition), now)
             ends[(name, partition)] = max(ends[(name, partition)], offset + 1)
         return ends
     finally:
@@ -78,7 +88,7 @@ class LagProbe:
     def __init__(self, bootstrap: str, group: str) -> None:
         self.bootstrap = bootstrap
         self._group = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+            {**kafka_config(bootstrap), "group.id": group, "enable.auto.commit": False}
         )
 
     def behind(self, partitions: list[tuple[str, int]], timeout: float = 1.0) -> dict[str, int]:
