@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streams.client import kafka_config
 from streams.codec import Codec, make_codec, record_to_json
-from streams.core.catalog import Catalog, load_catalog
+from streams.core.catalog import Catalog
 from streams.core.engine import check_event
 from streams.core.explain import UnknownListing, explain
 from streams.core.keys import event_key
@@ -60,6 +60,7 @@ from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEAS
 from streams.core.state import SkuState
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent, InventoryError
 from streams.metrics import serve as serve_metrics
+from streams.runtime.catalog_store import CatalogAssembler
 from streams.runtime.http import BodyTimeout, BodyUnreadable, GuardedRunner, read_body
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.producer import SourceProducer
@@ -366,6 +367,7 @@ class ViewFeed(_FeedThread):
         self.fetch_wait_ms = fetch_wait_ms
         self._channels = {c.id for c in catalog.channels}
         self._version = catalog.version
+        self._catalogs = CatalogAssembler()
         super().__init__()
 
     def start(self) -> None:
@@ -406,30 +408,35 @@ class ViewFeed(_FeedThread):
                         if key is not None and not key.startswith(b"\x00"):  # commit markers
                             self.states.offer(key.decode(), message.value())
                         continue
-                    self._take(consumer, topic, message.value())
+                    if topic == CATALOG:
+                        self._take_catalog(consumer, message)
+                        continue
+                    self._take(topic, message.value())
         except Exception as error:
             self.error = f"availability feed stopped: {error}"
             log.exception("reservation API: availability feed stopped")
         finally:
             consumer.close()
 
-    def _take(self, consumer: Consumer, topic: str, value: bytes | None) -> None:
-        if value is None:
+    def _take_catalog(self, consumer: Consumer, message: Message) -> None:
+        offset = message.offset()
+        assert offset is not None  # set on every consumed record
+        try:
+            catalog = self._catalogs.offer(message.key(), message.value(), offset)
+        except InventoryError as error:
+            log.warning("reservation API: unreadable catalog record: %s", error)
             return
-        if topic == CATALOG:
-            try:
-                catalog = load_catalog(json.loads(value))
-            except (ValueError, InventoryError) as error:
-                log.warning("reservation API: unreadable catalog record: %s", error)
-                return
-            if catalog.version < self._version:
-                return
-            self._version = catalog.version
-            self.on_catalog(catalog)
-            new = {c.id for c in catalog.channels} - self._channels
-            if new:
-                self._channels |= new
-                consumer.incremental_assign(self._availability_partitions(new))
+        if catalog is None or catalog.version < self._version:
+            return
+        self._version = catalog.version
+        self.on_catalog(catalog)
+        new = {c.id for c in catalog.channels} - self._channels
+        if new:
+            self._channels |= new
+            consumer.incremental_assign(self._availability_partitions(new))
+
+    def _take(self, topic: str, value: bytes | None) -> None:
+        if value is None:
             return
         try:
             record = self.codec.decode(value, topic)
