@@ -389,7 +389,10 @@ def run_connectors(
         )
     registry = CollectorRegistry()
     if metrics_port:
-        serve(registry, metrics_port, "0.0.0.0")  # scraped from other hosts, as before
+        # scraped from other hosts, as before
+        serve(
+            registry, metrics_port, "0.0.0.0", client_timeout=settings.http_client_timeout_seconds
+        )
     services = ChannelServices(
         settings,
         bootstrap,

@@ -338,10 +338,10 @@ def _latency(quantiles: Quantiles | None) -> str:
     return f"{format_seconds(quantiles.p50)} / {format_seconds(quantiles.p99)}"
 
 
-def serve_metrics(port: int) -> CollectorRegistry:
+def serve_metrics(port: int, client_timeout: float = 10.0) -> CollectorRegistry:
     """The registry of `up`'s own process (sinks, webhook receiver, drift), served on `port`."""
     registry = CollectorRegistry()
-    serve(registry, port)
+    serve(registry, port, client_timeout=client_timeout)
     return registry
 
 
@@ -372,7 +372,7 @@ def run_up(
     console = console or Console(stderr=True)
     log_dir = settings.data_dir / "up"
     stop_on_sigterm()
-    registry = serve_metrics(settings.metrics_port)
+    registry = serve_metrics(settings.metrics_port, settings.http_client_timeout_seconds)
     with open_cluster(settings) as cluster, ExitStack() as stack:
         bootstrap = cluster.bootstrap_servers
         stack.enter_context(announced(settings.data_dir, bootstrap))  # `publish` etc. find it

@@ -53,7 +53,12 @@ def run_worker(
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
     if metrics_port:
-        serve(metrics.registry, metrics_port, metrics_host)
+        serve(
+            metrics.registry,
+            metrics_port,
+            metrics_host,
+            client_timeout=settings.http_client_timeout_seconds,
+        )
     # table state is long-lived: scanning it in every young-generation collection costs throughput
     gc.set_threshold(100_000, 50, 1000)
     # where the other workers reach this one's API (they pass it requests for its SKUs)

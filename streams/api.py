@@ -1079,7 +1079,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     registry = CollectorRegistry()
     if args.metrics_port:
-        serve_metrics(registry, args.metrics_port, "0.0.0.0")
+        serve_metrics(
+            registry,
+            args.metrics_port,
+            "0.0.0.0",
+            client_timeout=settings.http_client_timeout_seconds,
+        )
 
     async def serve() -> None:
         stop = asyncio.Event()

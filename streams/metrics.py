@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from streams.core.models import Alert
 from streams.errors import InventoryError
@@ -38,16 +45,124 @@ DEAD_LETTER_CLASSES = (*(name for name, _ in REASON_CLASSES), OTHER)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> None:
-    """Serve `registry` at http://host:port/metrics from a daemon thread; a taken port is an
-    InventoryError saying which setting moves it."""
+# scrapes at once; a connection over it is closed unanswered, so stalled clients cost no threads
+MAX_METRICS_CONNECTIONS = 32
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    registry: CollectorRegistry,
+    port: int,
+    host: str = "127.0.0.1",
+    *,
+    client_timeout: float = 10.0,
+    max_connections: int = MAX_METRICS_CONNECTIONS,
+) -> ThreadingWSGIServer:
+    """Serve `registry` at http://host:port/metrics from a daemon thread (port 0: a free one, see
+    the returned server's `server_port`); a taken port is an InventoryError saying which setting
+    moves it. A client whose request has not arrived `client_timeout` seconds after it connected
+    is disconnected, and at most `max_connections` are served at once."""
     try:
-        start_http_server(port, addr=host, registry=registry)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        server = _MetricsServer(
+            (host, port),
+            family[0][0],
+            client_timeout=client_timeout,
+            max_connections=max_connections,
+        )
     except OSError as error:
         raise InventoryError(
             f"cannot serve metrics on port {port} ({error.strerror}): under `up` set "
             "METRICS_PORT (it uses that port and the next one per worker), else --metrics-port"
         ) from None
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-connection server, its connections bounded in time and
+    number: the standard library's waits for a request line forever, a thread per client."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        family: socket.AddressFamily,
+        *,
+        client_timeout: float,
+        max_connections: int,
+    ) -> None:
+        self.address_family = family
+        self.client_timeout = client_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, _TimedHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.debug(
+                "metrics: %d connections already; closed %s", self.max_connections, client_address
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()  # no thread started to release it
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class _Deadline(io.RawIOBase):
+    """A socket's reads, all of them over by `deadline`: a socket timeout alone restarts with
+    every byte, so a client trickling a byte a second would never time out."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _TimedHandler(WSGIRequestHandler):
+    """One scrape, its request read within the server's client_timeout; logs nothing per request."""
+
+    server: _MetricsServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain reader: a socket timeout restarts with each byte
+        deadline = time.monotonic() + self.server.client_timeout
+        self.rfile = io.BufferedReader(_Deadline(self.connection, deadline))
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (TimeoutError, ConnectionError) as error:
+            log.debug("metrics: dropped a client %s: %s", self.client_address, error)
+            self.close_connection = True
+
+    def get_environ(self) -> dict[str, Any]:
+        # the request is in: the answer gets the whole timeout again, not what is left of it
+        self.connection.settimeout(self.server.client_timeout)
+        return super().get_environ()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Nothing: a line per scrape is noise."""
 
 
 def consumer_lag_gauge(registry: CollectorRegistry, prefix: str = "inventory") -> Gauge:

@@ -87,9 +87,13 @@ class Settings(BaseSettings):
     api_linger_ms: int = 4
     # the API refuses a larger request body with a 413, before it reads the rest
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
-    # the API closes a connection that has not sent a whole request line and headers this long
-    # after it opened (or after its last answer: idle keep-alive too), answers 408 to a body still
-    # incomplete after it, and drains an unread body no longer
+    # the webhook receiver refuses a larger delivery with a 413, before it reads the rest: 4 MiB
+    # is over 10,000 SPEC events in one JSON Lines batch, and Shopify's webhooks are far smaller
+    webhook_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # the API and the webhook receiver close a connection that has not sent a whole request line
+    # and headers this long after it opened (or after its last answer: idle keep-alive too),
+    # answer 408 to a body still incomplete after it, and drain an unread body no longer; the
+    # metrics servers close a connection whose request has not arrived by then
     http_client_timeout_seconds: float = Field(default=10.0, gt=0)
     channel_tokens: dict[str, str] = Field(default_factory=dict)  # channel id -> bearer token
     webhook_secrets: dict[str, str] = Field(default_factory=dict)  # source -> HMAC secret

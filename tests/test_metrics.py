@@ -4,16 +4,21 @@ reads it (no broker: the core's outputs drive the same Metrics methods the topol
 from __future__ import annotations
 
 import json
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from streams.core.engine import Collector, Engine
 from streams.core.models import Alert, OrderCreated
 from streams.core.state import SkuState
-from streams.metrics import DEAD_LETTER_CLASSES, DriftMetrics, Metrics, reason_class
+from streams.metrics import DEAD_LETTER_CLASSES, DriftMetrics, Metrics, reason_class, serve
 from streams.reconcile import Finding, drift_alert, drift_origin
 from streams.simulate import read_catalog, simulate
 from streams.topology import PositionCount, positions_in
@@ -219,3 +224,89 @@ def test_no_metric_is_labelled_by_sku() -> None:
         "group",
         "topic",
     }
+
+
+# ---- the metrics server: slow clients ----
+
+TIMEOUT = 0.5
+
+
+@contextmanager
+def metrics_server(max_connections: int = 8) -> Iterator[int]:
+    """`serve` on a free loopback port, a counter in it; yields the port."""
+    registry = CollectorRegistry()
+    Counter("probe_total", "a counter to scrape", registry=registry).inc()
+    server = serve(registry, 0, client_timeout=TIMEOUT, max_connections=max_connections)
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def scrape(port: int) -> bytes:
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        return bytes(response.read())
+
+
+def stalled(port: int, sent: bytes) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    client.sendall(sent)
+    return client
+
+
+def seconds_until_closed(client: socket.socket, started: float) -> float:
+    """Reads until the server closes (EOF or a reset); the seconds since `started`."""
+    with client:
+        try:
+            while client.recv(4096):
+                pass
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /metr", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"])
+def test_a_client_that_never_finishes_its_request_is_cut_off_while_others_scrape(
+    sent: bytes,
+) -> None:
+    with metrics_server() as port:
+        started = time.monotonic()
+        client = stalled(port, sent)
+        assert b"probe_total 1.0" in scrape(port)  # served meanwhile, not queued behind it
+        assert time.monotonic() - started < TIMEOUT
+        assert TIMEOUT * 0.9 <= seconds_until_closed(client, started) < TIMEOUT + 2
+
+
+def test_a_client_that_trickles_its_request_is_cut_off_all_the_same() -> None:
+    with metrics_server() as port:
+        started = time.monotonic()
+        client = stalled(port, b"G")
+        sent = 0
+        client.settimeout(TIMEOUT / 5)
+        while time.monotonic() - started < 10:
+            try:
+                client.sendall(b"E")  # a byte every TIMEOUT / 5: each read is quick
+                sent += 1
+                assert client.recv(1) == b""  # or the timeout below, until the server closes
+                break
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        client.close()
+    assert time.monotonic() - started < TIMEOUT + 2 and sent > 3
+
+
+def test_connections_over_the_cap_are_closed_at_once_and_scrapes_resume() -> None:
+    with metrics_server(max_connections=2) as port:
+        started = time.monotonic()
+        first, second = stalled(port, b"GET /"), stalled(port, b"GET /")
+        time.sleep(0.1)  # both accepted, each holding a thread
+        over = stalled(port, b"")
+        assert seconds_until_closed(over, started) < TIMEOUT * 0.9  # not made to wait
+        for client in (first, second):
+            assert seconds_until_closed(client, started) < TIMEOUT + 2
+        time.sleep(0.1)  # their threads give their places back
+        assert b"probe_total 1.0" in scrape(port)

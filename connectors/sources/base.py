@@ -42,6 +42,8 @@ def parse_json_event(raw: bytes) -> Event:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidEvent(f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent("malformed JSON: nested too deeply") from None
     kind = data.get("type") if isinstance(data, dict) else None
     if kind is not None and not isinstance(kind, str):
         # parse_event looks the type up in a dict: a list or object there must not escape as

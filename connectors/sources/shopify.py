@@ -58,7 +58,8 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
     """True when `header` signs `body` with `secret`; compared in constant time."""
     if not header:
         return False
-    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+    given = header.strip().encode("utf-8", "surrogateescape")  # the bytes as sent, any
+    return hmac.compare_digest(sign(secret, body).encode(), given)
 
 
 class ShopifySourceConfig(BaseModel):

@@ -6,7 +6,10 @@ sender retries. Unsigned or wrongly signed requests get 401 and produce nothing.
 seen before (Shopify's `X-Shopify-Webhook-Id`, our `X-Inventory-Delivery`) is answered from
 memory without producing; past that memory, stable event ids make the replay a no-op downstream.
 
-Routes: `POST /webhooks/{source}` (by the source's kind), `GET /healthz`.
+Routes: `POST /webhooks/{source}` (by the source's kind), `GET /healthz`. Served through
+streams.runtime.http's GuardedRunner, every refusal is JSON and produces nothing: an unknown route
+or method (404/405), a body over settings.webhook_max_body_bytes (413, before it is read), one not
+complete within settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400).
 
 - kind `events`: JSON Lines of SPEC §2 events (one object is one line), signed like our own
   outgoing webhooks (`X-Inventory-Timestamp`, `X-Inventory-Signature: sha256=<hex HMAC of
@@ -24,9 +27,11 @@ import asyncio
 import hmac
 import json
 import logging
+import re
+import signal
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,6 +49,7 @@ from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import PosTranslator, collect
 from streams.core.catalog import Catalog
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
+from streams.runtime.http import BodyTimeout, BodyUnreadable, GuardedRunner, json_refusal, read_body
 from streams.runtime.producer import Outgoing, SourceProducer
 from streams.settings import Settings
 
@@ -51,7 +57,6 @@ log = logging.getLogger(__name__)
 
 DELIVERY_HEADER = "X-Inventory-Delivery"
 MAX_CLOCK_SKEW_SECONDS = 300
-MAX_BODY_BYTES = 4 * 1024 * 1024
 RETRY_AFTER_SECONDS = 5
 
 
@@ -238,10 +243,12 @@ class Receiver:
         deliveries: DeliveryLog,
         *,
         produce_deadline: float = 10.0,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_bytes: int = 4 * 1024 * 1024,
+        client_timeout: float = 10.0,
     ) -> None:
         self.sources = dict(sources)
         self.max_body_bytes = max_body_bytes
+        self.client_timeout = client_timeout  # for a whole body to arrive
         self.producer = producer
         self.metrics = metrics
         self.deliveries = deliveries
@@ -254,11 +261,16 @@ class Receiver:
         if source is None:
             return _error(404, f"no webhook source {name!r} is configured here")
         started = time.perf_counter()
+        if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
+            return self._too_large()
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.max_body_bytes
-            return _error(413, f"the body is larger than the {limit:,} bytes accepted")
+            body = await read_body(request, self.client_timeout)
+        except web.HTTPRequestEntityTooLarge:  # chunked or compressed, over the limit once read
+            return self._too_large()
+        except BodyTimeout as error:
+            return json_refusal(408, f"{error}; send the whole request at once")
+        except BodyUnreadable as error:
+            return json_refusal(400, str(error))
         problem = self._authenticate(source, request, body)
         if problem is not None:
             self.metrics.unauthorized.labels(name).inc()
@@ -291,6 +303,10 @@ class Receiver:
                 self.deliveries.finish(key, answer)
             self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
 
+    def _too_large(self) -> web.Response:
+        limit = self.max_body_bytes
+        return json_refusal(413, f"the body is larger than the {limit:,} bytes accepted")
+
     def _authenticate(self, source: WebhookSource, request: web.Request, body: bytes) -> str | None:
         if source.kind == "shopify":
             if not shopify.verify(source.secret, body, request.headers.get(shopify.HMAC_HEADER)):
@@ -302,11 +318,15 @@ class Receiver:
                 return f"{shopify.SHOP_HEADER} {shop!r} is not the shop of source {source.name}"
             return None
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
-        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
+        # ASCII digits only: "²" is a digit to str.isdigit() and int() refuses it, and int()
+        # refuses over 4,300 digits too
+        digits = re.fullmatch(r"[0-9]{1,12}", timestamp) is not None
+        if not digits or abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
             return f"missing or stale {TIMESTAMP_HEADER} (unix seconds, within 5 minutes)"
         given = request.headers.get(SIGNATURE_HEADER, "")
         if not hmac.compare_digest(
-            given.encode(), signature(source.secret, timestamp, body).encode()
+            given.encode("utf-8", "surrogateescape"),  # the bytes as sent, any
+            signature(source.secret, timestamp, body).encode(),
         ):
             return f"missing or wrong {SIGNATURE_HEADER} signature"
         return None
@@ -339,6 +359,8 @@ class Receiver:
                 payload = json.loads(body)
             except (ValueError, UnicodeDecodeError) as error:
                 raise InvalidEvent(f"malformed JSON: {error}") from None
+            except RecursionError:
+                raise InvalidEvent("malformed JSON: nested too deeply") from None
             translation = source.shopify.translate(topic, payload)
             records = [self.producer.encode_event(event) for event in translation.events]
         except (InvalidEvent, EncodingError) as error:
@@ -433,6 +455,23 @@ def _error(status: int, message: str, *, retry_after: int | None = None) -> web.
     return web.json_response({"error": message, "status": status}, status=status, headers=headers)
 
 
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own refusals (no route, wrong method) as JSON, like the receiver's."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        messages = {
+            404: f"no such endpoint: {request.method} {request.path}",
+            405: f"method {request.method} is not allowed on {request.path}",
+        }
+        return _error(exc.status, messages.get(exc.status, exc.reason))
+
+
 async def _healthz(request: web.Request) -> web.Response:
     sources: dict[str, WebhookSource] = request.app[_SOURCES_KEY]
     return web.json_response({"status": "ok", "sources": sorted(sources)})
@@ -446,7 +485,6 @@ def make_app(
     catalog: Catalog | None = None,
     metrics: SourceMetrics | None = None,
     deliveries: DeliveryLog | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> web.Application:
     """The receiver as an aiohttp application; `sources` default to default_sources(settings).
 
@@ -457,9 +495,16 @@ def make_app(
         sources = default_sources(settings, catalog)
     metrics = metrics or SourceMetrics.for_registry(CollectorRegistry())
     receiver = Receiver(
-        sources, producer, metrics, deliveries or DeliveryLog(), max_body_bytes=max_body_bytes
+        sources,
+        producer,
+        metrics,
+        deliveries or DeliveryLog(),
+        max_body_bytes=settings.webhook_max_body_bytes,
+        client_timeout=settings.http_client_timeout_seconds,
     )
-    app = web.Application(client_max_size=max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.webhook_max_body_bytes, middlewares=[_json_errors]
+    )
     app[_SOURCES_KEY] = dict(sources)
     app[_RECEIVER_KEY] = receiver
     app.router.add_post("/webhooks/{source}", receiver.handle)
@@ -484,18 +529,23 @@ async def start_webhook_receiver(
     host: str = "0.0.0.0",
     port: int | None = None,
 ) -> web.AppRunner:
-    """Serve the receiver on `port` (settings.webhook_port) in the running loop; stop it with
+    """Serve the receiver on `port` (settings.webhook_port; 0: a free one, see
+    `runner.addresses`) in the running loop, through GuardedRunner; stop it with
     `await runner.cleanup()`, then `producer.close()`."""
     app = make_app(settings, producer, sources=sources, catalog=catalog, metrics=metrics)
-    runner = web.AppRunner(app, access_log=None)
+    runner = GuardedRunner(app, client_timeout=settings.http_client_timeout_seconds)
     await runner.setup()
     site = web.TCPSite(runner, host, settings.webhook_port if port is None else port)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # the producer's poller started with the app: stop it too
+        raise
     names: dict[str, WebhookSource] = app[_SOURCES_KEY]
     log.info(
         "webhook receiver on %s:%s for %s",
         host,
-        settings.webhook_port if port is None else port,
+        runner.addresses[0][1] if runner.addresses else port,
         ", ".join(sorted(names)) or "no sources",
     )
     return runner
@@ -509,13 +559,23 @@ def run_webhook_receiver(
     host: str = "0.0.0.0",
     port: int | None = None,
 ) -> None:
-    """Run the receiver in the foreground until interrupted (a process of its own)."""
+    """Run the receiver in the foreground until SIGINT or SIGTERM (a process of its own)."""
     sources = load_sources(sources_file, settings, catalog) if sources_file else None
     producer = SourceProducer(settings=settings)
-    app = make_app(settings, producer, sources=sources, catalog=catalog)
-    try:
-        web.run_app(
-            app, host=host, port=settings.webhook_port if port is None else port, print=None
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        runner = await start_webhook_receiver(
+            settings, producer, sources=sources, catalog=catalog, host=host, port=port
         )
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
     finally:
         producer.close()

@@ -305,7 +305,8 @@ async def test_a_broker_refusal_answers_503() -> None:
 
 async def test_bodies_over_the_limit_get_413() -> None:
     producer, kafka = fake_producer()
-    app = make_app(SETTINGS, producer, sources=SOURCES, max_body_bytes=1000)
+    settings = SETTINGS.model_copy(update={"webhook_max_body_bytes": 1000})
+    app = make_app(settings, producer, sources=SOURCES)
     async with TestClient(TestServer(app)) as client:
         response = await client.post("/webhooks/wms-east", data=b"x" * 5000)
         assert response.status == 413
