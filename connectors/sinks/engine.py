@@ -114,9 +114,6 @@ class OffsetTracker:
             for table in (self._open, self._done, self._next, self._committed):
                 table.pop(partition, None)
 
-    def outstanding(self) -> int:
-        return sum(len(q) - len(self._done[p]) for p, q in self._open.items())
-
 
 class SinkEngine:
     """Coalesces, orders and retries the availability updates of one channel."""
@@ -338,9 +335,6 @@ class SinkEngine:
     def last_offer_at(self) -> float:
         """When (engine clock) the last record was offered; -inf before the first."""
         return self._last_offer
-
-    def acked_version(self, channel_sku: str) -> int | None:
-        return self._acked.get(channel_sku)
 
     def committable(self) -> dict[int, int]:
         return self.offsets.committable()
