@@ -1,0 +1,18 @@
+"""The inventory domain and its Kafka topology. A reading guide, in order:
+
+1. `streams.core.sku`: the rules for one SKU, `apply_sku(state, command, catalog)`, pure and
+   idempotent; `streams.core.state` holds the record they change.
+2. `streams.core.reservations`, `streams.core.orders`, `streams.core.derive`: holds and their
+   decision, order routing, and the output records derived from state.
+3. `streams.core.engine`: every rule wired by direct calls. This is what `simulate` runs.
+4. `streams.topology`: the same rules on Kafka. One agent, four stages and four tables; the
+   module docstring draws where every record goes.
+5. `streams.runtime`: the Kafka layer (brokers, the output producer, true end offsets, topics,
+   the catalog on Kafka, every private Faust and aiokafka API in `faust_private`).
+6. `streams.api`: the reservation API; `streams.tools`, `streams.replay`, `streams.reconcile`:
+   the other commands.
+
+This is a reading order, not the layer order: the layers (import-linter contracts in
+pyproject.toml), the path of an event and the test that pins each mechanism are in
+docs/architecture.md.
+"""
