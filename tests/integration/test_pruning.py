@@ -38,6 +38,11 @@ def test_live_stages_forget_what_simulate_forgets(tmp_path: Path) -> None:
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(event_to_json(e)) + "\n" for e in events))
+    # live, holds expire on a timer of the reservation stage, not at the event that moves the
+    # clock past them: the days after r2's expiry are published once it has expired
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    before.write_text("".join(json.dumps(event_to_json(e)) + "\n" for e in events[:-2]))
+    after.write_text("".join(json.dumps(event_to_json(e)) + "\n" for e in events[-2:]))
     cat = catalog()
     with path.open("rb") as handle:
         engine, _, _ = run(cat, handle)
@@ -52,7 +57,15 @@ def test_live_stages_forget_what_simulate_forgets(tmp_path: Path) -> None:
     }
     with LiveSystem(cat, tmp_path) as live:
         live.start_worker(0)
-        live.publish(path, stepwise=True)
+        live.publish(before, stepwise=True)
+        deadline = time.monotonic() + 60
+        while live.latest("inventory.reservation-decisions").get("r2", {}).get("status") != (
+            "expired"
+        ):
+            assert time.monotonic() < deadline, "r2 did not expire"
+            time.sleep(0.3)
+        live.wait_idle()
+        live.publish(after, stepwise=True)
         deadline = time.monotonic() + 60
         while True:
             got = (table(live, "orders"), table(live, "reservations"))
