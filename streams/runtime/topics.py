@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -117,8 +118,30 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 3
     )
 
     missing = [spec for spec in by_name.values() if spec.name not in existing]
-    if not missing:
-        return []
+    created: list[str] = []
+    deadline = time.monotonic() + timeout
+    while missing:
+        made, raced = _create(admin, missing, bootstrap, timeout)
+        created += made
+        counts = _partition_counts(admin, timeout) if raced else {}
+        _check_partitions([by_name[name] for name in raced], counts)
+        # "already exists" for a topic no metadata lists: a deletion still under way (Kafka
+        # refuses to create a topic marked for deletion); created once it is gone
+        missing = [by_name[name] for name in raced if name not in counts]
+        if missing:
+            if time.monotonic() > deadline:
+                names = ", ".join(sorted(spec.name for spec in missing))
+                raise BrokerError(f"{names}: still being deleted on {bootstrap}; try again")
+            time.sleep(0.2)
+    if created:
+        log.info("created topics %s", ", ".join(sorted(created)))
+    return sorted(created)
+
+
+def _create(
+    admin: AdminClient, specs: Sequence[TopicSpec], bootstrap: str, timeout: float
+) -> tuple[list[str], list[str]]:
+    """Create `specs`: the names created, and those the broker said already exist."""
     futures = admin.create_topics(
         [
             NewTopic(
@@ -127,7 +150,7 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 3
                 replication_factor=spec.replication,
                 config=spec.configs(),
             )
-            for spec in missing
+            for spec in specs
         ],
         operation_timeout=timeout,
         request_timeout=timeout,
@@ -148,11 +171,7 @@ def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout: float = 3
             created.append(name)
     if failures:
         raise BrokerError("could not create topics on " + bootstrap + ": " + "; ".join(failures))
-    if raced:
-        _check_partitions([by_name[name] for name in raced], _partition_counts(admin, timeout))
-    if created:
-        log.info("created topics %s", ", ".join(sorted(created)))
-    return sorted(created)
+    return created, raced
 
 
 def _partition_counts(admin: AdminClient, timeout: float) -> dict[str, int]:
