@@ -41,6 +41,9 @@ def true_end_offsets_many(
             "group.id": f"ends-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            # an empty fetch waits this long on the broker (500 ms by default): the
+            # end-of-partition event comes after it
+            "fetch.wait.max.ms": 10,
         }
     )
     try:
