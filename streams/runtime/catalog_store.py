@@ -4,15 +4,18 @@ worker started anywhere, and a replay, derive availability from the same catalog
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streams.client import kafka_config
 from streams.core.catalog import Catalog, load_catalog
 from streams.errors import BrokerError
 from streams.runtime.topics import CATALOG
+
+log = logging.getLogger(__name__)
 
 KEY = b"catalog"
 
@@ -71,7 +74,11 @@ class CatalogFeed:
                     "group.id": f"catalog-feed-{uuid.uuid4().hex}",
                 }
             )
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(CATALOG, 0), timeout=5)
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(CATALOG, 0), timeout=5)
+        except KafkaException as error:  # broker out of reach: no news; the next check asks again
+            log.warning("catalog check: cannot read %s (%s)", CATALOG, error)
+            return False
         grown, self._seen = high != self._seen, high
         return grown
 
