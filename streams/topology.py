@@ -48,6 +48,7 @@ from typing import Any, cast
 
 import faust
 import orjson  # table records and commands: several times faster than json on the hot path
+from confluent_kafka import KafkaException
 from faust.serializers import codecs
 from faust.types import TableT
 from mode import CrashingSupervisor
@@ -649,7 +650,12 @@ def create_app(
             for topic, partition in new:
                 wanted.setdefault(topic, []).append(partition)
             rebalance = rebalances[0]
-            ends = await asyncio.to_thread(true_end_offsets_many, bootstrap, wanted)
+            try:
+                ends = await asyncio.to_thread(true_end_offsets_many, bootstrap, wanted)
+            except KafkaException as error:  # broker out of reach: wait, as the fetcher does
+                log.warning("replay window: cannot read end offsets (%s); retrying", error)
+                await asyncio.sleep(1.0)
+                continue
             if rebalances[0] == rebalance:  # else read again: the ends may predate the rebalance
                 window_read.update(new)
                 replay_end.update({tp: end for tp, end in ends.items() if end > 0})

@@ -3,6 +3,7 @@ and switchable outages, so a test can assert exactly what a channel would have s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -70,7 +71,9 @@ class Emulator:
     throttled: int = 0  # requests refused for exceeding the rate limit or cost budget
     injected: int = 0  # requests failed on purpose by outage() / fail_next()
     _outage: _Outage | None = None
+    held: int = 0  # requests that were kept waiting by hold_next() (a call in flight)
     _fail_next: list[tuple[int, float | None]] = field(default_factory=list)
+    _hold_next: float = 0.0
     _runner: web.AppRunner | None = None
 
     def routes(self) -> list[web.RouteDef]:
@@ -120,6 +123,11 @@ class Emulator:
     ) -> None:
         self._fail_next.extend([(status, retry_after)] * count)
 
+    def hold_next(self, seconds: float) -> None:
+        """Keep the next request waiting `seconds` before it is handled: a call in flight that a
+        test can kill its sender in the middle of (the channel still applies it)."""
+        self._hold_next = seconds
+
     # ---- what was received ----
 
     def calls(self, path_contains: str = "") -> int:
@@ -151,6 +159,10 @@ class Emulator:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = await request.read()
+        if self._hold_next:
+            hold, self._hold_next = self._hold_next, 0.0
+            self.held += 1
+            await asyncio.sleep(hold)
         at = time.monotonic()
         failure = self._injected_failure()
         if failure is not None:

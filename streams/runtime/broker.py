@@ -571,6 +571,21 @@ class EmbeddedKafka(_ChildBroker):
                 _stop_process(proc, signal.SIGTERM, self.stop_grace)
         self._cleanup()
 
+    def kill(self) -> None:
+        """SIGKILL the broker alone, as a crash would; ZooKeeper and the data stay."""
+        if self._proc is not None:
+            _signal_group(self._proc, signal.SIGKILL)
+            self._proc.wait()
+
+    def restart(self) -> Self:
+        """Start the broker again on its data and its listener ports, after kill()."""
+        self._deadline = time.monotonic() + self.startup_timeout
+        self._start_kafka(self.listener_ports)
+        while not self._wait_until_ready():  # the killed broker's ZooKeeper session must expire
+            time.sleep(1.0)
+            self._start_kafka(self.listener_ports)
+        return self
+
     def add_scram_user(self, user: str, password: str) -> None:
         """Give `user` SCRAM-SHA-256 and -512 credentials, stored in ZooKeeper as Kafka 2.3 does."""
         scram = f"SCRAM-SHA-256=[password={password}],SCRAM-SHA-512=[password={password}]"
@@ -630,10 +645,10 @@ class EmbeddedKafka(_ChildBroker):
                 )
             time.sleep(0.05)
 
-    def _start_kafka(self) -> None:
+    def _start_kafka(self, ports: Mapping[str, int] | None = None) -> None:
         assert self._data_dir is not None
         names = {"PLAINTEXT": "PLAINTEXT", **self.listeners}
-        self.listener_ports = {name: free_port(self.host) for name in names}
+        self.listener_ports = dict(ports or {name: free_port(self.host) for name in names})
         urls = ",".join(f"{n}://{self.host}:{self.listener_ports[n]}" for n in names)
         properties = {
             "broker.id": "0",

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.client import kafka_config
 from streams.core.catalog import Catalog, load_catalog
 from streams.errors import BrokerError, InvalidCatalog
 from streams.runtime.topics import CATALOG
+
+log = logging.getLogger(__name__)
 
 KEY = b"catalog"  # the manifest's key (and a whole catalog's, as published before parts)
 PART_BYTES = 512 * 1024  # a part of the catalog's JSON: well under Kafka's default 1 MB limit
@@ -162,7 +165,11 @@ class CatalogFeed:
                     "group.id": f"catalog-feed-{uuid.uuid4().hex}",
                 }
             )
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(CATALOG, 0), timeout=5)
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(CATALOG, 0), timeout=5)
+        except KafkaException as error:  # broker out of reach: no news; the next check asks again
+            log.warning("catalog check: cannot read %s (%s)", CATALOG, error)
+            return False
         grown, self._seen = high != self._seen, high
         return grown
 

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+
 from inventory_streams.cli import main
 from streams import topology
 
@@ -20,6 +22,8 @@ _calls = [0]
 _fail_at = int(os.environ.get("FAIL_TABLE_WRITE_AT", "0"))
 _die_key, _, _die_at = os.environ.get("DIE_AT_COMMIT_OF", ":0").rpartition(":")
 _commits_of_key = [0]
+_end_offsets_failures = [int(os.environ.get("FAIL_END_OFFSETS", "0"))]
+_end_offsets = topology.true_end_offsets_many
 _put = topology.DeferredWrites.put
 _write = topology.DeferredWrites.write
 
@@ -42,6 +46,16 @@ async def _dying_write(self: topology.DeferredWrites) -> None:
     await _write(self)
 
 
+def _unreachable_end_offsets(*args: Any, **kwargs: Any) -> dict[tuple[str, int], int]:
+    if _end_offsets_failures[0] > 0:
+        _end_offsets_failures[0] -= 1
+        print("injected: end offsets read with every broker down")
+        sys.stdout.flush()
+        raise KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    return _end_offsets(*args, **kwargs)
+
+
+topology.true_end_offsets_many = _unreachable_end_offsets
 topology.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
 topology.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,11 @@ class LiveSystem:
         *extra: str,
         env: dict[str, str] | None = None,
         module: str = "inventory_streams.cli",
+        wrap: Sequence[str] = (),
     ) -> None:
         """A worker process; `extra` arguments for `worker` (--api-port ...), `env` on top;
-        `module` runs another entry point with the CLI's arguments (a test double)."""
+        `module` runs another entry point with the CLI's arguments (a test double); `wrap` goes
+        before the command (`ip netns exec NS`)."""
         log = (self.workdir / f"worker-{index}.log").open("ab")
         env = {
             **os.environ,
@@ -69,6 +72,7 @@ class LiveSystem:
         }
         self.workers[index] = subprocess.Popen(
             [
+                *wrap,
                 sys.executable,
                 "-m",
                 module,

@@ -104,3 +104,19 @@ def test_a_crash_between_a_batch_and_its_commit_leaves_no_stale_listing(tmp_path
         view = live.wait_for(expected, timeout=60)
         assert view["positions"] == expected["positions"]
         assert view["availability"] == expected["availability"]
+
+
+def test_a_broker_out_of_reach_at_the_replay_window_read_stops_nothing(tmp_path: Path) -> None:
+    """A worker cut off from the broker when it reads its partitions' end offsets (bench/faults.py's
+    worker-partition found it exiting on _ALL_BROKERS_DOWN) waits for the broker and goes on."""
+    catalog, expected = big_scenario(tmp_path, 50, 1_000)
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(
+            0, module="tests.integration.faulty_worker", env={"FAIL_END_OFFSETS": "2"}
+        )
+        live.publish(tmp_path / "events.jsonl")
+        view = live.wait_for(expected, timeout=90, every=2)  # raises if the worker exited
+        log = (tmp_path / "worker-0.log").read_text(errors="replace")
+        assert log.count("injected: end offsets read with every broker down") == 2
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
