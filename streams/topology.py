@@ -651,7 +651,10 @@ def create_app(
                 wanted.setdefault(topic, []).append(partition)
             rebalance = rebalances[0]
             try:
-                ends = await asyncio.to_thread(true_end_offsets_many, bootstrap, wanted)
+                # read in place, blocking the loop for the few ms it takes once per rebalance:
+                # awaited, a rebalance could take the batch's partitions away before it is
+                # handled, and its records would be handled by a worker that no longer owns them
+                ends = true_end_offsets_many(bootstrap, wanted, 2.0)
             except KafkaException as error:  # broker out of reach: wait, as the fetcher does
                 log.warning("replay window: cannot read end offsets (%s); retrying", error)
                 await asyncio.sleep(1.0)
