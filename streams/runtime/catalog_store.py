@@ -72,6 +72,12 @@ class CatalogAssembler:
 
 def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
     """The last catalog published, or None when none has been."""
+    return _latest(bootstrap, timeout)[0]
+
+
+def _latest(bootstrap: str, timeout: float) -> tuple[Catalog | None, int]:
+    """The last catalog published (None when none has been) and how many parts its manifest
+    names (0 for a catalog in one record)."""
     from streams.runtime.offsets import true_end_offsets
 
     end = true_end_offsets(bootstrap, CATALOG, [0], timeout)[0]
@@ -87,16 +93,16 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
     try:
         low, _ = consumer.get_watermark_offsets(TopicPartition(CATALOG, 0), timeout=timeout)
         if end <= low:
-            return None
+            return None, 0
         deadline = time.monotonic() + timeout
         manifest = _read_one(consumer, end - 1, deadline)
         if manifest.key() != KEY:
             raise BrokerError(f"the latest record on {CATALOG} is not a catalog's manifest")
-        first = end - 1
+        first, parts = end - 1, 0
         try:
             data = json.loads(manifest.value() or b"null")
             if isinstance(data, dict) and "parts" in data:
-                first = min([end - 1, *data["parts"]])
+                first, parts = min([end - 1, *data["parts"]]), len(data["parts"])
         except ValueError:
             pass  # the assembler says what is wrong with it
         assembler = CatalogAssembler()
@@ -115,27 +121,10 @@ def read_latest(bootstrap: str, timeout: float = 10.0) -> Catalog | None:
                 reason = f"the latest record on {CATALOG} is not a catalog: {error}"
                 raise BrokerError(reason) from None
             if offset == end - 1:
-                return catalog
+                return catalog, parts
         raise BrokerError(f"could not read {CATALOG} within {timeout:.0f} s")
     finally:
         consumer.close()
-
-
-def _part_count(bootstrap: str, timeout: float = 10.0) -> int:
-    """How many parts the latest manifest names (0 for a catalog in one record)."""
-    from streams.runtime.offsets import true_end_offsets
-
-    end = true_end_offsets(bootstrap, CATALOG, [0], timeout)[0]
-    consumer = Consumer({**kafka_config(bootstrap), "group.id": f"catalog-{uuid.uuid4().hex}"})
-    try:
-        value = _read_one(consumer, end - 1, time.monotonic() + timeout).value()
-    finally:
-        consumer.close()
-    try:
-        data = json.loads(value or b"null")
-    except ValueError:
-        return 0
-    return len(data["parts"]) if isinstance(data, dict) and "parts" in data else 0
 
 
 def _read_one(consumer: Consumer, offset: int, deadline: float) -> Message:
@@ -194,7 +183,7 @@ def announce(bootstrap: str, version: int, partitions: int) -> None:
 
 def publish(bootstrap: str, catalog: Catalog) -> Catalog:
     """Publish `catalog` under the next version number; returns what was published."""
-    latest = read_latest(bootstrap)
+    latest, previous_parts = _latest(bootstrap, 10.0)
     if latest is not None:
         same = latest.model_dump(exclude={"version"}) == catalog.model_dump(exclude={"version"})
         if same:
@@ -202,7 +191,6 @@ def publish(bootstrap: str, catalog: Catalog) -> Catalog:
         catalog = catalog.model_copy(update={"version": latest.version + 1})
     elif catalog.version == 0:
         catalog = catalog.model_copy(update={"version": 1})
-    previous_parts = _part_count(bootstrap) if latest is not None else 0
     whole = json.dumps(catalog.model_dump(mode="json")).encode()
     producer = Producer({**kafka_config(bootstrap), "acks": "all", "enable.idempotence": True})
     offsets: dict[int, int] = {}
