@@ -297,6 +297,22 @@ def machine() -> str:
     )
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The `q`th percentile (0-100) of `values`, nearest rank below; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    """The end of a process's log, for an error message."""
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
 def rates(n: int, started: float, cpu: float) -> str:
     """Events/s by wall clock, and by this process's CPU time (steadier on a shared machine)."""
     wall, used = time.perf_counter() - started, time.process_time() - cpu

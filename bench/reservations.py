@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench.core import machine  # noqa: E402
+from bench.core import machine, percentile  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.commands import CommandCodec, is_envelope, unpack  # noqa: E402
 from streams.core.catalog import load_catalog  # noqa: E402
@@ -116,13 +116,6 @@ async def taken(session: aiohttp.ClientSession, port: int, api: str) -> dict[str
             if line.startswith(f'inventory_api_requests_taken_total{{how="{how}"}}'):
                 counts[how] = float(line.rsplit(" ", 1)[1])
     return counts
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 class Clients:

@@ -63,7 +63,7 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition  # noqa: E402
 
-from bench.core import generate, machine, make_catalog  # noqa: E402
+from bench.core import generate, machine, make_catalog, percentile, tail  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.core.models import (  # noqa: E402
     Event,
@@ -263,13 +263,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return math.nan
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 @dataclass
@@ -584,13 +577,6 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     report(args, samples, clients, events, latencies, names, load_avg_end)
     print("the tables at the end (their changelogs, latest record per key):")
     print("\n".join(tables))
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
 
 
 async def report_progress(

@@ -66,7 +66,7 @@ from confluent_kafka import (  # noqa: E402
 )
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from bench.core import Outputs, generate, machine, make_catalog  # noqa: E402
+from bench.core import Outputs, generate, machine, make_catalog, tail  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.core.engine import Engine, check_event  # noqa: E402
 from streams.core.models import StockAdjusted  # noqa: E402
@@ -261,13 +261,6 @@ def skip_backlog(
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)  # the stopped worker may still count as a member for a moment
-
-
-def tail(path: Path, chars: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return "(no log)"
 
 
 def stop(process: subprocess.Popen[bytes] | None) -> None:
