@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.http_helpers import answer
 from tests.test_api import AMAZON, WEB, Rig, make_rig, reservation
 
 ROUTES = [
@@ -32,16 +33,7 @@ async def rig() -> AsyncIterator[Rig]:
 
 
 async def raw(rig: Rig, request: bytes, wait: float = 5.0) -> tuple[int, dict[str, str], Any]:
-    """`request` as bytes on a socket of its own; the status, headers and JSON body."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", rig.client.port)
-    writer.write(request)
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
-    lines = head.decode("latin-1").strip().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), wait)
-    writer.close()
-    return int(lines[0].split()[1]), headers, json.loads(body)
+    return await answer(rig.client.port, request, wait)
 
 
 def nothing_held(rig: Rig, events: int = 0) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from connectors.sources.webhook import start_webhook_receiver
 from streams.settings import Settings
 from tests.connectors.sources.source_fakes import FakeKafka, fake_producer
 from tests.connectors.sources.test_webhook import ORDER, SECRETS, SOURCES, spec_event
+from tests.http_helpers import answer
 
 TIMEOUT = 0.5
 LIMIT = 4096
@@ -37,16 +37,7 @@ class Rig:
     runner: web.AppRunner
 
     async def raw(self, request: bytes, wait: float = 5.0) -> tuple[int, dict[str, str], Any]:
-        """`request` as bytes on a socket of its own; the status, headers and JSON body."""
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(request)
-        await writer.drain()
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
-        lines = head.decode("latin-1").strip().split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        body = await asyncio.wait_for(reader.readexactly(int(headers["Content-Length"])), wait)
-        writer.close()
-        return int(lines[0].split()[1]), headers, json.loads(body)
+        return await answer(self.port, request, wait)
 
     def nothing_produced(self) -> None:
         assert self.kafka.log == []
