@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from streams.core.catalog import Catalog
+from streams.core.derive import Availability, ComponentUpdate, ListingState, apply_component
 from streams.core.engine import Collector, Engine
 from tests.core.builders import T0, catalog, count, delta, ev, run
 
@@ -608,17 +610,8 @@ def test_a_redelivered_component_value_publishes_its_listing_again_under_a_new_v
     """The listing stage's state may reach its changelog while the record it published is lost
     with the worker; the component value redelivered then sends the listing again. An older
     value still changes nothing."""
-    from streams.core.derive import ComponentUpdate, ListingState, apply_component
-
     cat = catalog()
-
-    def update(seq: int, ats: int) -> ComponentUpdate:
-        return ComponentUpdate("web", "KIT", "B", seq, ats, 0, None, T0, f"e{seq}")
-
-    state = ListingState({})
-    apply_component(state, ComponentUpdate("web", "KIT", "A", 1, 10, 0, None, T0, "a"), cat)
-    first = apply_component(state, update(5, 3), cat)
-    assert first is not None and first.available == 3
+    state, first = kit_published(cat)
     again = apply_component(state, update(5, 3), cat)
     assert again is not None and (again.available, again.version) == (3, first.version + 1)
     assert apply_component(state, update(4, 1), cat) is None
@@ -628,18 +621,23 @@ def test_a_forced_component_value_publishes_its_listing_even_when_unchanged() ->
     """In a replay window (a record older than what a dead worker may have sent), a new component
     value that leaves the listing as published still sends it, under a new version; without
     `force` it does not, and an older value sends nothing either way."""
-    from streams.core.derive import ComponentUpdate, ListingState, apply_component
-
     cat = catalog()
-
-    def update(seq: int, ats: int) -> ComponentUpdate:
-        return ComponentUpdate("web", "KIT", "B", seq, ats, 0, None, T0, f"e{seq}")
-
-    state = ListingState({})
-    apply_component(state, ComponentUpdate("web", "KIT", "A", 1, 10, 0, None, T0, "a"), cat)
-    first = apply_component(state, update(5, 3), cat)
-    assert first is not None and first.available == 3
+    state, first = kit_published(cat)
     assert apply_component(state, update(6, 3), cat) is None
     forced = apply_component(state, update(7, 3), cat, force=True)
     assert forced is not None and (forced.available, forced.version) == (3, first.version + 1)
     assert apply_component(state, update(4, 1), cat, force=True) is None
+
+
+def update(seq: int, ats: int) -> ComponentUpdate:
+    """Component B's value for the listing KIT, as the SKU stage sends it."""
+    return ComponentUpdate("web", "KIT", "B", seq, ats, 0, None, T0, f"e{seq}")
+
+
+def kit_published(cat: Catalog) -> tuple[ListingState, Availability]:
+    """KIT's listing state with A at 10 and B at 3 (seq 5), and the record that published it."""
+    state = ListingState({})
+    apply_component(state, ComponentUpdate("web", "KIT", "A", 1, 10, 0, None, T0, "a"), cat)
+    first = apply_component(state, update(5, 3), cat)
+    assert first is not None and first.available == 3
+    return state, first
