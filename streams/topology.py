@@ -106,6 +106,7 @@ from streams.core.reservations import (
     on_decided,
     on_release,
     on_result,
+    resume,
     start,
 )
 from streams.core.retention import (
@@ -1049,10 +1050,12 @@ def create_app(
         if isinstance(item, ReservationRequested):
             key = item.reservation_id.encode()
             known = stored(reservations, key, ReservationState.from_dict)
-            if known is not None:
-                if known.status != "pending":
+            if known is not None:  # idempotent by reservation id
+                if known.status != PENDING:
                     decide(known)  # a retried request gets the same answer again
-                return  # idempotent by reservation id
+                for hold in resume(known, item, rt.catalog):  # lost with a crash, maybe
+                    to_stage(hold.sku, rt.commands.encode(hold))
+                return
             try:
                 state, tries = start(item, rt.catalog, rt.clock.decision_time())
             except InvalidEvent as error:
@@ -1076,7 +1079,7 @@ def create_app(
         status_before = state.status
         if isinstance(item, HoldResult):
             releases = on_result(state, item)
-            if state.status != "pending":
+            if status_before == PENDING and state.status != PENDING:
                 rt.metrics.reservations.labels(state.status).inc()
         elif isinstance(item, ReservationReleased | ReservationExpired):
             releases = on_release(state, item)
@@ -1084,7 +1087,9 @@ def create_app(
             releases = on_confirmed(state, item.skus)
         for release in releases:
             to_stage(release.sku, rt.commands.encode(release))
-        if state.status != status_before:
+        if state.status != PENDING:
+            # decided, now or before: told again, as a redelivered record's outputs are sent
+            # again (the record can be in the changelog and its decision lost with a crash)
             decide(state)
         writes.put(reservations, key, state)
 

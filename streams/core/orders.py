@@ -15,32 +15,54 @@ from streams.core.models import Alert, OrderCancelled, OrderCreated, OrderLine
 from streams.core.sku import CancelLines, CommitLines, SkuCommand, make_alert
 from streams.core.state import from_us, to_us
 
+# cancels by (event id, occurred_at, (line id, quantity) or None for the whole order)
+Cancels = list[tuple[str, datetime, list[tuple[str, int]] | None]]
+
 
 @dataclass(slots=True)
 class OrderState:
     lines: dict[str, str] = field(default_factory=dict)  # line_id -> sku
     created: bool = False
     # cancels that arrived before their order: (event_id, occurred_at, lines or None for all)
-    pending: list[tuple[str, datetime, list[tuple[str, int]] | None]] = field(default_factory=list)
+    pending: Cancels = field(default_factory=list)
     # whole-order cancels -> the lines they cancelled: a redelivery cancels those, not lines the
     # order gained since (an order created again with more lines)
     whole: dict[str, list[str]] = field(default_factory=dict)
+    # the cancels that came before the order, applied when it came: a redelivered order sends
+    # them again, as the record no longer has them pending
+    early: Cancels = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "l": self.lines,
             "c": self.created,
-            "p": [[e, to_us(t), lines] for e, t, lines in self.pending],
+            "p": _cancels_to_list(self.pending),
             "w": self.whole,
         }
+        if self.early:
+            data["e"] = _cancels_to_list(self.early)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OrderState:
-        pending = [
-            (e, from_us(t), [tuple(x) for x in lines] if lines is not None else None)
-            for e, t, lines in data["p"]
-        ]
-        return cls(dict(data["l"]), data["c"], pending, dict(data.get("w", {})))
+        return cls(
+            dict(data["l"]),
+            data["c"],
+            _cancels_from_list(data["p"]),
+            dict(data.get("w", {})),
+            _cancels_from_list(data.get("e", ())),
+        )
+
+
+def _cancels_to_list(cancels: Cancels) -> list[list[Any]]:
+    return [[e, to_us(t), lines] for e, t, lines in cancels]
+
+
+def _cancels_from_list(data: Any) -> Cancels:
+    return [
+        (e, from_us(t), [tuple(x) for x in lines] if lines is not None else None)
+        for e, t, lines in data
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +116,14 @@ def _created(state: OrderState, e: OrderCreated, committed: bool) -> Routed:
     if e.reservation_id:
         skus = tuple(sorted({line.sku for line in e.lines}))
         out.confirmation = Confirmation(e.reservation_id, e.order_id, e.event_id, skus)
+    # the cancels that came first: those applied at an earlier routing of the order again (each
+    # idempotent at its SKU by event id; its alerts were raised then), then the pending ones
+    for event_id, at, cancelled in state.early:
+        again = _cancel_commands(state, event_id, at, e.order_id, cancelled, Routed())
+        out.commands.extend(again)
     for event_id, at, cancelled in state.pending:
         out.commands.extend(_cancel_commands(state, event_id, at, e.order_id, cancelled, out))
+    state.early += state.pending
     state.pending = []
     return out
 

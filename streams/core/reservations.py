@@ -2,7 +2,9 @@
 
 All-or-nothing: a request is `held` only when every SKU held its part; otherwise the parts that were
 held are released and the request is `rejected` with the shortfall per line. Idempotent by
-reservation id: a request id seen before starts nothing new.
+reservation id: a request id seen before starts nothing new. A record seen again (redelivered
+after a crash) gives the commands it gave the first time again, with the same event ids, so a SKU
+that has them ignores them and one that lost them applies them.
 """
 
 from __future__ import annotations
@@ -199,10 +201,22 @@ def start(
     return state, commands
 
 
+def resume(state: ReservationState, event: ReservationRequested, catalog: Catalog) -> list[TryHold]:
+    """A request seen again while its record is pending: the holds of the SKUs that have not
+    answered, tried again. The record may have reached the changelog and the holds not the broker
+    (a crash in between); a SKU that has them answers again without holding twice."""
+    if state.status != PENDING:
+        return []
+    _, tries = start(event, catalog)
+    return [hold for hold in tries if hold.sku in state.waiting]
+
+
 def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
     """Record one SKU's answer; when the last arrives, decide, releasing partial holds if needed."""
     if result.sku not in state.waiting:
-        if result.ok and state.status != PENDING and result.sku not in state.held:
+        if not result.ok or state.status == PENDING:
+            return []  # a redelivered answer
+        if result.sku not in state.held:
             # a hold sent before a crash for a request decided again after it closed (expired on
             # redelivery, or released before it): the record never counted it, so give it back
             reason = _late_hold_reason(state)
@@ -215,7 +229,11 @@ def on_result(state: ReservationState, result: HoldResult) -> list[ReleaseHold]:
                     reason,
                 )
             ]
-        return []  # a redelivered answer
+        if state.status in (REJECTED, RELEASED, EXPIRED):
+            # redelivered after the decision that gave this part back: give it back again (its
+            # releases may have been lost with the worker that made it; the same event id)
+            return _release_all(state, state.status, state.accepted_at, (result.sku,))
+        return []  # held or confirmed: the part stays
     state.waiting.remove(result.sku)
     if result.ok:
         state.held[result.sku] = list(result.held)
@@ -243,8 +261,12 @@ def on_release(
     if state.status == PENDING:
         state.release_requested = status
         return []
+    if state.status in (REJECTED, RELEASED, EXPIRED):
+        # closed already, and the status stands; its releases are sent again (the same event
+        # ids, so a SKU that has them ignores them), in case they were lost with a crash
+        return _release_all(state, state.status, event.occurred_at)
     if state.status != HELD:
-        return []  # rejected, released, expired or confirmed: nothing is held any more
+        return []  # confirmed: an order has the units
     state.status = status
     return _release_all(state, status, event.occurred_at)
 
@@ -287,9 +309,9 @@ def on_decided(
 def on_confirmed(state: ReservationState, skus: Iterable[str]) -> list[ReleaseHold]:
     """An order took the hold: confirmed, once. The SKUs of the order confirm their own part where
     they live; what the hold has on SKUs the order leaves out is released at once."""
-    if state.status != HELD:
-        return []
-    state.status = CONFIRMED
+    if state.status not in (HELD, CONFIRMED):
+        return []  # released, expired or rejected before the order came: nothing to confirm
+    state.status = CONFIRMED  # once; a redelivered confirmation gives back the rest again
     taken = set(skus)
     return [
         ReleaseHold(
@@ -318,8 +340,10 @@ def _late_hold_reason(closed: ReservationState) -> str:
     return closed.status if closed.status in (RELEASED, EXPIRED) else RELEASED
 
 
-def _release_all(state: ReservationState, reason: str, at: datetime) -> list[ReleaseHold]:
+def _release_all(
+    state: ReservationState, reason: str, at: datetime, skus: Iterable[str] | None = None
+) -> list[ReleaseHold]:
     return [
         ReleaseHold(f"{state.reservation_id}/{reason}", at, sku, state.reservation_id, reason)
-        for sku in sorted(state.held)
+        for sku in sorted(state.held if skus is None else skus)
     ]

@@ -5,6 +5,10 @@
 - DIE_AT_COMMIT_OF=KEY:N: at the N-th commit that writes table key KEY, the process dies after the
   batches' outputs are on the broker and before their changelog records and offsets are: a crash
   between a batch and its commit, made to happen every time instead of by chance.
+- LOSE_BATCH_OF=KEY:STATUS: the batch that writes table key KEY with status STATUS loses its
+  outputs (still queued in the producer when the process dies), and the commit after it writes
+  that batch's changelog records before the process dies: the changelog ahead of the outputs and
+  of the offsets, as a SIGKILL can leave them (the partitions reach the broker independently).
 """
 
 from __future__ import annotations
@@ -26,16 +30,37 @@ _end_offsets_failures = [int(os.environ.get("FAIL_END_OFFSETS", "0"))]
 _end_offsets = topology.true_end_offsets_many
 _put = topology.DeferredWrites.put
 _write = topology.DeferredWrites.write
+_send = topology.Outputs.send
+_lose_key, _, _lose_status = os.environ.get("LOSE_BATCH_OF", ":").rpartition(":")
+_losing = [False]  # the batch is handled: its outputs are lost from now on
+_writing_changelog = [False]
 
 
 def _failing_put(self: topology.DeferredWrites, table: Any, key: bytes, value: Any) -> None:
     _calls[0] += 1
     if _calls[0] == _fail_at:
         raise OSError(f"injected: the table store rejected write {_fail_at}")
+    if _lose_key and key == _lose_key.encode() and getattr(value, "status", None) == _lose_status:
+        _losing[0] = True
     _put(self, table, key, value)
 
 
+def _lossy_send(self: topology.Outputs, topic: str, *args: Any, **kwargs: Any) -> None:
+    if _losing[0] and not _writing_changelog[0]:
+        print(f"injected: an output to {topic} lost")
+        sys.stdout.flush()
+        return
+    _send(self, topic, *args, **kwargs)
+
+
 async def _dying_write(self: topology.DeferredWrites) -> None:
+    if _losing[0]:
+        _writing_changelog[0] = True
+        await _write(self)
+        remaining = self.outputs._producer.flush(10)
+        print(f"injected: dying with the changelog of {_lose_key} written ({remaining} unsent)")
+        sys.stdout.flush()
+        os._exit(70)
     if any(key == _die_key.encode() for _, key in self.pending):
         _commits_of_key[0] += 1
         if _commits_of_key[0] == int(_die_at):
@@ -58,6 +83,7 @@ def _unreachable_end_offsets(*args: Any, **kwargs: Any) -> dict[tuple[str, int],
 topology.true_end_offsets_many = _unreachable_end_offsets
 topology.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
 topology.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
+topology.Outputs.send = _lossy_send  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
