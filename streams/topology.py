@@ -99,6 +99,7 @@ from streams.core.orders import Confirmation, OrderState, commit_commands, route
 from streams.core.reservations import (
     HELD,
     PENDING,
+    Expiries,
     ReservationState,
     closed_before_requested,
     expiry_event,
@@ -561,7 +562,9 @@ def create_app(
 
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def count_held_again(app: faust.App, **kwargs: Any) -> None:
-        held.stale = True  # counted at the next tick: the revoked records go after this signal
+        # counted at the next tick: the tables are recovered and the revoked records gone by then
+        held.stale = True
+        expiries.stale = True  # the held reservations, likewise
 
     @app.timer(interval=MONITOR_SECONDS)
     async def monitor() -> None:
@@ -1045,7 +1048,7 @@ def create_app(
             if releases:
                 decide(kept)  # the record's status stands: the caller is told again
             if kept is not known:
-                writes.put(reservations, key, kept)
+                keep_reservation(key, kept)
             return
         if isinstance(item, ReservationRequested):
             key = item.reservation_id.encode()
@@ -1066,7 +1069,7 @@ def create_app(
             if state.status != PENDING:  # decided at once: too late to hold
                 decide(state)
                 rt.metrics.reservations.labels(state.status).inc()
-            writes.put(reservations, key, state)
+            keep_reservation(key, state)
             return
         rid = item.reservation_id
         key = rid.encode()
@@ -1091,7 +1094,7 @@ def create_app(
             # decided, now or before: told again, as a redelivered record's outputs are sent
             # again (the record can be in the changelog and its decision lost with a crash)
             decide(state)
-        writes.put(reservations, key, state)
+        keep_reservation(key, state)
 
     def decide(state: ReservationState) -> None:
         """Tell the caller, after this batch's commands: the reservation's record goes first, so a
@@ -1099,25 +1102,38 @@ def create_app(
         may change again later in the batch, and each decision says what it was when made."""
         decisions_due.append((state.reservation_id, orjson.dumps(state.decision())))
 
-    expiry_sent: dict[str, float] = {}
+    expiries = Expiries(retry=30.0)  # a sent expiry not back within 30 s is sent again
+
+    def keep_reservation(key: bytes, state: ReservationState) -> None:
+        writes.put(reservations, key, state)
+        expiries.keep(state)
+
+    def held_in_table() -> Iterable[tuple[datetime, str]]:
+        """(expires_at, id) of every held reservation of the table, recovered ones undecoded."""
+        for value in list(reservations.data.values()):
+            if isinstance(value, dict):
+                if value["st"] == HELD:
+                    yield from_us(value["ex"]), value["id"]
+            elif value.status == HELD:
+                yield value.expires_at, value.reservation_id
+
+    def lookup_reservation(rid: str) -> ReservationState | None:
+        return cast(
+            ReservationState | None, stored(reservations, rid.encode(), ReservationState.from_dict)
+        )
 
     @app.timer(interval=0.5)
     async def expire_holds() -> None:
-        """Publish `reservation-expired` for held reservations past their TTL on this worker."""
+        """Publish `reservation-expired` for held reservations past their TTL on this worker:
+        those due in the expiry queue, which is rebuilt from the table after a rebalance."""
         now = rt.clock.now()
         if now is None:
             return
-        wall = time.monotonic()
-        for key in list(reservations.keys()):
-            state = stored(reservations, key, ReservationState.from_dict)
-            if state is None or state.status != HELD or state.expires_at >= now:
-                continue
-            rid = state.reservation_id
-            if wall - expiry_sent.get(rid, -1e9) < 30:
-                continue  # sent recently: wait for it to come round
-            expiry_sent[rid] = wall
-            event = expiry_event(state)
-            send(events, key, rt.codec.encode(event, EVENTS))
+        if expiries.stale:
+            expiries.rebuild(held_in_table())
+        for state in expiries.due(now, time.monotonic(), lookup_reservation):
+            key = state.reservation_id.encode()
+            send(events, key, rt.codec.encode(expiry_event(state), EVENTS))
 
     # ---- listing stage (bundles and kits whose components live on several partitions) ----
     def handle_listing(message: Any, update: ComponentUpdate) -> None:
@@ -1153,6 +1169,7 @@ def create_app(
         replay_end.clear()
         resent_skus.clear()
         resent_listings.clear()
+        expiries.stale = True  # the table's partitions changed: read its held ones again
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app

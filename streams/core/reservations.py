@@ -9,8 +9,9 @@ that has them ignores them and one that lost them applies them.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -333,6 +334,70 @@ def expiry_event(state: ReservationState) -> ReservationExpired:
         source=SYSTEM_SOURCE,
         reservation_id=state.reservation_id,
     )
+
+
+class Expiries:
+    """A worker's held reservations by expiry, so that its expiry timer looks only at those due
+    instead of decoding every reservation it keeps (a week of them, finished ones included).
+
+    An entry is never taken out when its reservation changes: one that no longer matches the
+    record (released, confirmed, expired, held again with another expiry) is dropped when it comes
+    due. A due reservation is handed out once, then again every `retry` seconds of wall time while
+    its record is still held: a `reservation-expired` lost on its way is sent again.
+    """
+
+    def __init__(self, retry: float = 30.0) -> None:
+        self.retry = retry
+        self.stale = True  # to be rebuilt from the table (at start, after a rebalance)
+        self._heap: list[tuple[datetime, str]] = []
+        self._queued: dict[str, datetime] = {}  # reservation id -> the expiry it is queued at
+        self._sent: dict[str, float] = {}  # reservation id -> wall time handed out
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def rebuild(self, held: Iterable[tuple[datetime, str]]) -> None:
+        """Every held reservation of the table, as (expires_at, reservation id)."""
+        self._queued = {rid: at for at, rid in held}
+        self._heap = [(at, rid) for rid, at in self._queued.items()]
+        heapq.heapify(self._heap)
+        self._sent = {rid: at for rid, at in self._sent.items() if rid in self._queued}
+        self.stale = False
+
+    def keep(self, state: ReservationState) -> None:
+        """A reservation's record as written: queued when it is held."""
+        if state.status == HELD and self._queued.get(state.reservation_id) != state.expires_at:
+            self._queued[state.reservation_id] = state.expires_at
+            heapq.heappush(self._heap, (state.expires_at, state.reservation_id))
+
+    def due(
+        self,
+        now: datetime,
+        wall: float,
+        lookup: Callable[[str], ReservationState | None],
+    ) -> list[ReservationState]:
+        """The held reservations whose expiry is before `now`, each once per `retry` seconds."""
+        out: list[ReservationState] = []
+        again: list[tuple[datetime, str]] = []
+        while self._heap and self._heap[0][0] < now:
+            at, rid = heapq.heappop(self._heap)
+            if self._queued.get(rid) != at:
+                continue  # queued again at another expiry: that entry stands for it
+            state = lookup(rid)
+            if state is None or state.status != HELD or state.expires_at != at:
+                del self._queued[rid]
+                self._sent.pop(rid, None)
+                if state is not None and state.status == HELD:
+                    self.keep(state)
+                continue
+            again.append((at, rid))
+            sent = self._sent.get(rid)
+            if sent is None or wall - sent >= self.retry:
+                self._sent[rid] = wall
+                out.append(state)
+        for entry in again:
+            heapq.heappush(self._heap, entry)
+        return out
 
 
 def _late_hold_reason(closed: ReservationState) -> str:
