@@ -18,8 +18,10 @@ A 201 is the decision: `held` (one entry per SKU and location), `placement`
 (`{sku: {location: units}}`, a hold split across locations in sourcing order) and `expires_at`.
 A rejection's 409 carries `shortfall` (per request line) and `shortfall_by_sku` (the lines'
 units added up per SKU, against what that SKU could hold). A body over settings.api_max_body_bytes
-is a 413, one not complete within settings.http_client_timeout_seconds a 408, and a request
-aiohttp cannot parse a JSON 400 (streams.runtime.http): no refusal produces anything.
+is a 413, a body whose Content-Type is not application/json a 415 (one sent without a
+Content-Type is read as JSON), one not complete within settings.http_client_timeout_seconds a
+408, and a request aiohttp cannot parse a JSON 400 (streams.runtime.http): no refusal produces
+anything.
 """
 
 from __future__ import annotations
@@ -61,7 +63,14 @@ from streams.core.state import SkuState
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent, InventoryError
 from streams.metrics import serve as serve_metrics
 from streams.runtime.catalog_store import CatalogAssembler
-from streams.runtime.http import BodyTimeout, BodyUnreadable, GuardedRunner, read_body
+from streams.runtime.http import (
+    JSON_TYPE,
+    BodyTimeout,
+    BodyUnreadable,
+    GuardedRunner,
+    read_body,
+    unsupported_type,
+)
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import (
@@ -766,6 +775,9 @@ class ReservationApi:
     async def _json(self, request: web.Request) -> Any:
         if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
             raise web.HTTPRequestEntityTooLarge(self.max_body_bytes, request.content_length or 0)
+        problem = unsupported_type(request, (JSON_TYPE,))
+        if problem is not None:
+            raise _Refused(415, problem)
         try:
             body = await read_body(request, self.client_timeout)
         except BodyTimeout as error:

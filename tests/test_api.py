@@ -275,7 +275,8 @@ async def test_bad_input_gets_400_with_the_reason(rig: Rig, body: Any, message: 
 
 async def test_malformed_and_empty_bodies_get_400(rig: Rig) -> None:
     for data, message in ((b"{not json", "malformed JSON"), (b"", "empty body")):
-        response = await rig.client.post("/reservations", data=data, headers=WEB)
+        headers = {**WEB, "Content-Type": "application/json"}
+        response = await rig.client.post("/reservations", data=data, headers=headers)
         assert response.status == 400
         assert message in (await response.json())["error"]
 

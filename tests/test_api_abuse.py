@@ -140,6 +140,60 @@ async def test_a_body_over_the_limit_is_a_json_413_however_it_is_sent(rig: Rig, 
     nothing_held(rig)
 
 
+# ---- bodies of another type ----
+
+
+def typed(content_type: bytes | None) -> bytes:
+    """POST /reservations of a valid reservation, with that Content-Type line or none."""
+    body = json.dumps(reservation()).encode()
+    return (
+        f"POST /reservations HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n".encode()
+        + b"Authorization: Bearer tok-web\r\n"
+        + (b"Content-Type: " + content_type + b"\r\n" if content_type is not None else b"")
+        + b"\r\n"
+        + body
+    )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [
+        (b"text/plain", "text/plain"),
+        (b"application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),  # curl -d
+        (b"multipart/form-data; boundary=x", "multipart/form-data"),
+        (b"application/octet-stream", "application/octet-stream"),
+        (b"application/xml; charset=utf-8", "application/xml"),
+        (b"json", "malformed"),
+        (b"", "malformed"),
+    ],
+)
+async def test_a_body_of_another_type_is_a_json_415_and_holds_nothing(
+    rig: Rig, content_type: bytes, named: str
+) -> None:
+    status, headers, body = await raw(rig, typed(content_type))
+    assert (status, body["status"]) == (415, 415), body
+    assert named in body["error"] and "application/json" in body["error"], body
+    assert headers["Content-Type"].startswith("application/json")
+    nothing_held(rig)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/json",
+        b"application/json; charset=utf-8",
+        b"Application/JSON;charset=UTF-8",
+        None,
+    ],
+)
+async def test_a_json_body_with_a_charset_or_no_content_type_is_held(
+    rig: Rig, content_type: bytes | None
+) -> None:
+    status, _, body = await raw(rig, typed(content_type))
+    assert (status, body["status"]) == (201, "held"), body
+    nothing_held(rig, events=1)
+
+
 # ---- slow clients ----
 
 
@@ -190,7 +244,7 @@ async def test_headers_that_never_end_are_cut_off_and_hold_nothing(rig: Rig) -> 
         ),
         (
             b"POST /reservations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-web\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: 9\r\n\r\nhello \xff\xfe!",
+            b"Content-Type: application/json\r\nContent-Length: 9\r\n\r\nhello \xff\xfe!",
             "malformed JSON",
         ),
         (b"GARBAGE\r\n\r\n", "malformed HTTP request (Invalid method encountered)"),

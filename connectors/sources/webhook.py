@@ -8,8 +8,9 @@ memory without producing; past that memory, stable event ids make the replay a n
 
 Routes: `POST /webhooks/{source}` (by the source's kind), `GET /healthz`. Served through
 streams.runtime.http's GuardedRunner, every refusal is JSON and produces nothing: an unknown route
-or method (404/405), a body over settings.webhook_max_body_bytes (413, before it is read), one not
-complete within settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400).
+or method (404/405), a body over settings.webhook_max_body_bytes (413, before it is read), one of
+another type than BODY_TYPES (415; one without a Content-Type is read), one not complete within
+settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400).
 
 - kind `events`: JSON Lines of SPEC §2 events (one object is one line), signed like our own
   outgoing webhooks (`X-Inventory-Timestamp`, `X-Inventory-Signature: sha256=<hex HMAC of
@@ -49,7 +50,15 @@ from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import PosTranslator, collect
 from streams.core.catalog import Catalog
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
-from streams.runtime.http import BodyTimeout, BodyUnreadable, GuardedRunner, json_refusal, read_body
+from streams.runtime.http import (
+    JSON_TYPE,
+    BodyTimeout,
+    BodyUnreadable,
+    GuardedRunner,
+    json_refusal,
+    read_body,
+    unsupported_type,
+)
 from streams.runtime.producer import Outgoing, SourceProducer
 from streams.settings import Settings
 
@@ -58,6 +67,8 @@ log = logging.getLogger(__name__)
 DELIVERY_HEADER = "X-Inventory-Delivery"
 MAX_CLOCK_SKEW_SECONDS = 300
 RETRY_AFTER_SECONDS = 5
+# JSON, JSON Lines, or bytes a client library labels as nothing more (the signature covers them)
+BODY_TYPES = (JSON_TYPE, "application/x-ndjson", "application/jsonl", "application/octet-stream")
 
 
 # ---- configuration -------------------------------------------------------------------------
@@ -263,6 +274,9 @@ class Receiver:
         started = time.perf_counter()
         if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
             return self._too_large()
+        problem = unsupported_type(request, BODY_TYPES)
+        if problem is not None:
+            return json_refusal(415, problem)  # closed: its body is not read
         try:
             body = await read_body(request, self.client_timeout)
         except web.HTTPRequestEntityTooLarge:  # chunked or compressed, over the limit once read

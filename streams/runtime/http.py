@@ -5,20 +5,27 @@ line or header, a line or header over its limit) is answered `{"error": ..., "st
 the connection closed; a connection that has not sent a whole request line and headers within
 `client_timeout` seconds of opening (or of its last answer) is closed, and so is one whose body
 is still unread `client_timeout` seconds after its answer. Reading a body within that time is the
-application's part (`read_body`).
+application's part (`read_body`), and so is refusing a body of a type it does not read
+(`unsupported_type`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
+
+JSON_TYPE = "application/json"
+# a media type as RFC 9110 spells one: anything else is named "malformed", never echoed
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
 
 
 class BodyTimeout(Exception):
@@ -40,6 +47,23 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
         cause = error.__cause__ if error.__cause__ is not None else error
         message = getattr(cause, "message", None) or str(cause)
         raise BodyUnreadable(f"the body cannot be read: {_first_line(message)}") from None
+
+
+def unsupported_type(request: web.BaseRequest, accepted: Sequence[str]) -> str | None:
+    """Why the request's Content-Type is refused (a 415), or None when it is one of `accepted`,
+    whatever its parameters (a charset), or absent: a client that names no type is read as the
+    endpoint's own format, but one that names another (curl -d's form encoding) sends that."""
+    given = request.headers.get(hdrs.CONTENT_TYPE)
+    if given is None:
+        return None
+    media = given.split(";", 1)[0].strip().lower()
+    if media in accepted:
+        return None
+    named = f"Content-Type {media}" if _MEDIA_TYPE.fullmatch(media) else "a malformed Content-Type"
+    return (
+        f"{named} is not accepted: send the body as {' or '.join(accepted)} "
+        f"(with curl: -H 'Content-Type: {accepted[0]}')"
+    )
 
 
 def json_refusal(status: int, message: str) -> web.Response:

@@ -50,7 +50,8 @@ def _post(body: bytes | dict[str, Any], headers: dict[str, str]) -> Case:
         data = (
             json.dumps({**body, "reservation_id": f"abuse-{i}"}) if isinstance(body, dict) else body
         )
-        async with session.post(f"{base}/reservations", data=data, headers=headers) as r:
+        sent = {"Content-Type": "application/json", **headers}
+        async with session.post(f"{base}/reservations", data=data, headers=sent) as r:
             return await _answer(r)
 
     return case
@@ -92,6 +93,7 @@ CASES: list[tuple[str, Case, set[int]]] = [
     ("wrong token", _post(BODY, {"Authorization": "Bearer tok-nope"}), {401}),
     ("no token", _post(BODY, {}), {401}),
     ("basic auth", _post(BODY, {"Authorization": "Basic dG9rOng="}), {401}),
+    ("form body", _post(BODY, {**WEB, "Content-Type": "application/x-www-form-urlencoded"}), {415}),
     ("other channel's token", _post(BODY, {"Authorization": f"Bearer {TOKENS['amazon']}"}), {403}),
     ("foreign availability", _request("GET", "/availability/amazon/HOT", WEB), {403}),
     ("unknown route", _request("GET", "/admin", WEB), {404}),

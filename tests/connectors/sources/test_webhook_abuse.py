@@ -170,6 +170,50 @@ async def test_a_shopify_delivery_without_its_signature_is_a_json_401(
     rig.nothing_produced()
 
 
+# ---- bodies of another type ----
+
+
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [
+        (b"text/plain", "text/plain"),
+        (b"application/x-www-form-urlencoded", "application/x-www-form-urlencoded"),  # curl -d
+        (b"multipart/form-data; boundary=x", "multipart/form-data"),
+        (b"text/csv; charset=utf-8", "text/csv"),
+        (b"json", "malformed"),
+    ],
+)
+async def test_a_body_of_another_type_is_a_json_415_and_produces_nothing(
+    rig: Rig, content_type: bytes, named: str
+) -> None:
+    body = spec_event("e1")
+    sent = post(body, b"Content-Type: " + content_type + b"\r\n" + signed(body))
+    status, headers, answer = await rig.raw(sent)
+    assert_json(status, headers, answer, 415)
+    assert named in answer["error"] and "application/json" in answer["error"], answer
+    rig.nothing_produced()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"application/json",
+        b"application/json; charset=utf-8",
+        b"application/x-ndjson",
+        b"application/octet-stream",  # what a client library sends for bytes
+        None,
+    ],
+)
+async def test_json_json_lines_bytes_or_no_content_type_are_produced(
+    rig: Rig, content_type: bytes | None
+) -> None:
+    body = spec_event("e1") + b"\n" + spec_event("e2")
+    line = b"Content-Type: " + content_type + b"\r\n" if content_type is not None else b""
+    status, _, answer = await rig.raw(post(body, line + signed(body)))
+    assert (status, answer["produced"]) == (200, 2), answer
+    assert len(rig.kafka.events()) == 2
+
+
 # ---- bodies over the limit ----
 
 
