@@ -21,7 +21,8 @@ units added up per SKU, against what that SKU could hold). A body over settings.
 is a 413, a body whose Content-Type is not application/json a 415 (one sent without a
 Content-Type is read as JSON), one not complete within settings.http_client_timeout_seconds a
 408, and a request aiohttp cannot parse a JSON 400 (streams.runtime.http): no refusal produces
-anything.
+anything. A client that sends `Expect: 100-continue` gets the 401, 413 or 415 its headers earn
+instead of the 100, before it sends the body.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from streams.runtime.http import (
     BodyUnreadable,
     GuardedRunner,
     read_body,
+    refusing_before_continue,
     unsupported_type,
 )
 from streams.runtime.offsets import true_end_offsets
@@ -554,7 +556,7 @@ class ReservationApi:
     # ---- routes ----
 
     async def reserve(self, request: web.Request) -> web.Response:
-        channel = self._authenticate(request)
+        channel = self._headers_acceptable(request)
         event = self._reservation(await self._json(request), channel)
         routed = await self._pass_to_owner(request, event)
         if routed is not None:
@@ -772,12 +774,29 @@ class ReservationApi:
             raise _Refused(401, "unknown bearer token")
         return channel
 
-    async def _json(self, request: web.Request) -> Any:
-        if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
-            raise web.HTTPRequestEntityTooLarge(self.max_body_bytes, request.content_length or 0)
+    def refusal_before_body(self, request: web.Request) -> web.Response | None:
+        """The answer a POST /reservations gets from its headers alone (401, 413, 415), or None:
+        sent instead of 100 Continue to a client that asks before sending its body."""
+        try:
+            self._headers_acceptable(request)
+        except _Refused as refused:
+            response = _error(refused.code, refused.message, **refused.extra)
+            self.metrics.requests.labels(_route_of(request), str(response.status)).inc()
+            return response
+        return None
+
+    def _headers_acceptable(self, request: web.Request) -> str:
+        """The channel of a POST /reservations whose body may be read: authenticated, within the
+        size limit (refused before the body is read) and of JSON's type; else _Refused."""
+        channel = self._authenticate(request)
+        if (request.content_length or 0) > self.max_body_bytes:
+            raise _Refused(413, _too_large(self.max_body_bytes))
         problem = unsupported_type(request, (JSON_TYPE,))
         if problem is not None:
             raise _Refused(415, problem)
+        return channel
+
+    async def _json(self, request: web.Request) -> Any:
         try:
             body = await read_body(request, self.client_timeout)
         except BodyTimeout as error:
@@ -902,11 +921,7 @@ async def _json_errors(
 ) -> web.StreamResponse:
     """Every error as JSON with a message; a failure of ours is logged, never shown as a trace."""
     api: ReservationApi = request.app[_API_KEY]
-    route = (
-        request.match_info.route.resource.canonical
-        if request.match_info.route.resource
-        else "unmatched"
-    )
+    route = _route_of(request)
     try:
         response = await handler(request)
     except _Refused as refused:
@@ -919,7 +934,7 @@ async def _json_errors(
         messages = {
             404: f"no such endpoint: {request.method} {request.path}",
             405: f"method {request.method} is not allowed on {request.path}",
-            413: f"request body too large (at most {api.max_body_bytes} bytes)",
+            413: _too_large(api.max_body_bytes),
         }
         response = _error(exc.status, messages.get(exc.status, exc.reason))
     except Exception:
@@ -927,6 +942,15 @@ async def _json_errors(
         response = _error(500, "internal error; it has been logged")
     api.metrics.requests.labels(route, str(response.status)).inc()
     return response
+
+
+def _route_of(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource else "unmatched"
+
+
+def _too_large(limit: int) -> str:
+    return f"request body too large (at most {limit} bytes)"
 
 
 _API_KEY: web.AppKey[ReservationApi] = web.AppKey("reservation_api", ReservationApi)
@@ -972,7 +996,11 @@ def make_app(
     )
     app = web.Application(client_max_size=settings.api_max_body_bytes, middlewares=[_json_errors])
     app[_API_KEY] = api
-    app.router.add_post("/reservations", api.reserve)
+    app.router.add_post(
+        "/reservations",
+        api.reserve,
+        expect_handler=refusing_before_continue(api.refusal_before_body),
+    )
     app.router.add_get("/reservations/{reservation_id}", api.reservation)
     app.router.add_delete("/reservations/{reservation_id}", api.release)
     app.router.add_get("/availability/{channel}/{channel_sku}", api.available)

@@ -123,6 +123,54 @@ async def test_a_body_over_the_limit_is_a_json_413_before_it_is_read(rig: Rig) -
     nothing_held(rig)
 
 
+ASKING = b"POST /reservations HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "code", "message"),
+    [
+        (
+            b"Authorization: Bearer tok-web\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n",
+            413,
+            "request body too large (at most 4096 bytes)",
+        ),
+        (
+            b"Authorization: Bearer tok-web\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n",
+            415,
+            "Content-Type text/plain is not accepted",
+        ),
+        (b"Content-Length: 100\r\n", 401, "missing bearer token"),
+    ],
+)
+async def test_a_client_that_asks_first_is_refused_instead_of_told_to_continue(
+    rig: Rig, headers: bytes, code: int, message: str
+) -> None:
+    # `Expect: 100-continue`: the client sends its body only after a 100, so never sends it here
+    status, answer_headers, body = await raw(rig, ASKING + headers + b"\r\n", wait=2.0)
+    assert (status, body and body["status"]) == (code, code), body
+    assert body["error"].startswith(message), body
+    assert answer_headers["Content-Type"].startswith("application/json")
+    assert answer_headers["Connection"] == "close"
+    nothing_held(rig)
+
+
+async def test_a_client_that_asks_first_is_told_to_continue_and_then_served(rig: Rig) -> None:
+    body = json.dumps(reservation()).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.client.port)
+    writer.write(
+        ASKING + b"Authorization: Bearer tok-web\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 201")
+    writer.close()
+    nothing_held(rig, events=1)
+
+
 @pytest.mark.parametrize("how", ["length", "chunked", "gzip"])
 async def test_a_body_over_the_limit_is_a_json_413_however_it_is_sent(rig: Rig, how: str) -> None:
     body = json.dumps({**reservation(), "padding": "x" * 8000}).encode()

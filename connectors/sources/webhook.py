@@ -10,7 +10,8 @@ Routes: `POST /webhooks/{source}` (by the source's kind), `GET /healthz`. Served
 streams.runtime.http's GuardedRunner, every refusal is JSON and produces nothing: an unknown route
 or method (404/405), a body over settings.webhook_max_body_bytes (413, before it is read), one of
 another type than BODY_TYPES (415; one without a Content-Type is read), one not complete within
-settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400).
+settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400). To a client
+that sends `Expect: 100-continue`, the 404, 413 or 415 its headers earn is sent instead of the 100.
 
 - kind `events`: JSON Lines of SPEC §2 events (one object is one line), signed like our own
   outgoing webhooks (`X-Inventory-Timestamp`, `X-Inventory-Signature: sha256=<hex HMAC of
@@ -57,6 +58,7 @@ from streams.runtime.http import (
     GuardedRunner,
     json_refusal,
     read_body,
+    refusing_before_continue,
     unsupported_type,
 )
 from streams.runtime.producer import Outgoing, SourceProducer
@@ -267,16 +269,12 @@ class Receiver:
         self.tally: dict[str, Tally] = {name: Tally() for name in self.sources}
 
     async def handle(self, request: web.Request) -> web.Response:
+        refused = self.refusal_before_body(request)
+        if refused is not None:
+            return refused
         name = request.match_info["source"]
-        source = self.sources.get(name)
-        if source is None:
-            return _error(404, f"no webhook source {name!r} is configured here")
+        source = self.sources[name]
         started = time.perf_counter()
-        if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
-            return self._too_large()
-        problem = unsupported_type(request, BODY_TYPES)
-        if problem is not None:
-            return json_refusal(415, problem)  # closed: its body is not read
         try:
             body = await read_body(request, self.client_timeout)
         except web.HTTPRequestEntityTooLarge:  # chunked or compressed, over the limit once read
@@ -316,6 +314,19 @@ class Receiver:
             if key:
                 self.deliveries.finish(key, answer)
             self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def refusal_before_body(self, request: web.Request) -> web.Response | None:
+        """The answer a delivery gets from its headers alone (404, 413, 415), or None: sent
+        instead of 100 Continue to a client that asks before sending its body."""
+        name = request.match_info["source"]
+        if name not in self.sources:
+            return _error(404, f"no webhook source {name!r} is configured here")
+        if (request.content_length or 0) > self.max_body_bytes:  # refused before it is read
+            return self._too_large()
+        problem = unsupported_type(request, BODY_TYPES)
+        if problem is not None:
+            return json_refusal(415, problem)  # closed: its body is not read
+        return None
 
     def _too_large(self) -> web.Response:
         limit = self.max_body_bytes
@@ -521,7 +532,11 @@ def make_app(
     )
     app[_SOURCES_KEY] = dict(sources)
     app[_RECEIVER_KEY] = receiver
-    app.router.add_post("/webhooks/{source}", receiver.handle)
+    app.router.add_post(
+        "/webhooks/{source}",
+        receiver.handle,
+        expect_handler=refusing_before_continue(receiver.refusal_before_body),
+    )
     app.router.add_get("/healthz", _healthz)
 
     app.cleanup_ctx.append(producer.polling_while_serving)

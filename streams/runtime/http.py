@@ -6,7 +6,8 @@ the connection closed; a connection that has not sent a whole request line and h
 `client_timeout` seconds of opening (or of its last answer) is closed, and so is one whose body
 is still unread `client_timeout` seconds after its answer. Reading a body within that time is the
 application's part (`read_body`), and so is refusing a body of a type it does not read
-(`unsupported_type`).
+(`unsupported_type`); a client that asks before sending its body (`Expect: 100-continue`) is
+refused before it sends it when the headers alone earn a refusal (`refusing_before_continue`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,24 @@ def unsupported_type(request: web.BaseRequest, accepted: Sequence[str]) -> str |
         f"{named} is not accepted: send the body as {' or '.join(accepted)} "
         f"(with curl: -H 'Content-Type: {accepted[0]}')"
     )
+
+
+def refusing_before_continue(
+    refusal: Callable[[web.Request], web.Response | None],
+) -> Callable[[web.Request], Awaitable[web.Response | None]]:
+    """A route's `expect_handler`: to `Expect: 100-continue`, the refusal its headers alone earn
+    (`refusal`, None for none) instead of the 100 that would have the client send a body only to
+    see it refused; without one, aiohttp's own answer (100 Continue)."""
+
+    async def expect(request: web.Request) -> web.Response | None:
+        refused = refusal(request)
+        if refused is None:
+            await _default_expect_handler(request)  # a private of aiohttp: 100 Continue, or 417
+            return None
+        refused.force_close()  # the body, if the client sends it anyway, is not read
+        return refused
+
+    return expect
 
 
 def json_refusal(status: int, message: str) -> web.Response:

@@ -230,6 +230,54 @@ async def test_a_body_over_the_limit_is_a_json_413_before_it_is_read(rig: Rig) -
     rig.nothing_produced()
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "code", "message"),
+    [
+        (
+            b"POST /webhooks/wms-east HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n",
+            413,
+            "the body is larger than the 4,096 bytes accepted",
+        ),
+        (
+            b"POST /webhooks/wms-east HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n",
+            415,
+            "Content-Type application/x-www-form-urlencoded is not accepted",
+        ),
+        (
+            b"POST /webhooks/nobody HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n",
+            404,
+            "no webhook source 'nobody'",
+        ),
+    ],
+)
+async def test_a_client_that_asks_first_is_refused_instead_of_told_to_continue(
+    rig: Rig, request_bytes: bytes, code: int, message: str
+) -> None:
+    # `Expect: 100-continue`: the client sends its body only after a 100, so never sends it here
+    asking = request_bytes + b"Expect: 100-continue\r\n\r\n"
+    status, headers, body = await rig.raw(asking, wait=2.0)
+    assert (status, body and body["status"]) == (code, code), body
+    assert_json(status, headers, body, code)
+    assert body["error"].startswith(message), body
+    assert headers["Connection"] == "close"
+    rig.nothing_produced()
+
+
+async def test_a_client_that_asks_first_is_told_to_continue_and_then_served(rig: Rig) -> None:
+    body = spec_event("e1")
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.port)
+    asking = post(body, b"Expect: 100-continue\r\n" + signed(body))
+    writer.write(asking[: -len(body)])
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 200")
+    writer.close()
+    assert len(rig.kafka.events()) == 1
+
+
 @pytest.mark.parametrize("how", ["length", "chunked", "gzip"])
 async def test_a_body_over_the_limit_is_a_json_413_however_it_is_sent(rig: Rig, how: str) -> None:
     body = b"\n".join(spec_event(f"e{i}") for i in range(40))  # ~8 kB of valid events
