@@ -9,8 +9,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler
+from types import TracebackType
+from typing import IO, Any, cast
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
@@ -138,6 +139,31 @@ class _Deadline(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
+class _QuietAnswer(ServerHandler):
+    """wsgiref's answer to one scrape, a failure one line in the log instead of a traceback the
+    standard library prints to stderr: clients cause them (an Accept prometheus_client cannot
+    parse, an answer not read within client_timeout), and a line per bad client is enough."""
+
+    request_handler: _TimedHandler
+
+    def log_exception(
+        self,
+        exc_info: tuple[type[BaseException], BaseException, TracebackType]
+        | tuple[None, None, None],
+    ) -> None:
+        error, client = exc_info[1], self.request_handler.client_address
+        if isinstance(error, (TimeoutError, ConnectionError)):
+            log.debug("metrics: dropped a client %s: its answer was not read: %s", client, error)
+        else:
+            log.warning(
+                "metrics: a request from %s failed, answered 500: %s (%s: %s)",
+                client,
+                self.request_handler.requestline[:200],
+                type(error).__name__,
+                error,
+            )
+
+
 class _TimedHandler(WSGIRequestHandler):
     """One scrape, its request read within the server's client_timeout; logs nothing per request."""
 
@@ -151,10 +177,31 @@ class _TimedHandler(WSGIRequestHandler):
 
     def handle(self) -> None:
         try:
-            super().handle()
+            self._handle()
         except (TimeoutError, ConnectionError) as error:
             log.debug("metrics: dropped a client %s: %s", self.client_address, error)
             self.close_connection = True
+
+    def _handle(self) -> None:
+        """WSGIRequestHandler.handle, its answer written by a _QuietAnswer."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = self.request_version = self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # an error has been answered
+            return
+        app = self.server.get_app()
+        assert app is not None  # set by serve before the first request
+        answer = _QuietAnswer(
+            self.rfile,
+            cast(IO[bytes], self.wfile),  # a socket writer, as WSGIRequestHandler passes it
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=False,
+        )
+        answer.request_handler = self
+        answer.run(app)
 
     def get_environ(self) -> dict[str, Any]:
         # the request is in: the answer gets the whole timeout again, not what is left of it

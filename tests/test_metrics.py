@@ -4,16 +4,20 @@ reads it (no broker: the core's outputs drive the same Metrics methods the topol
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.request import urlopen
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector as PrometheusCollector
 
 from streams.core.engine import Collector, Engine
 from streams.core.models import Alert, OrderCreated
@@ -232,10 +236,14 @@ TIMEOUT = 0.5
 
 
 @contextmanager
-def metrics_server(max_connections: int = 8) -> Iterator[int]:
-    """`serve` on a free loopback port, a counter in it; yields the port."""
+def metrics_server(
+    max_connections: int = 8, collector: PrometheusCollector | None = None
+) -> Iterator[int]:
+    """`serve` on a free loopback port, a counter in it (and `collector`); yields the port."""
     registry = CollectorRegistry()
     Counter("probe_total", "a counter to scrape", registry=registry).inc()
+    if collector is not None:
+        registry.register(collector)
     server = serve(registry, 0, client_timeout=TIMEOUT, max_connections=max_connections)
     try:
         yield server.server_port
@@ -309,4 +317,58 @@ def test_connections_over_the_cap_are_closed_at_once_and_scrapes_resume() -> Non
         for client in (first, second):
             assert seconds_until_closed(client, started) < TIMEOUT + 2
         time.sleep(0.1)  # their threads give their places back
+        assert b"probe_total 1.0" in scrape(port)
+
+
+# ---- the metrics server: clients that misbehave are one line in the log, no traceback ----
+
+
+def logged_once(caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> str:
+    """The one line streams.metrics logged (waiting up to 5 s for the server's thread); nothing
+    went to stderr, where the standard library prints its tracebacks."""
+    deadline = time.monotonic() + 5
+    lines: list[logging.LogRecord] = []
+    while time.monotonic() < deadline and not lines:
+        time.sleep(0.05)
+        lines = [r for r in caplog.records if r.name == "streams.metrics"]
+    time.sleep(0.2)  # anything printed after it lands by now
+    assert "Traceback" not in capfd.readouterr().err
+    lines = [r for r in caplog.records if r.name == "streams.metrics"]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].exc_info is None and "\n" not in lines[0].getMessage()
+    return lines[0].getMessage()
+
+
+def test_an_accept_header_prometheus_client_cannot_parse_is_one_line_not_a_traceback(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="streams.metrics")
+    with metrics_server() as port:
+        client = stalled(port, b"GET /metrics HTTP/1.1\r\nAccept: text/plain; version=x\r\n\r\n")
+        with client:
+            answer = b"".join(iter(lambda: client.recv(4096), b""))  # all of it, to the close
+        assert answer.startswith(b"HTTP/1.0 500")
+        assert "failed" in logged_once(caplog, capfd)
+        assert b"probe_total 1.0" in scrape(port)
+
+
+class Large:
+    """A collector whose exposition is 16 MB: more than the sockets between two processes
+    buffer, so a client that does not read blocks the server's write."""
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("large", "x" * 16_000_000, value=1)
+
+
+def test_a_client_that_does_not_read_its_answer_is_one_line_not_a_traceback(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="streams.metrics")
+    with metrics_server(collector=Large()) as port:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        with client:
+            client.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # and never read the answer
+            assert "dropped a client" in logged_once(caplog, capfd)
         assert b"probe_total 1.0" in scrape(port)
