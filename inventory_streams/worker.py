@@ -22,6 +22,7 @@ from streams.api import Decisions, run_api
 from streams.errors import BrokerError, InventoryError
 from streams.metrics import Metrics, serve
 from streams.runtime.catalog_store import read_latest
+from streams.runtime.faust_private import BoundedStopWorker
 from streams.runtime.running import cluster_dir
 from streams.settings import Settings
 from streams.topology import create_app
@@ -69,7 +70,8 @@ def run_worker(
     if api_port:
         serve_reservations(app, settings, bootstrap, api_port, api_host, url)
     logging.getLogger("faust").setLevel(logging.WARNING)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    # SIGTERM ends it within STOP_GRACE_SECONDS even with the broker gone (Faust's stop waits on it)
+    worker = BoundedStopWorker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     # Faust's terminal spinner sets the root logger to DEBUG so that it can spin on every record:
     # every debug line of aiokafka and Faust would then be built, only for its handler to drop it
     worker.spinner = None

@@ -5,15 +5,27 @@ attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade mo
 
 - `aiokafka.AIOKafkaConsumer._fetcher` and its `fetched_records` (tune_fetch_wait);
 - `faust.App._new_producer` (wrap_producer_flush);
-- `faust.Stream._enable_passive` and `faust.Stream._processors` (start_passive, remove_processor).
+- `faust.Stream._enable_passive` and `faust.Stream._processors` (start_passive, remove_processor);
+- `faust.Worker._on_sigterm` and `_on_sigint`, mode's signal handlers (BoundedStopWorker).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+
+log = logging.getLogger(__name__)
+
+# under `up`'s 10 s before its SIGKILL; an orderly stop with the broker up takes about a second
+STOP_GRACE_SECONDS = 8.0
+EXIT_STOP_OVERDUE = 75  # EX_TEMPFAIL: stopped before Faust's stop finished; restart resumes
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
@@ -96,3 +108,40 @@ def start_passive(stream: faust.Stream[Any], channel: Any) -> None:
 
 def remove_processor(stream: faust.Stream[Any], processor: Callable[..., Any]) -> None:
     stream._processors.remove(processor)
+
+
+class BoundedStopWorker(faust.Worker):
+    """A faust.Worker that ends within `stop_grace` seconds of SIGTERM or SIGINT, whatever its
+    broker does: Faust's orderly stop commits offsets and flushes its producers, and with the
+    broker gone it waits on them for ever. Past the grace the process ends as a SIGKILL would
+    end it (the changelogs as of the last commit, which a restart resumes from), saying why."""
+
+    stop_grace: float = STOP_GRACE_SECONDS
+    _overdue: threading.Timer | None = None
+
+    def _on_sigterm(self) -> None:
+        self._exit_when_overdue(signal.SIGTERM)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._exit_when_overdue(signal.SIGINT)
+        super()._on_sigint()
+
+    def _exit_when_overdue(self, received: signal.Signals) -> None:
+        if self._overdue is None:  # the first signal starts the clock; another does not reset it
+            self._overdue = threading.Timer(self.stop_grace, _stop_overdue, (received, self))
+            self._overdue.daemon = True
+            self._overdue.start()
+
+
+def _stop_overdue(received: signal.Signals, worker: BoundedStopWorker) -> None:
+    log.error(
+        "still stopping %g s after %s (is the broker out of reach?): exiting now, with the "
+        "offsets committed so far; a restart resumes from them",
+        worker.stop_grace,
+        received.name,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STOP_OVERDUE)

@@ -37,3 +37,10 @@ def test_faust_stream_keeps_its_processors_and_a_passive_mode() -> None:
     stream.add_processor(processor)
     assert stream._processors[-1] is processor
     assert list(inspect.signature(stream._enable_passive).parameters)[:1] == ["channel"]
+
+
+def test_faust_worker_stops_on_signals_through_on_sigterm_and_on_sigint() -> None:
+    installed = inspect.getsource(faust.Worker._install_signal_handlers_unix)
+    assert "self._on_sigterm" in installed and "self._on_sigint" in installed
+    for name in ("_on_sigterm", "_on_sigint"):
+        assert list(inspect.signature(getattr(faust.Worker, name)).parameters) == ["self"]
