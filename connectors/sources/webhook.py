@@ -6,12 +6,13 @@ sender retries. Unsigned or wrongly signed requests get 401 and produce nothing.
 seen before (Shopify's `X-Shopify-Webhook-Id`, our `X-Inventory-Delivery`) is answered from
 memory without producing; past that memory, stable event ids make the replay a no-op downstream.
 
-Routes: `POST /webhooks/{source}` (by the source's kind), `GET /healthz`. Served through
-streams.runtime.http's GuardedRunner, every refusal is JSON and produces nothing: an unknown route
-or method (404/405), a body over settings.webhook_max_body_bytes (413, before it is read), one of
-another type than BODY_TYPES (415; one without a Content-Type is read), one not complete within
-settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400). To a client
-that sends `Expect: 100-continue`, the 404, 413 or 415 its headers earn is sent instead of the 100.
+Routes: `POST /webhooks/{source}` (by the source's kind), `GET /health` (as the API names it).
+Served through streams.runtime.http's GuardedRunner, every refusal is JSON and produces nothing:
+an unknown route or method (404/405), a body over settings.webhook_max_body_bytes (413, before it
+is read), one of another type than BODY_TYPES (415; one without a Content-Type is read), one not
+complete within settings.http_client_timeout_seconds (408), a request aiohttp cannot parse (400).
+To a client that sends `Expect: 100-continue`, the 404, 413 or 415 its headers earn is sent
+instead of the 100.
 
 - kind `events`: JSON Lines of SPEC §2 events (one object is one line), signed like our own
   outgoing webhooks (`X-Inventory-Timestamp`, `X-Inventory-Signature: sha256=<hex HMAC of
@@ -497,7 +498,7 @@ async def _json_errors(
         return _error(exc.status, messages.get(exc.status, exc.reason))
 
 
-async def _healthz(request: web.Request) -> web.Response:
+async def _health(request: web.Request) -> web.Response:
     sources: dict[str, WebhookSource] = request.app[_SOURCES_KEY]
     return web.json_response({"status": "ok", "sources": sorted(sources)})
 
@@ -537,7 +538,7 @@ def make_app(
         receiver.handle,
         expect_handler=refusing_before_continue(receiver.refusal_before_body),
     )
-    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/health", _health)
 
     app.cleanup_ctx.append(producer.polling_while_serving)
     return app

@@ -18,7 +18,7 @@ from tests.deploy.helpers import DEPLOY, run, tool
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 KUSTOMIZATION_DIR = DEPLOY
-HEALTH_PATHS = {"/health", "/healthz", "/metrics"}  # streams/api.py, webhook receiver, metrics
+HEALTH_PATHS = {"/health", "/metrics"}  # the API and the webhook receiver; metrics
 
 
 def render_by_hand(directory: Path) -> list[dict[str, Any]]:

@@ -250,7 +250,7 @@ async def test_unknown_sources_and_health(rig: Rig) -> None:
         "error": "no webhook source 'nobody' is configured here",
         "status": 404,
     }
-    health = await rig.client.get("/healthz")
+    health = await rig.client.get("/health")  # the name every HTTP surface uses
     assert await health.json() == {
         "status": "ok",
         "sources": ["pos-store-12", "shopify-us", "wms-east"],

@@ -100,9 +100,9 @@ async def test_a_signed_delivery_is_produced_through_the_guarded_server(rig: Rig
             "method GET is not allowed on /webhooks/wms-east",
         ),
         (
-            b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n",
             405,
-            "method DELETE is not allowed on /healthz",
+            "method DELETE is not allowed on /health",
         ),
     ],
 )
