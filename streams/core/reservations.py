@@ -286,13 +286,17 @@ def on_decided(
     """A single-SKU request decided where its SKU lives reaches the reservation record.
 
     Returns the record to keep and the holds to give back. The record is the decision unless one
-    was already kept: a redelivery of the same decision changes nothing, while a hold placed for a
-    request the record had already closed (a release that overtook it, or an id reused after the
-    SKU forgot it) is released again, and the record's own status stands.
+    was already kept: a redelivery of the same decision to a record still held changes nothing,
+    while a hold placed for a request the record has closed is released again, and the record's
+    own status stands: a release that overtook it, an id reused after the SKU forgot it, or the
+    same request held again by a SKU whose record came back from a crash without its hold and
+    release (giving back a hold the SKU no longer has is a no-op there).
     """
     if known is None:
         return decided, []
-    if decided.status != HELD or known.accepted_at == decided.accepted_at:
+    if decided.status != HELD:
+        return known, []
+    if known.accepted_at == decided.accepted_at and known.status not in (RELEASED, EXPIRED):
         return known, []
     reason = _late_hold_reason(known)
     return known, [

@@ -23,6 +23,7 @@ from streams.core.reservations import (
     RELEASED,
     ReservationState,
     on_confirmed,
+    on_decided,
     on_release,
     on_result,
     resume,
@@ -174,3 +175,24 @@ def test_a_redelivered_order_sends_the_cancels_that_came_before_it_again() -> No
     # and as one the SKU stage committed in place (`committed`): only the cancels are sent
     committed = route_order(OrderState.from_dict(state.to_dict()), order, committed=True)
     assert committed.commands == cancels
+
+
+def test_a_decision_redelivered_to_a_released_record_gives_the_hold_back() -> None:
+    """A single-SKU request is held where its SKU lives, then released. A worker dies, and its SKU
+    record comes back without the hold and the release (the release's command handled before the
+    redelivered request, on another topic): the SKU holds again and tells the record `held` with
+    the request's own time. The record is released: the hold must go back, not be taken for a
+    redelivery of the decision it already has (bench/faults.py: a 201 released, then held)."""
+    state, _ = start(two_sku_request(), catalog())
+    state.lines, state.waiting = state.lines[:1], []
+    state.held, state.status = {"A": [("wh", 2)]}, HELD
+    decided = state.to_dict()  # the SKU's decision, as the command carries it
+    kept, _ = on_decided(None, ReservationState.from_dict(decided))
+    on_release(kept, ev("reservation-released", 5, reservation_id="r"))  # type: ignore[arg-type]
+    assert kept.status == RELEASED
+    again, releases = on_decided(kept, ReservationState.from_dict(decided))
+    assert again is kept and again.status == RELEASED
+    assert [(r.sku, r.reservation_id, r.reason) for r in releases] == [("A", "r", RELEASED)]
+    # the same decision reaching a record that is still held changes nothing, as before
+    held_record = ReservationState.from_dict(decided)
+    assert on_decided(held_record, ReservationState.from_dict(decided))[1] == []
