@@ -2,7 +2,7 @@
 
 Run after a change, from the repository root: `.venv/bin/python deploy/grafana/dashboard.py`.
 tests/deploy/test_grafana.py fails when the JSON differs from what this produces. Panels use only
-metrics the processes serve (streams/metrics.py, streams/api.py, connectors/*/metrics.py).
+metrics the processes serve (streams/metrics.py, streams/api/handlers.py, connectors/*/metrics.py).
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
-"""The reservation API of SPEC §7: HTTP request/reply in front of the reservation stage.
+"""The reservation API's HTTP layer: the routes, their authentication, the aiohttp application
+and `run_api`, which serves it over the decision and availability feeds.
 
-Guarantee: a 201 or 409 is the stream's own decision, read back from
-`inventory.reservation-decisions` after the request event was acknowledged by the broker
-(acks=all, idempotent producer). The hold itself is made by the worker that owns the SKU's
-partition, serialized with that SKU's other events; this process keeps no inventory state, so any
-number of API processes can run side by side. Requests are idempotent by `reservation_id`: a retry
-is produced again with the same event id and answered with the decision the stream republishes.
-
-Routes: `POST /reservations`, `GET /reservations/{reservation_id}`,
-`DELETE /reservations/{reservation_id}`, `GET /availability/{channel}/{channel_sku}`,
-`GET /explain/{channel}/{channel_sku}`, `GET /health`, `GET /openapi.json` (the contract,
-schemas/openapi.json). Every request but /health carries
-`Authorization: Bearer <token>` of a channel (settings.channel_tokens), and a channel acts only for
-itself. Every error is a JSON object `{"error": <message>, "status": <code>}`; when the error is
-about a reservation (409), the body is the reservation's decision and `status` is its status.
-A 201 is the decision: `held` (one entry per SKU and location), `placement`
-(`{sku: {location: units}}`, a hold split across locations in sourcing order) and `expires_at`.
-A rejection's 409 carries `shortfall` (per request line) and `shortfall_by_sku` (the lines'
-units added up per SKU, against what that SKU could hold). A body over settings.api_max_body_bytes
-is a 413, a body whose Content-Type is not application/json a 415 (one sent without a
-Content-Type is read as JSON), one not complete within settings.http_client_timeout_seconds a
-408, and a request aiohttp cannot parse a JSON 400 (streams.runtime.http): no refusal produces
-anything. A client that sends `Expect: 100-continue` gets the 401, 413 or 415 its headers earn
-instead of the 100, before it sends the body.
+Guarantee: a request is refused (401, 403, 400, 408, 413, 415) before anything is produced, and
+every answer is JSON, counted by route and status code; a 201 or 409 is the stream's decision,
+and the decision feed's start positions are fixed before the port opens.
 """
 
 from __future__ import annotations
@@ -33,37 +14,28 @@ import hmac
 import json
 import logging
 import signal
-import threading
 import time
-import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from streams.client import kafka_config
-from streams.codec import Codec, make_codec, record_to_json
+from streams.api.decisions import Decision, DecisionFeed, Decisions
+from streams.api.routing import OwnerRouting, Route
+from streams.api.views import AvailabilityView, StateView, ViewFeed
+from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.core.engine import check_event
 from streams.core.explain import UnknownListing, explain
 from streams.core.keys import event_key
-from streams.core.models import (
-    MAX_TTL_SECONDS,
-    ReservationReleased,
-    ReservationRequested,
-    parse_event,
-)
-from streams.core.reservations import CONFIRMED, HELD, PENDING, REJECTED, RELEASED
-from streams.core.state import SkuState
-from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent, InventoryError
+from streams.core.models import ReservationReleased, ReservationRequested, parse_event
+from streams.core.reservations import CONFIRMED, HELD, REJECTED, RELEASED
+from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
 from streams.metrics import serve as serve_metrics
-from streams.runtime.catalog_store import CatalogAssembler
 from streams.runtime.http import (
     JSON_TYPE,
     BodyTimeout,
@@ -73,388 +45,21 @@ from streams.runtime.http import (
     refusing_before_continue,
     unsupported_type,
 )
-from streams.runtime.offsets import true_end_offsets
 from streams.runtime.producer import SourceProducer
-from streams.runtime.topics import (
-    CALLER_WAITING,
-    CATALOG,
-    RESERVATION_DECISIONS,
-    availability_topic,
-    changelog_topic,
-)
+from streams.runtime.topics import CALLER_WAITING, changelog_topic
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Decision = dict[str, Any]  # ReservationState.decision(): reservation_id, channel, status, ...
 # a stream worker serving the API: handle an acknowledged request now, in the process, if that is
 # still its place in the log (partition, offset, key, value, headers -> handled?)
 TakeNow = Callable[[int, int, bytes, bytes, Any], bool]
-# a stream worker serving the API: the API URL of the worker that owns a key's partition
-Route = Callable[[bytes], str | None]
-ROUTED_HEADER = "X-Inventory-Routed"  # on a request one worker passed to another: not passed on
 
 DECISION_TIMEOUT_SECONDS = 10.0
 PRODUCE_DEADLINE_SECONDS = 5.0
 RETRY_AFTER_SECONDS = 1
 MAX_ID_LENGTH = 200
-# Decisions are read from this far back at start-up: every hold still open was decided within it.
-LOOKBACK_SECONDS = MAX_TTL_SECONDS + 600
 _SET_BY_API = ("event_id", "occurred_at", "source")
-
-
-# ---- what the API knows about reservations ---------------------------------------------------
-
-
-class Decisions:
-    """Decisions as the stream publishes them: waiters by reservation id, open holds, recent ends.
-
-    Lives on the event loop; the feed thread hands batches over with call_soon_threadsafe. Open
-    holds are kept until their expiry (plus a grace period), so a DELETE can check the owner;
-    closed reservations are remembered up to `remember` of them, for idempotent answers.
-    """
-
-    def __init__(self, remember: int = 200_000, grace_seconds: float = 300.0) -> None:
-        self.remember = remember
-        self.grace_seconds = grace_seconds
-        self.caught_up = False  # the start-up read of recent decisions has reached the end
-        self._waiters: dict[str, list[tuple[Callable[[Decision], bool], asyncio.Future[Decision]]]]
-        self._waiters = {}
-        self._held: dict[str, tuple[float, Decision]] = {}  # id -> (expires at, epoch s; decision)
-        self._closed: OrderedDict[str, Decision] = OrderedDict()
-        self._offers = 0
-
-    def wait(
-        self, reservation_id: str, accept: Callable[[Decision], bool] = lambda _d: True
-    ) -> asyncio.Future[Decision]:
-        """A future for the next decision on `reservation_id` that `accept` takes."""
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(reservation_id, []).append((accept, future))
-        return future
-
-    def forget(self, reservation_id: str, future: asyncio.Future[Decision]) -> None:
-        waiting = self._waiters.get(reservation_id)
-        if waiting is None:
-            return
-        waiting[:] = [(a, f) for a, f in waiting if f is not future]
-        if not waiting:
-            del self._waiters[reservation_id]
-
-    def known(self, reservation_id: str) -> Decision | None:
-        """The latest decision seen for `reservation_id`, if it is open or recently closed."""
-        held = self._held.get(reservation_id)
-        return held[1] if held is not None else self._closed.get(reservation_id)
-
-    def offer_many(self, decisions: Iterable[Decision]) -> None:
-        for decision in decisions:
-            self.offer(decision)
-
-    def offer(self, decision: Decision) -> None:
-        rid = decision["reservation_id"]
-        if decision["status"] == HELD:
-            self._held[rid] = (_epoch(decision.get("expires_at")), decision)
-            self._closed.pop(rid, None)
-        elif decision["status"] != PENDING:
-            self._held.pop(rid, None)
-            self._closed[rid] = decision
-            self._closed.move_to_end(rid)
-            while len(self._closed) > self.remember:
-                self._closed.popitem(last=False)
-        waiting = self._waiters.get(rid)
-        if waiting:
-            keep = []
-            for accept, future in waiting:
-                if future.done():
-                    continue
-                if accept(decision):
-                    future.set_result(decision)
-                else:
-                    keep.append((accept, future))
-            if keep:
-                waiting[:] = keep
-            else:
-                del self._waiters[rid]
-        self._offers += 1
-        if self._offers % 10_000 == 0:
-            self._drop_expired()
-
-    def _drop_expired(self) -> None:
-        horizon = time.time() - self.grace_seconds
-        for rid in [rid for rid, (expires, _) in self._held.items() if expires < horizon]:
-            del self._held[rid]
-
-
-class StateView:
-    """The latest committed SKU state per SKU (the workers' `skus` table changelog), for explain."""
-
-    def __init__(self) -> None:
-        self._states: dict[str, SkuState] = {}
-
-    def offer(self, sku: str, value: bytes | None) -> None:
-        if value is None:
-            self._states.pop(sku, None)
-            return
-        self._states[sku] = SkuState.from_dict(json.loads(value))  # one dict store: thread-safe
-
-    def get(self, sku: str) -> SkuState | None:
-        return self._states.get(sku)
-
-
-class AvailabilityView:
-    """The latest availability record per (channel, channel_sku), as JSON; highest version wins."""
-
-    def __init__(self) -> None:
-        self._records: dict[tuple[str, str], dict[str, Any]] = {}
-
-    def offer(self, record: dict[str, Any]) -> None:
-        key = (record["channel"], record["channel_sku"])
-        current = self._records.get(key)
-        if current is None or record["version"] >= current["version"]:
-            self._records[key] = record  # one dict store: safe to do from the feed thread
-
-    def get(self, channel: str, channel_sku: str) -> dict[str, Any] | None:
-        return self._records.get((channel, channel_sku))
-
-
-def _epoch(timestamp: str | None) -> float:
-    if not timestamp:
-        return 0.0
-    try:
-        return datetime.fromisoformat(timestamp).timestamp()
-    except ValueError:
-        return 0.0
-
-
-# ---- feeds: Kafka topics into the views, one consumer thread each ----------------------------
-
-
-def _consumer(bootstrap: str, fetch_wait_ms: int) -> Consumer:
-    """A consumer that joins no group (assign() only) and commits nothing."""
-    return Consumer(
-        {
-            **kafka_config(bootstrap),
-            "group.id": f"reservation-api-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            # Tansu answers a fetch that finds nothing only after this wait, so it bounds the
-            # latency a quiet moment adds; each empty fetch costs the broker CPU, though
-            "fetch.wait.max.ms": fetch_wait_ms,
-            "log_level": 0,
-        }
-    )
-
-
-def _arrived(consumer: Consumer, timeout: float) -> list[Message]:
-    """What has arrived, waiting for the first record only (consume(n, t) waits for n or t)."""
-    first = consumer.poll(timeout)
-    return [] if first is None else [first, *consumer.consume(500, 0)]
-
-
-class _FeedThread:
-    """A background reader thread: launched once, stopped by setting its halt flag."""
-
-    def __init__(self) -> None:
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: str | None = None
-
-    def _launch(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> None:
-        self._thread = threading.Thread(target=target, args=args, name=name, daemon=True)
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-
-class DecisionFeed(_FeedThread):
-    """Reads `inventory.reservation-decisions` on every partition into a Decisions view.
-
-    Start positions are fixed in start(), before any request is produced, so no decision made
-    after start() can be missed; they go back LOOKBACK_SECONDS so every open hold is known.
-    """
-
-    def __init__(
-        self,
-        bootstrap: str,
-        partitions: int,
-        decisions: Decisions,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        lookback_seconds: float = LOOKBACK_SECONDS,
-        fetch_wait_ms: int = 10,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.partitions = partitions
-        self.decisions = decisions
-        self.loop = loop
-        self.lookback_seconds = lookback_seconds
-        self.fetch_wait_ms = fetch_wait_ms
-        super().__init__()
-
-    def start(self) -> None:
-        """Fix the start offsets and begin reading (blocking: call it from a thread)."""
-        parts = list(range(self.partitions))
-        ends = true_end_offsets(self.bootstrap, RESERVATION_DECISIONS, parts)
-        consumer = _consumer(self.bootstrap, self.fetch_wait_ms)
-        since = int((time.time() - self.lookback_seconds) * 1000)
-        try:
-            found = consumer.offsets_for_times(
-                [TopicPartition(RESERVATION_DECISIONS, p, since) for p in parts], timeout=10
-            )
-            starts = {
-                tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found
-            }
-        except KafkaException as error:
-            log.warning("reservation API: offsets by time unavailable (%s); reading all", error)
-            starts = dict.fromkeys(parts, 0)
-        consumer.assign([TopicPartition(RESERVATION_DECISIONS, p, starts[p]) for p in parts])
-        behind = {p for p in parts if starts[p] < ends[p]}
-        if not behind:
-            self.loop.call_soon_threadsafe(setattr, self.decisions, "caught_up", True)
-        self._launch(self._run, (consumer, ends, behind), "api-decisions")
-
-    def _run(self, consumer: Consumer, ends: dict[int, int], behind: set[int]) -> None:
-        try:
-            while not self._halt.is_set():
-                batch: list[Decision] = []
-                for message in _arrived(consumer, 0.05):
-                    if message.error() is not None:
-                        continue
-                    value, partition, offset = (
-                        message.value(),
-                        message.partition(),
-                        message.offset(),
-                    )
-                    if value is None or partition is None or offset is None:
-                        continue
-                    try:
-                        batch.append(json.loads(value))
-                    except (ValueError, TypeError):
-                        log.warning("reservation API: undecodable decision at %s", offset)
-                        continue
-                    if partition in behind and offset + 1 >= ends[partition]:
-                        behind.discard(partition)
-                        if not behind:
-                            self.loop.call_soon_threadsafe(
-                                setattr, self.decisions, "caught_up", True
-                            )
-                if batch:
-                    self.loop.call_soon_threadsafe(self.decisions.offer_many, batch)
-        except Exception as error:  # reported by /health; never a silent stop
-            self.error = f"decision feed stopped: {error}"
-            log.exception("reservation API: decision feed stopped")
-        finally:
-            consumer.close()
-
-
-class ViewFeed(_FeedThread):
-    """Reads `inventory.catalog` and every `availability.<channel>` from the beginning."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        codec: Codec,
-        catalog: Catalog,
-        view: AvailabilityView,
-        on_catalog: Callable[[Catalog], None],
-        *,
-        partitions: int,
-        fetch_wait_ms: int = 100,
-        states: StateView | None = None,
-        state_topic: str | None = None,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.codec = codec
-        self.view = view
-        self.states = states
-        self.state_topic = state_topic
-        self.on_catalog = on_catalog
-        self.partitions = partitions
-        self.fetch_wait_ms = fetch_wait_ms
-        self._channels = {c.id for c in catalog.channels}
-        self._version = catalog.version
-        self._catalogs = CatalogAssembler()
-        super().__init__()
-
-    def start(self) -> None:
-        consumer = _consumer(self.bootstrap, self.fetch_wait_ms)
-        states = (
-            [TopicPartition(self.state_topic, p, 0) for p in range(self.partitions)]
-            if self.states is not None and self.state_topic
-            else []
-        )
-        consumer.assign(
-            [
-                TopicPartition(CATALOG, 0, 0),
-                *self._availability_partitions(self._channels),
-                *states,
-            ]
-        )
-        self._launch(self._run, (consumer,), "api-views")
-
-    def _availability_partitions(self, channels: Iterable[str]) -> list[TopicPartition]:
-        return [
-            TopicPartition(availability_topic(ch), p, 0)
-            for ch in sorted(channels)
-            for p in range(self.partitions)
-        ]
-
-    def _run(self, consumer: Consumer) -> None:
-        try:
-            while not self._halt.is_set():
-                for message in _arrived(consumer, 0.1):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() != KafkaError._PARTITION_EOF:
-                            log.debug("reservation API: %s", error.str())
-                        continue
-                    topic = message.topic() or ""
-                    if topic == self.state_topic and self.states is not None:
-                        key = message.key()
-                        if key is not None and not key.startswith(b"\x00"):  # commit markers
-                            self.states.offer(key.decode(), message.value())
-                        continue
-                    if topic == CATALOG:
-                        self._take_catalog(consumer, message)
-                        continue
-                    self._take(topic, message.value())
-        except Exception as error:
-            self.error = f"availability feed stopped: {error}"
-            log.exception("reservation API: availability feed stopped")
-        finally:
-            consumer.close()
-
-    def _take_catalog(self, consumer: Consumer, message: Message) -> None:
-        offset = message.offset()
-        assert offset is not None  # set on every consumed record
-        try:
-            catalog = self._catalogs.offer(message.key(), message.value(), offset)
-        except InventoryError as error:
-            log.warning("reservation API: unreadable catalog record: %s", error)
-            return
-        if catalog is None or catalog.version < self._version:
-            return
-        self._version = catalog.version
-        self.on_catalog(catalog)
-        new = {c.id for c in catalog.channels} - self._channels
-        if new:
-            self._channels |= new
-            consumer.incremental_assign(self._availability_partitions(new))
-
-    def _take(self, topic: str, value: bytes | None) -> None:
-        if value is None:
-            return
-        try:
-            record = self.codec.decode(value, topic)
-        except InventoryError as error:
-            log.warning("reservation API: undecodable record on %s: %s", topic, error)
-            return
-        self.view.offer(record_to_json(record))
 
 
 # ---- metrics ---------------------------------------------------------------------------------
@@ -538,9 +143,6 @@ class ReservationApi:
         self._clock = clock  # its date is the one backorders count from (wall time, live)
         self._tokens = [(token.encode(), channel) for channel, token in tokens.items() if token]
         self._take_now = take_now
-        self._route = route
-        self._url = url.rstrip("/") if url else None
-        self._session: ClientSession | None = None  # to other workers, opened on first use
         self.catalog = catalog
         self.producer = producer
         self.decisions = decisions
@@ -549,6 +151,14 @@ class ReservationApi:
         self.decision_timeout = decision_timeout
         self._health = health
         self._in_flight: dict[str, str] = {}  # reservation id -> channel, while its POST waits
+        self._owners = OwnerRouting(
+            route,
+            url,
+            decisions,
+            self.metrics.routed,
+            timeout=decision_timeout + PRODUCE_DEADLINE_SECONDS,
+            keepalive_timeout=client_timeout / 2,
+        )
 
     def set_catalog(self, catalog: Catalog) -> None:
         self.catalog = catalog  # one reference swap: safe from the feed thread
@@ -558,7 +168,7 @@ class ReservationApi:
     async def reserve(self, request: web.Request) -> web.Response:
         channel = self._headers_acceptable(request)
         event = self._reservation(await self._json(request), channel)
-        routed = await self._pass_to_owner(request, event)
+        routed = await self._owners.pass_to_owner(request, event, self.catalog)
         if routed is not None:
             return routed
         rid = event.reservation_id
@@ -714,48 +324,9 @@ class ReservationApi:
         return web.json_response(body, status=200 if problem is None else 503)
 
     async def close(self, _app: web.Application | None = None) -> None:
-        if self._session is not None:
-            await self._session.close()
+        await self._owners.close()
 
     # ---- steps ----
-
-    async def _pass_to_owner(
-        self, request: web.Request, event: ReservationRequested
-    ) -> web.Response | None:
-        """Served by a worker: a request whose SKU another worker owns is passed to that worker,
-        which decides it in its process; None when it is ours, unknown, or unreachable (then it
-        is decided through the topics, as the API process does)."""
-        if self._route is None or request.headers.get(ROUTED_HEADER):
-            return None
-        owner = self._route(event_key(event, self.catalog).encode())
-        if owner is None or owner.rstrip("/") == self._url:
-            return None
-        if self._session is None:
-            self._session = ClientSession(
-                timeout=ClientTimeout(total=self.decision_timeout + PRODUCE_DEADLINE_SECONDS),
-                # let go of an idle connection before the owner's server closes it under us
-                connector=TCPConnector(keepalive_timeout=self.client_timeout / 2),
-            )
-        headers = {
-            "Authorization": request.headers.get("Authorization", ""),
-            "Content-Type": "application/json",
-            ROUTED_HEADER: "1",
-        }
-        try:
-            async with self._session.post(
-                f"{owner.rstrip('/')}/reservations", data=await request.read(), headers=headers
-            ) as answer:
-                body = await answer.json()
-                passed = {k: v for k, v in answer.headers.items() if k in _PASSED_HEADERS}
-                status = answer.status
-        except (ClientError, TimeoutError, ValueError) as error:
-            log.warning("reservation API: the owner at %s did not answer (%s)", owner, error)
-            self.metrics.routed.labels("unreachable").inc()
-            return None
-        self.metrics.routed.labels("answered").inc()
-        if status == 201:
-            self.decisions.offer(body)  # a DELETE sent here next knows it at once
-        return web.json_response(body, status=status, headers=passed)
 
     def _authenticate(self, request: web.Request) -> str:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -887,8 +458,7 @@ class ReservationApi:
             self.decisions.forget(rid, future)
 
 
-_PASSED_HEADERS = ("Retry-After", "WWW-Authenticate")
-OPENAPI_FILE = Path(__file__).resolve().parent.parent / "schemas" / "openapi.json"
+OPENAPI_FILE = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 
 
 @lru_cache(maxsize=1)
@@ -1142,7 +712,3 @@ def main(argv: list[str] | None = None) -> int:
 
     asyncio.run(serve())
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

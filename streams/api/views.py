@@ -1,0 +1,162 @@
+"""What the API shows besides reservations: availability as published, and the SKU states.
+
+The views are fed from the compacted topics read from the beginning (`inventory.catalog`, every
+`availability.<channel>`, the `skus` table's changelog); a record with the highest version wins,
+and a channel added to the catalog is read from then on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from streams.api.feed import FeedThread, arrived, groupless_consumer
+from streams.codec import Codec, record_to_json
+from streams.core.catalog import Catalog
+from streams.core.state import SkuState
+from streams.errors import InventoryError
+from streams.runtime.catalog_store import CatalogAssembler
+from streams.runtime.topics import CATALOG, availability_topic
+
+log = logging.getLogger(__name__)
+
+
+class StateView:
+    """The latest committed SKU state per SKU (the workers' `skus` table changelog), for explain."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, SkuState] = {}
+
+    def offer(self, sku: str, value: bytes | None) -> None:
+        if value is None:
+            self._states.pop(sku, None)
+            return
+        self._states[sku] = SkuState.from_dict(json.loads(value))  # one dict store: thread-safe
+
+    def get(self, sku: str) -> SkuState | None:
+        return self._states.get(sku)
+
+
+class AvailabilityView:
+    """The latest availability record per (channel, channel_sku), as JSON; highest version wins."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def offer(self, record: dict[str, Any]) -> None:
+        key = (record["channel"], record["channel_sku"])
+        current = self._records.get(key)
+        if current is None or record["version"] >= current["version"]:
+            self._records[key] = record  # one dict store: safe to do from the feed thread
+
+    def get(self, channel: str, channel_sku: str) -> dict[str, Any] | None:
+        return self._records.get((channel, channel_sku))
+
+
+class ViewFeed(FeedThread):
+    """Reads `inventory.catalog` and every `availability.<channel>` from the beginning."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        codec: Codec,
+        catalog: Catalog,
+        view: AvailabilityView,
+        on_catalog: Callable[[Catalog], None],
+        *,
+        partitions: int,
+        fetch_wait_ms: int = 100,
+        states: StateView | None = None,
+        state_topic: str | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.codec = codec
+        self.view = view
+        self.states = states
+        self.state_topic = state_topic
+        self.on_catalog = on_catalog
+        self.partitions = partitions
+        self.fetch_wait_ms = fetch_wait_ms
+        self._channels = {c.id for c in catalog.channels}
+        self._version = catalog.version
+        self._catalogs = CatalogAssembler()
+        super().__init__()
+
+    def start(self) -> None:
+        consumer = groupless_consumer(self.bootstrap, self.fetch_wait_ms)
+        states = (
+            [TopicPartition(self.state_topic, p, 0) for p in range(self.partitions)]
+            if self.states is not None and self.state_topic
+            else []
+        )
+        consumer.assign(
+            [
+                TopicPartition(CATALOG, 0, 0),
+                *self._availability_partitions(self._channels),
+                *states,
+            ]
+        )
+        self._launch(self._run, (consumer,), "api-views")
+
+    def _availability_partitions(self, channels: Iterable[str]) -> list[TopicPartition]:
+        return [
+            TopicPartition(availability_topic(ch), p, 0)
+            for ch in sorted(channels)
+            for p in range(self.partitions)
+        ]
+
+    def _run(self, consumer: Consumer) -> None:
+        try:
+            while not self._halt.is_set():
+                for message in arrived(consumer, 0.1):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.debug("reservation API: %s", error.str())
+                        continue
+                    topic = message.topic() or ""
+                    if topic == self.state_topic and self.states is not None:
+                        key = message.key()
+                        if key is not None and not key.startswith(b"\x00"):  # commit markers
+                            self.states.offer(key.decode(), message.value())
+                        continue
+                    if topic == CATALOG:
+                        self._take_catalog(consumer, message)
+                        continue
+                    self._take(topic, message.value())
+        except Exception as error:
+            self.error = f"availability feed stopped: {error}"
+            log.exception("reservation API: availability feed stopped")
+        finally:
+            consumer.close()
+
+    def _take_catalog(self, consumer: Consumer, message: Message) -> None:
+        offset = message.offset()
+        assert offset is not None  # set on every consumed record
+        try:
+            catalog = self._catalogs.offer(message.key(), message.value(), offset)
+        except InventoryError as error:
+            log.warning("reservation API: unreadable catalog record: %s", error)
+            return
+        if catalog is None or catalog.version < self._version:
+            return
+        self._version = catalog.version
+        self.on_catalog(catalog)
+        new = {c.id for c in catalog.channels} - self._channels
+        if new:
+            self._channels |= new
+            consumer.incremental_assign(self._availability_partitions(new))
+
+    def _take(self, topic: str, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            record = self.codec.decode(value, topic)
+        except InventoryError as error:
+            log.warning("reservation API: undecodable record on %s: %s", topic, error)
+            return
+        self.view.offer(record_to_json(record))
