@@ -213,15 +213,27 @@ class DeferredWrites:
     the base offset of its last batch + 1, and Faust recovers a table by reading its changelog up
     to that watermark: without the marker, every record after the first in the last batch would be
     missing after a restart while the offsets of the events that made them are already committed.
+
+    Faust flushes the producer from its commit timer and again when a rebalance revokes, so two
+    writes can be asked for at once: the second waits for the first, or a state of a key still
+    queued in the first would go out after a newer one (a recovery hands the stages new objects)
+    and the changelog would keep the older. And a record of a partition this worker no longer owns
+    (`owns`) is dropped: its new owner writes that changelog, and the events behind the change
+    were not committed here (a rebalance forgets what was acknowledged), so the owner handles them.
     """
 
     MARKER = b"\x00end-of-commit"
 
-    def __init__(self, outputs: Outputs, partitions: int) -> None:
+    def __init__(
+        self, outputs: Outputs, partitions: int, owns: Callable[[int], bool] | None = None
+    ) -> None:
         self.outputs = outputs
         self.partitions = partitions
+        self.owns = owns  # None: every partition (tests, tools)
         self.pending: dict[tuple[str, bytes], Any] = {}  # (changelog topic, key) -> state
         self.written: set[tuple[str, int]] = set()  # (changelog topic, partition)
+        self.dropped = 0  # records of partitions not owned, left to their owner
+        self._writing: asyncio.Future[None] | None = None  # the write in progress
 
     def put(self, table: Any, key: bytes, value: Any) -> None:
         table.data[key] = value  # visible to the stages at once; durable at the next commit
@@ -240,11 +252,25 @@ class DeferredWrites:
     YIELD_SECONDS = 0.002
 
     async def write(self) -> None:
+        while self._writing is not None:  # one at a time, in the order asked
+            await asyncio.shield(self._writing)
+        done = self._writing = asyncio.get_running_loop().create_future()
+        try:
+            await self._write()
+        finally:
+            self._writing = None
+            done.set_result(None)
+
+    async def _write(self) -> None:
         pending, self.pending = self.pending, {}
+        owns = self.owns
         clock = time.perf_counter
         until = clock() + self.YIELD_SECONDS
         for (topic, key), value in pending.items():
             partition = partition_for(key, self.partitions)
+            if owns is not None and not owns(partition):
+                self.dropped += 1
+                continue
             encoded = None if value is None else orjson.dumps(value.to_dict())
             self.outputs.send(topic, key, encoded, partition)
             self.written.add((topic, partition))
@@ -459,7 +485,8 @@ def create_app(
 
     outputs = Outputs(bootstrap, settings.producer_linger_ms)
     outputs.install(app)
-    writes = DeferredWrites(outputs, n)
+    owned: set[int] = set()  # this worker's partitions of the stages and their tables
+    writes = DeferredWrites(outputs, n, owns=owned.__contains__)
     to_stages = CommandBatch(outputs, n)
     decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
     # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
@@ -1153,10 +1180,18 @@ def create_app(
     async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == EVENTS)
         log.warning("assigned partitions of %s: %s", EVENTS, mine)
+        if writes.dropped:  # changed during the rebalance: handled again by their owner
+            log.warning("%d table records of partitions not owned were not written", writes.dropped)
+            writes.dropped = 0
+        owned.clear()
+        owned.update(mine)
         forget_positions()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        # sent after the revoke's last commit and flush: what the stages change from here on
+        # until the next assignment is not written (see DeferredWrites)
+        owned.difference_update(tp.partition for tp in revoked if tp.topic == EVENTS)
         forget_positions()
 
     def forget_positions() -> None:

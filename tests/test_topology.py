@@ -137,3 +137,44 @@ def test_a_forgotten_record_leaves_a_tombstone_on_its_changelog() -> None:
         partition_for(b"o1", 4),
         partition_for(b"o2", 4),
     }
+
+
+def test_two_flushes_at_once_write_each_key_in_the_order_it_was_put() -> None:
+    """Faust flushes the producer from its commit timer and from a rebalance's revoke, and both
+    run the changelog writes, which yield to the loop: the second must not pass the first. Else
+    an older state of a key still queued in the first goes out after the newer one the second
+    wrote, and the changelog (what a restart resumes from) keeps the older one."""
+    outputs = RecordingOutputs()
+    writes = DeferredWrites(outputs, 4)  # type: ignore[arg-type]
+    writes.YIELD_SECONDS = 0  # type: ignore[misc]  # yield after every record
+    orders = Table("app-orders-changelog")
+    keys = [f"o{i}".encode() for i in range(20)]
+    for key in keys:
+        writes.put(orders, key, OrderState({"1": "old"}, created=True))
+
+    async def both() -> None:
+        first = asyncio.create_task(writes.write())
+        await asyncio.sleep(0)  # the first has begun and yielded
+        # the last key changed again, in a new object (as after a recovery replaced the record)
+        writes.put(orders, keys[-1], OrderState({"1": "new"}, created=True))
+        await asyncio.gather(first, writes.write())
+
+    asyncio.run(both())
+    last = {r["key"]: r["value"] for r in outputs.sent}
+    assert b'"new"' in last[keys[-1]], "an older state went out after the newer one"
+
+
+def test_a_write_for_a_partition_this_worker_no_longer_owns_is_dropped() -> None:
+    """After a rebalance took a partition away, a state changed by a batch handled after the
+    revoke's last flush is not written: the partition's new owner writes its changelog, and the
+    batch's events were not committed, so the new owner handles them again."""
+    outputs = RecordingOutputs()
+    owned = {0, 1}
+    writes = DeferredWrites(outputs, 4, owns=owned.__contains__)  # type: ignore[arg-type]
+    orders = Table("app-orders-changelog")
+    keys = {p: keys_on(p, 4, 1)[0] for p in range(4)}
+    for key in keys.values():
+        writes.put(orders, key, OrderState({"1": "A"}, created=True))
+    asyncio.run(writes.write())
+    assert {r["partition"] for r in outputs.sent if r["key"] != DeferredWrites.MARKER} == {0, 1}
+    assert writes.dropped == 2
