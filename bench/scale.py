@@ -1,0 +1,796 @@
+"""State at retailer scale (issue 18): one worker's memory, changelog and restart as positions grow,
+and one SKU's record as its open order lines grow.
+
+    .venv/bin/python bench/scale.py [--broker tansu|kafka] [--positions 50000,250000]
+                                    [--mix 0.1] [--hot-step 10000] [--hot-max 40000]
+
+Both series run one `inventory-streams worker --clock stream` (memory tables, the only store the
+worker has) on a fresh embedded broker of their own, one series after the other.
+
+1. Positions: per N, N / 5 SKUs with 5 locations each and one identity listing per SKU on `web`
+   (a second channel, `amz`, with no listing, takes the mix's amz orders). The catalog is
+   published, the worker started and, once it owns every partition, one count per position and
+   then `--mix` x N events of bench/core.py's realistic mix are published. Load events/s: from the
+   first publish to the first check (every 0.5 s) with the worker's group committed at the end of
+   `inventory.events` and `inventory.commands`. RSS: VmRSS of the worker's /proc status then.
+   Changelog: the records of every `skus` changelog partition read back (key + value bytes).
+   Restart to serving: the worker SIGKILLed and started again on its data directory, one new
+   +1,000 stock delta published at once; from the start to the arrival of the
+   `availability.web` record whose cause_event_id names it. RSS is read again then.
+2. Hot SKU: one SKU counted once, then `order-created` events of one unit each on it, none picked
+   (a launch), published `--hot-step` at a time up to `--hot-max`. After each step (committed at
+   the end as above): the size of the SKU's last record on its `skus` changelog partition, the
+   step's events/s (publish start to committed), and the worker's CPU per event in the step. A
+   worker that exits is the series' result: the record size then and its log's error line. A step
+   whose committed offsets do not move for `--stall-seconds` ends the series as stalled.
+
+The goals are the issue's; those this bench does not measure are printed as such, with why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+
+from bench.core import generate, machine, tail  # noqa: E402
+from streams.codec import make_codec  # noqa: E402
+from streams.core.catalog import Catalog, load_catalog  # noqa: E402
+from streams.core.models import Event, OrderCreated, StockAdjusted  # noqa: E402
+from streams.runtime.broker import EmbeddedBroker, EmbeddedKafka, embedded_broker  # noqa: E402
+from streams.runtime.catalog_store import publish  # noqa: E402
+from streams.runtime.offsets import true_end_offsets_many  # noqa: E402
+from streams.runtime.producer import SourceProducer  # noqa: E402
+from streams.runtime.topics import (  # noqa: E402
+    COMMANDS,
+    EVENTS,
+    availability_topic,
+    changelog_topic,
+    ensure_topics,
+    partition_for,
+    topic_specs,
+)
+from streams.settings import Settings  # noqa: E402
+
+LOCATIONS = 5
+INPUTS = (EVENTS, COMMANDS)
+HOT_SKU = "SKU-00000"
+CHECK_EVERY = 0.5  # seconds between checks of the committed offsets
+T0 = datetime(2026, 11, 1, tzinfo=UTC)  # bench/core.py's generated stream starts here
+
+# the issue's goals
+RSS_GOAL_MB = 500.0
+RESTART_GOAL_S = 30.0
+GOAL_POSITIONS = 1_000_000
+HOT_GOAL_LINES = 200_000
+RECORD_GOAL_BYTES = 64 * 1024
+
+
+# ---- what the series measured, and the verdicts (pure) -------------------------------------
+
+
+@dataclass
+class PositionsRun:
+    positions: int
+    events: int = 0
+    load_rate: float | None = None  # events/s
+    rss_mb: float | None = None
+    changelog_records: int = 0
+    changelog_bytes: int = 0
+    restart_s: float | None = None
+    rss_after_restart_mb: float | None = None
+    failure: str | None = None  # why the run stopped early
+
+    @property
+    def bytes_per_position(self) -> float | None:
+        return None if self.rss_mb is None else self.rss_mb * 1e6 / self.positions
+
+
+@dataclass
+class HotStep:
+    orders: int  # orders published so far on the hot SKU
+    record_bytes: int | None  # its last record on the skus changelog
+    rate: float | None  # events/s in this step
+    cpu_us: float | None  # worker CPU per event in this step
+
+
+@dataclass
+class HotSeries:
+    steps: list[HotStep]
+    death: str | None = None  # "exited with 1 ..." or "stalled ..."
+    error_line: str | None = None
+    orders_at_death: int | None = None  # orders committed when it died, at least
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table: columns as wide as their widest cell, numbers right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if c[:1].isdigit() or c[:1] == "-" else c.ljust(w)
+            for c, w in zip(cells, widths, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+POSITIONS_HEADERS = (
+    "positions", "events", "load ev/s", "RSS MB", "B/position", "changelog records",
+    "changelog MB", "restart s", "RSS after restart MB", "failure",
+)  # fmt: skip
+
+
+def positions_table(runs: Sequence[PositionsRun]) -> str:
+    return table(
+        POSITIONS_HEADERS,
+        [
+            [
+                f"{r.positions:,}",
+                f"{r.events:,}",
+                num(r.load_rate),
+                num(r.rss_mb),
+                num(r.bytes_per_position),
+                f"{r.changelog_records:,}",
+                num(r.changelog_bytes / 1e6, 1),
+                num(r.restart_s, 1),
+                num(r.rss_after_restart_mb),
+                r.failure or "",
+            ]
+            for r in runs
+        ],
+    )
+
+
+def hot_table(steps: Sequence[HotStep]) -> str:
+    return table(
+        ("orders", "record bytes", "events/s", "worker CPU us/event"),
+        [[f"{s.orders:,}", num(s.record_bytes), num(s.rate), num(s.cpu_us)] for s in steps],
+    )
+
+
+def goal_verdicts(
+    runs: Sequence[PositionsRun], hot: HotSeries | None, hot_max: int
+) -> list[tuple[str, str, str]]:
+    """(goal, met / not met / not measured, why) for each goal of issue 18."""
+    out: list[tuple[str, str, str]] = []
+    by_n = {r.positions: r for r in runs}
+    big, small = by_n.get(GOAL_POSITIONS), min(runs, key=lambda r: r.positions, default=None)
+    # the load goal compares the million against a smaller catalog (50,000), never against itself
+    base = by_n.get(50_000) or min(
+        (r for r in runs if r.positions < GOAL_POSITIONS), key=lambda r: r.positions, default=None
+    )
+    largest = max(runs, key=lambda r: r.positions, default=None)
+    trend = (
+        f"largest measured: {largest.positions:,} positions, RSS {num(largest.rss_mb)} MB, "
+        f"restart {num(largest.restart_s, 1)} s"
+        if largest is not None and largest.positions != GOAL_POSITIONS
+        else ""
+    )
+    not_run = f"{GOAL_POSITIONS:,} not in --positions; {trend}"
+    if big is None or big.rss_mb is None:
+        why = not_run if big is None else big.failure or "no RSS read"
+        out.append((f"1M positions: RSS <= {RSS_GOAL_MB:.0f} MB", "not measured", why))
+    else:
+        met = big.rss_mb <= RSS_GOAL_MB
+        out.append(
+            (
+                f"1M positions: RSS <= {RSS_GOAL_MB:.0f} MB",
+                "met" if met else "not met",
+                f"{big.rss_mb:,.0f} MB after load",
+            )
+        )
+    if big is None or big.restart_s is None:
+        why = not_run if big is None else big.failure or "no restart"
+        out.append((f"1M positions: restart <= {RESTART_GOAL_S:.0f} s", "not measured", why))
+    else:
+        met = big.restart_s <= RESTART_GOAL_S
+        out.append(
+            (
+                f"1M positions: restart <= {RESTART_GOAL_S:.0f} s",
+                "met" if met else "not met",
+                f"{big.restart_s:,.1f} s (memory tables: no local state to keep, the whole "
+                "changelog is read)",
+            )
+        )
+    if big is None or big.load_rate is None or base is None or base.load_rate is None:
+        why = not_run if big is None else "no smaller catalog in --positions to compare with"
+        out.append(("1M positions: load no slower than 50k", "not measured", why))
+    else:
+        met = big.load_rate >= base.load_rate
+        out.append(
+            (
+                "1M positions: load no slower than 50k",
+                "met" if met else "not met",
+                f"{big.load_rate:,.0f} against {base.load_rate:,.0f} events/s at "
+                f"{base.positions:,}",
+            )
+        )
+
+    name = f"hot SKU, {HOT_GOAL_LINES:,} open lines"
+    if hot is None:
+        out.append((f"{name}: no crash", "not measured", "hot series not run"))
+        out.append((f"{name}: records < 64 KB", "not measured", "hot series not run"))
+        out.append((f"{name}: events/s >= normal mix", "not measured", "hot series not run"))
+        return out
+    reached = max((s.orders for s in hot.steps), default=0)
+    if hot.death is not None:
+        out.append((f"{name}: no crash", "not met", f"{hot.death}: {hot.error_line or '-'}"))
+    elif reached >= HOT_GOAL_LINES:
+        out.append((f"{name}: no crash", "met", f"{reached:,} orders"))
+    else:
+        out.append(
+            (
+                f"{name}: no crash",
+                "not measured",
+                f"--hot-max {hot_max:,}: no crash up to {reached:,} orders",
+            )
+        )
+    sizes = [s.record_bytes for s in hot.steps if s.record_bytes is not None]
+    over = [
+        s for s in hot.steps if s.record_bytes is not None and s.record_bytes >= RECORD_GOAL_BYTES
+    ]
+    if over:
+        out.append(
+            (
+                f"{name}: records < 64 KB",
+                "not met",
+                f"{over[0].record_bytes:,} bytes after {over[0].orders:,} orders",
+            )
+        )
+    elif reached >= HOT_GOAL_LINES and hot.death is None:
+        out.append((f"{name}: records < 64 KB", "met", f"largest {max(sizes, default=0):,} bytes"))
+    else:
+        out.append(
+            (
+                f"{name}: records < 64 KB",
+                "not measured",
+                f"under 64 KB up to {reached:,} orders only",
+            )
+        )
+    normal = small.load_rate if small is not None else None
+    rates = [s.rate for s in hot.steps if s.rate is not None]
+    if normal is None or not rates:
+        out.append(
+            (f"{name}: events/s >= normal mix", "not measured", "no normal rate or no hot step")
+        )
+    elif min(rates) < normal:
+        out.append(
+            (
+                f"{name}: events/s >= normal mix",
+                "not met",
+                f"{min(rates):,.0f} events/s in the slowest step against {normal:,.0f} at "
+                f"{small.positions:,} positions",  # type: ignore[union-attr]
+            )
+        )
+    elif reached >= HOT_GOAL_LINES and hot.death is None:
+        out.append((f"{name}: events/s >= normal mix", "met", f"slowest {min(rates):,.0f}"))
+    else:
+        out.append(
+            (
+                f"{name}: events/s >= normal mix",
+                "not measured",
+                f"at or above {normal:,.0f} up to {reached:,} orders only",
+            )
+        )
+    return out
+
+
+OTHER_GOALS = (
+    ("200 locations per SKU: <= 1 KB changelog per event, events/s within 20 %", "not in this run"),
+    ("catalog of 1,000,000 listings applied in <= 30 s at the 1 MB limit", "not in this run"),
+    ("rebuild of 1,000,000 events in <= 40 s, equal to live", "no batch rebuild exists yet"),
+    ("RocksDB tables beside memory tables", "the worker has memory tables only"),
+)
+
+
+# ---- the broker, seen from outside the worker -----------------------------------------------
+
+
+def settle_check(
+    bootstrap: str, group: str, partitions: int
+) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+    """(end offsets, committed offsets) of the stages' inputs."""
+    ends = true_end_offsets_many(bootstrap, {t: list(range(partitions)) for t in INPUTS})
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        listed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+    finally:
+        consumer.close()
+    return ends, {(c.topic, c.partition): max(c.offset, 0) for c in listed}
+
+
+class WorkerDied(Exception):
+    pass
+
+
+class Stalled(Exception):
+    pass
+
+
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    partitions: int,
+    worker: subprocess.Popen[bytes],
+    stall_seconds: float,
+) -> float:
+    """Until the group has committed both inputs at their ends twice in a row: the perf_counter
+    of the first of the two checks. Raises when the worker exits or nothing moves for
+    `stall_seconds`."""
+    last_moved, last_seen, first_done = time.perf_counter(), -1, None
+    while True:
+        if worker.poll() is not None:
+            raise WorkerDied(f"worker exited with {worker.returncode}")
+        now = time.perf_counter()
+        ends, done = settle_check(bootstrap, group, partitions)
+        total = sum(done.values())
+        if total != last_seen:
+            last_moved, last_seen = now, total
+        elif now - last_moved > stall_seconds:
+            raise Stalled(f"committed offsets unmoved for {stall_seconds:g} s")
+        if all(done.get(k, 0) >= e for k, e in ends.items()):
+            if first_done is not None:
+                return first_done
+            first_done = now
+        else:
+            first_done = None
+        time.sleep(CHECK_EVERY)
+
+
+def committed_events(bootstrap: str, group: str, partitions: int) -> int:
+    return sum(
+        v for (t, _), v in settle_check(bootstrap, group, partitions)[1].items() if t == EVENTS
+    )
+
+
+def read_changelog(
+    bootstrap: str, topic: str, starts: dict[int, int], key: bytes | None = None
+) -> tuple[int, int, int | None, dict[int, int]]:
+    """Read `topic`'s partitions from `starts` to their ends: (records with a value, key + value
+    bytes, the size of the last value under `key`, the ends read to)."""
+    ends = true_end_offsets_many(bootstrap, {topic: list(starts)})
+    todo = {p: ends[(topic, p)] for p in starts if ends[(topic, p)] > starts[p]}
+    records = size = 0
+    last: int | None = None
+    if todo:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-scale-read",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 100,
+                "log_level": 0,
+            }
+        )
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in todo])
+        try:
+            deadline = time.monotonic() + 600
+            while todo and time.monotonic() < deadline:
+                for message in consumer.consume(10_000, timeout=0.5):
+                    partition, offset = message.partition(), message.offset()
+                    if message.error() or partition is None or offset is None:
+                        continue
+                    value, k = message.value(), message.key()
+                    if value is not None:
+                        records += 1
+                        size += len(value) + len(k or b"")
+                        if key is not None and k == key:
+                            last = len(value)
+                    if partition in todo and offset + 1 >= todo[partition]:
+                        del todo[partition]
+        finally:
+            consumer.close()
+    return records, size, last, {p: ends[(topic, p)] for p in starts}
+
+
+def wait_available(
+    bootstrap: str, settings: Settings, sku: str, start: int, cause: str, timeout: float
+) -> float | None:
+    """The perf_counter at which availability.web's record caused by `cause` arrived here."""
+    topic = availability_topic("web")
+    partition = partition_for(sku.encode(), settings.topic_partitions)
+    codec = make_codec(settings)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-scale-serving",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 20,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(topic, partition, start)])
+    try:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            for message in consumer.consume(1000, timeout=0.1):
+                value = message.value()
+                if message.error() or value is None:
+                    continue
+                record: Any = codec.decode(value, topic)
+                if record.cause_event_id == cause:
+                    return time.perf_counter()
+        return None
+    finally:
+        consumer.close()
+
+
+# ---- processes ------------------------------------------------------------------------------
+
+
+def start_worker(bootstrap: str, workdir: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "inventory_streams.cli", "worker", "--clock", "stream",
+         "--data-dir", str(workdir / "worker")],
+        cwd=REPO,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+
+def wait_assigned(worker: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
+    """Until the worker's log says it owns partitions of inventory.events."""
+    deadline = time.monotonic() + timeout
+    pattern = re.compile(rf"assigned partitions of {re.escape(EVENTS)}: \[[^\]]+\]")
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise WorkerDied(f"worker exited with {worker.returncode} on start:\n{tail(log)}")
+        if pattern.search(log.read_text(errors="replace")):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"worker not assigned within {timeout:g} s:\n{tail(log)}")
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def error_line(log: Path) -> str | None:
+    """The line that says why the worker died: MSG_SIZE_TOO_LARGE first, else the last error."""
+    lines = log.read_text(errors="replace").splitlines()
+    for needle in ("MSG_SIZE_TOO_LARGE", "Error", "error"):
+        found = [line for line in lines if needle in line]
+        if found:
+            return (found[0] if needle == "MSG_SIZE_TOO_LARGE" else found[-1]).strip()[:300]
+    return None
+
+
+def scale_catalog(skus: int) -> Catalog:
+    """5 locations, one identity listing per SKU on `web`; `amz` (the mix's other orders) lists
+    nothing."""
+    locs = [f"loc-{i}" for i in range(LOCATIONS)]
+    return load_catalog(
+        {
+            "locations": [{"id": loc} for loc in locs],
+            "channels": [
+                {"id": "web", "type": "shopify", "locations": locs, "allocation_percent": 100},
+                {"id": "amz", "type": "amazon", "locations": locs[:2], "allocation_percent": 60},
+            ],
+            "listings": [
+                {
+                    "channel": "web",
+                    "channel_sku": f"SKU-{i:05d}",
+                    "components": [{"sku": f"SKU-{i:05d}", "quantity": 1}],
+                }
+                for i in range(skus)
+            ],
+        }
+    )
+
+
+class System:
+    """One fresh embedded broker with topics and catalog, and at most one worker on it."""
+
+    def __init__(self, broker: str, catalog: Catalog, name: str) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-scale-{name}-"))
+        self.settings = Settings(kafka_bootstrap_servers=None, data_dir=self.workdir)
+        self.broker: EmbeddedBroker | EmbeddedKafka = embedded_broker(
+            Settings(embedded_broker=broker)
+        )
+        self.catalog = catalog
+        self.log = self.workdir / "worker.log"
+        self.worker: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> System:
+        self.broker.start()
+        self.bootstrap = self.broker.bootstrap_servers
+        channels = [c.id for c in self.catalog.channels]
+        ensure_topics(self.bootstrap, topic_specs(self.settings, channels))
+        publish(self.bootstrap, self.catalog)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stop(self.worker)
+        self.broker.stop()
+
+    @property
+    def n(self) -> int:
+        return self.settings.topic_partitions
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.worker = start_worker(self.bootstrap, self.workdir, self.log)
+        return self.worker
+
+    def kill(self) -> None:
+        assert self.worker is not None
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait()
+
+    def send(self, events: Sequence[Event]) -> None:
+        producer = SourceProducer(self.bootstrap, settings=self.settings)
+        for event in events:
+            producer.send_event(event)
+        counts = producer.close(timeout=300)
+        if counts.events_acked != len(events):
+            raise RuntimeError(f"only {counts.events_acked} of {len(events)} events acknowledged")
+
+    def committed(self, stall_seconds: float) -> float:
+        assert self.worker is not None
+        return wait_committed(
+            self.bootstrap, self.settings.app_id, self.n, self.worker, stall_seconds
+        )
+
+
+# ---- 1. positions ---------------------------------------------------------------------------
+
+
+def positions_run(
+    positions: int, broker: str, mix: float, stall_seconds: float, say: Callable[[str], None]
+) -> PositionsRun:
+    run = PositionsRun(positions)
+    skus = positions // LOCATIONS
+    started = time.perf_counter()
+    events = generate(positions + int(positions * mix), skus, LOCATIONS, seed=18)
+    run.events = len(events)
+    say(
+        f"  {positions:,} positions: {skus:,} SKUs, {len(events):,} events generated in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    with System(broker, scale_catalog(skus), f"{positions}") as system:
+        topic = changelog_topic(system.settings.app_id, "skus")
+        worker = system.start()
+        try:
+            wait_assigned(worker, system.log)
+            started = time.perf_counter()
+            system.send(events)
+            say(f"  published in {time.perf_counter() - started:.1f} s")
+            done = system.committed(stall_seconds)
+            run.load_rate = len(events) / (done - started)
+            run.rss_mb = rss_mb(worker.pid)
+            say(
+                f"  load {run.load_rate:,.0f} events/s ({done - started:.1f} s), "
+                f"RSS {num(run.rss_mb)} MB"
+            )
+            run.changelog_records, run.changelog_bytes, _, _ = read_changelog(
+                system.bootstrap, topic, dict.fromkeys(range(system.n), 0)
+            )
+            sku = "SKU-00001"
+            partition = partition_for(sku.encode(), system.n)
+            avail = availability_topic("web")
+            start = true_end_offsets_many(system.bootstrap, {avail: [partition]})[
+                (avail, partition)
+            ]
+            system.kill()
+            spawned = time.perf_counter()
+            worker = system.start()
+            cause = f"scale-restart-{positions}"
+            system.send(
+                [
+                    StockAdjusted(
+                        event_id=cause,
+                        occurred_at=max(e.occurred_at for e in events) + timedelta(seconds=1),
+                        source="bench",
+                        sku=sku,
+                        location="loc-0",
+                        mode="delta",
+                        quantity=1000,
+                        reason="manual",
+                    )
+                ]
+            )
+            arrived = wait_available(system.bootstrap, system.settings, sku, start, cause, 900)
+            if arrived is None:
+                run.failure = "the new event's availability did not arrive within 900 s"
+                if worker.poll() is not None:
+                    run.failure = (
+                        f"worker exited with {worker.returncode}: {error_line(system.log)}"
+                    )
+            else:
+                run.restart_s = arrived - spawned
+                run.rss_after_restart_mb = rss_mb(worker.pid)
+                say(
+                    f"  restart to serving {run.restart_s:.1f} s, RSS then "
+                    f"{num(run.rss_after_restart_mb)} MB"
+                )
+        except (WorkerDied, Stalled) as error:
+            run.failure = f"{error}: {error_line(system.log)}"
+            say(f"  FAILED: {run.failure}")
+    return run
+
+
+# ---- 2. the hot SKU -------------------------------------------------------------------------
+
+
+def hot_orders(first: int, count: int) -> list[Event]:
+    return [
+        OrderCreated(
+            event_id=f"hot-{i}",
+            occurred_at=T0 + timedelta(milliseconds=i),
+            source="bench",
+            order_id=f"hot-{i}",
+            channel="web",
+            lines=[{"line_id": "1", "sku": HOT_SKU, "quantity": 1}],
+        )
+        for i in range(first, first + count)
+    ]
+
+
+def hot_series(
+    broker: str, step: int, most: int, stall_seconds: float, say: Callable[[str], None]
+) -> HotSeries:
+    series = HotSeries(steps=[])
+    with System(broker, scale_catalog(100), "hot") as system:
+        topic = changelog_topic(system.settings.app_id, "skus")
+        key = HOT_SKU.encode()
+        partition = partition_for(key, system.n)
+        read_from = {partition: 0}
+        worker = system.start()
+        last_size: int | None = None
+        count = StockAdjusted(
+            event_id="hot-count",
+            occurred_at=T0 - timedelta(seconds=1),
+            source="bench",
+            sku=HOT_SKU,
+            location="loc-0",
+            mode="count",
+            quantity=1_000_000,
+        )
+        try:
+            wait_assigned(worker, system.log)
+            system.send([count])
+            system.committed(stall_seconds)
+            orders = 0
+            while orders < most:
+                batch = hot_orders(orders, min(step, most - orders))
+                cpu = cpu_seconds(worker.pid)
+                started = time.perf_counter()
+                system.send(batch)
+                done = system.committed(stall_seconds)
+                orders += len(batch)
+                used = cpu_seconds(worker.pid) - cpu
+                _, _, size, read_from = read_changelog(system.bootstrap, topic, read_from, key)
+                last_size = size if size is not None else last_size
+                series.steps.append(
+                    HotStep(
+                        orders, last_size, len(batch) / (done - started), used / len(batch) * 1e6
+                    )
+                )
+                say(
+                    f"  {orders:,} orders: record {num(last_size)} bytes, "
+                    f"{series.steps[-1].rate:,.0f} events/s"
+                )
+        except (WorkerDied, Stalled) as error:
+            time.sleep(1.0)  # what the worker wrote before it died
+            _, _, size, _ = read_changelog(system.bootstrap, topic, read_from, key)
+            last_size = size if size is not None else last_size
+            series.death = str(error)
+            series.error_line = error_line(system.log)
+            series.orders_at_death = (
+                committed_events(system.bootstrap, system.settings.app_id, system.n) - 1
+            )
+            series.steps.append(HotStep(series.orders_at_death, last_size, None, None))
+            say(f"  worker dead: {series.death}: {series.error_line}")
+    return series
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    parser.add_argument(
+        "--positions",
+        default="50000,250000",
+        help="comma-separated position counts (5 locations per SKU); 1000000 is the goal's",
+    )
+    parser.add_argument("--mix", type=float, default=0.1, help="realistic-mix events per position")
+    parser.add_argument("--hot-step", type=int, default=10_000)
+    parser.add_argument(
+        "--hot-max", type=int, default=40_000, help="the goal's is 200000; 0 skips the series"
+    )
+    parser.add_argument("--stall-seconds", type=float, default=180.0)
+    args = parser.parse_args()
+    sizes = [int(p) for p in args.positions.split(",") if p.strip()]
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    say(f"machine: {machine()}")
+    say(f"broker: embedded {args.broker}; memory tables; 1 worker; {LOCATIONS} locations per SKU")
+    gc.collect()
+    runs: list[PositionsRun] = []
+    say("1. positions")
+    for positions in sizes:
+        runs.append(positions_run(positions, args.broker, args.mix, args.stall_seconds, say))
+        gc.collect()
+    hot = None
+    if args.hot_max > 0:
+        say(f"2. hot SKU ({HOT_SKU}, order-created of 1 unit, no picks)")
+        hot = hot_series(args.broker, args.hot_step, args.hot_max, args.stall_seconds, say)
+
+    say("")
+    say(
+        f"positions (counts + {args.mix:g} x N events of the realistic mix; restart: SIGKILL, "
+        "start, first new event's availability)"
+    )
+    say(positions_table(runs))
+    if hot is not None:
+        say("")
+        say(f"hot SKU (step {args.hot_step:,}, up to {args.hot_max:,} orders)")
+        say(hot_table(hot.steps))
+        if hot.death:
+            say(
+                f"worker died after about {hot.orders_at_death:,} orders committed ({hot.death}); "
+                f"last record written {num(hot.steps[-1].record_bytes)} bytes (the next one was "
+                f"refused); log: {hot.error_line}"
+            )
+    say("")
+    say("goals (issue 18)")
+    for goal, verdict, why in goal_verdicts(runs, hot, args.hot_max):
+        say(f"  {goal}: {verdict.upper()} ({why})")
+    for goal, why in OTHER_GOALS:
+        say(f"  {goal}: NOT MEASURED ({why})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""bench/scale.py's verdicts and tables: what its printed goal lines say for given figures."""
+
+from __future__ import annotations
+
+from bench.scale import HotSeries, HotStep, PositionsRun, goal_verdicts, table
+
+
+def verdicts(runs: list[PositionsRun], hot: HotSeries | None, hot_max: int = 40_000) -> dict:
+    return {goal: (verdict, why) for goal, verdict, why in goal_verdicts(runs, hot, hot_max)}
+
+
+def run(positions: int, rate: float, rss: float, restart: float) -> PositionsRun:
+    return PositionsRun(positions, load_rate=rate, rss_mb=rss, restart_s=restart)
+
+
+def test_the_million_goals_are_not_measured_without_a_million_positions() -> None:
+    seen = verdicts([run(50_000, 5_000, 165, 19.6), run(250_000, 4_000, 422, 47.9)], None)
+    million = [v for goal, v in seen.items() if goal.startswith("1M")]
+    assert [verdict for verdict, _ in million] == ["not measured"] * 3
+    assert "250,000 positions, RSS 422 MB" in million[0][1]
+
+
+def test_the_million_goals_are_judged_on_the_million_run() -> None:
+    seen = verdicts([run(50_000, 5_000, 165, 19.6), run(1_000_000, 5_100, 480, 208.9)], None)
+    assert seen["1M positions: RSS <= 500 MB"][0] == "met"
+    assert seen["1M positions: restart <= 30 s"][0] == "not met"
+    assert seen["1M positions: load no slower than 50k"][0] == "met"
+
+
+def test_a_dead_worker_fails_the_hot_sku_whatever_the_steps_before() -> None:
+    hot = HotSeries(
+        steps=[HotStep(10_000, 40_000, 6_000.0, 100.0), HotStep(23_000, 1_000_500, None, None)],
+        death="worker exited with 1",
+        error_line="KafkaError{code=MSG_SIZE_TOO_LARGE}",
+        orders_at_death=23_000,
+    )
+    seen = verdicts([run(50_000, 5_000, 165, 19.6)], hot)
+    crash = seen["hot SKU, 200,000 open lines: no crash"]
+    assert crash[0] == "not met" and "MSG_SIZE_TOO_LARGE" in crash[1]
+    assert seen["hot SKU, 200,000 open lines: records < 64 KB"] == (
+        "not met",
+        "1,000,500 bytes after 23,000 orders",
+    )
+    # the last step died: its rate is unknown, the steps before are what is judged
+    assert seen["hot SKU, 200,000 open lines: events/s >= normal mix"][0] == "not measured"
+
+
+def test_a_hot_series_short_of_the_goal_proves_only_its_failures() -> None:
+    hot = HotSeries(steps=[HotStep(10_000, 30_000, 4_000.0, 100.0)])
+    seen = verdicts([run(50_000, 5_000, 165, 19.6)], hot, hot_max=10_000)
+    assert seen["hot SKU, 200,000 open lines: no crash"][0] == "not measured"
+    assert seen["hot SKU, 200,000 open lines: records < 64 KB"][0] == "not measured"
+    assert seen["hot SKU, 200,000 open lines: events/s >= normal mix"][0] == "not met"
+
+
+def test_table_columns_line_up_numbers_to_the_right_and_words_to_the_left() -> None:
+    lines = table(["n", "name"], [["1,000", "a"], ["7", "long name"]]).splitlines()
+    assert lines == [
+        "n      name",
+        "-----  ---------",
+        "1,000  a",
+        "    7  long name",
+    ]
+
+
+def test_the_million_load_is_never_compared_with_itself() -> None:
+    seen = verdicts([run(1_000_000, 6_000, 1_500, 42.0)], None)
+    assert seen["1M positions: load no slower than 50k"][0] == "not measured"
+    seen = verdicts([run(50_000, 6_500, 190, 15.0), run(1_000_000, 6_000, 1_500, 42.0)], None)
+    assert seen["1M positions: load no slower than 50k"] == (
+        "not met",
+        "6,000 against 6,500 events/s at 50,000",
+    )
