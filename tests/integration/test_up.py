@@ -52,7 +52,10 @@ def reserve_while_up(
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/reservations",
             data=body,
-            headers={"Authorization": "Bearer demo-shopify-us"},
+            headers={
+                "Authorization": "Bearer demo-shopify-us",
+                "Content-Type": "application/json",  # urllib would say a form
+            },
             method="POST",
         )
         try:
