@@ -188,7 +188,10 @@ def worker_pid(tmp_path: Path, deadline: float) -> int:
 
 
 def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_path: Path) -> None:
-    up, port = up_demo(tmp_path, 90)  # stopped by Ctrl-C below; the duration is a safety cap
+    # stopped by Ctrl-C below; the duration is only a safety cap, well past the test's own waits
+    # (two reservations of up to 30 s each, the start and a restart): on a loaded machine a cap
+    # of 90 s ran out first, and `up` ended by its duration instead of by the Ctrl-C
+    up, port = up_demo(tmp_path, 240)
     try:
         first = reserve_while_up(port, time.monotonic() + 30, "before-the-kill")
         killed = worker_pid(tmp_path, time.monotonic() + 5)
