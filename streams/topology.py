@@ -41,10 +41,10 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import faust
 import orjson  # table records and commands: several times faster than json on the hot path
@@ -124,7 +124,7 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
-from streams.runtime.faust_private import membership, tune_fetch_wait, watch_heartbeats
+from streams.runtime.faust_private import tune_fetch_wait
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
@@ -143,7 +143,6 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker stopped on a failed stage batch
-EXIT_FENCED = 76  # the group dropped the worker while it could not hear it (75: stop overdue)
 
 EVENT_CLASSES = tuple(EVENT_TYPES.values())
 SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
@@ -226,17 +225,11 @@ class DeferredWrites:
     MARKER = b"\x00end-of-commit"
 
     def __init__(
-        self,
-        outputs: Outputs,
-        partitions: int,
-        owns: Callable[[int], bool] | None = None,
-        fence: Callable[[], Awaitable[None]] | None = None,
+        self, outputs: Outputs, partitions: int, owns: Callable[[int], bool] | None = None
     ) -> None:
         self.outputs = outputs
         self.partitions = partitions
         self.owns = owns  # None: every partition (tests, tools)
-        # awaited before writing: returns only while this worker is sure it owns its partitions
-        self.fence = fence
         self.pending: dict[tuple[str, bytes], Any] = {}  # (changelog topic, key) -> state
         self.written: set[tuple[str, int]] = set()  # (changelog topic, partition)
         self.dropped = 0  # records of partitions not owned, left to their owner
@@ -269,8 +262,6 @@ class DeferredWrites:
             done.set_result(None)
 
     async def _write(self) -> None:
-        if self.pending and self.fence is not None:
-            await self.fence()
         pending, self.pending = self.pending, {}
         owns = self.owns
         clock = time.perf_counter
@@ -425,7 +416,6 @@ def create_app(
     """The worker's Faust app; `url` is where this worker serves the reservation API, shared with
     the group on every rebalance so that each worker knows every partition's owner (owner_of)."""
     tune_fetch_wait(settings.consumer_fetch_max_wait_ms)
-    watch_heartbeats()
     codec = make_codec(settings)
     rt = Runtime(
         catalog, codec, CommandCodec(codec), metrics, Clock(clock_mode), settings.topic_partitions
@@ -493,48 +483,10 @@ def create_app(
     reservations = table("reservations", "reservation-state")
     listings = table("listings", "listing-state")
 
-    # ---- fencing (issue 21) ----
-    # A worker cut off from the group (network, a stop, a long pause) past its session timeout is
-    # dropped, and another member takes its partitions and applies events to them. aiokafka learns
-    # of it only when a heartbeat is answered again, and Faust, given the same partitions back,
-    # sees nothing revoked and keeps the tables from before the cut. So the stages, the changelog
-    # writes and the expiry timer go on only while a heartbeat the group accepted was sent less
-    # than a session timeout ago (the group cannot have given the partitions away since), wait
-    # while that is not so, and stop the worker at once when the group no longer knows it.
-    session = settings.consumer_session_timeout_ms / 1000
-    member = [""]  # the member id this worker's partitions were assigned to ("" before any)
-    assigned_at = [0.0]  # when (time.monotonic): an assignment proves membership as a heartbeat
-
-    def surely_owner() -> bool:
-        """Whether the group surely still counts this worker as the owner of its partitions;
-        stops the worker when the group no longer knows it (its tables are stale: see fenced)."""
-        if not member[0]:
-            return True  # nothing assigned yet: nothing to publish
-        current, accepted = membership(app)
-        if current != member[0]:
-            fenced(f"the consumer group dropped member {member[0]}")
-        return time.monotonic() - max(accepted, assigned_at[0]) < session
-
-    async def still_owner() -> None:
-        """Return once this worker is sure it still owns its partitions (see surely_owner)."""
-        while not surely_owner():
-            await asyncio.sleep(0.05)
-
-    def fenced(why: str) -> NoReturn:
-        """Another member may have applied events to this worker's partitions: its tables, pending
-        changelog writes and unsent outputs are stale, and must not reach the broker. The process
-        ends, as a SIGKILL would; a restart recovers the tables from the changelogs and resumes
-        from the committed offsets."""
-        log.error("%s: stopping now, its tables may be stale (a restart recovers them)", why)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stderr.flush()
-        os._exit(EXIT_FENCED)
-
     outputs = Outputs(bootstrap, settings.producer_linger_ms)
     outputs.install(app)
     owned: set[int] = set()  # this worker's partitions of the stages and their tables
-    writes = DeferredWrites(outputs, n, owns=owned.__contains__, fence=still_owner)
+    writes = DeferredWrites(outputs, n, owns=owned.__contains__)
     to_stages = CommandBatch(outputs, n)
     decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
     # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
@@ -676,7 +628,6 @@ def create_app(
         async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
             messages = [event.message for event in batch]
             await read_windows(messages)
-            await still_owner()  # no await between this and the batch: see fencing
             try:
                 handle_records(messages)
             except Exception:
@@ -835,7 +786,7 @@ def create_app(
         availability, the reservation's record, the published decision) go with the next batch,
         so a burst of requests for one SKU costs one position and availability update per batch
         and fewer requests to the broker. Its offset is committed only after that batch."""
-        if app.rebalancing or handled_up_to.get(partition) != offset - 1 or not surely_owner():
+        if app.rebalancing or handled_up_to.get(partition) != offset - 1:
             taken_fetched.inc()
             return False
         handle_records(
@@ -1203,7 +1154,7 @@ def create_app(
         """Publish `reservation-expired` for held reservations past their TTL on this worker:
         those due in the expiry queue, which is rebuilt from the table after a rebalance."""
         now = rt.clock.now()
-        if now is None or not surely_owner():
+        if now is None:
             return
         if expiries.stale:
             expiries.rebuild(held_in_table())
@@ -1229,8 +1180,6 @@ def create_app(
     async def on_assigned(app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
         mine = sorted(tp.partition for tp in assigned if tp.topic == EVENTS)
         log.warning("assigned partitions of %s: %s", EVENTS, mine)
-        surely_owner()  # dropped by the group, a worker joins again as another member: it stops
-        member[0], assigned_at[0] = membership(app)[0], time.monotonic()
         if writes.dropped:  # changed during the rebalance: handled again by their owner
             log.warning("%d table records of partitions not owned were not written", writes.dropped)
             writes.dropped = 0
@@ -1240,7 +1189,6 @@ def create_app(
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
-        surely_owner()  # revoked because the group dropped this worker: it stops
         # sent after the revoke's last commit and flush: what the stages change from here on
         # until the next assignment is not written (see DeferredWrites)
         owned.difference_update(tp.partition for tp in revoked if tp.topic == EVENTS)

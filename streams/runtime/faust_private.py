@@ -4,9 +4,6 @@ pyproject.toml pins both to the minor versions these were written against; a can
 attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade moves one.
 
 - `aiokafka.AIOKafkaConsumer._fetcher` and its `fetched_records` (tune_fetch_wait);
-- `aiokafka.consumer.group_coordinator.GroupCoordinator._do_heartbeat` (watch_heartbeats), and
-  the group member of Faust's consumer, `app.consumer._thread._consumer._coordinator`
-  (membership);
 - `faust.App._new_producer` (wrap_producer_flush);
 - `faust.Stream._enable_passive` and `faust.Stream._processors` (start_passive, remove_processor);
 - `faust.Worker._on_sigterm` and `_on_sigint`, mode's signal handlers (BoundedStopWorker).
@@ -19,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,40 +79,6 @@ def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
                 self.resume(*again)
 
     aiokafka.AIOKafkaConsumer = Consumer
-
-
-def watch_heartbeats() -> None:
-    """Have aiokafka's group coordinator note when it sent the last heartbeat the group accepted
-    (read by `membership`): the group counts the member as alive for a session timeout from then.
-
-    aiokafka notices that the group dropped it only when a heartbeat gets an answer; cut off from
-    the broker, or stopped, it goes on as a member meanwhile, and says nothing.
-    """
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-
-    if getattr(GroupCoordinator, "_inventory_watched", False):
-        return
-    do_heartbeat = GroupCoordinator._do_heartbeat
-
-    async def _do_heartbeat(self: Any) -> bool:
-        sent = time.monotonic()
-        accepted = bool(await do_heartbeat(self))  # True: the group knows this member
-        if accepted:
-            self._inventory_accepted_at = sent
-        return accepted
-
-    GroupCoordinator._do_heartbeat = _do_heartbeat
-    GroupCoordinator._inventory_watched = True
-
-
-def membership(app: Any) -> tuple[str, float]:
-    """This worker's member id in its consumer group ("" when the group no longer knows it), and
-    when (time.monotonic) it sent the last heartbeat the group accepted (0.0: none yet)."""
-    consumer = app.consumer._thread._consumer
-    if consumer is None:
-        return "", 0.0
-    coordinator = consumer._coordinator
-    return str(coordinator.member_id), float(getattr(coordinator, "_inventory_accepted_at", 0.0))
 
 
 def wrap_producer_flush(app: Any, flush: Callable[[Callable[[], Awaitable[None]]], Any]) -> None:

@@ -9,14 +9,11 @@
   outputs (still queued in the producer when the process dies), and the commit after it writes
   that batch's changelog records before the process dies: the changelog ahead of the outputs and
   of the offsets, as a SIGKILL can leave them (the partitions reach the broker independently).
-- STOP_AT_COMMIT_OF=KEY:N: at the N-th commit that writes table key KEY, the process stops itself
-  (SIGSTOP) before writing it, as a worker cut off from the broker mid-commit; SIGCONT resumes it.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from typing import Any
 
@@ -88,22 +85,6 @@ topology.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
 topology.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
 topology.Outputs.send = _lossy_send  # type: ignore[method-assign]
 
-_stop_key, _, _stop_at = os.environ.get("STOP_AT_COMMIT_OF", ":0").rpartition(":")
-_commits_before_stop = [0]
-_write_unstopped = topology.DeferredWrites.write
-
-
-async def _stopping_write(self: topology.DeferredWrites) -> None:
-    if _stop_key and any(key == _stop_key.encode() for _, key in self.pending):
-        _commits_before_stop[0] += 1
-        if _commits_before_stop[0] == int(_stop_at):
-            print(f"injected: stopped before commit {_stop_at} of {_stop_key}")
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGSTOP)
-    await _write_unstopped(self)
-
-
-topology.DeferredWrites.write = _stopping_write  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -44,27 +44,3 @@ def test_faust_worker_stops_on_signals_through_on_sigterm_and_on_sigint() -> Non
     assert "self._on_sigterm" in installed and "self._on_sigint" in installed
     for name in ("_on_sigterm", "_on_sigint"):
         assert list(inspect.signature(getattr(faust.Worker, name)).parameters) == ["self"]
-
-
-def test_aiokafka_heartbeat_returns_whether_the_group_knows_the_member() -> None:
-    from aiokafka.consumer.group_coordinator import GroupCoordinator
-
-    heartbeat = GroupCoordinator._do_heartbeat
-    assert inspect.iscoroutinefunction(heartbeat)
-    assert list(inspect.signature(heartbeat).parameters) == ["self"]
-    source = inspect.getsource(heartbeat)
-    assert "return True" in source and "self.reset_generation()" in source
-    # a member the group dropped is reset to no member id (membership reads member_id)
-    assert "self.member_id = JoinGroupRequest.UNKNOWN_MEMBER_ID" in inspect.getsource(
-        GroupCoordinator.reset_generation
-    )
-
-
-def test_faust_consumer_thread_holds_aiokafkas_consumer_and_its_coordinator() -> None:
-    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
-
-    assert "self._consumer = self._create_consumer(" in inspect.getsource(AIOKafkaConsumerThread)
-    assert "self._coordinator = GroupCoordinator(" in inspect.getsource(AIOKafkaConsumer)
-    assert "self._thread = self._new_consumer_thread()" in inspect.getsource(
-        faust.transport.consumer.ThreadDelegateConsumer
-    )
