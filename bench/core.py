@@ -16,6 +16,7 @@ import gc
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -295,6 +296,38 @@ def machine() -> str:
         f"{os.cpu_count()} cores, load average {one:.2f} {five:.2f} {fifteen:.2f}, "
         f"{platform.system()} {platform.machine()}"
     )
+
+
+def cpu_seconds(pid: int | None, missing: float = 0.0) -> float:
+    """User + system CPU time of a live process, from /proc (`missing` when it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return missing
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of a live process (VmRSS from /proc), KiB; None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a child and wait 15 s for it, then SIGKILL it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench.core import machine, percentile  # noqa: E402
+from bench.core import cpu_seconds, machine, percentile  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.commands import CommandCodec, is_envelope, unpack  # noqa: E402
 from streams.core.catalog import load_catalog  # noqa: E402
@@ -92,16 +92,6 @@ from inventory_streams.cli import main
 sys.argv[0] = "inventory-streams"
 raise SystemExit(main(sys.argv[1:]))
 """
-
-
-def cpu_seconds(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def taken(session: aiohttp.ClientSession, port: int, api: str) -> dict[str, float]:

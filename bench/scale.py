@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench.core import generate, machine, tail  # noqa: E402
+from bench.core import cpu_seconds, generate, machine, rss_kib, stop, tail  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.core.catalog import Catalog, load_catalog  # noqa: E402
 from streams.core.models import Event, OrderCreated, StockAdjusted  # noqa: E402
@@ -466,32 +466,8 @@ def wait_assigned(worker: subprocess.Popen[bytes], log: Path, timeout: float = 1
 
 
 def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    kib = rss_kib(pid)
+    return None if kib is None else kib * 1024 / 1e6
 
 
 def error_line(log: Path) -> str | None:

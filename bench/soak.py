@@ -63,7 +63,15 @@ import aiohttp  # noqa: E402
 import orjson  # noqa: E402
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition  # noqa: E402
 
-from bench.core import generate, machine, make_catalog, percentile, tail  # noqa: E402
+from bench.core import (  # noqa: E402
+    cpu_seconds,
+    generate,
+    machine,
+    make_catalog,
+    percentile,
+    rss_kib,
+    tail,
+)
 from streams.codec import make_codec  # noqa: E402
 from streams.core.models import (  # noqa: E402
     Event,
@@ -247,22 +255,9 @@ def load_main(args: argparse.Namespace) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a live process (VmRSS), MB; NaN once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return math.nan
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """Resident memory of a live process, MB (MiB, as before); NaN once it is gone."""
+    kib = rss_kib(pid)
+    return math.nan if kib is None else kib / 1024
 
 
 @dataclass
@@ -356,7 +351,7 @@ async def sample_every(
             Sample(
                 at=now - start,
                 rss={k: rss_mb(p) for k, p in pids.items()},
-                cpu={k: cpu_seconds(p) for k, p in pids.items()},
+                cpu={k: cpu_seconds(p, missing=math.nan) for k, p in pids.items()},
                 lag=await lag(session, metrics_ports),
             )
         )

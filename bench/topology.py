@@ -42,7 +42,6 @@ import gc
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -66,7 +65,15 @@ from confluent_kafka import (  # noqa: E402
 )
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from bench.core import Outputs, generate, machine, make_catalog, tail  # noqa: E402
+from bench.core import (  # noqa: E402
+    Outputs,
+    cpu_seconds,
+    generate,
+    machine,
+    make_catalog,
+    stop,
+    tail,
+)
 from streams.codec import make_codec  # noqa: E402
 from streams.core.engine import Engine, check_event  # noqa: E402
 from streams.core.models import StockAdjusted  # noqa: E402
@@ -168,15 +175,6 @@ def committed(
     return {(tp.topic, tp.partition): tp.offset for tp in listed.topic_partitions}
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a live process, from /proc (0 when unavailable)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 @dataclass
 class Drain:
     """What wait_drained saw: every time is perf_counter of this process."""
@@ -261,17 +259,6 @@ def skip_backlog(
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)  # the stopped worker may still count as a member for a moment
-
-
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def start_worker(bootstrap: str, workdir: Path, log: Path) -> subprocess.Popen[bytes]:
