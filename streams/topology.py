@@ -1204,7 +1204,6 @@ def create_app(
         replay_end.clear()
         resent_skus.clear()
         resent_listings.clear()
-        expiries.stale = True  # the table's partitions changed: read its held ones again
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app
