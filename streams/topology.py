@@ -124,7 +124,7 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
-from streams.runtime.faust_private import tune_fetch_wait
+from streams.runtime.faust_private import disown, forget_acks, tune_fetch_wait
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
@@ -629,10 +629,29 @@ def create_app(
             messages = [event.message for event in batch]
             await read_windows(messages)
             try:
-                handle_records(messages)
+                handle_records(owned_only(messages))
             except Exception:
                 stop_at_once()
                 raise
+
+    def owned_only(messages: list[Any]) -> list[Any]:
+        """The batch's records of partitions this worker owns. A batch taken before a rebalance
+        can reach the stage after the revoke: its records of partitions no longer owned are
+        disowned (not handled, no offset committed here), left to their owner, which handles
+        them from the committed offsets, this worker too when they come back to it."""
+        if all(message.partition in owned for message in messages):
+            return messages
+        mine = []
+        for message in messages:
+            if message.partition in owned:
+                mine.append(message)
+            else:
+                disown(message)
+        log.warning(
+            "%d records of partitions revoked while they waited were left to their owner",
+            len(messages) - len(mine),
+        )
+        return mine
 
     def stop_at_once() -> None:
         """A batch raised half-way: its changes are in the tables' memory and in the pending
@@ -1183,6 +1202,11 @@ def create_app(
         if writes.dropped:  # changed during the rebalance: handled again by their owner
             log.warning("%d table records of partitions not owned were not written", writes.dropped)
             writes.dropped = 0
+        forgotten = forget_acks(app.consumer)
+        if forgotten:  # handled after the revoke: handled again from the committed offsets
+            log.warning(
+                "%d acknowledgements from before the rebalance were not committed", forgotten
+            )
         owned.clear()
         owned.update(mine)
         forget_positions()

@@ -6,7 +6,9 @@ attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade mo
 - `aiokafka.AIOKafkaConsumer._fetcher` and its `fetched_records` (tune_fetch_wait);
 - `faust.App._new_producer` (wrap_producer_flush);
 - `faust.Stream._enable_passive` and `faust.Stream._processors` (start_passive, remove_processor);
-- `faust.Worker._on_sigterm` and `_on_sigint`, mode's signal handlers (BoundedStopWorker).
+- `faust.Worker._on_sigterm` and `_on_sigint`, mode's signal handlers (BoundedStopWorker);
+- `faust.Consumer._acked`, `_acked_index` and `_gap`, its acknowledgements not committed yet
+  (forget_acks).
 """
 
 from __future__ import annotations
@@ -99,6 +101,35 @@ def wrap_producer_flush(app: Any, flush: Callable[[Callable[[], Awaitable[None]]
         return producer
 
     app._new_producer = _new_producer
+
+
+def disown(message: Any) -> None:
+    """A record this worker will not handle, as its partition was revoked while it waited: marked
+    done without telling the consumer, so no offset of it is ever committed here and a rebalance
+    does not wait for it.
+
+    Faust's consumer forgets a partition's acknowledgements and committed offset when it is
+    revoked, and then records any acknowledgement as committable: a record handled after the
+    revoke (by a batch already taken) was committed as soon as the partition came back to this
+    worker, while its table writes had been left to the partition's owner, and the recovery had
+    replaced the state it changed: its event was lost.
+    """
+    message.acked = True
+
+
+def forget_acks(consumer: Any) -> int:
+    """Drop every acknowledgement the consumer has not committed; how many offsets they were.
+
+    Called at an assignment: the revoke before it committed what was handled until then, so what
+    is left was handled after (or its commit was refused): its events are handled again from the
+    committed offsets, by whichever worker now owns them, where a late commit of it would skip
+    records that worker has not handled.
+    """
+    dropped = sum(len(offsets) for offsets in consumer._acked.values())
+    consumer._acked.clear()
+    consumer._acked_index.clear()
+    consumer._gap.clear()
+    return dropped
 
 
 def start_passive(stream: faust.Stream[Any], channel: Any) -> None:

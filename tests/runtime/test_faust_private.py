@@ -5,10 +5,15 @@ one fails here by name instead of somewhere in a running worker."""
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import faust
 from aiokafka.consumer.consumer import AIOKafkaConsumer  # aiokafka's own, not tune_fetch_wait's
 from aiokafka.consumer.fetcher import Fetcher
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
+
+from streams.runtime.faust_private import disown, forget_acks
 
 
 def test_aiokafka_consumer_builds_its_fetcher_as_fetcher_on_start() -> None:
@@ -44,3 +49,42 @@ def test_faust_worker_stops_on_signals_through_on_sigterm_and_on_sigint() -> Non
     assert "self._on_sigterm" in installed and "self._on_sigint" in installed
     for name in ("_on_sigterm", "_on_sigint"):
         assert list(inspect.signature(getattr(faust.Worker, name)).parameters) == ["self"]
+
+
+def _consumer_acking(topic: str) -> Any:
+    """A Faust consumer (not started) that records acknowledgements of `topic`, as it does for
+    the topics its agents read once assigned."""
+    app = faust.App("canary", broker="kafka://127.0.0.1:1")
+    app.topics._acking_topics.add(topic)
+    return app.consumer
+
+
+def _message(topic: str, partition: int, offset: int) -> ConsumerMessage:
+    return ConsumerMessage(topic, partition, offset, 0.0, 0, None, b"key", b"value", None)
+
+
+def test_an_ack_after_a_revoke_is_committable_unless_the_record_was_disowned() -> None:
+    consumer = _consumer_acking("inventory.events")
+    tp = TP("inventory.events", 1)
+    # a revoke forgets the partition's committed offset (as a fresh consumer has none): a record
+    # handled after it and acknowledged becomes committable, whoever handles it from then on
+    stale = _message("inventory.events", 1, 41)
+    stale.ack(consumer)
+    assert consumer._new_offset(tp) == 42
+    consumer = _consumer_acking("inventory.events")
+    disowned = _message("inventory.events", 1, 41)
+    disown(disowned)
+    disowned.ack(consumer)  # what take_batches does with every event of a handled batch
+    assert consumer._new_offset(tp) is None
+    assert not any(consumer._acked.values())
+
+
+def test_forget_acks_drops_every_acknowledgement_not_committed() -> None:
+    consumer = _consumer_acking("inventory.commands")
+    for offset in (152, 153, 155):
+        _message("inventory.commands", 2, offset).ack(consumer)
+    assert forget_acks(consumer) == 3
+    assert consumer._new_offset(TP("inventory.commands", 2)) is None
+    # and a record acknowledged after it counts again, from its own offset
+    _message("inventory.commands", 2, 160).ack(consumer)
+    assert consumer._new_offset(TP("inventory.commands", 2)) == 161
