@@ -8,6 +8,7 @@ and fails.
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import re
@@ -357,6 +358,8 @@ def stop_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    # `kill -USR1` prints where every thread of `up` is, for a start or stop that seems stuck
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def run_up(

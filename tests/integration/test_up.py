@@ -187,6 +187,23 @@ def worker_pid(tmp_path: Path, deadline: float) -> int:
         time.sleep(0.2)
 
 
+def stopped_within(up: subprocess.Popen[str], seconds: float, tmp_path: Path) -> str:
+    """`up`'s output once it has ended; if it is still running after `seconds`, the test fails
+    with where each of its threads was (SIGUSR1) and the end of its workers' logs."""
+    try:
+        return up.communicate(timeout=seconds)[0]
+    except subprocess.TimeoutExpired:
+        up.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        up.kill()
+        output = up.communicate()[0]
+        logs = "".join(
+            f"\n--- {log.name}:\n" + log.read_text(errors="replace")[-2000:]
+            for log in sorted((tmp_path / "up").glob("worker-*.log"))
+        )
+        pytest.fail(f"up did not stop within {seconds:g} s:\n{output[-6000:]}{logs}")
+
+
 def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_path: Path) -> None:
     # stopped by Ctrl-C below; the duration is only a safety cap, well past the test's own waits
     # (two reservations of up to 30 s each, the start and a restart): on a loaded machine a cap
@@ -202,7 +219,7 @@ def test_a_worker_killed_while_up_runs_is_started_again_and_serves_again(tmp_pat
         time.sleep(1.5)  # one more status refresh
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
-        output, _ = up.communicate(timeout=120)
+        output = stopped_within(up, 120, tmp_path)
     shown = output[-4000:]
     assert up.returncode == 0, shown
     assert "stopping..." in output, shown
