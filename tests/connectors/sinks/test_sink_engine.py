@@ -550,3 +550,26 @@ async def test_staleness_is_the_age_of_the_oldest_value_the_channel_has_not_ackn
     await running
     assert sink.state["A"].version == 1 and sink.state["B"].version == 1
     assert registry.get_sample_value(stale, pos) == 0
+
+
+async def test_ack_latency_runs_from_a_value_waiting_to_its_acknowledgement() -> None:
+    registry = CollectorRegistry()
+    sink = FakeSink()
+    sink.failures = [ChannelUnavailable("HTTP 503", retry_after=2.0)]
+    engine = SinkEngine(
+        sink,
+        backoff=Backoff(rng=lambda: 0.0),
+        clock=now,
+        metrics=SinkMetrics.for_registry(registry),
+    )
+    engine.offer(availability("A", 1))  # refused once: acknowledged 2 s after it came
+    await engine.run_until_idle()
+    engine.offer(availability("B", 1))  # taken at once
+    await engine.run_until_idle()
+    pos = {"channel": "pos"}
+    name = "inventory_sink_ack_latency_seconds"
+    assert registry.get_sample_value(f"{name}_count", pos) == 2
+    assert registry.get_sample_value(f"{name}_sum", pos) == pytest.approx(2.0, abs=0.01)
+    assert registry.get_sample_value(f"{name}_bucket", {**pos, "le": "0.005"}) == 1
+    assert registry.get_sample_value(f"{name}_bucket", {**pos, "le": "1.0"}) == 1
+    assert registry.get_sample_value(f"{name}_bucket", {**pos, "le": "2.5"}) == 2
