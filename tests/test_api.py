@@ -436,6 +436,34 @@ async def test_a_broker_refusal_is_503() -> None:
         assert "could not be stored" in (await response.json())["error"]
 
 
+async def test_decision_latency_is_observed_per_decision_and_not_for_a_refusal(rig: Rig) -> None:
+    registry = api_of(rig.client.app).metrics.registry
+    name = "inventory_api_decision_seconds"
+
+    def sample(suffix: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"{name}{suffix}", labels)
+
+    assert sample("_count") == 0
+    assert (await rig.post(reservation("fast", 1)))[0] == 201
+    assert (await rig.post({"lines": []}))[0] == 400  # refused before the stream: no decision
+    assert sample("_count") == 1
+    real, loop = rig.stream.decisions, asyncio.get_running_loop()
+
+    class Late:
+        """The stream's decision, arriving 0.3 s after it was made."""
+
+        def offer(self, decision: Any) -> None:
+            loop.call_later(0.3, real.offer, decision)
+
+    rig.stream.decisions = Late()  # type: ignore[assignment]
+    assert (await rig.post(reservation("late", 99)))[0] == 409
+    assert sample("_count") == 2
+    total = sample("_sum")
+    assert total is not None and total >= 0.3
+    assert sample("_bucket", le="0.25") in (0, 1)  # the late one is not in it
+    assert sample("_bucket", le="+Inf") == 2
+
+
 # ---- availability ----
 
 
