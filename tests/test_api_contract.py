@@ -133,6 +133,24 @@ async def test_every_documented_reference_resolves() -> None:
         assert name in DOC["components"]["schemas"], name
 
 
+def test_the_document_is_valid_openapi_3_1_with_json_schema_2020_12_schemas() -> None:
+    """Checked against the OAS 3.1 meta-schema (the copy schemathesis ships, offline), so a
+    mistake in the document's structure fails here, not only in the live schemathesis run."""
+    jsonschema = pytest.importorskip("jsonschema")
+    definitions = pytest.importorskip("schemathesis.specs.openapi.definitions")
+    validator = jsonschema.Draft202012Validator(definitions.OPENAPI_31)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(DOC)]
+    assert not errors, errors[:5]
+    assert DOC["jsonSchemaDialect"] == "https://json-schema.org/draft/2020-12/schema"
+    for name, schema in DOC["components"]["schemas"].items():
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as error:
+            raise AssertionError(f"{name}: {error.message}") from None
+    broken = {**DOC, "paths": {"/x": {"get": {"responses": {"200": {"description": 1}}}}}}
+    assert any(validator.iter_errors(broken))  # the meta-schema does reject a bad document
+
+
 async def test_a_reservation_is_read_back_with_its_status_placement_and_expiry(rig: Rig) -> None:
     status, held = await call(rig, "POST", "/reservations", json=reservation("r1", 3), headers=WEB)
     assert status == 201
