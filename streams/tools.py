@@ -23,7 +23,7 @@ from streams.commands import CommandCodec, is_envelope, unpack
 from streams.core.catalog import Catalog
 from streams.core.explain import Explanation, explain
 from streams.core.models import parse_event_json
-from streams.core.state import SkuState
+from streams.core.state import join_record, part_count, part_key, part_of
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.producer import SourceProducer
@@ -211,15 +211,20 @@ def read_topic(
 
 
 def latest_values(
-    topic: str, bootstrap: str, keys: Iterable[bytes], timeout: float = 30.0
+    topic: str,
+    bootstrap: str,
+    keys: Iterable[bytes],
+    timeout: float = 30.0,
+    partitioner: Callable[[bytes, int], int] = partition_for,
 ) -> dict[bytes, bytes | None]:
     """The last value of each of `keys` on `topic` (None: a tombstone), reading only the partitions
-    the keys go to: every topic of ours is keyed and partitioned by murmur2."""
+    the keys go to: every topic of ours is keyed and partitioned by murmur2 (a hot SKU's parts
+    go to their SKU's partition: `partitioner`)."""
     wanted = set(keys)
     consumer = _reader(bootstrap, "explain")
     try:
         count = _partition_count(consumer, topic)
-        partitions = sorted({partition_for(k, count) for k in wanted})
+        partitions = sorted({partitioner(k, count) for k in wanted})
         ends = true_end_offsets(bootstrap, topic, partitions)
         todo = {p for p in partitions if ends[p] > 0}
         consumer.assign([TopicPartition(topic, p, 0) for p in todo])
@@ -262,10 +267,27 @@ def explain_live(
     values = latest_values(
         changelog_topic(settings.app_id, "skus"), bootstrap, (s.encode() for s in skus)
     )
+    records = {key: json.loads(value) for key, value in values.items() if value is not None}
+    names = [part_key(key, i) for key, record in records.items() for i in range(part_count(record))]
+    parts = (
+        latest_values(
+            changelog_topic(settings.app_id, "sku_parts"),
+            bootstrap,
+            names,
+            partitioner=lambda name, count: partition_for(part_of(name)[0], count),
+        )
+        if names
+        else {}
+    )
     states = {
-        key.decode(): SkuState.from_dict(json.loads(value))
-        for key, value in values.items()
-        if value is not None
+        key.decode(): join_record(
+            record,
+            [
+                json.loads(part) if (part := parts.get(part_key(key, i))) is not None else None
+                for i in range(part_count(record))
+            ],
+        )
+        for key, record in records.items()
     }
     explanation = explain(catalog, states, channel, channel_sku, clock_date)
     topic = availability_topic(channel)

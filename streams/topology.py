@@ -119,7 +119,14 @@ from streams.core.retention import (
     order_done,
 )
 from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
-from streams.core.state import SkuState, from_us
+from streams.core.state import (
+    SkuState,
+    from_us,
+    join_record,
+    part_count,
+    part_key,
+    split_record,
+)
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
@@ -182,7 +189,26 @@ class _StateCodec(codecs.Codec):
         return self._from(orjson.loads(s))
 
 
-codecs.register("sku-state", _StateCodec(SkuState.from_dict))
+class _SkuCodec(_StateCodec):
+    """A SKU record in parts (split_record) stays the decoded JSON until its parts are joined."""
+
+    def _loads(self, s: bytes) -> Any:
+        data = orjson.loads(s)
+        return data if part_count(data) else SkuState.from_dict(data)
+
+
+class _PartCodec(codecs.Codec):
+    """A part of a hot SKU's record: the JSON as it is."""
+
+    def _dumps(self, obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return orjson.loads(s)
+
+
+codecs.register("sku-state", _SkuCodec(SkuState.from_dict))
+codecs.register("sku-part", _PartCodec())
 codecs.register("order-state", _StateCodec(OrderState.from_dict))
 codecs.register("reservation-state", _StateCodec(ReservationState.from_dict))
 codecs.register("listing-state", _StateCodec(ListingState.from_dict))
@@ -225,11 +251,19 @@ class DeferredWrites:
     MARKER = b"\x00end-of-commit"
 
     def __init__(
-        self, outputs: Outputs, partitions: int, owns: Callable[[int], bool] | None = None
+        self,
+        outputs: Outputs,
+        partitions: int,
+        owns: Callable[[int], bool] | None = None,
+        parts_topic: str | None = None,
     ) -> None:
         self.outputs = outputs
         self.partitions = partitions
         self.owns = owns  # None: every partition (tests, tools)
+        # a hot SKU's record goes out in parts (split_record) on this changelog, in its SKU's
+        # partition; a part is sent only when it changed since this worker last sent it
+        self.parts_topic = parts_topic
+        self.parts_sent: dict[bytes, int] = {}  # part key -> hash of the bytes last sent
         self.pending: dict[tuple[str, bytes], Any] = {}  # (changelog topic, key) -> state
         self.written: set[tuple[str, int]] = set()  # (changelog topic, partition)
         self.dropped = 0  # records of partitions not owned, left to their owner
@@ -271,12 +305,33 @@ class DeferredWrites:
             if owns is not None and not owns(partition):
                 self.dropped += 1
                 continue
-            encoded = None if value is None else orjson.dumps(value.to_dict())
-            self.outputs.send(topic, key, encoded, partition)
+            if isinstance(value, SkuState) and self.parts_topic is not None:
+                record, parts = split_record(value)
+                self.outputs.send(topic, key, orjson.dumps(record), partition)
+                self._send_parts(key, parts, partition)
+            else:
+                encoded = None if value is None else orjson.dumps(value.to_dict())
+                self.outputs.send(topic, key, encoded, partition)
             self.written.add((topic, partition))
             if clock() >= until:
                 await asyncio.sleep(0)
                 until = clock() + self.YIELD_SECONDS
+
+    def _send_parts(self, key: bytes, parts: list[dict[str, Any]], partition: int) -> None:
+        assert self.parts_topic is not None
+        sent = self.parts_sent
+        for index, part in enumerate(parts):
+            name = part_key(key, index)
+            encoded = orjson.dumps(part)
+            digest = hash(encoded)
+            if sent.get(name) != digest:
+                self.outputs.send(self.parts_topic, name, encoded, partition)
+                sent[name] = digest
+                self.written.add((self.parts_topic, partition))
+
+    def forget_sent(self) -> None:
+        """After a rebalance another worker may have written parts since: send each part again."""
+        self.parts_sent.clear()
 
     def mark(self) -> bool:
         written, self.written = self.written, set()
@@ -468,6 +523,21 @@ def create_app(
         value = t.get(key)
         return from_dict(value) if isinstance(value, dict) else value
 
+    def load_sku(key: bytes) -> SkuState | None:
+        """A SKU's state: decoded once after a recovery, a hot SKU's parts joined to it."""
+        value = skus.get(key)
+        if not isinstance(value, dict):
+            return cast("SkuState | None", value)
+        count = part_count(value)
+        if not count:
+            return SkuState.from_dict(value)
+        names = [part_key(key, i) for i in range(count)]
+        state = join_record(value, [sku_parts.data.get(name) for name in names])
+        skus.data[key] = state  # the parts now live in the state: one copy in memory
+        for name in names:
+            sku_parts.data.pop(name, None)
+        return state
+
     def table(name: str, serializer: str) -> faust.Table[bytes, Any]:
         # app.Table builds a faust.Table; the serializers are its attributes, not TableT's
         t = cast(
@@ -479,6 +549,7 @@ def create_app(
         return t
 
     skus = table("skus", "sku-state")
+    sku_parts = table("sku_parts", "sku-part")  # a hot SKU's record in parts (split_record)
     orders = table("orders", "order-state")
     reservations = table("reservations", "reservation-state")
     listings = table("listings", "listing-state")
@@ -486,7 +557,9 @@ def create_app(
     outputs = Outputs(bootstrap, settings.producer_linger_ms)
     outputs.install(app)
     owned: set[int] = set()  # this worker's partitions of the stages and their tables
-    writes = DeferredWrites(outputs, n, owns=owned.__contains__)
+    writes = DeferredWrites(
+        outputs, n, owns=owned.__contains__, parts_topic=sku_parts.changelog_topic.get_topic_name()
+    )
     to_stages = CommandBatch(outputs, n)
     decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
     # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
@@ -951,7 +1024,7 @@ def create_app(
         entry = touched.get(key)
         if entry:
             return cast(SkuState, entry[0])
-        found = stored(skus, key, SkuState.from_dict)
+        found = load_sku(key)
         return found or SkuState(sku, catalog_version=rt.catalog.version)
 
     def apply_one(command: Any, touched: dict[bytes, Any], answer: bool = True) -> SkuOutcome:
@@ -992,7 +1065,8 @@ def create_app(
                 continue
             derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version
             if derived_under != version:
-                state = stored(skus, key, SkuState.from_dict)
+                state = load_sku(key)
+                assert state is not None  # a key of the table
                 touched[key] = (state, set(), state.time, f"catalog:v{version}", False)
 
     def rederive_inbound(partition: int, touched: dict[bytes, Any], day: date) -> None:
@@ -1004,7 +1078,7 @@ def create_app(
             if isinstance(value, dict):  # recovered, not decoded yet: look before decoding
                 if not any(loc["i"] for loc in value["l"].values()):
                     continue
-                value = SkuState.from_dict(value)
+                value = load_sku(key)
             if expects_inbound(value):
                 touched[key] = (value, set(), value.time, cause, False)
 
@@ -1209,6 +1283,7 @@ def create_app(
             )
         owned.clear()
         owned.update(mine)
+        writes.forget_sent()
         forget_positions()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
+
 from streams.commands import COMMITTED_FLAG, Item, is_envelope, unpack
 from streams.core.orders import OrderState
+from streams.core.state import Commitment, join_record, part_of
 from streams.runtime.topics import COMMANDS
 from streams.topology import COMMITTED, CommandBatch, DeferredWrites, is_committed, partition_for
+from tests.core.test_record_parts import hot_sku
 
 
 class RecordingOutputs:
@@ -178,3 +182,38 @@ def test_a_write_for_a_partition_this_worker_no_longer_owns_is_dropped() -> None
     asyncio.run(writes.write())
     assert {r["partition"] for r in outputs.sent if r["key"] != DeferredWrites.MARKER} == {0, 1}
     assert writes.dropped == 2
+
+
+def test_a_hot_sku_goes_out_in_parts_in_its_partition_and_only_changed_parts_again() -> None:
+    """A launch SKU's open order lines would make one record past Kafka's 1 MB limit (the worker
+    died on MSG_SIZE_TOO_LARGE at ~17,000 lines): its record and its parts are each bounded, all
+    in the SKU's partition; a commit re-sends only the parts that changed."""
+    outputs = RecordingOutputs()
+    writes = DeferredWrites(outputs, 4, parts_topic="app-sku_parts-changelog")  # type: ignore[arg-type]
+    skus = Table("app-skus-changelog")
+    state = hot_sku(20_000)
+    writes.put(skus, b"LAUNCH-1", state)
+    asyncio.run(writes.write())
+    partition = partition_for(b"LAUNCH-1", 4)
+    main = [r for r in outputs.sent if r["topic"] == "app-skus-changelog"]
+    parts = [r for r in outputs.sent if r["topic"] == "app-sku_parts-changelog"]
+    assert len(main) == 1 and len(parts) == 64
+    assert {r["partition"] for r in main + parts} == {partition}
+    assert max(len(r["value"]) for r in main + parts) < 64_000
+    joined = join_record(
+        orjson.loads(main[0]["value"]),
+        [orjson.loads(r["value"]) for r in sorted(parts, key=lambda r: part_of(r["key"])[1])],
+    )
+    assert joined.to_dict() == state.to_dict()
+    # one more line: the record and the one part that holds it
+    outputs.sent.clear()
+    state.commitments["order-x/1"] = Commitment(parts={"wh-east": 1}, order_len=7)
+    writes.put(skus, b"LAUNCH-1", state)
+    asyncio.run(writes.write())
+    assert [r["topic"] for r in outputs.sent] == ["app-skus-changelog", "app-sku_parts-changelog"]
+    # after a rebalance another worker may have written parts: all go out again
+    outputs.sent.clear()
+    writes.forget_sent()
+    writes.put(skus, b"LAUNCH-1", state)
+    asyncio.run(writes.write())
+    assert len(outputs.sent) == 65

@@ -629,6 +629,7 @@ async def run_api(
         partitions=settings.topic_partitions,
         states=states,
         state_topic=changelog_topic(settings.app_id, "skus"),
+        parts_topic=changelog_topic(settings.app_id, "sku_parts"),
     )
 
     def health() -> str | None:

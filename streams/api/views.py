@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from streams.api.feed import FeedThread, arrived, groupless_consumer
 from streams.codec import Codec, record_to_json
 from streams.core.catalog import Catalog
-from streams.core.state import SkuState
+from streams.core.state import SkuState, join_record, part_count, part_of
 from streams.errors import InventoryError
 from streams.runtime.catalog_store import CatalogAssembler
 from streams.runtime.topics import CATALOG, availability_topic
@@ -26,19 +26,33 @@ log = logging.getLogger(__name__)
 
 
 class StateView:
-    """The latest committed SKU state per SKU (the workers' `skus` table changelog), for explain."""
+    """The latest committed SKU state per SKU (the workers' `skus` table changelog, and the parts
+    of a hot SKU's record on the `sku_parts` one), for explain."""
 
     def __init__(self) -> None:
-        self._states: dict[str, SkuState] = {}
+        self._records: dict[str, dict[str, Any]] = {}
+        self._parts: dict[str, dict[int, dict[str, Any]]] = {}  # SKU -> part index -> part
 
     def offer(self, sku: str, value: bytes | None) -> None:
         if value is None:
-            self._states.pop(sku, None)
+            self._records.pop(sku, None)
             return
-        self._states[sku] = SkuState.from_dict(json.loads(value))  # one dict store: thread-safe
+        self._records[sku] = json.loads(value)  # one dict store: thread-safe
+
+    def offer_part(self, name: bytes, value: bytes | None) -> None:
+        key, index = part_of(name)
+        parts = self._parts.setdefault(key.decode(), {})
+        if value is None:
+            parts.pop(index, None)
+        else:
+            parts[index] = json.loads(value)
 
     def get(self, sku: str) -> SkuState | None:
-        return self._states.get(sku)
+        record = self._records.get(sku)
+        if record is None:
+            return None
+        parts = self._parts.get(sku, {})
+        return join_record(record, [parts.get(i) for i in range(part_count(record))])
 
 
 class AvailabilityView:
@@ -72,12 +86,14 @@ class ViewFeed(FeedThread):
         fetch_wait_ms: int = 100,
         states: StateView | None = None,
         state_topic: str | None = None,
+        parts_topic: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.codec = codec
         self.view = view
         self.states = states
         self.state_topic = state_topic
+        self.parts_topic = parts_topic
         self.on_catalog = on_catalog
         self.partitions = partitions
         self.fetch_wait_ms = fetch_wait_ms
@@ -89,7 +105,12 @@ class ViewFeed(FeedThread):
     def start(self) -> None:
         consumer = groupless_consumer(self.bootstrap, self.fetch_wait_ms)
         states = (
-            [TopicPartition(self.state_topic, p, 0) for p in range(self.partitions)]
+            [
+                TopicPartition(topic, p, 0)
+                for topic in (self.state_topic, self.parts_topic)
+                if topic
+                for p in range(self.partitions)
+            ]
             if self.states is not None and self.state_topic
             else []
         )
@@ -123,6 +144,11 @@ class ViewFeed(FeedThread):
                         key = message.key()
                         if key is not None and not key.startswith(b"\x00"):  # commit markers
                             self.states.offer(key.decode(), message.value())
+                        continue
+                    if topic == self.parts_topic and self.states is not None:
+                        key = message.key()
+                        if key is not None and not key.startswith(b"\x00"):  # commit markers
+                            self.states.offer_part(key, message.value())
                         continue
                     if topic == CATALOG:
                         self._take_catalog(consumer, message)

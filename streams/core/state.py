@@ -8,6 +8,8 @@ without counting it twice, and the record grows with open business, not with tra
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -253,6 +255,9 @@ class SkuState:
     time: datetime = EPOCH  # latest business time seen for this SKU
     pruned_day: int = 0  # business hour (day ordinal * 24 + hour) of the last pruning
     catalog_version: int = 0  # the catalog its published values were last derived under
+    # how its changelog record is split (split_record): 2**part_bits parts, 0 = one record; only
+    # grows, so a part once written is always read back
+    part_bits: int = field(default=0, compare=False)
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
@@ -286,3 +291,71 @@ class SkuState:
             pruned_day=data["d"],
             catalog_version=data.get("v", 0),
         )
+
+
+# ---- a hot SKU's record, in parts ---------------------------------------------------------------
+
+# Open business lives in the SKU's record, and a hot SKU (a launch: tens of thousands of open
+# order lines, or holds) outgrows a Kafka record (1 MB by default; the worker used to die on
+# MSG_SIZE_TOO_LARGE at ~17,000 open lines, and again after every restart). Past PART_ENTRIES
+# entries, its order lines, holds and closed reservation ids go to 2**bits part records, each
+# entry by the CRC-32 of its key; the SKU's own record keeps the rest and the number of parts.
+PART_ENTRIES = 512  # ~27 KB of order lines per part
+
+
+def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The SKU's changelog record and its parts (none until it holds more than PART_ENTRIES
+    order lines, holds and closed ids)."""
+    data = state.to_dict()
+    entries = len(state.commitments) + len(state.holds) + len(state.closed)
+    bits = state.part_bits
+    while (entries >> bits) > PART_ENTRIES:
+        bits += 1
+    if bits == 0:
+        return data, []
+    state.part_bits = bits
+    mask = (1 << bits) - 1
+    parts: list[dict[str, Any]] = [{"c": {}, "h": {}, "x": {}} for _ in range(mask + 1)]
+    for name in ("c", "h", "x"):
+        for key, value in data[name].items():
+            parts[zlib.crc32(key.encode()) & mask][name][key] = value
+        data[name] = {}
+    data["b"] = bits
+    return data, parts
+
+
+def part_count(data: dict[str, Any]) -> int:
+    """How many parts a SKU's changelog record has (0: it is whole)."""
+    bits: int = data.get("b", 0)
+    return 1 << bits if bits else 0
+
+
+def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) -> SkuState:
+    """The SKU's state from its changelog record and its parts (split_record's inverse)."""
+    bits: int = data.get("b", 0)
+    if bits:
+        if len(parts) != 1 << bits or any(part is None for part in parts):
+            missing = [i for i, part in enumerate(parts) if part is None]
+            raise ValueError(
+                f"SKU {data['sku']}: its record has {1 << bits} parts, "
+                f"{len(parts)} given, missing {missing}"
+            )
+        data = {**data, "c": {}, "h": {}, "x": {}}
+        for part in parts:
+            assert part is not None
+            for name in ("c", "h", "x"):
+                data[name].update(part[name])
+    state = SkuState.from_dict(data)
+    state.part_bits = bits
+    return state
+
+
+def part_key(key: bytes, index: int) -> bytes:
+    """The key of part `index` of the SKU record under `key` (a SKU id holds no NUL)."""
+    return key + b"\x00" + str(index).encode()
+
+
+def part_of(name: bytes) -> tuple[bytes, int]:
+    """The SKU key and part index of a part key."""
+    key, _, index = name.rpartition(b"\x00")
+    return key, int(index)

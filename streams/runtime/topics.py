@@ -38,7 +38,7 @@ CALLER_WAITING = ("inventory-caller-waiting", b"1")
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
-TABLES = ("skus", "orders", "reservations", "listings")
+TABLES = ("skus", "sku_parts", "orders", "reservations", "listings")
 
 
 def changelog_topic(app_id: str, table: str) -> str:

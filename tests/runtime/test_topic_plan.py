@@ -9,7 +9,8 @@ from streams.runtime.topics import TopicSpec, topic_specs
 from streams.settings import Settings
 
 CHANGELOGS = {
-    f"inventory-streams-{t}-changelog" for t in ("skus", "orders", "reservations", "listings")
+    f"inventory-streams-{t}-changelog"
+    for t in ("skus", "sku_parts", "orders", "reservations", "listings")
 }
 CO_PARTITIONED = {
     "inventory.events",

@@ -1,0 +1,132 @@
+"""A hot SKU (a launch: thousands of open order lines on one SKU) across a SIGKILL: its record goes
+to the changelog in bounded parts, comes back whole, and `explain` reads it whole."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from streams.core.explain import explain
+from streams.runtime.offsets import true_end_offsets
+from streams.runtime.topics import changelog_topic
+from streams.simulate import read_catalog, run, simulate
+from streams.tools import explain_live
+from tests.integration.live import LiveSystem
+
+pytestmark = pytest.mark.integration
+
+CATALOG = """\
+locations: [{id: wh}]
+channels:
+  - {id: web, type: shopify, locations: [wh], allocation_percent: 100, buffer_units: 0}
+listings:
+  - {channel: web, channel_sku: LAUNCH, components: [{sku: LAUNCH, quantity: 1}]}
+"""
+
+
+def order(i: int) -> str:
+    minute, second = divmod(i, 60)
+    return json.dumps(
+        {
+            "event_id": f"o{i}",
+            "type": "order-created",
+            "occurred_at": f"2026-11-01T{10 + minute // 60:02d}:{minute % 60:02d}:{second:02d}Z",
+            "source": "web",
+            "order_id": f"order-{i:05d}",
+            "channel": "web",
+            "lines": [{"line_id": "1", "sku": "LAUNCH", "quantity": 1, "location": "wh"}],
+        }
+    )
+
+
+def cancel(i: int) -> str:
+    return json.dumps(
+        {
+            "event_id": f"c{i}",
+            "type": "order-cancelled",
+            "occurred_at": "2026-11-01T12:00:00Z",
+            "source": "web",
+            "order_id": f"order-{i:05d}",
+        }
+    )
+
+
+def test_a_hot_skus_open_lines_survive_a_kill_in_bounded_records(tmp_path: Path) -> None:
+    (tmp_path / "catalog.yaml").write_text(CATALOG)
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+    count = json.dumps(
+        {
+            "event_id": "n1",
+            "type": "stock-adjusted",
+            "occurred_at": "2026-11-01T09:00:00Z",
+            "source": "wms",
+            "sku": "LAUNCH",
+            "location": "wh",
+            "mode": "count",
+            "quantity": 1_000_000,
+        }
+    )
+    first = [count, *(order(i) for i in range(3_000))]
+    # after the kill: more orders, and cancels of lines only the recovered parts know
+    second = [*(order(i) for i in range(3_000, 3_500)), *(cancel(i) for i in range(0, 3_000, 7))]
+    (tmp_path / "first.jsonl").write_text("\n".join(first) + "\n")
+    (tmp_path / "second.jsonl").write_text("\n".join(second) + "\n")
+    (tmp_path / "all.jsonl").write_text("\n".join(first + second) + "\n")
+    with LiveSystem(catalog, tmp_path) as live:
+        live.start_worker(0)
+        live.publish(tmp_path / "first.jsonl")
+        live.wait_for(simulate(catalog, first), timeout=120)
+        time.sleep(1.0)  # a commit: the changelog holds the 3,000 lines
+        live.kill_worker(0)
+        live.start_worker(0)
+        live.publish(tmp_path / "second.jsonl")
+        expected = simulate(catalog, first + second)
+        view = live.wait_for(expected, timeout=120)
+        assert view["positions"] == expected["positions"]
+        assert [p["committed"] for p in view["positions"]] == [3_500 - 429]
+        # every changelog record of the SKU stays far under Kafka's 1 MB (one record: ~160 KB)
+        sizes = [
+            len(value)
+            for table in ("skus", "sku_parts")
+            for value in raw_values(live, changelog_topic(live.settings.app_id, table))
+        ]
+        assert sizes and max(sizes) < 64_000, max(sizes)
+        # explain reads the SKU whole: every open line behind `committed`
+        with open(tmp_path / "all.jsonl", "rb") as handle:
+            engine, _, _ = run(catalog, handle)
+        clock = engine.stream_time.date()
+        offline = explain(catalog, engine.skus, "web", "LAUNCH", clock)
+        deadline = time.monotonic() + 30
+        while (
+            got := explain_live(catalog, "web", "LAUNCH", live.settings, live.bootstrap, clock)[0]
+        ) != offline:
+            assert time.monotonic() < deadline, got.to_text()[-2000:]
+            time.sleep(0.5)
+
+
+def raw_values(live: LiveSystem, topic: str) -> list[bytes]:
+    """Every value on `topic`, as the broker holds it (tombstones left out)."""
+    partitions = list(range(live.settings.topic_partitions))
+    ends = true_end_offsets(live.bootstrap, topic, partitions)
+    consumer = Consumer({"bootstrap.servers": live.bootstrap, "group.id": "hot-sku-sizes"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions if ends[p] > 0])
+    values: list[bytes] = []
+    todo = {p for p in partitions if ends[p] > 0}
+    deadline = time.monotonic() + 30
+    try:
+        while todo:
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            message = consumer.poll(0.2)
+            if message is None or message.error():
+                continue
+            if message.value() is not None:
+                values.append(message.value())
+            if message.offset() + 1 >= ends[message.partition()]:
+                todo.discard(message.partition())
+    finally:
+        consumer.close()
+    return values
