@@ -665,6 +665,7 @@ def create_app(
         # counted at the next tick: the tables are recovered and the revoked records gone by then
         held.stale = True
         expiries.stale = True  # the held reservations, likewise
+        catch_up(rt.clock, skus.data.values())
 
     @app.timer(interval=MONITOR_SECONDS)
     async def monitor() -> None:
@@ -1058,9 +1059,7 @@ def create_app(
         """Every SKU of this partition derived under an older catalog is derived again."""
         version = rt.catalog.version
         for key, value in list(skus.data.items()):
-            # the stream clock resumes where the recovered state left it (a start announces a
-            # catalog), so a restart derives backorder horizons from that date, not from 1970
-            rt.clock.observe(from_us(value["t"]) if isinstance(value, dict) else value.time)
+            rt.clock.observe(state_time(value))  # see catch_up
             if key in touched or partition_for(key, n) != partition:
                 continue
             derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version
@@ -1310,6 +1309,23 @@ def create_app(
 
 # the header on an order the SKU stage has committed in place (commit_here)
 COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")]
+
+
+def state_time(value: Any) -> datetime:
+    """A SKU record's latest business time, decoded or not (as recovered)."""
+    return from_us(value["t"]) if isinstance(value, dict) else cast(SkuState, value).time
+
+
+def catch_up(clock: Clock, states: Iterable[Any]) -> None:
+    """The stream clock, once the tables are back after a rebalance and before any record is
+    handled: at least the latest business time of the SKU states recovered. A worker that joined
+    (or restarted) can handle a batch of commands before it has routed a single event, and would
+    otherwise derive backorder horizons from 1970: a listing published with backorderable 0, kept
+    until its SKU changed again (seen when a second worker joined mid-stream). Wall time needs
+    nothing."""
+    if clock.mode == "stream":
+        for value in list(states):
+            clock.observe(state_time(value))
 
 
 def positions_in(states: Iterable[Any]) -> int:

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
 
 from streams.commands import COMMITTED_FLAG, Item, is_envelope, unpack
 from streams.core.orders import OrderState
-from streams.core.state import Commitment, join_record, part_of
+from streams.core.state import Commitment, SkuState, join_record, part_of, to_us
 from streams.runtime.topics import COMMANDS
-from streams.topology import COMMITTED, CommandBatch, DeferredWrites, is_committed, partition_for
+from streams.topology import (
+    COMMITTED,
+    Clock,
+    CommandBatch,
+    DeferredWrites,
+    catch_up,
+    is_committed,
+    partition_for,
+)
 from tests.core.test_record_parts import hot_sku
 
 
@@ -217,3 +226,19 @@ def test_a_hot_sku_goes_out_in_parts_in_its_partition_and_only_changed_parts_aga
     writes.put(skus, b"LAUNCH-1", state)
     asyncio.run(writes.write())
     assert len(outputs.sent) == 65
+
+
+def test_a_rebalance_brings_the_stream_clock_up_to_the_recovered_states() -> None:
+    """A worker that joined mid-stream handled a batch of commands before routing any event and
+    derived backorder horizons from 1970: a listing went out with backorderable 0 (CI, the
+    join-and-leave test on the embedded Kafka). After recovery the clock is caught up first."""
+    clock = Clock("stream")
+    recovered = SkuState("A", time=datetime(2026, 11, 1, 9, tzinfo=UTC))
+    decoded_later = {"t": to_us(datetime(2026, 11, 3, 8, tzinfo=UTC))}  # a record as recovered
+    catch_up(clock, [recovered, decoded_later])
+    assert clock.today() == date(2026, 11, 3)
+    catch_up(clock, [SkuState("B", time=datetime(2026, 11, 2, tzinfo=UTC))])
+    assert clock.today() == date(2026, 11, 3)  # never back
+    wall = Clock("wall")
+    catch_up(wall, [decoded_later])
+    assert wall.stream_time.year == 1970  # wall time live: the states change nothing
