@@ -105,7 +105,7 @@ class PositionsRun:
 @dataclass
 class HotStep:
     orders: int  # orders published so far on the hot SKU
-    record_bytes: int | None  # its last record on the skus changelog
+    record_bytes: int | None  # its largest record written in the step (its own or a part)
     rate: float | None  # events/s in this step
     cpu_us: float | None  # worker CPU per event in this step
 
@@ -120,7 +120,7 @@ class HotSeries:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A plain text table: columns as wide as their widest cell, numbers right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(
@@ -367,10 +367,15 @@ def committed_events(bootstrap: str, group: str, partitions: int) -> int:
 
 
 def read_changelog(
-    bootstrap: str, topic: str, starts: dict[int, int], key: bytes | None = None
+    bootstrap: str,
+    topic: str,
+    starts: dict[int, int],
+    key: bytes | None = None,
+    sizes: list[int] | None = None,
 ) -> tuple[int, int, int | None, dict[int, int]]:
     """Read `topic`'s partitions from `starts` to their ends: (records with a value, key + value
-    bytes, the size of the last value under `key`, the ends read to)."""
+    bytes, the size of the last value under `key`, the ends read to); every value's size goes to
+    `sizes`."""
     ends = true_end_offsets_many(bootstrap, {topic: list(starts)})
     todo = {p: ends[(topic, p)] for p in starts if ends[(topic, p)] > starts[p]}
     records = size = 0
@@ -397,6 +402,8 @@ def read_changelog(
                     if value is not None:
                         records += 1
                         size += len(value) + len(k or b"")
+                        if sizes is not None:
+                            sizes.append(len(value))
                         if key is not None and k == key:
                             last = len(value)
                     if partition in todo and offset + 1 >= todo[partition]:
@@ -656,9 +663,11 @@ def hot_series(
     series = HotSeries(steps=[])
     with System(broker, scale_catalog(100), "hot") as system:
         topic = changelog_topic(system.settings.app_id, "skus")
+        parts_topic = changelog_topic(system.settings.app_id, "sku_parts")
         key = HOT_SKU.encode()
         partition = partition_for(key, system.n)
         read_from = {partition: 0}
+        parts_from = {partition: 0}  # a hot SKU's record in parts, in its partition
         worker = system.start()
         last_size: int | None = None
         count = StockAdjusted(
@@ -684,6 +693,12 @@ def hot_series(
                 orders += len(batch)
                 used = cpu_seconds(worker.pid) - cpu
                 _, _, size, read_from = read_changelog(system.bootstrap, topic, read_from, key)
+                parts: list[int] = []
+                _, _, _, parts_from = read_changelog(
+                    system.bootstrap, parts_topic, parts_from, sizes=parts
+                )
+                # the largest record of the SKU written in the step: its own or a part
+                size = max([*parts, *([size] if size is not None else [])], default=None)
                 last_size = size if size is not None else last_size
                 series.steps.append(
                     HotStep(
