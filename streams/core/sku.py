@@ -325,9 +325,8 @@ def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) 
     for line_id, quantity in c.lines:
         key = f"{c.order_id}/{line_id}"
         line = state.commitments.get(key)
-        if line is None:
-            if quantity is None:
-                continue
+        if line is None:  # the cancel came first (after a crash, its order's commit comes again
+            # later): kept, whole or partial, so that the commitment finds it
             line = state.commitments[key] = Commitment(order_len=len(c.order_id))
         if c.event_id in line.cancels:
             out.duplicate = True
