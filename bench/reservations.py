@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 import aiohttp  # noqa: E402
 from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 
-from bench.core import cpu_seconds, machine, percentile  # noqa: E402
+from bench.core import cpu_seconds, machine, percentile, stop  # noqa: E402
 from streams.codec import make_codec  # noqa: E402
 from streams.commands import CommandCodec, is_envelope, unpack  # noqa: E402
 from streams.core.catalog import load_catalog  # noqa: E402
@@ -522,12 +522,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         hops(clients, times, in_process=args.api == "worker")
     finally:
         for p in processes:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(p)
         broker.stop()
 
 

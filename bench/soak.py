@@ -70,6 +70,7 @@ from bench.core import (  # noqa: E402
     make_catalog,
     percentile,
     rss_kib,
+    stop,
     tail,
 )
 from streams.codec import make_codec  # noqa: E402
@@ -559,12 +560,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         )
     finally:
         for p in processes:
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop(p)
         broker.stop()
 
     events = json.loads(out.read_text())
