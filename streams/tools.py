@@ -23,7 +23,7 @@ from streams.commands import CommandCodec, is_envelope, unpack
 from streams.core.catalog import Catalog
 from streams.core.explain import Explanation, explain
 from streams.core.models import parse_event_json
-from streams.core.state import join_record, part_count, part_key, part_of
+from streams.core.state import join_parts, part_count, part_key, part_of
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.producer import SourceProducer
@@ -279,15 +279,13 @@ def explain_live(
         if names
         else {}
     )
+    by_sku: dict[bytes, dict[int, dict[str, Any]]] = {}
+    for name, part in parts.items():
+        if part is not None:
+            key, index = part_of(name)
+            by_sku.setdefault(key, {})[index] = json.loads(part)
     states = {
-        key.decode(): join_record(
-            record,
-            [
-                json.loads(part) if (part := parts.get(part_key(key, i))) is not None else None
-                for i in range(part_count(record))
-            ],
-        )
-        for key, record in records.items()
+        key.decode(): join_parts(record, by_sku.get(key, {}).get) for key, record in records.items()
     }
     explanation = explain(catalog, states, channel, channel_sku, clock_date)
     topic = availability_topic(channel)

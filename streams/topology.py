@@ -122,7 +122,7 @@ from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import (
     SkuState,
     from_us,
-    join_record,
+    join_parts,
     part_count,
     part_key,
     split_record,
@@ -528,14 +528,12 @@ def create_app(
         value = skus.get(key)
         if not isinstance(value, dict):
             return cast("SkuState | None", value)
-        count = part_count(value)
-        if not count:
+        if not part_count(value):
             return SkuState.from_dict(value)
-        names = [part_key(key, i) for i in range(count)]
-        state = join_record(value, [sku_parts.data.get(name) for name in names])
+        state = join_parts(value, lambda i: sku_parts.data.get(part_key(key, i)))
         skus.data[key] = state  # the parts now live in the state: one copy in memory
-        for name in names:
-            sku_parts.data.pop(name, None)
+        for i in range(part_count(value)):
+            sku_parts.data.pop(part_key(key, i), None)
         return state
 
     def table(name: str, serializer: str) -> faust.Table[bytes, Any]:

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from streams.api.feed import FeedThread, arrived, groupless_consumer
 from streams.codec import Codec, record_to_json
 from streams.core.catalog import Catalog
-from streams.core.state import SkuState, join_record, part_count, part_of
+from streams.core.state import SkuState, join_parts, part_of
 from streams.errors import InventoryError
 from streams.runtime.catalog_store import CatalogAssembler
 from streams.runtime.topics import CATALOG, availability_topic
@@ -51,8 +51,7 @@ class StateView:
         record = self._records.get(sku)
         if record is None:
             return None
-        parts = self._parts.get(sku, {})
-        return join_record(record, [parts.get(i) for i in range(part_count(record))])
+        return join_parts(record, self._parts.get(sku, {}).get)
 
 
 class AvailabilityView:
@@ -140,14 +139,13 @@ class ViewFeed(FeedThread):
                             log.debug("reservation API: %s", error.str())
                         continue
                     topic = message.topic() or ""
-                    if topic == self.state_topic and self.states is not None:
+                    if topic in (self.state_topic, self.parts_topic) and self.states is not None:
                         key = message.key()
-                        if key is not None and not key.startswith(b"\x00"):  # commit markers
+                        if key is None or key.startswith(b"\x00"):  # commit markers
+                            continue
+                        if topic == self.state_topic:
                             self.states.offer(key.decode(), message.value())
-                        continue
-                    if topic == self.parts_topic and self.states is not None:
-                        key = message.key()
-                        if key is not None and not key.startswith(b"\x00"):  # commit markers
+                        else:
                             self.states.offer_part(key, message.value())
                         continue
                     if topic == CATALOG:

@@ -9,7 +9,7 @@ without counting it twice, and the record grows with open business, not with tra
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -348,6 +348,11 @@ def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) ->
     state = SkuState.from_dict(data)
     state.part_bits = bits
     return state
+
+
+def join_parts(data: dict[str, Any], part: Callable[[int], dict[str, Any] | None]) -> SkuState:
+    """join_record, each part looked up by its index (None: not found)."""
+    return join_record(data, [part(i) for i in range(part_count(data))])
 
 
 def part_key(key: bytes, index: int) -> bytes:
