@@ -117,27 +117,44 @@ class LiveSystem:
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until every stage has committed everything on its input topics (twice in a row)."""
-        inputs = {t: list(range(self.settings.topic_partitions)) for t in STAGE_INPUTS}
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": self.settings.app_id,
-                "enable.auto.commit": False,
-            }
-        )
+        consumer = self._group_consumer()
         try:
             settled = 0
             deadline = time.monotonic() + timeout
             while settled < 2:
                 if time.monotonic() > deadline:
                     raise AssertionError("the topology did not settle")
-                ends = true_end_offsets_many(self.bootstrap, inputs)
-                committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=5)
-                behind = sum(ends[(c.topic, c.partition)] - max(c.offset, 0) for c in committed)
+                behind = sum(self._behind(consumer).values())
                 settled = settled + 1 if behind == 0 else 0
                 time.sleep(0.1)
         finally:
             consumer.close()
+
+    def lag(self) -> dict[str, int]:
+        """Per stage input topic, how many records the workers' group has not committed."""
+        consumer = self._group_consumer()
+        try:
+            return self._behind(consumer)
+        finally:
+            consumer.close()
+
+    def _group_consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": self.settings.app_id,
+                "enable.auto.commit": False,
+            }
+        )
+
+    def _behind(self, consumer: Consumer) -> dict[str, int]:
+        inputs = {t: list(range(self.settings.topic_partitions)) for t in STAGE_INPUTS}
+        ends = true_end_offsets_many(self.bootstrap, inputs)
+        committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=5)
+        behind = dict.fromkeys(inputs, 0)
+        for c in committed:
+            behind[c.topic] += ends[(c.topic, c.partition)] - max(c.offset, 0)
+        return behind
 
     def latest(self, topic: str) -> dict[str, dict[str, Any]]:
         """The last record per key, in log order (what a compacted topic converges to)."""
@@ -181,6 +198,31 @@ class LiveSystem:
             time.sleep(every)
         return view
 
+    def settle(
+        self, expected: dict[str, Any], timeout: float, every: float = 1.0
+    ) -> dict[str, Any]:
+        """wait_for, then assert the view equals `expected`; on a mismatch the message names only
+        the records that differ (a whole catalog's positions told CI nothing) and the lag left."""
+        start = time.monotonic()
+        view = self.wait_for(expected, timeout, every)
+        problems = [
+            f"{kind}: {line}"
+            for kind, key in (
+                ("positions", ("sku", "location")),
+                ("availability", ("channel", "channel_sku")),
+            )
+            for line in view_diff(view.get(kind, []), expected[kind], key)
+        ]
+        if problems:
+            waited = time.monotonic() - start
+            lag = self.lag()
+            raise AssertionError(
+                f"after {waited:.0f} s of {timeout:.0f} s, {len(problems)} records differ from "
+                f"simulate (live vs simulate); input records not yet committed: {lag}\n"
+                + "\n".join(problems[:20])
+            )
+        return view
+
     def versions(self, topic: str) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         for record in read_topic(topic, self.settings, self.bootstrap):
@@ -214,3 +256,23 @@ class LiveSystem:
             if assigned and assigned[-1].strip():
                 owners += 1
         return owners
+
+
+def view_diff(
+    live: list[dict[str, Any]], expected: list[dict[str, Any]], key: tuple[str, ...]
+) -> list[str]:
+    """One line per record that differs: its key and the fields that differ (live vs simulate),
+    or that it exists on one side only."""
+    have = {tuple(r[k] for k in key): r for r in live}
+    want = {tuple(r[k] for k in key): r for r in expected}
+    lines = []
+    for k in sorted(have.keys() | want.keys()):
+        a, b = have.get(k), want.get(k)
+        if a == b:
+            continue
+        if a is None or b is None:
+            lines.append(f"{'/'.join(k)}: {'missing live' if a is None else 'live only'}")
+            continue
+        fields = ", ".join(f"{f} {a.get(f)} vs {b.get(f)}" for f in b if a.get(f) != b.get(f))
+        lines.append(f"{'/'.join(k)}: {fields}")
+    return lines

@@ -36,9 +36,7 @@ def test_repeated_sigkills_of_either_worker_lose_and_double_nothing(tmp_path: Pa
                 index = rng.choice(sorted(live.workers))
                 live.kill_worker(index)
                 live.start_worker(index)
-        view = live.wait_for(expected, timeout=240, every=3)
-        assert view["positions"] == expected["positions"]  # no event lost, none counted twice
-        assert view["availability"] == expected["availability"]
+        live.settle(expected, timeout=240, every=3)  # no event lost, none counted twice
         for channel in ("web", "amz"):
             for key, versions in live.versions(f"availability.{channel}").items():
                 assert versions == sorted(versions), (channel, key, versions)

@@ -37,9 +37,7 @@ def test_scenario_live_equals_simulate(name: str, tmp_path: Path) -> None:
     with LiveSystem(catalog, tmp_path) as live:
         live.start_worker(0)
         counts = live.publish(scenario / "events.jsonl", stepwise=True)
-        view = live.wait_for(expected, timeout=60)
-        assert view["positions"] == expected["positions"]
-        assert view["availability"] == expected["availability"]
+        view = live.settle(expected, timeout=60)
         # every reservation ends with the status simulate gives it (the last decision per id)
         decisions = live.latest("inventory.reservation-decisions")
         statuses = [{"reservation_id": k, "status": v["status"]} for k, v in decisions.items()]
@@ -142,9 +140,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(tmp_path: Pat
         assert live.position_count() >= 20_000, "the worker made no progress"
         live.kill_worker(0)
         live.start_worker(0)
-        view = live.wait_for(expected, timeout=300, every=5)
-        assert view["positions"] == expected["positions"]
-        assert view["availability"] == expected["availability"]
+        live.settle(expected, timeout=300, every=5)
         # versions never go backwards for a key, across the crash
         for key, versions in live.versions("availability.web").items():
             assert versions == sorted(versions) and len(set(versions)) == len(versions), key
@@ -157,9 +153,7 @@ def test_two_workers_share_the_partitions_and_agree_with_simulate(tmp_path: Path
         live.start_worker(0)
         live.start_worker(1)
         live.publish(tmp_path / "events.jsonl")
-        view = live.wait_for(expected, timeout=240, every=5)
-        assert view["positions"] == expected["positions"]
-        assert view["availability"] == expected["availability"]
+        live.settle(expected, timeout=240, every=5)
         assert live.partition_owners() == 2, "both workers must own partitions"
 
 
@@ -183,9 +177,7 @@ def test_a_worker_joining_and_leaving_mid_stream_loses_and_doubles_nothing(tmp_p
             time.sleep(0.5)
         time.sleep(3)
         live.stop_worker(1)  # and they all come back to the first
-        view = live.wait_for(expected, timeout=240, every=5)
-        assert view["positions"] == expected["positions"]
-        assert view["availability"] == expected["availability"]
+        live.settle(expected, timeout=240, every=5)
 
 
 def test_commands_in_envelopes_are_applied_and_a_corrupt_one_is_dead_lettered(
