@@ -193,6 +193,39 @@ def test_a_write_for_a_partition_this_worker_no_longer_owns_is_dropped() -> None
     assert writes.dropped == 2
 
 
+def test_a_revoke_writes_what_a_commit_in_flight_has_not_written_yet() -> None:
+    """The commit timer's flush is writing (and yields) when a rebalance revokes partition 1:
+    the offsets that commit takes were taken before, so every change it was to write must still
+    go out. Clearing the partition from `owned` at once dropped the 19 records not yet sent."""
+    outputs = RecordingOutputs()
+    owned = {0, 1}
+    writes = DeferredWrites(outputs, 4, owns=owned.__contains__)  # type: ignore[arg-type]
+    writes.YIELD_SECONDS = 0  # type: ignore[misc]  # yield after every record
+    orders = Table("app-orders-changelog")
+    keys = keys_on(1, 4, 20)
+    for key in keys:
+        writes.put(orders, key, OrderState({"1": "A"}, created=True))
+
+    async def revoke_during_a_commit() -> None:
+        commit = asyncio.create_task(writes.write())
+        await asyncio.sleep(0)  # the commit's write has sent one record and yielded
+        # a batch handled meanwhile changed another record of the partition
+        late = keys_on(1, 4, 21)[-1]
+        writes.put(orders, late, OrderState({"1": "B"}, created=True))
+        await writes.write_all_then(lambda: owned.discard(1))
+        assert owned == {0}
+        await commit
+
+    asyncio.run(revoke_during_a_commit())
+    sent = {r["key"] for r in outputs.sent}
+    assert sent == set(keys_on(1, 4, 21))
+    assert writes.dropped == 0
+    # and from then on a change of the partition is left to its new owner
+    writes.put(orders, keys[0], OrderState({"1": "C"}, created=True))
+    asyncio.run(writes.write())
+    assert writes.dropped == 1
+
+
 def test_a_hot_sku_goes_out_in_parts_in_its_partition_and_only_changed_parts_again() -> None:
     """A launch SKU's open order lines would make one record past Kafka's 1 MB limit (the worker
     died on MSG_SIZE_TOO_LARGE at ~17,000 lines): its record and its parts are each bounded, all
