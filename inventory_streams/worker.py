@@ -101,6 +101,7 @@ def serve_reservations(
                 take_now=runtime.take_now,
                 route=runtime.owner_of,
                 url=url,
+                live_state=runtime.live_sku,
                 registry=runtime.metrics.registry,
             )
         finally:  # Faust cancels the task when the worker stops

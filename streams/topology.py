@@ -476,6 +476,8 @@ class Runtime:
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
     owner_of: Callable[[bytes], str | None] = lambda _key: None  # set by the topology
+    # set by the topology: a SKU's state in memory when this worker holds it (see live_sku)
+    live_sku: Callable[[str], SkuState | None] = lambda _sku: None
 
 
 def create_app(
@@ -546,13 +548,18 @@ def create_app(
         value = skus.get(key)
         if not isinstance(value, dict):
             return cast("SkuState | None", value)
+        state = decoded_sku(key, value)
+        if part_count(value):
+            skus.data[key] = state  # the parts now live in the state: one copy in memory
+            for i in range(part_count(value)):
+                sku_parts.data.pop(part_key(key, i), None)
+        return state
+
+    def decoded_sku(key: bytes, value: dict[str, Any]) -> SkuState:
+        """A SKU's record as recovered (JSON), its parts joined; the tables are left as they are."""
         if not part_count(value):
             return SkuState.from_dict(value)
-        state = join_parts(value, lambda i: sku_parts.data.get(part_key(key, i)))
-        skus.data[key] = state  # the parts now live in the state: one copy in memory
-        for i in range(part_count(value)):
-            sku_parts.data.pop(part_key(key, i), None)
-        return state
+        return join_parts(value, lambda i: sku_parts.data.get(part_key(key, i)))
 
     def table(name: str, serializer: str) -> faust.Table[bytes, Any]:
         # app.Table builds a faust.Table; the serializers are its attributes, not TableT's
@@ -920,6 +927,24 @@ def create_app(
         return None
 
     rt.owner_of = owner_of
+
+    def live_sku(sku: str) -> SkuState | None:
+        """The SKU's state in this worker's memory, as the stage would apply its next event to it
+        (changes not yet flushed or committed included), for the API's explain: read only, the
+        tables are left as they are. An empty state for a SKU of its own it has no record of;
+        None when another worker owns the SKU's partition or the tables are being recovered."""
+        key = sku.encode()
+        if app.rebalancing or partition_for(key, n) not in owned:
+            return None
+        entry = pending.get(key)  # changed by take_now since the last flush
+        if entry:
+            return cast(SkuState, entry[0])
+        value = skus.data.get(key)
+        if value is None:
+            return SkuState(sku, catalog_version=rt.catalog.version)
+        return decoded_sku(key, value) if isinstance(value, dict) else cast(SkuState, value)
+
+    rt.live_sku = live_sku
 
     def handle_command(message: Any, touched: dict[bytes, Any]) -> None:
         """A record of inventory.commands, to the stage its kind belongs to."""

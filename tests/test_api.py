@@ -18,6 +18,7 @@ from streams.api import (
     ROUTED_HEADER,
     AvailabilityView,
     Decisions,
+    LiveState,
     Route,
     TakeNow,
     api_of,
@@ -51,6 +52,11 @@ CATALOG = load_catalog(
                 "channel": "web",
                 "channel_sku": "HOT-2PK",
                 "components": [{"sku": "HOT", "quantity": 2}],
+            },
+            {  # a bundle; MUG lives on another partition than HOT (4 partitions)
+                "channel": "web",
+                "channel_sku": "KIT",
+                "components": [{"sku": "HOT", "quantity": 1}, {"sku": "MUG", "quantity": 1}],
             },
         ],
     }
@@ -155,6 +161,7 @@ async def make_rig(
     timeout: float = 2.0,
     take_now: TakeNow | None = None,
     route: Route | None = None,
+    live_state: LiveState | None = None,
     **settings: Any,
 ) -> AsyncIterator[Rig]:
     """`settings` on top of the channel tokens (HTTP_CLIENT_TIMEOUT_SECONDS, ...)."""
@@ -173,6 +180,7 @@ async def make_rig(
         take_now=take_now,
         route=route,
         url="http://127.0.0.1:9",
+        live_state=live_state,
     )
     async with TestClient(GuardedServer(app, served.http_client_timeout_seconds)) as client:
         yield Rig(client, stream, decisions, availability)

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from streams.api import OPENAPI_FILE, StateView, api_of
+from streams.api import OPENAPI_FILE, ROUTED_HEADER, LiveState, Route, StateView, api_of
+from streams.core.engine import Collector, Engine
 from streams.core.explain import explain
-from streams.core.models import InboundScheduled
+from streams.core.models import InboundScheduled, StockAdjusted
+from streams.core.state import SkuState
 from tests.test_api import AMAZON, CATALOG, WEB, Rig, make_rig, reservation
 
 DOC = json.loads(OPENAPI_FILE.read_text())
@@ -206,7 +208,7 @@ async def test_explain_is_the_formula_from_the_committed_states(rig: Rig) -> Non
         status, body = await call(rig, "GET", f"/explain/web/{listing}", headers=WEB)
         assert status == 200
         want = explain(CATALOG, engine.skus, "web", listing, today).to_json()
-        assert body == {**want, "published": None}
+        assert body == {**want, "published": None, "state_source": {"HOT": "changelog"}}
     hot = body["components"][0]
     assert [loc["location"] for loc in hot["locations"]] == ["wh"]
     assert hot["locations"][0]["reserved"] == 2
@@ -239,6 +241,149 @@ async def test_explain_refuses_other_channels_and_unknown_listings(rig: Rig) -> 
     assert status == 404 and "no listing 'NOPE'" in body["error"]
     status, body = await call(rig, "GET", "/explain/web/HOT")
     assert status == 401
+
+
+# ---- explain served by a stream worker: the owner's memory, ahead of the changelog ----
+
+
+COUNTED_AT = datetime.now(UTC)
+
+
+def counted(sku: str, units: int) -> SkuState:
+    """A state of `sku` counted at `units` at wh, as the core makes it (the same each time)."""
+    engine = Engine(CATALOG, Collector())
+    engine.process(
+        StockAdjusted(
+            event_id=f"count-{sku}-{units}",
+            occurred_at=COUNTED_AT,
+            source="wms",
+            sku=sku,
+            location="wh",
+            mode="count",
+            quantity=units,
+        )
+    )
+    engine.flush()
+    return engine.skus[sku]
+
+
+def committed(rig: Rig, *states: SkuState) -> None:
+    """The states as the API's view reads them off the changelog."""
+    view: StateView = api_of(rig.client.app).states
+    for state in states:
+        view.offer(state.sku, json.dumps(state.to_dict()).encode())
+
+
+def held_here(*states: SkuState) -> LiveState:
+    """A worker's memory holding `states` (SKUs of its partitions) and no other SKU."""
+    return {state.sku: state for state in states}.get
+
+
+def asking(asked: list[bytes], url: str) -> Route:
+    """Routes every key to `url`, recording the keys asked about."""
+
+    def route(key: bytes) -> str:
+        asked.append(key)
+        return url
+
+    return route
+
+
+def on_hand(body: dict[str, Any], sku: str) -> int:
+    component = next(c for c in body["components"] if c["sku"] == sku)
+    return sum(location["on_hand"] for location in component["locations"])
+
+
+def explained(listing: str, *states: SkuState) -> dict[str, Any]:
+    today = datetime.now(UTC).date()
+    return explain(CATALOG, {s.sku: s for s in states}, "web", listing, today).to_json()
+
+
+async def test_a_worker_explains_a_sku_it_holds_from_its_memory_not_the_changelog() -> None:
+    async for rig in make_rig(live_state=held_here(counted("HOT", 9))):
+        committed(rig, counted("HOT", 4))  # the changelog, a commit behind the memory
+        status, body = await call(rig, "GET", "/explain/web/HOT", headers=WEB)
+        assert status == 200
+        want = explained("HOT", counted("HOT", 9))
+        assert body == {**want, "published": None, "state_source": {"HOT": "owner"}}
+        assert on_hand(body, "HOT") == 9
+
+
+async def test_a_sku_the_worker_does_not_hold_is_explained_from_the_changelog() -> None:
+    async for rig in make_rig(live_state=held_here(counted("MUG", 9))):
+        committed(rig, counted("HOT", 4))
+        status, body = await call(rig, "GET", "/explain/web/HOT", headers=WEB)
+        assert (status, body["state_source"], on_hand(body, "HOT")) == (
+            200,
+            {"HOT": "changelog"},
+            4,
+        )
+
+
+async def test_a_bundle_takes_each_sku_from_the_memory_that_holds_it_else_the_changelog() -> None:
+    """Answered where the first component lives; a component another worker holds comes from
+    the changelog."""
+    asked: list[bytes] = []
+    live = held_here(counted("HOT", 9))
+    async for rig in make_rig(live_state=live, route=asking(asked, "http://127.0.0.1:1")):
+        committed(rig, counted("HOT", 4), counted("MUG", 6))
+        status, body = await call(rig, "GET", "/explain/web/KIT", headers=WEB)
+        assert status == 200
+        assert asked == []  # its first SKU is held here
+        want = explained("KIT", counted("HOT", 9), counted("MUG", 6))
+        assert body == {
+            **want,
+            "published": None,
+            "state_source": {"HOT": "owner", "MUG": "changelog"},
+        }
+        assert body["available"] == 6
+
+
+async def test_an_explanation_is_passed_to_the_worker_that_holds_its_first_sku() -> None:
+    """That worker answers from its memory (with the caller's token); the one asked passes the
+    answer back whole."""
+    asked: list[bytes] = []
+    async for owner in make_rig(live_state=held_here(counted("HOT", 9))):
+        committed(owner, counted("MUG", 6))
+        owner_url = str(owner.client.make_url("/"))
+        live = held_here(counted("MUG", 7))  # holds the bundle's other SKU, not its first
+        async for front in make_rig(live_state=live, route=asking(asked, owner_url)):
+            committed(front, counted("HOT", 4), counted("MUG", 5))
+            status, body = await call(front, "GET", "/explain/web/KIT", headers=WEB)
+            assert status == 200
+            assert asked == [b"HOT"]
+            assert body["state_source"] == {"HOT": "owner", "MUG": "changelog"}
+            assert (on_hand(body, "HOT"), on_hand(body, "MUG")) == (9, 6)  # the owner's answer
+            status, _ = await call(front, "GET", "/explain/web/KIT", headers=AMAZON)
+            assert status == 403  # refused before anything is passed on
+            metrics = api_of(front.client.app).metrics
+            assert metrics.explain_routed.labels("answered")._value.get() == 1
+
+
+async def test_an_owner_out_of_reach_leaves_the_explanation_to_the_changelog() -> None:
+    asked: list[bytes] = []
+    route = asking(asked, "http://127.0.0.1:1")  # nothing listens there
+    async for rig in make_rig(live_state=held_here(), route=route):
+        committed(rig, counted("HOT", 4))
+        status, body = await call(rig, "GET", "/explain/web/HOT", headers=WEB)
+        assert (status, body["state_source"], on_hand(body, "HOT")) == (
+            200,
+            {"HOT": "changelog"},
+            4,
+        )
+        assert asked == [b"HOT"]
+        metrics = api_of(rig.client.app).metrics
+        assert metrics.explain_routed.labels("unreachable")._value.get() == 1
+
+
+async def test_an_explanation_passed_on_by_another_worker_is_not_passed_on_again() -> None:
+    asked: list[bytes] = []
+    async for rig in make_rig(live_state=held_here(), route=asking(asked, "http://127.0.0.1:1")):
+        committed(rig, counted("HOT", 4))
+        headers = {**WEB, ROUTED_HEADER: "1"}
+        status, body = await call(rig, "GET", "/explain/web/HOT", headers=headers)
+        assert (status, body["state_source"]) == (200, {"HOT": "changelog"})
+        assert asked == []
 
 
 async def test_the_documented_error_and_health_bodies_fit(rig: Rig) -> None:

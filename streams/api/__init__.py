@@ -29,11 +29,12 @@ contract in pyproject.toml states; `decisions` and `views` are independent of ea
 
 - `handlers`: `ReservationApi`, the routes and their authentication, `make_app`, and `run_api`
   with `main` (`python -m streams.api`), which serve it;
-- `routing`: a worker passing a request to the worker that owns its key (`OwnerRouting`);
+- `routing`: a worker passing a request (a reservation, an explain) to the worker that owns its
+  key (`OwnerRouting`);
 - `decisions`: the stream's decisions and the requests waiting on them (`Decisions`,
   `DecisionFeed`);
 - `views`: availability as published and the SKU states, for explain (`AvailabilityView`,
-  `StateView`, `ViewFeed`);
+  `StateView`, `ViewFeed`; `LiveState`, a worker's own states from its memory);
 - `feed`: the background reader thread both feeds are.
 """
 
@@ -54,7 +55,7 @@ from streams.api.handlers import (
     run_api,
 )
 from streams.api.routing import ROUTED_HEADER, OwnerRouting, Route
-from streams.api.views import AvailabilityView, StateView, ViewFeed
+from streams.api.views import AvailabilityView, LiveState, StateView, ViewFeed
 
 __all__ = [
     "DECISION_TIMEOUT_SECONDS",
@@ -69,6 +70,7 @@ __all__ = [
     "Decision",
     "DecisionFeed",
     "Decisions",
+    "LiveState",
     "OwnerRouting",
     "ReservationApi",
     "Route",

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streams.api.decisions import Decision, DecisionFeed, Decisions
 from streams.api.routing import OwnerRouting, Route
-from streams.api.views import AvailabilityView, StateView, ViewFeed
+from streams.api.views import AvailabilityView, LiveState, StateView, ViewFeed
 from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.core.engine import check_event
@@ -90,6 +90,13 @@ class ApiMetrics:
             ["outcome"],
             registry=r,
         )
+        self.explain_routed = Counter(
+            f"{p}_api_explain_routed_total",
+            "Explain requests passed to the worker that holds the listing's first SKU, by outcome "
+            "(answered there, or unreachable and answered here from the changelog)",
+            ["outcome"],
+            registry=r,
+        )
 
 
 # ---- the HTTP layer --------------------------------------------------------------------------
@@ -133,6 +140,7 @@ class ReservationApi:
         route: Route | None = None,
         url: str | None = None,
         states: StateView | None = None,
+        live_state: LiveState | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_body_bytes: int = 64 * 1024,
         client_timeout: float = 10.0,
@@ -140,6 +148,7 @@ class ReservationApi:
         self.max_body_bytes = max_body_bytes
         self.client_timeout = client_timeout  # for a whole body to arrive
         self.states = states if states is not None else StateView()
+        self._live: LiveState = live_state or (lambda _sku: None)  # a worker's own SKUs
         self._clock = clock  # its date is the one backorders count from (wall time, live)
         self._tokens = [(token.encode(), channel) for channel, token in tokens.items() if token]
         self._take_now = take_now
@@ -158,6 +167,8 @@ class ReservationApi:
             self.metrics.routed,
             timeout=decision_timeout + PRODUCE_DEADLINE_SECONDS,
             keepalive_timeout=client_timeout / 2,
+            reads_routed=self.metrics.explain_routed,
+            read_timeout=decision_timeout,  # an answer from memory: no event to wait for
         )
 
     def set_catalog(self, catalog: Catalog) -> None:
@@ -292,22 +303,41 @@ class ReservationApi:
         wanted, channel_sku = request.match_info["channel"], request.match_info["channel_sku"]
         if wanted != channel:
             raise _Refused(403, f"this token is for channel {channel}; it cannot read {wanted}")
-        catalog = self.catalog
-        listing = catalog.listing_by_key.get((channel, channel_sku))
+        listing = self.catalog.listing_by_key.get((channel, channel_sku))
         if listing is None:
             raise _Refused(404, f"channel {channel} has no listing {channel_sku!r}")
-        states = {}
+        first = listing.components[0].sku  # where a reservation of the listing is decided
+        if self._live(first) is None:  # its worker's memory is ahead of the changelog: ask it
+            routed = await self._owners.pass_read(request, first.encode())
+            if routed is not None:
+                return routed
+        return web.json_response(self._explained(channel, channel_sku))
+
+    def _explained(self, channel: str, channel_sku: str) -> dict[str, Any]:
+        """The explanation from each SKU's state in this worker's memory when it holds the SKU,
+        else as last committed to the changelog, with where each came from (`state_source`). No
+        await in between: the states read are the states explained."""
+        catalog = self.catalog
+        listing = catalog.listing_by_key.get((channel, channel_sku))
+        if listing is None:  # the catalog changed while the owner was asked
+            raise _Refused(404, f"channel {channel} has no listing {channel_sku!r}")
+        states, sources = {}, {}
         for component in listing.components:
-            state = self.states.get(component.sku)
+            state = self._live(component.sku)
+            sources[component.sku] = "changelog" if state is None else "owner"
+            if state is None:
+                state = self.states.get(component.sku)
             if state is not None:
                 states[component.sku] = state
         try:
             found = explain(catalog, states, channel, channel_sku, self._clock().date())
-        except UnknownListing as error:  # the catalog changed under us
+        except UnknownListing as error:
             raise _Refused(404, str(error)) from None
-        return web.json_response(
-            {**found.to_json(), "published": self.availability.get(channel, channel_sku)}
-        )
+        return {
+            **found.to_json(),
+            "published": self.availability.get(channel, channel_sku),
+            "state_source": sources,
+        }
 
     async def openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
@@ -540,6 +570,7 @@ def make_app(
     route: Route | None = None,
     url: str | None = None,
     states: StateView | None = None,
+    live_state: LiveState | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
     """The API as an aiohttp application over the given producer and views (tests pass fakes).
@@ -560,6 +591,7 @@ def make_app(
         route=route,
         url=url,
         states=states,
+        live_state=live_state,
         clock=clock,
         max_body_bytes=settings.api_max_body_bytes,
         client_timeout=settings.http_client_timeout_seconds,
@@ -602,14 +634,15 @@ async def run_api(
     take_now: TakeNow | None = None,
     route: Route | None = None,
     url: str | None = None,
+    live_state: LiveState | None = None,
 ) -> None:
     """Serve the API on `port` (settings.api_port) in the running loop until `stop` is set.
 
     The decision feed's start positions are fixed before the port opens; `started` is set once
     requests are accepted. A stream worker serving the API (inventory_streams.worker) passes
     `attach`, to hand the decisions it makes straight to the view, `take_now`, to decide a
-    request as soon as the broker has stored it, and `route` with its own `url`, to pass a
-    request to the worker that owns its SKU.
+    request as soon as the broker has stored it, `route` with its own `url`, to pass a request to
+    the worker that owns its SKU, and `live_state`, to explain its own SKUs from its memory.
     """
     loop = asyncio.get_running_loop()
     decisions = Decisions()
@@ -651,6 +684,7 @@ async def run_api(
         route=route,
         url=url,
         states=states,
+        live_state=live_state,
     )
     holder.append(api_of(app))
     await asyncio.to_thread(decision_feed.start)

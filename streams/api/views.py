@@ -2,7 +2,8 @@
 
 The views are fed from the compacted topics read from the beginning (`inventory.catalog`, every
 `availability.<channel>`, the `skus` table's changelog); a record with the highest version wins,
-and a channel added to the catalog is read from then on.
+and a channel added to the catalog is read from then on. A worker serving the API also offers its
+own SKU states as they are in its memory (LiveState), ahead of the changelog by up to a commit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from streams.runtime.catalog_store import CatalogAssembler
 from streams.runtime.topics import CATALOG, availability_topic
 
 log = logging.getLogger(__name__)
+
+# a stream worker serving the API: a SKU's state in its memory, as its stage would apply the next
+# event to it (read only); None when the worker does not hold it (another's partition, a rebalance)
+LiveState = Callable[[str], SkuState | None]
 
 
 class StateView:

@@ -1,5 +1,6 @@
 """`explain` over the API, live: from the workers' committed SKU states it gives what it gives in
-simulate. (The CLI's live `explain` of every listing of every scenario is checked, against
+simulate, and a worker serving the API explains its own SKUs from its memory, ahead of the
+changelog. (The CLI's live `explain` of every listing of every scenario is checked, against
 simulate and the formula, in test_topology.py's scenario runs.)"""
 
 from __future__ import annotations
@@ -19,10 +20,19 @@ from streams.runtime.broker import free_port
 from streams.settings import Settings
 from streams.simulate import read_catalog, run
 from tests.integration.live import LiveSystem
+from tests.integration.test_reservations import (
+    CATALOG,
+    TOKENS,
+    api,
+    serving,
+    stock,
+    wait_until_stable,
+)
 
 pytestmark = pytest.mark.integration
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
+SET_BY_THE_API = ("published", "state_source")  # besides what `explain` gives
 
 
 async def test_the_api_explains_and_reads_reservations_back_from_the_live_topics(
@@ -61,11 +71,13 @@ async def test_the_api_explains_and_reads_reservations_back_from_the_live_topics
                         async with session.get(url, headers=headers) as response:
                             assert response.status == 200
                             body = await response.json()
-                        got = {k: v for k, v in body.items() if k != "published"}
+                        got = {k: v for k, v in body.items() if k not in SET_BY_THE_API}
                         if got == want and body["published"] is not None:
                             break
                         assert time.monotonic() < deadline, (got, want)
                         await asyncio.sleep(0.3)
+                    skus = {c.sku for c in listing.components}  # the API process holds none
+                    assert body["state_source"] == dict.fromkeys(skus, "changelog")
                 for item in expected["reservations"]:
                     rid = item["reservation_id"]
                     channel = engine.reservations[rid].channel
@@ -93,3 +105,58 @@ async def _get(
                 return response.status, body
             assert response.headers["Retry-After"]
         await asyncio.sleep(0.3)
+
+
+async def test_a_worker_explains_its_own_sku_from_memory_before_any_commit(tmp_path: Path) -> None:
+    """A worker serving the API that commits once an hour: a count it has applied and published is
+    in its memory only, not on the `skus` changelog. Its explain shows the count, from the owner;
+    the API process, which reads the changelog, does not have it yet."""
+    api_port = free_port()
+    env = {"CHANNEL_TOKENS": json.dumps(TOKENS), "COMMIT_INTERVAL_SECONDS": "3600"}
+    headers = {"Authorization": f"Bearer {TOKENS['web']}"}
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        live.start_worker(0, "--api-port", str(api_port), env=env)
+        async with serving(live, api_port) as worker:
+            await stock(live, tmp_path, 7)  # its position is published: the worker applied it
+            async with api(live) as process, aiohttp.ClientSession() as session:
+                status, body = await _get(session, f"{worker}/explain/web/HOT", headers)
+                assert status == 200, body
+                assert body["state_source"] == {"HOT": "owner"}
+                assert _on_hand(body) == 7
+                status, body = await _get(session, f"{process}/explain/web/HOT", headers)
+                assert status == 200, body
+                assert body["state_source"] == {"HOT": "changelog"}
+                assert _on_hand(body) == 0  # nothing committed yet
+
+
+async def test_each_of_two_workers_explains_every_sku_from_the_memory_of_its_owner(
+    tmp_path: Path,
+) -> None:
+    """Two workers serving the API, HOT and MUG on partitions of different owners or not, nothing
+    committed: each worker answers for both SKUs from the owner's memory, its own or (passed on)
+    the other's, never from the empty changelog."""
+    ports = [free_port(), free_port()]
+    env = {"CHANNEL_TOKENS": json.dumps(TOKENS), "COMMIT_INTERVAL_SECONDS": "3600"}
+    headers = {"Authorization": f"Bearer {TOKENS['web']}"}
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        for index, port in enumerate(ports):
+            live.start_worker(index, "--api-port", str(port), env=env)
+        await asyncio.to_thread(wait_until_stable, live)
+        async with (
+            serving(live, ports[0]) as first,
+            serving(live, ports[1]) as second,
+            aiohttp.ClientSession() as session,
+        ):
+            await stock(live, tmp_path, 7, sku="HOT")  # after the rebalance: no commit since
+            await stock(live, tmp_path, 5, sku="MUG")
+            for base in (first, second):
+                for sku, units in (("HOT", 7), ("MUG", 5)):
+                    status, body = await _get(session, f"{base}/explain/web/{sku}", headers)
+                    assert status == 200, body
+                    assert (body["state_source"], _on_hand(body)) == ({sku: "owner"}, units), base
+
+
+def _on_hand(body: dict[str, object]) -> int:
+    components = body["components"]
+    assert isinstance(components, list)
+    return sum(location["on_hand"] for location in components[0]["locations"])
