@@ -117,6 +117,14 @@ def disown(message: Any) -> None:
     message.acked = True
 
 
+async def rewind(consumer: Any, topic: str, partition: int, offset: int) -> None:
+    """Fetch a partition again from `offset`: Faust's seek moves aiokafka's position and Faust's
+    own read offset, below which it drops a record as read already."""
+    from faust.types import TP
+
+    await consumer.seek(TP(topic, partition), offset)
+
+
 def forget_acks(consumer: Any) -> int:
     """Drop every acknowledgement the consumer has not committed; how many offsets they were.
 
