@@ -223,8 +223,10 @@ async def test_an_outage_ends_with_the_final_values_and_no_stale_overwrite(
             await until(
                 lambda e=running[channel.id]: set(values(e).values()) == {6}, 30, "first wave"
             )
-            running[channel.id].outage(1.5, statuses=(500, 429, 503), retry_after=0.2)
         for channel in channels:  # updates keep coming while the channel is down
+            # each channel's outage begins right before its own updates go out (begun together,
+            # the first channel's had ended on Kafka before its updates came, and it saw no call)
+            running[channel.id].outage(3.0, statuses=(500, 429, 503), retry_after=0.2)
             later = [record(channel.id, s, v) for v in range(3, 9) for s in skus]
             await asyncio.to_thread(publish, kafka_bootstrap, channel, later)
         for channel in channels:
