@@ -158,6 +158,22 @@ class BoundedStopWorker(faust.Worker):
     stop_grace: float = STOP_GRACE_SECONDS
     _overdue: threading.Timer | None = None
 
+    def __init__(self, app: faust.App, *args: Any, **kwargs: Any) -> None:
+        super().__init__(app, *args, **kwargs)
+        # a crash stops the app too, and that stop has hung (a worker whose API port was taken
+        # crashed 0.2 s after its assignment and was still there 4 minutes later, so `up` never
+        # saw it exit): it ends as a SIGKILL would, with exit code 1, past the same grace
+        crash = app.crash
+
+        async def crash_then_exit(reason: BaseException) -> None:
+            if self._overdue is None:
+                self._overdue = threading.Timer(self.stop_grace, _crash_overdue, (reason,))
+                self._overdue.daemon = True
+                self._overdue.start()
+            await crash(reason)
+
+        app.crash = crash_then_exit  # type: ignore[method-assign]
+
     def _on_sigterm(self) -> None:
         self._exit_when_overdue(signal.SIGTERM)
         super()._on_sigterm()
@@ -171,6 +187,18 @@ class BoundedStopWorker(faust.Worker):
             self._overdue = threading.Timer(self.stop_grace, _stop_overdue, (received, self))
             self._overdue.daemon = True
             self._overdue.start()
+
+
+def _crash_overdue(reason: BaseException) -> None:
+    log.error(
+        "still stopping %g s after a crash (%r): exiting now, with the offsets committed so far",
+        STOP_GRACE_SECONDS,
+        reason,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _stop_overdue(received: signal.Signals, worker: BoundedStopWorker) -> None:

@@ -9,6 +9,7 @@
   outputs (still queued in the producer when the process dies), and the commit after it writes
   that batch's changelog records before the process dies: the changelog ahead of the outputs and
   of the offsets, as a SIGKILL can leave them (the partitions reach the broker independently).
+- HANG_STOPPING=1: the Kafka consumer's stop never ends (as a stop after a crash was seen to hang).
 """
 
 from __future__ import annotations
@@ -84,6 +85,18 @@ topology.true_end_offsets_many = _unreachable_end_offsets
 topology.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
 topology.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
 topology.Outputs.send = _lossy_send  # type: ignore[method-assign]
+
+if os.environ.get("HANG_STOPPING"):
+    import asyncio
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    async def _hanging_stop(self: Any) -> None:
+        print("injected: the consumer's stop hangs")
+        sys.stdout.flush()
+        await asyncio.sleep(3600)
+
+    faust_aiokafka.Consumer.on_stop = _hanging_stop  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

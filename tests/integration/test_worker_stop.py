@@ -3,6 +3,7 @@ lingers after SIGTERM is an orphan holding its ports until someone SIGKILLs it."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from streams.runtime.faust_private import EXIT_STOP_OVERDUE, STOP_GRACE_SECONDS
 from tests.integration.live import LiveSystem
-from tests.integration.test_reservations import CATALOG
+from tests.integration.test_reservations import CATALOG, TOKENS
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +51,35 @@ def test_a_worker_whose_broker_is_gone_exits_on_sigterm_within_its_grace(
     if worker.returncode != 0:  # the orderly stop did not finish: it says so, and why
         assert worker.returncode == EXIT_STOP_OVERDUE, (worker.returncode, text[-2000:])
         assert "still stopping" in text and "after SIGTERM" in text, text[-2000:]
+
+
+def test_a_worker_that_crashed_exits_within_its_grace_even_if_its_stop_hangs(
+    tmp_path: Path,
+) -> None:
+    """Its API port taken, the worker crashes once it has its partitions; Faust then stops the
+    app, and that stop was seen to hang (4 minutes, until `up` gave up): `up` never saw the
+    worker exit, and never started it again. It now exits with code 1 past the grace."""
+    import socket
+
+    log = tmp_path / "worker-0.log"
+    with socket.socket() as taken, LiveSystem(CATALOG, tmp_path) as live:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        live.start_worker(
+            0,
+            "--api-port",
+            str(port),
+            env={"HANG_STOPPING": "1", "CHANNEL_TOKENS": json.dumps(TOKENS)},
+            module="tests.integration.faulty_worker",
+        )
+        worker = live.workers.pop(0)
+        try:
+            worker.wait(60 + STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+            pytest.fail(f"still running {60 + STOP_GRACE_SECONDS:g} s after its start")
+    text = log.read_text(errors="replace")
+    assert "address already in use" in text, text[-2000:]
+    assert worker.returncode == 1, (worker.returncode, text[-2000:])
