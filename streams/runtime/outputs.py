@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -29,9 +30,9 @@ class Outputs:
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": linger_ms,
-                # a delivery report (a Python callback served by poll) only for a record that
-                # failed: flush() still waits for every record, and a failure fails the commit
-                "delivery.report.only.error": True,
+                # a delivery report (a Python callback served by poll) for every record: a
+                # failure fails the commit, and `sent` waits for the reports of its records
+                "delivery.report.only.error": False,
                 "batch.num.messages": 10_000,
                 "queue.buffering.max.messages": 200_000,
                 # keys hash as Faust's producer and our sources hash them (Java murmur2)
@@ -70,6 +71,50 @@ class Outputs:
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._failed.append(f"{msg.topic()}: {err}")
+
+    async def sent(self, records: Sequence[tuple[str, bytes | None, bytes | None, int]]) -> None:
+        """Send (topic, key, value, partition) records and return once the broker has every one,
+        and so every record sent before each on its partition (the producer is idempotent: a
+        partition's records are stored in the order sent). BrokerError if one failed; a failure
+        also fails the next commit, as any output's does."""
+        if not records:
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        left = [len(records)]
+        failed: list[str] = []
+        lock = threading.Lock()  # reports are served by whichever thread polls (flush, below)
+
+        def finish() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                failed.append(f"{msg.topic()}: {err}")
+                self._failed.append(failed[-1])
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                loop.call_soon_threadsafe(finish)
+
+        for topic, key, value, partition in records:
+            while True:
+                try:
+                    self._producer.produce(
+                        topic, value, key, partition=partition, on_delivery=delivered
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        while not done.done():
+            # serve reports off the loop: back as soon as one is served, or after 5 ms (another
+            # thread, a commit's flush, may serve ours)
+            await loop.run_in_executor(None, self._producer.poll, 0.005)
+            await asyncio.sleep(0)  # let `finish` run if the report was ours
+        if failed:
+            raise BrokerError(f"records not stored: {failed[:5]}")
 
     async def flush(self) -> None:
         remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, 30)

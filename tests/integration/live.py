@@ -6,6 +6,7 @@ the SPEC and two scenarios must not see each other's records.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +26,8 @@ from streams.runtime.topics import ensure_topics, topic_specs
 from streams.settings import Settings
 from streams.simulate import AVAILABILITY_FIELDS, POSITION_FIELDS
 from streams.tools import publish_file, read_topic
+from streams.topology import DeferredWrites
+from tests.kafka_helpers import consume_all
 
 STAGE_INPUTS = ("inventory.events", "inventory.commands")
 
@@ -161,6 +164,21 @@ class LiveSystem:
         out: dict[str, dict[str, Any]] = {}
         for record in read_topic(topic, self.settings, self.bootstrap):
             out[record["key"]] = record["value"]
+        return out
+
+    def changelog(self, table: str) -> dict[str, Any]:
+        """A table as its changelog gives it back on recovery: the last record per key, a
+        tombstone removing it (a hot SKU's parts, on their own changelog, are not joined)."""
+        out: dict[str, Any] = {}
+        for message in consume_all(self.bootstrap, f"{self.settings.app_id}-{table}-changelog"):
+            key = message.key()
+            if key == DeferredWrites.MARKER:
+                continue
+            value = message.value()
+            if value is None:
+                out.pop(key.decode(), None)
+            else:
+                out[key.decode()] = json.loads(value)
         return out
 
     def view(self) -> dict[str, list[dict[str, Any]]]:

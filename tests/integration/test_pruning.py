@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from streams.core.models import event_to_json
 from streams.simulate import run
-from streams.topology import DeferredWrites
 from tests.core.builders import catalog, count, delta, ev
 from tests.core.test_pruning import LATER, order, pick, request
 from tests.integration.live import LiveSystem
-from tests.kafka_helpers import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -68,24 +65,8 @@ def test_live_stages_forget_what_simulate_forgets(tmp_path: Path) -> None:
         live.publish(after, stepwise=True)
         deadline = time.monotonic() + 60
         while True:
-            got = (table(live, "orders"), table(live, "reservations"))
+            got = (live.changelog("orders"), live.changelog("reservations"))
             if got == expected or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert got == expected
-
-
-def table(live: LiveSystem, name: str) -> dict[str, Any]:
-    """A table as its changelog gives it back on recovery: the last record per key, a tombstone
-    removing it."""
-    out: dict[str, Any] = {}
-    for message in consume_all(live.bootstrap, f"{live.settings.app_id}-{name}-changelog"):
-        key = message.key()
-        if key == DeferredWrites.MARKER:
-            continue
-        value = message.value()
-        if value is None:
-            out.pop(key.decode(), None)
-        else:
-            out[key.decode()] = json.loads(value)
-    return out

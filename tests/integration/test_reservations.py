@@ -597,6 +597,42 @@ async def test_a_rejected_cart_is_told_nothing_is_held(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("api_in", ["own process", "the worker"])
+async def test_a_decision_is_told_only_once_the_record_that_made_it_is_on_the_broker(
+    tmp_path: Path, api_in: str
+) -> None:
+    """A decision told before the SKU record that made it was on its changelog was made again
+    after a SIGKILL, from the redelivered request, against stock that an expiry or a release had
+    changed meanwhile: a 409 became a hold (reserved above what the 201s held) and once a 201 a
+    rejection. So a decision waits for the records behind it, not for the next commit."""
+    api_port = free_port() if api_in == "the worker" else None
+    # no commit in this test: only the wait for the decision's records puts them on the changelog
+    env = {"COMMIT_INTERVAL_SECONDS": "3600", "CHANNEL_TOKENS": json.dumps(TOKENS)}
+    args = [] if api_port is None else ["--api-port", str(api_port)]
+    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+        live.start_worker(0, *args, env=env)
+        await stock(live, tmp_path, 1)
+        async with serving(live, api_port) as base, aiohttp.ClientSession() as session:
+            first = await reserve(session, base, "first", "web")
+            second = await reserve(session, base, "second", "web")
+            assert (first[0], second[0]) == (201, 409)
+            record = (await asyncio.to_thread(live.changelog, "skus")).get("HOT")
+            assert record is not None, "the decisions were told with HOT's record unwritten"
+            assert (set(record["h"]), set(record["x"])) == ({"first"}, {"second"})
+
+            # the worker dies uncommitted: the restarted one knows both ids from the record
+            live.kill_worker(0)
+            live.start_worker(0, *args, env=env)
+        async with serving(live, api_port) as base, aiohttp.ClientSession() as session:
+            again = [
+                await reserve(session, base, rid, "web", retry_for=60)
+                for rid in ("first", "second")
+            ]
+        assert [status for status, _ in again] == [201, 409]
+        final = await until(lambda p: p["reserved"] == 1, live, timeout=30)
+        assert (final["reserved"], final["location_ats"]) == (1, 0)
+
+
+@pytest.mark.parametrize("api_in", ["own process", "the worker"])
 async def test_sigkill_mid_sale_loses_no_hold_and_duplicates_none(
     tmp_path: Path, api_in: str
 ) -> None:
