@@ -121,11 +121,11 @@ from streams.core.retention import (
 from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import (
     SkuState,
+    SplitCache,
     from_us,
     join_parts,
     part_count,
     part_key,
-    split_record,
 )
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
@@ -261,9 +261,10 @@ class DeferredWrites:
         self.partitions = partitions
         self.owns = owns  # None: every partition (tests, tools)
         # a hot SKU's record goes out in parts (split_record) on this changelog, in its SKU's
-        # partition; a part is sent only when it changed since this worker last sent it
+        # partition; a part is encoded and sent only when it changed since this worker last sent
+        # it (SplitCache, per SKU key)
         self.parts_topic = parts_topic
-        self.parts_sent: dict[bytes, int] = {}  # part key -> hash of the bytes last sent
+        self.splits: dict[bytes, SplitCache] = {}
         self.pending: dict[tuple[str, bytes], Any] = {}  # (changelog topic, key) -> state
         self.written: set[tuple[str, int]] = set()  # (changelog topic, partition)
         self.unsettled: set[tuple[str, int]] = set()  # written since the last `settle`
@@ -310,9 +311,19 @@ class DeferredWrites:
                 self.drops += 1
                 continue
             if isinstance(value, SkuState) and self.parts_topic is not None:
-                record, parts = split_record(value)
+                split = self.splits.get(key)
+                if split is None:
+                    split = self.splits[key] = SplitCache()
+                record, changed = split.split(value)
                 self.outputs.send(topic, key, orjson.dumps(record), partition)
-                self._send_parts(key, parts, partition)
+                for index in changed:
+                    part = orjson.dumps(split.parts[index])
+                    self.outputs.send(self.parts_topic, part_key(key, index), part, partition)
+                if changed:
+                    self.written.add((self.parts_topic, partition))
+                    self.unsettled.add((self.parts_topic, partition))
+                if not split.parts:  # a record of its own: nothing to keep
+                    del self.splits[key]
             else:
                 encoded = None if value is None else orjson.dumps(value.to_dict())
                 self.outputs.send(topic, key, encoded, partition)
@@ -321,19 +332,6 @@ class DeferredWrites:
             if clock() >= until:
                 await asyncio.sleep(0)
                 until = clock() + self.YIELD_SECONDS
-
-    def _send_parts(self, key: bytes, parts: list[dict[str, Any]], partition: int) -> None:
-        assert self.parts_topic is not None
-        sent = self.parts_sent
-        for index, part in enumerate(parts):
-            name = part_key(key, index)
-            encoded = orjson.dumps(part)
-            digest = hash(encoded)
-            if sent.get(name) != digest:
-                self.outputs.send(self.parts_topic, name, encoded, partition)
-                sent[name] = digest
-                self.written.add((self.parts_topic, partition))
-                self.unsettled.add((self.parts_topic, partition))
 
     async def write_all_then(self, release: Callable[[], None]) -> None:
         """Write every pending change (after the write in progress), then call `release` with no
@@ -372,7 +370,7 @@ class DeferredWrites:
 
     def forget_sent(self) -> None:
         """After a rebalance another worker may have written parts since: send each part again."""
-        self.parts_sent.clear()
+        self.splits.clear()
 
     def mark(self) -> bool:
         written, self.written = self.written, set()

@@ -266,12 +266,20 @@ class SkuState:
         return state
 
     def to_dict(self) -> dict[str, Any]:
+        data = self.head_dict()
+        data["h"] = {k: v.to_dict() for k, v in self.holds.items()}
+        data["c"] = {k: v.to_dict() for k, v in self.commitments.items()}
+        data["x"] = {k: to_us(v) for k, v in self.closed.items()}
+        return data
+
+    def head_dict(self) -> dict[str, Any]:
+        """to_dict without the order lines, holds and closed ids (a hot SKU's parts hold them)."""
         return {
             "sku": self.sku,
             "l": {k: v.to_dict() for k, v in self.locations.items()},
-            "h": {k: v.to_dict() for k, v in self.holds.items()},
-            "c": {k: v.to_dict() for k, v in self.commitments.items()},
-            "x": {k: to_us(v) for k, v in self.closed.items()},
+            "h": {},
+            "c": {},
+            "x": {},
             "p": {k: v.to_dict() for k, v in self.published.items()},
             "t": to_us(self.time),
             "d": self.pruned_day,
@@ -322,6 +330,103 @@ def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]
         data[name] = {}
     data["b"] = bits
     return data, parts
+
+
+class SplitCache:
+    """split_record for one SKU, kept between its writes, so a write encodes only the entries and
+    parts that changed since the last one: a hot SKU's whole record took ~5 ms to split at 2,699
+    holds and 4,801 closed ids, and the worker writes it before each round of reservation decisions.
+
+    A hold and a closed id are never changed in place (a new object each time), so one whose
+    object is the one seen last time is encoded as it was; an order line is changed in place, so
+    each is encoded again and compared."""
+
+    def __init__(self) -> None:
+        self.bits = 0
+        self.parts: list[dict[str, Any]] = []  # the parts, encoded, as last split
+        self.holds: dict[str, Hold] = {}  # the holds and closed ids seen last time
+        self.closed: dict[str, datetime] = {}
+        self.lines: dict[str, int] = {}  # order line key -> its part
+
+    def split(self, state: SkuState) -> tuple[dict[str, Any], list[int]]:
+        """split_record's record, and the indexes of the parts (in `parts`) that changed since
+        the last split; every part after the number of parts grew (or at the first split)."""
+        entries = len(state.commitments) + len(state.holds) + len(state.closed)
+        bits = state.part_bits
+        while (entries >> bits) > PART_ENTRIES:
+            bits += 1
+        if bits == 0:
+            self._reset(0)
+            return state.to_dict(), []
+        state.part_bits = bits
+        changed: set[int] = set()
+        if bits != self.bits:
+            self._reset(bits)
+            changed.update(range(1 << bits))
+        mask = (1 << bits) - 1
+        parts = self.parts
+
+        seen_holds = self.holds
+        new_keys = 0
+        for key, hold in state.holds.items():
+            before = seen_holds.get(key)
+            if before is not hold:
+                if before is None:
+                    new_keys += 1
+                index = zlib.crc32(key.encode()) & mask
+                parts[index]["h"][key] = hold.to_dict()
+                changed.add(index)
+        if len(seen_holds) + new_keys != len(state.holds):  # some are gone
+            for key in seen_holds:
+                if key not in state.holds:
+                    index = zlib.crc32(key.encode()) & mask
+                    del parts[index]["h"][key]
+                    changed.add(index)
+        self.holds = dict(state.holds)
+
+        seen_closed = self.closed
+        new_keys = 0
+        for key, expiry in state.closed.items():
+            was = seen_closed.get(key)
+            if was is not expiry:
+                if was is None:
+                    new_keys += 1
+                index = zlib.crc32(key.encode()) & mask
+                parts[index]["x"][key] = to_us(expiry)
+                changed.add(index)
+        if len(seen_closed) + new_keys != len(state.closed):
+            for key in seen_closed:
+                if key not in state.closed:
+                    index = zlib.crc32(key.encode()) & mask
+                    del parts[index]["x"][key]
+                    changed.add(index)
+        self.closed = dict(state.closed)
+
+        lines = self.lines
+        for key, line in state.commitments.items():
+            found = lines.get(key)
+            index = zlib.crc32(key.encode()) & mask if found is None else found
+            lines[key] = index
+            encoded = line.to_dict()
+            if parts[index]["c"].get(key) != encoded:
+                parts[index]["c"][key] = encoded
+                changed.add(index)
+        if len(lines) != len(state.commitments):
+            for key in [k for k in lines if k not in state.commitments]:
+                index = lines.pop(key)
+                del parts[index]["c"][key]
+                changed.add(index)
+
+        record = state.head_dict()
+        record["b"] = bits
+        return record, sorted(changed)
+
+    def _reset(self, bits: int) -> None:
+        self.bits = bits
+        self.parts = [{"c": {}, "h": {}, "x": {}} for _ in range(1 << bits)] if bits else []
+        self.holds = {}
+        self.closed = {}
+        self.lines = {}
 
 
 def part_count(data: dict[str, Any]) -> int:

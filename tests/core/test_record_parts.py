@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -12,6 +14,7 @@ from streams.core.state import (
     Commitment,
     Hold,
     SkuState,
+    SplitCache,
     join_record,
     part_count,
     part_key,
@@ -88,3 +91,65 @@ def test_the_api_view_joins_a_hot_skus_parts_as_they_arrive_off_the_changelogs()
     view.offer_part(part_key(b"LAUNCH-1", 3), orjson.dumps(parts[3]))
     joined = view.get("LAUNCH-1")
     assert joined is not None and joined.to_dict() == state.to_dict()
+
+
+def test_a_split_kept_between_writes_gives_what_a_whole_split_gives_and_only_the_changes() -> None:
+    """SplitCache against split_record, through 3,000 random changes of a SKU that grows past two
+    part counts: the record is the same, the parts as a reader of the changelog has them (each
+    changed part applied) are the same, and a part is reported changed only if it did change."""
+    rng = random.Random(16)
+    state = hot_sku(PART_ENTRIES, holds=200)
+    cache = SplitCache()
+    on_changelog: dict[int, dict[str, Any]] = {}
+    previous: list[dict[str, Any]] = []
+    for step in range(3_000):
+        roll = rng.random()
+        if roll < 0.35:  # a new hold
+            state.holds[f"cart-new-{step}"] = Hold("web", {"wh-east": 1}, AT + timedelta(hours=1))
+        elif roll < 0.55 and state.holds:  # a hold released: its id closed
+            rid = rng.choice(sorted(state.holds))
+            state.closed[rid] = state.holds.pop(rid).expires_at
+        elif roll < 0.6 and state.holds:  # a hold replaced by a new object (a recovery)
+            rid = rng.choice(sorted(state.holds))
+            old = state.holds[rid]
+            state.holds[rid] = Hold(old.channel, dict(old.units), old.expires_at)
+        elif roll < 0.7 and state.closed:  # closed ids pruned
+            cut = sorted(state.closed)[: rng.randint(1, 5)]
+            state.closed = {k: v for k, v in state.closed.items() if k not in cut}
+        elif roll < 0.85:  # a new order line
+            state.commitments[f"o-{step}/1"] = Commitment(parts={"wh-east": 1}, order_len=3)
+        elif roll < 0.95 and state.commitments:  # a line picked: changed in place
+            line = state.commitments[rng.choice(sorted(state.commitments))]
+            line.picks[f"pick-{step}"] = ("wh-east", 1)
+        elif state.commitments:  # a line forgotten
+            del state.commitments[rng.choice(sorted(state.commitments))]
+        if rng.random() < 0.3:
+            continue  # several changes between two writes
+        record, changed = cache.split(state)
+        expected_record, expected_parts = split_record(state)
+        assert record == expected_record
+        if len(expected_parts) != len(previous):
+            assert changed == list(range(len(expected_parts)))  # grew: every part is new
+            on_changelog = {}
+        for index in changed:
+            on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
+        assert [on_changelog.get(i) for i in range(len(expected_parts))] == expected_parts
+        for index, part in enumerate(expected_parts):
+            if index not in changed and index < len(previous):
+                assert part == previous[index], f"part {index} changed, not reported"
+        previous = orjson.loads(orjson.dumps(expected_parts))
+    record, changed = cache.split(state)  # the changes after the last write
+    for index in changed:
+        on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
+    assert part_count(record) == 4  # it grew from 1 part to 2, then 4
+    joined = join_record(record, [on_changelog[i] for i in range(4)])
+    assert joined.to_dict() == state.to_dict()
+
+
+def test_a_split_kept_for_a_sku_that_shrinks_to_one_record_starts_again() -> None:
+    state = hot_sku(PART_ENTRIES + 10)
+    cache = SplitCache()
+    assert cache.split(state)[1] == [0, 1]
+    state = hot_sku(10)  # another state under the same key: a record of its own
+    record, changed = cache.split(state)
+    assert (record, changed, cache.parts) == (state.to_dict(), [], [])
