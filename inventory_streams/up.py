@@ -346,12 +346,16 @@ def serve_metrics(port: int, client_timeout: float = 10.0) -> CollectorRegistry:
     return registry
 
 
-def stop_on_sigterm() -> None:
+def stop_on_signals() -> None:
     """SIGTERM (a container runtime, systemd, `kill`) stops `up` as Ctrl-C does: workers,
     connectors and the broker are stopped in order and `up` exits 0. A second one during the
-    stop is ignored, so the stop is not cut short half-way."""
+    stop is ignored, so the stop is not cut short half-way.
+
+    And Ctrl-C (SIGINT) stops it even when `up` was started with SIGINT ignored, as a shell
+    runs `up &` from a script: Python then leaves it ignored, and `up` never stopped."""
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers belong to the main thread (tests may run up elsewhere)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def interrupt(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -374,7 +378,7 @@ def run_up(
     """Run everything until Ctrl-C (or `duration` seconds); returns the last status read."""
     console = console or Console(stderr=True)
     log_dir = settings.data_dir / "up"
-    stop_on_sigterm()
+    stop_on_signals()
     registry = serve_metrics(settings.metrics_port, settings.http_client_timeout_seconds)
     with open_cluster(settings) as cluster, ExitStack() as stack:
         bootstrap = cluster.bootstrap_servers

@@ -93,7 +93,11 @@ def up_env(**settings: str) -> dict[str, str]:
 
 
 def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.Popen[str], int]:
-    """`up --demo` as a user starts it; the process and the port of its reservation API."""
+    """`up --demo` as a user starts it; the process and the port of its reservation API.
+
+    Started with SIGINT ignored, as a shell script's `up &` (or a CI job started that way)
+    starts it: a Ctrl-C sent to it must stop it all the same. (A fresh-clone run started in
+    the background hung here for 120 s: `up` never saw the SIGINT.)"""
     port = free_ports(2)  # API_PORT + i: worker 0's, again after a restart
     env = up_env(**{"API_PORT": str(port), **settings})
     command = ["up", "--demo", "--duration", str(duration), "--data-dir", str(tmp_path)]
@@ -103,6 +107,7 @@ def up_demo(tmp_path: Path, duration: int, **settings: str) -> tuple[subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     return up, port
 
