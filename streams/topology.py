@@ -942,7 +942,7 @@ def create_app(
             else:
                 handle_command(message, touched)
         if not flush:
-            if decisions_due and rounds[0] < ROUNDS_IN_FLIGHT:
+            if decisions_due and telling[0] is None:
                 tell_soon()  # the round flushes this batch first
             elif flush_timer[0] is None:
                 flush_timer[0] = asyncio.get_running_loop().call_later(
@@ -965,17 +965,11 @@ def create_app(
     # decisions made and flushed, not yet told: their records are on their way to the broker
     untold: list[tuple[str, bytes]] = []
     untold_since = [0]  # writes.drops when the first of them was made (see DeferredWrites.settle)
-    rounds = [0]  # rounds of decisions in flight (see tell)
-    last_round: list[asyncio.Future[None] | None] = [None]  # told when the latest round has told
-
-    round_tasks: set[asyncio.Task[None]] = set()
+    telling: list[asyncio.Task[None] | None] = [None]  # the round in flight (see tell)
 
     def tell_soon() -> None:
-        if rounds[0] < ROUNDS_IN_FLIGHT:
-            rounds[0] += 1
-            task = asyncio.ensure_future(tell())
-            round_tasks.add(task)
-            task.add_done_callback(round_tasks.discard)
+        if telling[0] is None:
+            telling[0] = asyncio.ensure_future(tell())
 
     async def tell() -> None:
         """One round: tell decisions once the table records that made them are on the broker.
@@ -987,9 +981,10 @@ def create_app(
         answers with the reservation's status.
 
         A round waits for two acknowledgements from the broker (DeferredWrites.settle); the
-        decisions made meanwhile go with the next round, which may start before this one ends
-        (ROUNDS_IN_FLIGHT). Rounds tell in the order they began: a round's records may have been
-        written, and covered by markers, by the round before it."""
+        decisions made meanwhile go with the next round, one round at a time. (Two in flight, a
+        round writing while the one before waits, was slower on bench/reservations.py's flash
+        sale: p50 59 ms against 45, the worker spending more of its CPU on the hot SKU's record.)
+        """
         try:
             if pending or decisions_due:  # take_now's batch, not flushed yet
                 handle_records([])
@@ -997,15 +992,7 @@ def create_app(
                 return
             batch = list(untold)
             untold.clear()
-            before, mine = last_round[0], asyncio.get_running_loop().create_future()
-            last_round[0] = mine
-            try:
-                stored = await writes.settle(untold_since[0])
-                if before is not None:
-                    await before
-            finally:
-                mine.set_result(None)
-            if not stored:
+            if not await writes.settle(untold_since[0]):
                 log.warning(
                     "%d decisions not told: records behind them went to another worker, which "
                     "decides the requests again",
@@ -1022,7 +1009,7 @@ def create_app(
             # fail the same way
             stop_at_once()
         finally:
-            rounds[0] -= 1
+            telling[0] = None
             if untold or decisions_due:
                 tell_soon()
 
@@ -1494,11 +1481,6 @@ def create_app(
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app
 
-
-# rounds of decisions waiting for their records at once (see tell in create_app). With 2, a round
-# writes while the one before waits for the broker: on bench/reservations.py's flash sale the
-# worker then spent more of its CPU rewriting the hot SKU's record, p50 59 ms against 45 ms with 1
-ROUNDS_IN_FLIGHT = 1
 
 # the header on an order the SKU stage has committed in place (commit_here)
 COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")]
