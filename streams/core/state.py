@@ -452,7 +452,28 @@ def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) ->
                 data[name].update(part[name])
     state = SkuState.from_dict(data)
     state.part_bits = bits
+    if bits:
+        recount(state)
     return state
+
+
+def recount(state: SkuState) -> None:
+    """Each location's `reserved` and `committed` from the holds and order lines themselves.
+
+    A record in parts is stored as several Kafka records, each on its own: a kill between them
+    can leave the record one write older or newer than a part. Every entry in a part is whole,
+    and the events behind a change not stored everywhere are redelivered (offsets are committed
+    only after every record is stored), so the joined state is right once its counts are what its
+    entries hold."""
+    for location in state.locations.values():
+        location.reserved = 0
+        location.committed = 0
+    for hold in state.holds.values():
+        for loc, units in hold.units.items():
+            state.location(loc).reserved += units
+    for line in state.commitments.values():
+        for loc, units in line.open_at().items():
+            state.location(loc).committed += units
 
 
 def join_parts(data: dict[str, Any], part: Callable[[int], dict[str, Any] | None]) -> SkuState:

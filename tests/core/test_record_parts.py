@@ -35,6 +35,8 @@ def hot_sku(lines: int, holds: int = 0) -> SkuState:
         )
     for i in range(holds):
         state.holds[f"cart-{i}"] = Hold("web", {"wh-east": 1}, AT + timedelta(minutes=15))
+    state.location("wh-east").committed = lines  # the counts, as the stage keeps them
+    state.location("wh-east").reserved = holds
     return state
 
 
@@ -64,6 +66,7 @@ def test_the_parts_never_become_fewer_so_every_part_written_is_read_back() -> No
     record, parts = split_record(state)
     assert len(parts) == 4
     state.commitments.clear()  # the lines picked and forgotten
+    state.location("wh-east").committed = 0
     record, parts = split_record(state)
     assert len(parts) == 4 and all(part == {"c": {}, "h": {}, "x": {}} for part in parts)
     assert join_record(record, parts).to_dict() == state.to_dict()
@@ -106,9 +109,11 @@ def test_a_split_kept_between_writes_gives_what_a_whole_split_gives_and_only_the
         roll = rng.random()
         if roll < 0.35:  # a new hold
             state.holds[f"cart-new-{step}"] = Hold("web", {"wh-east": 1}, AT + timedelta(hours=1))
+            state.location("wh-east").reserved += 1
         elif roll < 0.55 and state.holds:  # a hold released: its id closed
             rid = rng.choice(sorted(state.holds))
             state.closed[rid] = state.holds.pop(rid).expires_at
+            state.location("wh-east").reserved -= 1
         elif roll < 0.6 and state.holds:  # a hold replaced by a new object (a recovery)
             rid = rng.choice(sorted(state.holds))
             old = state.holds[rid]
@@ -118,11 +123,14 @@ def test_a_split_kept_between_writes_gives_what_a_whole_split_gives_and_only_the
             state.closed = {k: v for k, v in state.closed.items() if k not in cut}
         elif roll < 0.85:  # a new order line
             state.commitments[f"o-{step}/1"] = Commitment(parts={"wh-east": 1}, order_len=3)
+            state.location("wh-east").committed += 1
         elif roll < 0.95 and state.commitments:  # a line picked: changed in place
             line = state.commitments[rng.choice(sorted(state.commitments))]
+            state.location("wh-east").committed -= line.open
             line.picks[f"pick-{step}"] = ("wh-east", 1)
         elif state.commitments:  # a line forgotten
-            del state.commitments[rng.choice(sorted(state.commitments))]
+            key = rng.choice(sorted(state.commitments))
+            state.location("wh-east").committed -= state.commitments.pop(key).open
         if rng.random() < 0.3:
             continue  # several changes between two writes
         record, changed = cache.split(state)
@@ -153,3 +161,22 @@ def test_a_split_kept_for_a_sku_that_shrinks_to_one_record_starts_again() -> Non
     state = hot_sku(10)  # another state under the same key: a record of its own
     record, changed = cache.split(state)
     assert (record, changed, cache.parts) == (state.to_dict(), [], [])
+
+
+def test_a_record_whose_parts_are_newer_than_it_counts_what_its_parts_hold() -> None:
+    """A kill between the record and its parts (two changelogs, each stored on its own) can leave
+    a record one write older than a part: the part holds a hold the record's `reserved` does not
+    count. The redelivered request then finds its id held and is not counted again, and a 201
+    was told for a unit `reserved` left out (seen in CI: reserved 149 against 150 held). Joined,
+    the counts are what the parts hold."""
+    state = hot_sku(PART_ENTRIES, holds=10)
+    older, _ = split_record(state)
+    state.holds["cart-new"] = Hold("web", {"wh-east": 2}, AT + timedelta(minutes=15))
+    state.location("wh-east").reserved += 2
+    state.commitments["order-000000/1"].cancels["cancel-1"] = -1
+    state.location("wh-east").committed -= 1  # its one unit no longer committed
+    _, newer_parts = split_record(state)
+    joined = join_record(older, newer_parts)
+    assert joined.location("wh-east").reserved == 12
+    assert joined.location("wh-east").committed == PART_ENTRIES - 1
+    assert joined.to_dict() == state.to_dict()
