@@ -366,41 +366,8 @@ class SplitCache:
         mask = (1 << bits) - 1
         parts = self.parts
 
-        seen_holds = self.holds
-        new_keys = 0
-        for key, hold in state.holds.items():
-            before = seen_holds.get(key)
-            if before is not hold:
-                if before is None:
-                    new_keys += 1
-                index = zlib.crc32(key.encode()) & mask
-                parts[index]["h"][key] = hold.to_dict()
-                changed.add(index)
-        if len(seen_holds) + new_keys != len(state.holds):  # some are gone
-            for key in seen_holds:
-                if key not in state.holds:
-                    index = zlib.crc32(key.encode()) & mask
-                    del parts[index]["h"][key]
-                    changed.add(index)
-        self.holds = dict(state.holds)
-
-        seen_closed = self.closed
-        new_keys = 0
-        for key, expiry in state.closed.items():
-            was = seen_closed.get(key)
-            if was is not expiry:
-                if was is None:
-                    new_keys += 1
-                index = zlib.crc32(key.encode()) & mask
-                parts[index]["x"][key] = to_us(expiry)
-                changed.add(index)
-        if len(seen_closed) + new_keys != len(state.closed):
-            for key in seen_closed:
-                if key not in state.closed:
-                    index = zlib.crc32(key.encode()) & mask
-                    del parts[index]["x"][key]
-                    changed.add(index)
-        self.closed = dict(state.closed)
+        self.holds = _track(self.holds, state.holds, parts, "h", mask, changed, _hold_json)
+        self.closed = _track(self.closed, state.closed, parts, "x", mask, changed, to_us)
 
         lines = self.lines
         for key, line in state.commitments.items():
@@ -427,6 +394,40 @@ class SplitCache:
         self.holds = {}
         self.closed = {}
         self.lines = {}
+
+
+def _hold_json(hold: Hold) -> list[Any]:
+    return hold.to_dict()
+
+
+def _track(
+    seen: dict[str, Any],
+    now: dict[str, Any],
+    parts: list[dict[str, Any]],
+    name: str,
+    mask: int,
+    changed: set[int],
+    encode: Callable[[Any], Any],
+) -> dict[str, Any]:
+    """SplitCache.split for entries never changed in place (holds, closed ids): encode into
+    their parts those whose object is not the one `seen` last time, drop the gone ones, note
+    the parts touched; returns what to remember as seen."""
+    new_keys = 0
+    for key, value in now.items():
+        before = seen.get(key)
+        if before is not value:
+            if before is None:
+                new_keys += 1
+            index = zlib.crc32(key.encode()) & mask
+            parts[index][name][key] = encode(value)
+            changed.add(index)
+    if len(seen) + new_keys != len(now):  # some are gone
+        for key in seen:
+            if key not in now:
+                index = zlib.crc32(key.encode()) & mask
+                del parts[index][name][key]
+                changed.add(index)
+    return dict(now)
 
 
 def part_count(data: dict[str, Any]) -> int:
