@@ -1176,13 +1176,11 @@ def create_app(
         """
         hold, rid = request.hold, request.hold.reservation_id
         state = sku_state(hold.sku, touched)
-        if rid in state.holds or rid in state.closed:
+        if rid in state.holds or rid in state.closed or rid in state.refused:
             to_stage(rid, request.original)
             return
-        outcome = apply_one(hold, touched, answer=False)
+        outcome = apply_one(hold, touched, answer=False)  # a refusal is kept: a retry gets it too
         assert outcome.hold is not None
-        if not outcome.hold.ok:
-            state.closed[rid] = hold.expires_at  # refused: a retry gets the same answer
         on_result(request.state, outcome.hold)
         # the record first: a release the caller sends after reading the decision comes after it
         to_stage(rid, rt.commands.encode(ReservationDecided(request.state)))

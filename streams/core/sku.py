@@ -343,19 +343,25 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
     location needs its units in max(0, location_ats) there. Explicit locations give their units
     first; the rest comes from the eligible locations in sourcing order (highest location_ats,
     ties to the first listed), each giving at most max(0, location_ats), so no hold drives a
-    location negative and one no single location covers is split."""
-    existing = state.holds.get(h.reservation_id)
-    if existing is not None or h.reservation_id in state.closed:
+    location negative and one no single location covers is split.
+
+    An id is decided once: one held is answered with its hold, one released or confirmed as held
+    with nothing left to place, and one refused as refused, whatever the stock is now (a request
+    redelivered after a crash can reach the SKU again when the reservation stage lost its record
+    of the first answer)."""
+    rid = h.reservation_id
+    existing = state.holds.get(rid)
+    if existing is not None or rid in state.closed:
         out.duplicate = True
         held = tuple(existing.units.items()) if existing else ()
-        out.hold = HoldResult(h.reservation_id, state.sku, True, held)
+        out.hold = HoldResult(rid, state.sku, True, held)
         return
-    if h.expires_at < state.time - ORPHAN_GRACE:
-        # only a redelivery can arrive this late: placing it would leave an orphan hold
+    if rid in state.refused or h.expires_at < state.time - ORPHAN_GRACE:
+        # refused before, or so late only a redelivery can arrive: placing it would leave an
+        # orphan hold
         out.duplicate = True
-        out.hold = HoldResult(
-            h.reservation_id, state.sku, False, short=tuple((r.line, 0) for r in h.requirements)
-        )
+        nothing = tuple((r.line, 0) for r in h.requirements)
+        out.hold = HoldResult(rid, state.sku, False, short=nothing)
         return
     channel = catalog.channel_by_id.get(h.channel)
     eligible = channel.locations if channel else []
@@ -388,7 +394,8 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
             if got < req.units:
                 short.append((req.line, got // req.per_unit))
         holdable = min(chan, sum(fits.values()) + floating)
-        out.hold = HoldResult(h.reservation_id, state.sku, False, (), tuple(short), total, holdable)
+        state.refused[rid] = h.expires_at
+        out.hold = HoldResult(rid, state.sku, False, (), tuple(short), total, holdable)
         return
     units: dict[str, int] = {}
     for loc, n in pinned.items():
@@ -412,8 +419,8 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
 def _release(state: SkuState, r: ReleaseHold, catalog: Catalog, out: SkuOutcome) -> None:
     hold = state.holds.pop(r.reservation_id, None)
     if hold is None:
-        out.duplicate = r.reservation_id in state.closed
-        return  # already released, expired or confirmed: never release twice
+        out.duplicate = r.reservation_id in state.closed or r.reservation_id in state.refused
+        return  # already released, expired, confirmed or refused: never release twice
     state.closed[r.reservation_id] = hold.expires_at
     for loc_id, units in hold.units.items():
         state.location(loc_id).reserved -= units
@@ -533,7 +540,8 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
     previous, state.pruned_day = state.pruned_day, _hour(state.time)
     # An orphan hold (its reservation's release was lost with a crashed worker, or a redelivered
     # request re-placed it after its id was forgotten) never outlives its expiry by more than the
-    # grace period; closed ids are kept as long, so a redelivery inside it is still recognised.
+    # grace period; closed and refused ids are kept as long, so a redelivery inside it is still
+    # recognised.
     grace = state.time - ORPHAN_GRACE
     if state.holds:
         for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < grace]:
@@ -542,6 +550,8 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
                 state.location(loc_id).reserved -= units
     if state.closed and min(state.closed.values()) < grace:
         state.closed = {k: v for k, v in state.closed.items() if v >= grace}
+    if state.refused and min(state.refused.values()) < grace:
+        state.refused = {k: v for k, v in state.refused.items() if v >= grace}
     if previous // 24 == state.pruned_day // 24:
         return None
     cutoff = state.time - DEDUPE_HORIZON

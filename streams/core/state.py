@@ -251,6 +251,7 @@ class SkuState:
     holds: dict[str, Hold] = field(default_factory=dict)  # reservation_id -> hold
     commitments: dict[str, Commitment] = field(default_factory=dict)  # "order_id/line_id"
     closed: dict[str, datetime] = field(default_factory=dict)  # released holds -> their expiry
+    refused: dict[str, datetime] = field(default_factory=dict)  # refused requests -> their expiry
     published: dict[str, Published] = field(default_factory=dict)  # "channel/channel_sku"
     time: datetime = EPOCH  # latest business time seen for this SKU
     pruned_day: int = 0  # business hour (day ordinal * 24 + hour) of the last pruning
@@ -270,16 +271,19 @@ class SkuState:
         data["h"] = {k: v.to_dict() for k, v in self.holds.items()}
         data["c"] = {k: v.to_dict() for k, v in self.commitments.items()}
         data["x"] = {k: to_us(v) for k, v in self.closed.items()}
+        data["r"] = {k: to_us(v) for k, v in self.refused.items()}
         return data
 
     def head_dict(self) -> dict[str, Any]:
-        """to_dict without the order lines, holds and closed ids (a hot SKU's parts hold them)."""
+        """to_dict without the order lines, holds, closed and refused ids (a hot SKU's parts hold
+        them)."""
         return {
             "sku": self.sku,
             "l": {k: v.to_dict() for k, v in self.locations.items()},
             "h": {},
             "c": {},
             "x": {},
+            "r": {},
             "p": {k: v.to_dict() for k, v in self.published.items()},
             "t": to_us(self.time),
             "d": self.pruned_day,
@@ -294,6 +298,7 @@ class SkuState:
             holds={k: Hold.from_dict(v) for k, v in data["h"].items()},
             commitments={k: Commitment.from_dict(v) for k, v in data["c"].items()},
             closed={k: from_us(v) for k, v in data["x"].items()},
+            refused={k: from_us(v) for k, v in data.get("r", {}).items()},
             published={k: Published.from_dict(v) for k, v in data["p"].items()},
             time=from_us(data["t"]),
             pruned_day=data["d"],
@@ -306,16 +311,26 @@ class SkuState:
 # Open business lives in the SKU's record, and a hot SKU (a launch: tens of thousands of open
 # order lines, or holds) outgrows a Kafka record (1 MB by default; the worker used to die on
 # MSG_SIZE_TOO_LARGE at ~17,000 open lines, and again after every restart). Past PART_ENTRIES
-# entries, its order lines, holds and closed reservation ids go to 2**bits part records, each
-# entry by the CRC-32 of its key; the SKU's own record keeps the rest and the number of parts.
+# entries, its order lines, holds and closed and refused reservation ids go to 2**bits part
+# records, each entry by the CRC-32 of its key; the SKU's own record keeps the rest and the number
+# of parts.
 PART_ENTRIES = 512  # ~27 KB of order lines per part
+PART_FIELDS = ("c", "h", "x", "r")  # order lines, holds, closed ids, refused ids
+
+
+def _entries(state: SkuState) -> int:
+    return len(state.commitments) + len(state.holds) + len(state.closed) + len(state.refused)
+
+
+def _empty_part() -> dict[str, Any]:
+    return {name: {} for name in PART_FIELDS}
 
 
 def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The SKU's changelog record and its parts (none until it holds more than PART_ENTRIES
-    order lines, holds and closed ids)."""
+    order lines, holds, closed and refused ids)."""
     data = state.to_dict()
-    entries = len(state.commitments) + len(state.holds) + len(state.closed)
+    entries = _entries(state)
     bits = state.part_bits
     while (entries >> bits) > PART_ENTRIES:
         bits += 1
@@ -323,8 +338,8 @@ def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]
         return data, []
     state.part_bits = bits
     mask = (1 << bits) - 1
-    parts: list[dict[str, Any]] = [{"c": {}, "h": {}, "x": {}} for _ in range(mask + 1)]
-    for name in ("c", "h", "x"):
+    parts = [_empty_part() for _ in range(mask + 1)]
+    for name in PART_FIELDS:
         for key, value in data[name].items():
             parts[zlib.crc32(key.encode()) & mask][name][key] = value
         data[name] = {}
@@ -346,12 +361,13 @@ class SplitCache:
         self.parts: list[dict[str, Any]] = []  # the parts, encoded, as last split
         self.holds: dict[str, Hold] = {}  # the holds and closed ids seen last time
         self.closed: dict[str, datetime] = {}
+        self.refused: dict[str, datetime] = {}
         self.lines: dict[str, int] = {}  # order line key -> its part
 
     def split(self, state: SkuState) -> tuple[dict[str, Any], list[int]]:
         """split_record's record, and the indexes of the parts (in `parts`) that changed since
         the last split; every part after the number of parts grew (or at the first split)."""
-        entries = len(state.commitments) + len(state.holds) + len(state.closed)
+        entries = _entries(state)
         bits = state.part_bits
         while (entries >> bits) > PART_ENTRIES:
             bits += 1
@@ -368,6 +384,7 @@ class SplitCache:
 
         self.holds = _track(self.holds, state.holds, parts, "h", mask, changed, _hold_json)
         self.closed = _track(self.closed, state.closed, parts, "x", mask, changed, to_us)
+        self.refused = _track(self.refused, state.refused, parts, "r", mask, changed, to_us)
 
         lines = self.lines
         for key, line in state.commitments.items():
@@ -390,9 +407,10 @@ class SplitCache:
 
     def _reset(self, bits: int) -> None:
         self.bits = bits
-        self.parts = [{"c": {}, "h": {}, "x": {}} for _ in range(1 << bits)] if bits else []
+        self.parts = [_empty_part() for _ in range(1 << bits)] if bits else []
         self.holds = {}
         self.closed = {}
+        self.refused = {}
         self.lines = {}
 
 
@@ -409,9 +427,9 @@ def _track(
     changed: set[int],
     encode: Callable[[Any], Any],
 ) -> dict[str, Any]:
-    """SplitCache.split for entries never changed in place (holds, closed ids): encode into
-    their parts those whose object is not the one `seen` last time, drop the gone ones, note
-    the parts touched; returns what to remember as seen."""
+    """SplitCache.split for entries never changed in place (holds, closed and refused ids):
+    encode into their parts those whose object is not the one `seen` last time, drop the gone
+    ones, note the parts touched; returns what to remember as seen."""
     new_keys = 0
     for key, value in now.items():
         before = seen.get(key)
@@ -446,11 +464,11 @@ def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) ->
                 f"SKU {data['sku']}: its record has {1 << bits} parts, "
                 f"{len(parts)} given, missing {missing}"
             )
-        data = {**data, "c": {}, "h": {}, "x": {}}
+        data = {**data, **_empty_part()}
         for part in parts:
             assert part is not None
-            for name in ("c", "h", "x"):
-                data[name].update(part[name])
+            for name in PART_FIELDS:
+                data[name].update(part.get(name, {}))  # parts written before "r" have none
     state = SkuState.from_dict(data)
     state.part_bits = bits
     if bits:

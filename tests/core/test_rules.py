@@ -641,3 +641,38 @@ def kit_published(cat: Catalog) -> tuple[ListingState, Availability]:
     first = apply_component(state, update(5, 3), cat)
     assert first is not None and first.available == 3
     return state, first
+
+
+def test_a_refused_hold_stays_refused_and_a_released_one_never_holds_again() -> None:
+    """A reservation id the SKU refused is refused again, whatever the stock is by then: a worker
+    SIGKILLed after a 409 lost the reservation stage's record of it, and the request, redelivered,
+    was decided again through the stage; the SKU knew the id only as "closed", answered it as held
+    with nothing placed, and the retry got a 201 that held no unit."""
+    from datetime import timedelta
+
+    from streams.core.sku import HoldRequirement, ReleaseHold, TryHold, apply_sku
+    from streams.core.state import SkuState
+
+    state = SkuState("A")
+    cat = catalog()
+    apply_sku(state, count("A", "wh", 1), cat)
+
+    def hold(rid: str, units: int) -> TryHold:
+        return TryHold(
+            f"e-{rid}", T0, "A", rid, "web", T0 + timedelta(minutes=15),
+            (HoldRequirement(0, units, 1, None),),
+        )  # fmt: skip
+
+    refused = apply_sku(state, hold("big", 2), cat).hold
+    assert not refused.ok and refused.short == ((0, 1),)
+    apply_sku(state, delta("A", "wh", 5, 1), cat)  # now 6 on hand: 2 would fit
+    again = apply_sku(state, hold("big", 2), cat)
+    assert again.duplicate and not again.hold.ok and again.hold.held == ()
+    assert state.locations["wh"].reserved == 0
+
+    assert apply_sku(state, hold("small", 1), cat).hold.held == (("wh", 1),)
+    assert apply_sku(state, hold("small", 1), cat).hold.held == (("wh", 1),)  # a retry: the same
+    assert state.locations["wh"].reserved == 1
+    apply_sku(state, ReleaseHold("e-rel", T0, "A", "small", "released"), cat)
+    assert apply_sku(state, hold("small", 1), cat).duplicate
+    assert state.locations["wh"].reserved == 0

@@ -617,7 +617,7 @@ async def test_a_decision_is_told_only_once_the_record_that_made_it_is_on_the_br
             assert (first[0], second[0]) == (201, 409)
             record = (await asyncio.to_thread(live.changelog, "skus")).get("HOT")
             assert record is not None, "the decisions were told with HOT's record unwritten"
-            assert (set(record["h"]), set(record["x"])) == ({"first"}, {"second"})
+            assert (set(record["h"]), set(record["r"])) == ({"first"}, {"second"})
 
             # the worker dies uncommitted: the restarted one knows both ids from the record
             live.kill_worker(0)
