@@ -222,10 +222,8 @@ def _pick(state: SkuState, e: PickConfirmed, catalog: Catalog, out: SkuOutcome) 
         out.touched.add(e.location)
         _check_on_hand(state, e.location, e.event_id, e.occurred_at, out)
     if e.order_id and e.line_id:
-        key = f"{e.order_id}/{e.line_id}"
-        line = state.commitments.get(key)
-        if line is None:  # picked before its order arrived: the order will find it
-            line = state.commitments[key] = Commitment(order_len=len(e.order_id))
+        # picked before its order arrived: a placeholder the order will find
+        line = _line(state, f"{e.order_id}/{e.line_id}", e.order_id)
         if e.event_id in line.picks:
             out.duplicate = (
                 True  # a redelivery, even of a pick inside a count (it released all the same)
@@ -282,8 +280,7 @@ def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) 
         if existing is not None and existing.parts:
             out.duplicate = True
             continue  # idempotent by order line, whatever the event id
-        if existing is None:  # else a placeholder from an early pick or cancel
-            existing = state.commitments[key] = Commitment(order_len=len(c.order_id))
+        existing = _line(state, key, c.order_id)  # or a placeholder from an early pick or cancel
         existing.touched_at = c.occurred_at
         need = line.quantity
         held: dict[str, int] = {}
@@ -323,11 +320,9 @@ def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) 
 
 def _cancel(state: SkuState, c: CancelLines, catalog: Catalog, out: SkuOutcome) -> None:
     for line_id, quantity in c.lines:
-        key = f"{c.order_id}/{line_id}"
-        line = state.commitments.get(key)
-        if line is None:  # the cancel came first (after a crash, its order's commit comes again
-            # later): kept, whole or partial, so that the commitment finds it
-            line = state.commitments[key] = Commitment(order_len=len(c.order_id))
+        # the cancel may come first (after a crash, its order's commit comes again later): a
+        # placeholder keeps it, whole or partial, so that the commitment finds it
+        line = _line(state, f"{c.order_id}/{line_id}", c.order_id)
         if c.event_id in line.cancels:
             out.duplicate = True
             continue
@@ -464,6 +459,16 @@ def _ats(state: SkuState, loc: str, catalog: Catalog) -> int:
     return sku_location_ats(state, loc, loc_state, catalog)
 
 
+def _line(state: SkuState, key: str, order_id: str) -> Commitment:
+    """The order line `key` ("order_id/line_id"), a placeholder made if absent, noted as changed
+    for the next write of the SKU's record (SplitCache encodes a hot SKU's changed lines only)."""
+    state.lines_changed.add(key)
+    line = state.commitments.get(key)
+    if line is None:
+        line = state.commitments[key] = Commitment(order_len=len(order_id))
+    return line
+
+
 def _moved_commitment(
     state: SkuState, line: Commitment, before: dict[str, int], out: SkuOutcome
 ) -> None:
@@ -571,6 +576,8 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
             forgotten.append((key[:split], key[split + 1 :]))
     if len(kept) != len(state.commitments):
         state.commitments = kept
+        if state.lines_changed:  # bounded by the lines kept (simulate never splits)
+            state.lines_changed.intersection_update(kept)
     return forgotten
 
 

@@ -259,6 +259,9 @@ class SkuState:
     # how its changelog record is split (split_record): 2**part_bits parts, 0 = one record; only
     # grows, so a part once written is always read back
     part_bits: int = field(default=0, compare=False)
+    # keys of the order lines made or changed since SplitCache last split this state (the stage
+    # notes each; never in the record): a hot SKU's write encodes those, not all its lines
+    lines_changed: set[str] = field(default_factory=set, compare=False)
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
@@ -353,8 +356,9 @@ class SplitCache:
     holds and 4,801 closed ids, and the worker writes it before each round of reservation decisions.
 
     A hold and a closed id are never changed in place (a new object each time), so one whose
-    object is the one seen last time is encoded as it was; an order line is changed in place, so
-    each is encoded again and compared."""
+    object is the one seen last time is encoded as it was. An order line is changed in place: of
+    the state object split last time, the lines in its `lines_changed` are encoded again; of
+    another object (recovered, or first seen), every line is encoded and compared."""
 
     def __init__(self) -> None:
         self.bits = 0
@@ -363,6 +367,7 @@ class SplitCache:
         self.closed: dict[str, datetime] = {}
         self.refused: dict[str, datetime] = {}
         self.lines: dict[str, int] = {}  # order line key -> its part
+        self.state: SkuState | None = None  # the state object split last time
 
     def split(self, state: SkuState) -> tuple[dict[str, Any], list[int]]:
         """split_record's record, and the indexes of the parts (in `parts`) that changed since
@@ -373,6 +378,7 @@ class SplitCache:
             bits += 1
         if bits == 0:
             self._reset(0)
+            state.lines_changed.clear()
             return state.to_dict(), []
         state.part_bits = bits
         changed: set[int] = set()
@@ -387,7 +393,12 @@ class SplitCache:
         self.refused = _track(self.refused, state.refused, parts, "r", mask, changed, to_us)
 
         lines = self.lines
-        for key, line in state.commitments.items():
+        commitments = state.commitments
+        keys = state.lines_changed if state is self.state else commitments
+        for key in keys:
+            line = commitments.get(key)
+            if line is None:
+                continue  # made and forgotten since: gone below
             found = lines.get(key)
             index = zlib.crc32(key.encode()) & mask if found is None else found
             lines[key] = index
@@ -395,6 +406,8 @@ class SplitCache:
             if parts[index]["c"].get(key) != encoded:
                 parts[index]["c"][key] = encoded
                 changed.add(index)
+        state.lines_changed.clear()
+        self.state = state
         if len(lines) != len(state.commitments):
             for key in [k for k in lines if k not in state.commitments]:
                 index = lines.pop(key)
@@ -412,6 +425,7 @@ class SplitCache:
         self.closed = {}
         self.refused = {}
         self.lines = {}
+        self.state = None
 
 
 def _hold_json(hold: Hold) -> list[Any]:

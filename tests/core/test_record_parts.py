@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.core.models import OrderLine, PickConfirmed
+from streams.core.sku import CancelLines, CommitLines, apply_sku
 from streams.core.state import (
     PART_ENTRIES,
     Commitment,
@@ -20,8 +22,10 @@ from streams.core.state import (
     part_key,
     split_record,
 )
+from tests.core.builders import catalog
 
 AT = datetime(2026, 11, 1, tzinfo=UTC)
+LAUNCH = {"sku": "LAUNCH-1", "quantity": 1}  # a listing's component
 
 
 def hot_sku(lines: int, holds: int = 0) -> SkuState:
@@ -126,13 +130,16 @@ def test_a_split_kept_between_writes_gives_what_a_whole_split_gives_and_only_the
         elif roll < 0.7 and state.refused:  # refused ids pruned
             cut = sorted(state.refused)[: rng.randint(1, 3)]
             state.refused = {k: v for k, v in state.refused.items() if k not in cut}
-        elif roll < 0.85:  # a new order line
+        elif roll < 0.85:  # a new order line (the stage notes each line it makes or changes)
             state.commitments[f"o-{step}/1"] = Commitment(parts={"wh-east": 1}, order_len=3)
+            state.lines_changed.add(f"o-{step}/1")
             state.location("wh-east").committed += 1
         elif roll < 0.95 and state.commitments:  # a line picked: changed in place
-            line = state.commitments[rng.choice(sorted(state.commitments))]
+            key = rng.choice(sorted(state.commitments))
+            line = state.commitments[key]
             state.location("wh-east").committed -= line.open
             line.picks[f"pick-{step}"] = ("wh-east", 1)
+            state.lines_changed.add(key)
         elif state.commitments:  # a line forgotten
             key = rng.choice(sorted(state.commitments))
             state.location("wh-east").committed -= state.commitments.pop(key).open
@@ -185,3 +192,49 @@ def test_a_record_whose_parts_are_newer_than_it_counts_what_its_parts_hold() -> 
     assert joined.location("wh-east").reserved == 12
     assert joined.location("wh-east").committed == PART_ENTRIES - 1
     assert joined.to_dict() == state.to_dict()
+
+
+def test_the_lines_the_stage_changes_are_the_lines_a_kept_split_writes() -> None:
+    """SplitCache encodes only the lines noted in `lines_changed` of the state it split last time:
+    every order line the SKU stage makes or changes (orders, picks, cancels, placeholders, in
+    any order, redeliveries among them) must be noted, or its part on the changelog is older
+    than the state, and a recovery loses the change."""
+    rng = random.Random(18)
+    state = hot_sku(2 * PART_ENTRIES)
+    cat = catalog(
+        locations=[{"id": "wh-east"}],
+        channels=[{"id": "web", "type": "webhook", "locations": ["wh-east"]}],
+        listings=[{"channel": "web", "channel_sku": "L", "components": [LAUNCH]}],
+    )
+    cache = SplitCache()
+    on_changelog: dict[int, dict[str, Any]] = {}
+    at = AT + timedelta(days=1)
+    for step in range(2_000):
+        order = f"order-{rng.randrange(2 * PART_ENTRIES + 300):06d}"
+        at += timedelta(seconds=1)
+        roll = rng.random()
+        if roll < 0.4:
+            command: Any = CommitLines(
+                f"o-{step}", at, "LAUNCH-1", order, "web", None,
+                (OrderLine(line_id="1", sku="LAUNCH-1", quantity=rng.randint(1, 3)),),
+            )  # fmt: skip
+        elif roll < 0.7:
+            command = PickConfirmed(
+                event_id=f"p-{rng.randrange(step + 1)}", occurred_at=at, source="wms",
+                sku="LAUNCH-1", location="wh-east", quantity=1, order_id=order, line_id="1",
+            )  # fmt: skip
+        else:
+            quantity = rng.choice([None, 1])
+            command = CancelLines(f"c-{step}", at, "LAUNCH-1", order, (("1", quantity),))
+        apply_sku(state, command, cat)
+        if rng.random() < 0.3:
+            continue  # several changes between two writes
+        record, changed = cache.split(state)
+        if len(cache.parts) != len(on_changelog):
+            on_changelog = {}
+        for index in changed:
+            on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
+        joined = join_record(record, [on_changelog.get(i) for i in range(len(cache.parts))])
+        assert joined.to_dict() == state.to_dict(), f"step {step}: {command}"
+    cache.split(state)
+    assert not state.lines_changed  # noted until the next write, no longer
