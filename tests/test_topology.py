@@ -251,6 +251,7 @@ def test_a_hot_sku_goes_out_in_parts_in_its_partition_and_only_changed_parts_aga
     # one more line: the record and the one part that holds it
     outputs.sent.clear()
     state.commitments["order-x/1"] = Commitment(parts={"wh-east": 1}, order_len=7)
+    state.lines_changed.add("order-x/1")  # as the SKU stage notes every line it makes
     writes.put(skus, b"LAUNCH-1", state)
     asyncio.run(writes.write())
     assert [r["topic"] for r in outputs.sent] == ["app-skus-changelog", "app-sku_parts-changelog"]
