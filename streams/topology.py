@@ -271,6 +271,9 @@ class DeferredWrites:
         self.dropped = 0  # records of partitions not owned, left to their owner
         self.drops = 0  # the same, never reset (see settle)
         self._writing: asyncio.Future[None] | None = None  # the write in progress
+        # whether the broker's readers see what it acknowledged (Outputs.reads_what_it_
+        # acknowledges), probed once, at the first settle; until it says so, as if not
+        self._reads_acknowledged: asyncio.Future[bool] | None = None
 
     def put(self, table: Any, key: bytes, value: Any) -> None:
         table.data[key] = value  # visible to the stages at once; durable at the next commit
@@ -358,15 +361,36 @@ class DeferredWrites:
         handles the events behind it again).
 
         A marker after the records on each partition written to, acknowledged, means the records
-        before it are stored (the producer is idempotent); then a second one: Tansu shows a
-        partition up to the first record of its last batch, and the first marker may have
-        shared a batch with the records."""
+        before it are stored (the producer is idempotent). On a broker whose watermark stops at
+        the first record of a partition's last batch (Tansu), a second one: the first marker may
+        have shared a batch with the records. Apache Kafka's watermark covers every record it
+        acknowledged, so there one marker is all a decision waits for (one broker round trip
+        instead of two)."""
         await self.write()
         written, self.unsettled = sorted(self.unsettled), set()
         markers = [(topic, self.MARKER, None, partition) for topic, partition in written]
         await self.outputs.sent(markers)
-        await self.outputs.sent(markers)
+        if not self._reads_what_it_acknowledges(written):
+            await self.outputs.sent(markers)
         return self.drops == drops
+
+    def _reads_what_it_acknowledges(self, written: list[tuple[str, int]]) -> bool:
+        probe = self._reads_acknowledged
+        if probe is None and written:
+            topic, partition = written[0]
+            loop = asyncio.get_running_loop()
+            probe = self._reads_acknowledged = loop.run_in_executor(
+                None, self.outputs.reads_what_it_acknowledges, topic, partition, self.MARKER
+            )
+            probe.add_done_callback(self._probed)
+        return probe is not None and probe.done() and not probe.exception() and probe.result()
+
+    @staticmethod
+    def _probed(probe: asyncio.Future[bool]) -> None:
+        if probe.exception():
+            log.warning("the broker's watermarks could not be probed: %s", probe.exception())
+        elif probe.result():
+            log.info("the broker's readers see what it acknowledged: one marker per decision round")
 
     def forget_sent(self) -> None:
         """After a rebalance another worker may have written parts since: send each part again."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from streams.client import kafka_config
 from streams.errors import BrokerError
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 class Outputs:
     def __init__(self, bootstrap: str, linger_ms: float = 2.0) -> None:
+        self._bootstrap = bootstrap
         self._producer = Producer(
             {
                 **kafka_config(bootstrap),
@@ -115,6 +117,64 @@ class Outputs:
             await asyncio.sleep(0)  # let `finish` run if the report was ours
         if failed:
             raise BrokerError(f"records not stored: {failed[:5]}")
+
+    def reads_what_it_acknowledges(self, topic: str, partition: int, key: bytes) -> bool:
+        """Whether a reader of the broker (a table's recovery, which reads a changelog up to the
+        high watermark) sees every record the broker has acknowledged. Apache Kafka's watermark
+        is the last stored offset + 1. Tansu's is the first offset of the partition's last batch
+        + 1, so the records after it in that batch show only once another batch follows (see
+        DeferredWrites.settle).
+
+        Probed on `topic`[`partition`] with tombstones for `key` (a key no reader keeps): two
+        records sent at once go in one batch, and once both are acknowledged the watermark is
+        read. Kafka's is right after the second; Tansu's right after the first. A pair split in
+        two batches (or another writer's batch in between) would look like Kafka's, so it takes
+        three pairs in a row, none of them Tansu's, to say yes. Blocking: run it off the loop."""
+        consumer = Consumer(
+            {
+                **kafka_config(self._bootstrap),
+                "group.id": "watermark-probe",  # never joined: it only reads watermarks
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            agreed = 0
+            for _ in range(6):
+                first, second = self._pair(topic, partition, key)
+                if first < 0:
+                    return False
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=5, cached=False
+                )
+                if high == first + 1:
+                    return False  # up to the first of the batch: the second is not read
+                if high == second + 1:
+                    agreed += 1
+                    if agreed == 3:
+                        return True
+            return False  # not conclusive: as if not
+        finally:
+            consumer.close()
+
+    def _pair(self, topic: str, partition: int, key: bytes) -> tuple[int, int]:
+        """Two tombstones sent at once, acknowledged: their offsets (-1 if one failed)."""
+        offsets: list[int] = []
+        done = threading.Event()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            offset = msg.offset()
+            offsets.append(-1 if err is not None or offset is None else offset)
+            if len(offsets) == 2:
+                done.set()
+
+        for _ in range(2):
+            self._producer.produce(topic, None, key, partition=partition, on_delivery=delivered)
+        deadline = time.monotonic() + 30
+        while not done.wait(0.005):
+            self._producer.poll(0)
+            if time.monotonic() > deadline:
+                return -1, -1
+        return min(offsets), max(offsets)
 
     async def flush(self) -> None:
         remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, 30)

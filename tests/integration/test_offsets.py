@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streams.runtime.offsets import LagProbe, true_end_offsets
+from streams.runtime.outputs import Outputs
 from tests.kafka_helpers import create_topic, produce
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,25 @@ def test_the_end_of_a_partition_counts_every_record_of_its_last_batch(
         assert probe.behind([(topic, 0), (topic, 1)]) == {topic: 40}
     finally:
         probe.close()
+
+
+def test_the_probe_tells_a_broker_whose_readers_miss_acknowledged_records(
+    kafka_bootstrap: str, unique_topic_prefix: str
+) -> None:
+    """A round of reservation decisions waits for one marker on a broker whose watermark covers
+    every record it acknowledged, and for two where it stops at the first record of the last
+    batch (Tansu): told after one marker there, a decision's record could be unread by the
+    recovery after a crash. The probe must tell the two apart, whichever broker this is."""
+    topic = create_topic(kafka_bootstrap, unique_topic_prefix)
+    one_batch(kafka_bootstrap, topic, 50)
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": unique_topic_prefix})
+    _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.close()
+    assert high in (1, 50)  # the first of the batch (Tansu), or all of it
+    outputs = Outputs(kafka_bootstrap)
+    assert outputs.reads_what_it_acknowledges(topic, 0, b"probe") is (high == 50)
+    pairs = 3 if high == 50 else 1  # three pairs say yes, the first one seen at Tansu's says no
+    assert true_end_offsets(kafka_bootstrap, topic, [0]) == {0: 50 + 2 * pairs}
 
 
 def test_a_partition_being_written_to_is_not_chased_until_the_timeout(
