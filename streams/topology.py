@@ -1004,8 +1004,9 @@ def create_app(
         rejection). With the SKU record on the changelog, a restarted worker knows the id and
         answers with the reservation's status.
 
-        A round waits for two acknowledgements from the broker (DeferredWrites.settle); the
-        decisions made meanwhile go with the next round, one round at a time. (Two in flight, a
+        A round waits for one acknowledgement from the broker, two on Tansu
+        (DeferredWrites.settle); the decisions made meanwhile go with the next round, one round
+        at a time. (Two in flight, a
         round writing while the one before waits, was slower on bench/reservations.py's flash
         sale: p50 59 ms against 45, the worker spending more of its CPU on the hot SKU's record.)
         """

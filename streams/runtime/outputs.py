@@ -58,10 +58,30 @@ class Outputs:
         headers: list[tuple[str, str | bytes | None]] | None = None,
         timestamp: int = 0,  # epoch ms; 0: now
     ) -> None:
+        self._produce(topic, key, value, partition, headers=headers, timestamp=timestamp)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+        timestamp: int = 0,
+    ) -> None:
+        """Hand one record to librdkafka; its delivery report goes to `on_delivery`, else to
+        `_delivered`."""
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition=partition, headers=headers, timestamp=timestamp
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    headers=headers,
+                    timestamp=timestamp,
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:  # backpressure: wait for acknowledgements, never grow unbounded
@@ -102,14 +122,7 @@ class Outputs:
                 loop.call_soon_threadsafe(finish)
 
         for topic, key, value, partition in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        topic, value, key, partition=partition, on_delivery=delivered
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            self._produce(topic, key, value, partition, delivered)
         while not done.done():
             # serve reports off the loop: back as soon as one is served, or after 5 ms (another
             # thread, a commit's flush, may serve ours)
@@ -168,7 +181,7 @@ class Outputs:
                 done.set()
 
         for _ in range(2):
-            self._producer.produce(topic, None, key, partition=partition, on_delivery=delivered)
+            self._produce(topic, key, None, partition, delivered)
         deadline = time.monotonic() + 30
         while not done.wait(0.005):
             self._producer.poll(0)
