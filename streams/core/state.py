@@ -321,8 +321,13 @@ PART_ENTRIES = 512  # ~27 KB of order lines per part
 PART_FIELDS = ("c", "h", "x", "r")  # order lines, holds, closed ids, refused ids
 
 
-def _entries(state: SkuState) -> int:
-    return len(state.commitments) + len(state.holds) + len(state.closed) + len(state.refused)
+def _part_bits(state: SkuState) -> int:
+    """How many parts (2**bits) the SKU's record needs now: never fewer than it had."""
+    entries = len(state.commitments) + len(state.holds) + len(state.closed) + len(state.refused)
+    bits = state.part_bits
+    while (entries >> bits) > PART_ENTRIES:
+        bits += 1
+    return bits
 
 
 def _empty_part() -> dict[str, Any]:
@@ -333,10 +338,7 @@ def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]
     """The SKU's changelog record and its parts (none until it holds more than PART_ENTRIES
     order lines, holds, closed and refused ids)."""
     data = state.to_dict()
-    entries = _entries(state)
-    bits = state.part_bits
-    while (entries >> bits) > PART_ENTRIES:
-        bits += 1
+    bits = _part_bits(state)
     if bits == 0:
         return data, []
     state.part_bits = bits
@@ -372,10 +374,7 @@ class SplitCache:
     def split(self, state: SkuState) -> tuple[dict[str, Any], list[int]]:
         """split_record's record, and the indexes of the parts (in `parts`) that changed since
         the last split; every part after the number of parts grew (or at the first split)."""
-        entries = _entries(state)
-        bits = state.part_bits
-        while (entries >> bits) > PART_ENTRIES:
-            bits += 1
+        bits = _part_bits(state)
         if bits == 0:
             self._reset(0)
             state.lines_changed.clear()
