@@ -23,9 +23,8 @@ from streams.core.models import (
     StockAdjusted,
     trusted,
 )
-from streams.core.state import Bucket, Commitment, Hold, Inbound, SkuState
+from streams.core.state import DEDUPE_HORIZON, Bucket, Commitment, Hold, Inbound, SkuState
 
-DEDUPE_HORIZON = timedelta(days=7)
 ORPHAN_GRACE = timedelta(hours=1)
 
 
@@ -143,6 +142,7 @@ def apply_count(bucket: Bucket, at: datetime, event_id: str, quantity: int) -> b
         return False
     kept = {k: entry for k, entry in bucket.log.items() if entry[0] > at}
     bucket.qty = quantity + sum(d for _, d in kept.values())
+    bucket.base = quantity  # what the pruning forgot before the count is inside it
     bucket.log = kept
     bucket.count_at = at
     bucket.count_id = event_id

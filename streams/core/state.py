@@ -9,13 +9,16 @@ without counting it twice, and the record grows with open business, not with tra
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUCKETS = ("sellable", "damaged", "quarantine")
+# how long a SKU remembers event ids, and how late a count may be: older ones are not applied
+DEDUPE_HORIZON = timedelta(days=7)
 
 
 def to_us(value: datetime) -> int:
@@ -37,22 +40,26 @@ class Bucket:
     count_at: datetime | None = None  # business time of the last applied count
     count_id: str = ""  # its event id: breaks ties between counts of the same instant
     # deltas applied after count_at, by event id: what a later count keeps on top, and what makes
-    # a redelivered delta recognisable
+    # a redelivered delta recognisable. Only grows in place; a count and the daily pruning
+    # replace it with a new dict (SplitCache relies on both)
     log: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    # the last count's quantity (0 before any): qty is base + the deltas in `log` + the deltas
+    # the daily pruning forgot since that count
+    base: int = 0
 
-    def to_dict(self) -> list[Any]:
+    def to_dict(self, log: bool = True) -> list[Any]:
+        """Encoded; without the delta log if `log` is false (a hot SKU's parts hold it)."""
         at = to_us(self.count_at) if self.count_at else None
-        return [self.qty, at, self.count_id, {k: [to_us(t), d] for k, (t, d) in self.log.items()}]
+        entries = {k: [to_us(t), d] for k, (t, d) in self.log.items()} if log else {}
+        return [self.qty, at, self.count_id, entries, self.base]
 
     @classmethod
     def from_dict(cls, data: list[Any]) -> Bucket:
-        qty, at, cid, log = data
-        return cls(
-            qty,
-            from_us(at) if at is not None else None,
-            cid,
-            {k: (from_us(t), d) for k, (t, d) in log.items()},
-        )
+        qty, at, cid, encoded = data[:4]
+        log = {k: (from_us(t), d) for k, (t, d) in encoded.items()}
+        # written before `base`: what the deltas forgotten since the count added is in it
+        base = data[4] if len(data) > 4 else qty - sum(d for _, d in log.values())
+        return cls(qty, from_us(at) if at is not None else None, cid, log, base)
 
 
 @dataclass(slots=True)
@@ -96,9 +103,13 @@ class LocationState:
             return self.damaged
         return self.quarantine
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, logs: bool = True) -> dict[str, Any]:
         return {
-            "b": [self.sellable.to_dict(), self.damaged.to_dict(), self.quarantine.to_dict()],
+            "b": [
+                self.sellable.to_dict(logs),
+                self.damaged.to_dict(logs),
+                self.quarantine.to_dict(logs),
+            ],
             "r": self.reserved,
             "c": self.committed,
             "i": {
@@ -262,6 +273,9 @@ class SkuState:
     # keys of the order lines made or changed since SplitCache last split this state (the stage
     # notes each; never in the record): a hot SKU's write encodes those, not all its lines
     lines_changed: set[str] = field(default_factory=set, compare=False)
+    # a hot SKU's deltas the daily pruning forgot, in the parts that held them (SplitCache):
+    # bucket key (_buckets) -> part -> [the latest business time among them, their units]
+    folded_parts: dict[str, dict[int, list[int]]] | None = field(default=None, compare=False)
 
     def location(self, loc: str) -> LocationState:
         state = self.locations.get(loc)
@@ -269,20 +283,20 @@ class SkuState:
             state = self.locations[loc] = LocationState()
         return state
 
-    def to_dict(self) -> dict[str, Any]:
-        data = self.head_dict()
+    def to_dict(self, logs: bool = True) -> dict[str, Any]:
+        data = self.head_dict(logs)
         data["h"] = {k: v.to_dict() for k, v in self.holds.items()}
         data["c"] = {k: v.to_dict() for k, v in self.commitments.items()}
         data["x"] = {k: to_us(v) for k, v in self.closed.items()}
         data["r"] = {k: to_us(v) for k, v in self.refused.items()}
         return data
 
-    def head_dict(self) -> dict[str, Any]:
-        """to_dict without the order lines, holds, closed and refused ids (a hot SKU's parts hold
-        them)."""
+    def head_dict(self, logs: bool = True) -> dict[str, Any]:
+        """to_dict without the order lines, holds, closed and refused ids, and without the delta
+        logs if `logs` is false (a hot SKU's parts hold them)."""
         return {
             "sku": self.sku,
-            "l": {k: v.to_dict() for k, v in self.locations.items()},
+            "l": {k: v.to_dict(logs) for k, v in self.locations.items()},
             "h": {},
             "c": {},
             "x": {},
@@ -312,18 +326,29 @@ class SkuState:
 # ---- a hot SKU's record, in parts ---------------------------------------------------------------
 
 # Open business lives in the SKU's record, and a hot SKU (a launch: tens of thousands of open
-# order lines, or holds) outgrows a Kafka record (1 MB by default; the worker used to die on
-# MSG_SIZE_TOO_LARGE at ~17,000 open lines, and again after every restart). Past PART_ENTRIES
-# entries, its order lines, holds and closed and refused reservation ids go to 2**bits part
-# records, each entry by the CRC-32 of its key; the SKU's own record keeps the rest and the number
-# of parts.
+# order lines, or holds; a best seller: a week of sales in its delta logs) outgrows a Kafka
+# record (1 MB by default; the worker used to die on MSG_SIZE_TOO_LARGE at ~17,000 open lines,
+# and again after every restart). Past PART_ENTRIES entries, its order lines, holds, closed and
+# refused reservation ids and delta-log entries go to 2**bits part records, each entry by the
+# CRC-32 of its key; the SKU's own record keeps the rest and the number of parts.
+#
+# The record and its parts are stored each on its own, on two changelogs: a kill can leave any of
+# them one write older than the others, and the events of that write are redelivered. So every
+# part is right on its own: the record's counts are recounted from the entries (recount), and a
+# bucket's quantity is its last count (`base`, in the record) plus the deltas in the parts after
+# that count plus, per part, the deltas the daily pruning forgot from that part since (`"f"`:
+# [the latest business time among them, their units], changed in the same part record as the
+# entries it replaces). A count drops what came before it on join, in whatever part it still is.
 PART_ENTRIES = 512  # ~27 KB of order lines per part
 PART_FIELDS = ("c", "h", "x", "r")  # order lines, holds, closed ids, refused ids
+# and, per bucket key (_buckets): "e" its delta-log entries, "f" the deltas forgotten from them
 
 
 def _part_bits(state: SkuState) -> int:
     """How many parts (2**bits) the SKU's record needs now: never fewer than it had."""
     entries = len(state.commitments) + len(state.holds) + len(state.closed) + len(state.refused)
+    for loc in state.locations.values():
+        entries += len(loc.sellable.log) + len(loc.damaged.log) + len(loc.quarantine.log)
     bits = state.part_bits
     while (entries >> bits) > PART_ENTRIES:
         bits += 1
@@ -331,23 +356,58 @@ def _part_bits(state: SkuState) -> int:
 
 
 def _empty_part() -> dict[str, Any]:
-    return {name: {} for name in PART_FIELDS}
+    return {"c": {}, "h": {}, "x": {}, "r": {}, "e": {}, "f": {}}
+
+
+def _buckets(state: SkuState) -> Iterator[tuple[str, Bucket]]:
+    """Each bucket with its key in the parts: its index in BUCKETS, then its location."""
+    for loc_id, loc in state.locations.items():
+        yield "0" + loc_id, loc.sellable
+        yield "1" + loc_id, loc.damaged
+        yield "2" + loc_id, loc.quarantine
+
+
+def _part_of(key: str, mask: int) -> int:
+    return zlib.crc32(key.encode()) & mask
+
+
+def _folds(state: SkuState, key: str, bucket: Bucket, logged: int) -> dict[int, list[int]]:
+    """The bucket's forgotten deltas per part, as its parts are to hold them: those from before
+    its last count dropped, and any the parts do not account for (the pruning forgot them before
+    the SKU was split, or between two writes this worker could not compare) with part 0.
+    `logged` is the sum of the deltas in its log."""
+    count_at = to_us(bucket.count_at) if bucket.count_at is not None else -1
+    known = (state.folded_parts or {}).get(key, {})
+    folds = {index: list(fold) for index, fold in known.items() if fold[0] > count_at}
+    missing = bucket.qty - bucket.base - logged - sum(fold[1] for fold in folds.values())
+    if missing:
+        fold = folds.setdefault(0, [0, 0])
+        # forgotten by a pruning since the count: before its horizon, after the count
+        fold[0] = max(fold[0], to_us(state.time - DEDUPE_HORIZON), count_at + 1)
+        fold[1] += missing
+    return folds
 
 
 def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The SKU's changelog record and its parts (none until it holds more than PART_ENTRIES
-    order lines, holds, closed and refused ids)."""
-    data = state.to_dict()
+    order lines, holds, closed and refused ids and delta-log entries)."""
     bits = _part_bits(state)
     if bits == 0:
-        return data, []
+        return state.to_dict(), []
     state.part_bits = bits
+    data = state.to_dict(logs=False)
     mask = (1 << bits) - 1
     parts = [_empty_part() for _ in range(mask + 1)]
     for name in PART_FIELDS:
         for key, value in data[name].items():
-            parts[zlib.crc32(key.encode()) & mask][name][key] = value
+            parts[_part_of(key, mask)][name][key] = value
         data[name] = {}
+    for key, bucket in _buckets(state):
+        for event_id, (at, delta) in bucket.log.items():
+            parts[_part_of(event_id, mask)]["e"].setdefault(key, {})[event_id] = [to_us(at), delta]
+        logged = sum(delta for _, delta in bucket.log.values())
+        for index, fold in _folds(state, key, bucket, logged).items():
+            parts[index]["f"][key] = fold
     data["b"] = bits
     return data, parts
 
@@ -360,7 +420,10 @@ class SplitCache:
     A hold and a closed id are never changed in place (a new object each time), so one whose
     object is the one seen last time is encoded as it was. An order line is changed in place: of
     the state object split last time, the lines in its `lines_changed` are encoded again; of
-    another object (recovered, or first seen), every line is encoded and compared."""
+    another object (recovered, or first seen), every line is encoded and compared. A delta log
+    only grows in place (its new entries are its last), and is replaced by a count or the daily
+    pruning: then it is compared with the one seen, and what the pruning forgot is added to the
+    forgotten deltas of the part that held it, in the same part record."""
 
     def __init__(self) -> None:
         self.bits = 0
@@ -370,6 +433,8 @@ class SplitCache:
         self.refused: dict[str, datetime] = {}
         self.lines: dict[str, int] = {}  # order line key -> its part
         self.state: SkuState | None = None  # the state object split last time
+        # bucket key -> its delta log object seen last time, its length and the sum of its deltas
+        self.logs: dict[str, tuple[dict[str, tuple[datetime, int]], int, int]] = {}
 
     def split(self, state: SkuState) -> tuple[dict[str, Any], list[int]]:
         """split_record's record, and the indexes of the parts (in `parts`) that changed since
@@ -381,8 +446,15 @@ class SplitCache:
             return state.to_dict(), []
         state.part_bits = bits
         changed: set[int] = set()
+        same = state is self.state
         if bits != self.bits:
+            if self.bits and same:  # what the pruning forgot since, with the parts that held it
+                for key, bucket in _buckets(state):
+                    seen = self.logs.get(key)
+                    if seen is not None and seen[0] is not bucket.log:
+                        self._forget(state, key, bucket, seen[0], (1 << self.bits) - 1, None)
             self._reset(bits)
+            same = False  # every entry goes to the new parts
             changed.update(range(1 << bits))
         mask = (1 << bits) - 1
         parts = self.parts
@@ -393,13 +465,13 @@ class SplitCache:
 
         lines = self.lines
         commitments = state.commitments
-        keys = state.lines_changed if state is self.state else commitments
+        keys = state.lines_changed if same else commitments
         for key in keys:
             line = commitments.get(key)
             if line is None:
                 continue  # made and forgotten since: gone below
             found = lines.get(key)
-            index = zlib.crc32(key.encode()) & mask if found is None else found
+            index = _part_of(key, mask) if found is None else found
             lines[key] = index
             encoded = line.to_dict()
             if parts[index]["c"].get(key) != encoded:
@@ -413,9 +485,93 @@ class SplitCache:
                 del parts[index]["c"][key]
                 changed.add(index)
 
-        record = state.head_dict()
+        for key, bucket in _buckets(state):
+            self._log(state, key, bucket, mask, changed, same)
+
+        record = state.head_dict(logs=False)
         record["b"] = bits
         return record, sorted(changed)
+
+    def _log(
+        self, state: SkuState, key: str, bucket: Bucket, mask: int, changed: set[int], same: bool
+    ) -> None:
+        """Encode what changed in one bucket's delta log since the last split (`same`: of the
+        state object split last time)."""
+        parts = self.parts
+        log = bucket.log
+        seen = self.logs.get(key)
+        if seen is not None and seen[0] is log:  # grown in place, if at all: its last entries
+            grown = len(log) - seen[1]
+            if grown:
+                logged = seen[2]
+                for event_id in islice(reversed(log), grown):
+                    at, delta = log[event_id]
+                    logged += delta
+                    index = _part_of(event_id, mask)
+                    parts[index]["e"].setdefault(key, {})[event_id] = [to_us(at), delta]
+                    changed.add(index)
+                self.logs[key] = (log, len(log), logged)
+            return
+        # a new log: counted, pruned, recovered, or a bucket not seen yet
+        written: dict[str, tuple[datetime, int]] = {}
+        if seen is not None:  # the old one may have grown since it was written
+            self._forget(state, key, bucket, seen[0], mask, changed, fold=same)
+            written = dict(islice(seen[0].items(), seen[1]))
+        logged = 0
+        for event_id, entry in log.items():
+            at, delta = entry
+            logged += delta
+            if written.get(event_id) is entry:
+                continue
+            index = _part_of(event_id, mask)
+            encoded = [to_us(at), delta]
+            entries = parts[index]["e"].setdefault(key, {})
+            if entries.get(event_id) != encoded:
+                entries[event_id] = encoded
+                changed.add(index)
+        self.logs[key] = (log, len(log), logged)
+        folds = _folds(state, key, bucket, logged)
+        for index, part in enumerate(parts):
+            if index not in folds and part["f"].pop(key, None) is not None:
+                changed.add(index)
+        for index, fold in folds.items():
+            if parts[index]["f"].get(key) != fold:
+                parts[index]["f"][key] = fold
+                changed.add(index)
+        _keep_folds(state, key, folds)
+
+    def _forget(
+        self,
+        state: SkuState,
+        key: str,
+        bucket: Bucket,
+        before: dict[str, tuple[datetime, int]],
+        mask: int,
+        changed: set[int] | None,
+        fold: bool = True,
+    ) -> None:
+        """The entries of `before` gone from the bucket's log leave their parts (when `changed`
+        is given); if `fold`, those the pruning forgot (after the last count: a count covers the
+        others) are added to their part's forgotten deltas (of another state object, _folds
+        finds what is missing)."""
+        log = bucket.log
+        count_at = bucket.count_at
+        folds = {i: list(f) for i, f in (state.folded_parts or {}).get(key, {}).items()}
+        for event_id, (at, delta) in before.items():
+            if event_id in log:
+                continue
+            index = _part_of(event_id, mask)
+            if changed is not None:
+                entries = self.parts[index]["e"].get(key)
+                if entries is not None and entries.pop(event_id, None) is not None:
+                    changed.add(index)
+                    if not entries:
+                        del self.parts[index]["e"][key]
+            if fold and (count_at is None or at > count_at):
+                forgotten = folds.setdefault(index, [0, 0])
+                forgotten[0] = max(forgotten[0], to_us(at))
+                forgotten[1] += delta
+        _keep_folds(state, key, folds)
 
     def _reset(self, bits: int) -> None:
         self.bits = bits
@@ -425,6 +581,16 @@ class SplitCache:
         self.refused = {}
         self.lines = {}
         self.state = None
+        self.logs = {}
+
+
+def _keep_folds(state: SkuState, key: str, folds: dict[int, list[int]]) -> None:
+    if folds:
+        if state.folded_parts is None:
+            state.folded_parts = {}
+        state.folded_parts[key] = folds
+    elif state.folded_parts is not None:
+        state.folded_parts.pop(key, None)
 
 
 def _hold_json(hold: Hold) -> list[Any]:
@@ -449,13 +615,13 @@ def _track(
         if before is not value:
             if before is None:
                 new_keys += 1
-            index = zlib.crc32(key.encode()) & mask
+            index = _part_of(key, mask)
             parts[index][name][key] = encode(value)
             changed.add(index)
     if len(seen) + new_keys != len(now):  # some are gone
         for key in seen:
             if key not in now:
-                index = zlib.crc32(key.encode()) & mask
+                index = _part_of(key, mask)
                 del parts[index][name][key]
                 changed.add(index)
     return dict(now)
@@ -477,16 +643,41 @@ def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) ->
                 f"SKU {data['sku']}: its record has {1 << bits} parts, "
                 f"{len(parts)} given, missing {missing}"
             )
-        data = {**data, **_empty_part()}
-        for part in parts:
+        data = {**data, **{name: {} for name in PART_FIELDS}}
+        logs: dict[str, dict[str, list[int]]] = {}
+        folds: dict[str, dict[int, list[int]]] = {}
+        for index, part in enumerate(parts):
             assert part is not None
             for name in PART_FIELDS:
                 data[name].update(part.get(name, {}))  # parts written before "r" have none
+            for key, entries in part.get("e", {}).items():  # nor, before "e" and "f", these
+                logs.setdefault(key, {}).update(entries)
+            for key, fold in part.get("f", {}).items():
+                folds.setdefault(key, {})[index] = fold
     state = SkuState.from_dict(data)
     state.part_bits = bits
     if bits:
+        _join_logs(state, logs, folds)
         recount(state)
     return state
+
+
+def _join_logs(
+    state: SkuState, logs: dict[str, dict[str, list[int]]], folds: dict[str, dict[int, list[int]]]
+) -> None:
+    """Each bucket's delta log and quantity from its count (in the record) and its parts: the
+    deltas after the count, and the forgotten ones after it (whatever their parts' age)."""
+    for key in (*logs, *folds):
+        state.location(key[1:])  # a location the record does not know yet: its parts are newer
+    for key, bucket in _buckets(state):
+        count_at = to_us(bucket.count_at) if bucket.count_at is not None else -1
+        for event_id, (at, delta) in logs.get(key, {}).items():
+            if at > count_at:
+                bucket.log[event_id] = (from_us(at), delta)
+        alive = {i: fold for i, fold in folds.get(key, {}).items() if fold[0] > count_at}
+        _keep_folds(state, key, alive)
+        forgotten = sum(fold[1] for fold in alive.values())
+        bucket.qty = bucket.base + forgotten + sum(delta for _, delta in bucket.log.values())
 
 
 def recount(state: SkuState) -> None:
