@@ -270,6 +270,7 @@ def _commit(state: SkuState, c: CommitLines, catalog: Catalog, out: SkuOutcome) 
     left: dict[str, int] = {}
     if hold is not None:  # the hold becomes the commitment: released here, committed below
         state.closed[c.reservation_id or ""] = hold.expires_at
+        state.note_id(c.reservation_id or "")
         for loc_id, units in hold.units.items():
             state.location(loc_id).reserved -= units
             out.touched.add(loc_id)
@@ -390,6 +391,7 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
                 short.append((req.line, got // req.per_unit))
         holdable = min(chan, sum(fits.values()) + floating)
         state.refused[rid] = h.expires_at
+        state.note_id(rid)
         out.hold = HoldResult(rid, state.sku, False, (), tuple(short), total, holdable)
         return
     units: dict[str, int] = {}
@@ -405,6 +407,7 @@ def _try_hold(state: SkuState, h: TryHold, catalog: Catalog, out: SkuOutcome) ->
                 if not floating:
                     break
     state.holds[h.reservation_id] = Hold(h.channel, units, h.expires_at)
+    state.note_id(h.reservation_id)
     for loc_id, n in units.items():
         state.location(loc_id).reserved += n
         out.touched.add(loc_id)
@@ -417,6 +420,7 @@ def _release(state: SkuState, r: ReleaseHold, catalog: Catalog, out: SkuOutcome)
         out.duplicate = r.reservation_id in state.closed or r.reservation_id in state.refused
         return  # already released, expired, confirmed or refused: never release twice
     state.closed[r.reservation_id] = hold.expires_at
+    state.note_id(r.reservation_id)
     for loc_id, units in hold.units.items():
         state.location(loc_id).reserved -= units
         out.touched.add(loc_id)
@@ -551,12 +555,13 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
     if state.holds:
         for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < grace]:
             hold = state.holds.pop(rid)
+            state.note_id(rid)
             for loc_id, units in hold.units.items():
                 state.location(loc_id).reserved -= units
     if state.closed and min(state.closed.values()) < grace:
-        state.closed = {k: v for k, v in state.closed.items() if v >= grace}
+        state.closed = _kept_ids(state, state.closed, grace)
     if state.refused and min(state.refused.values()) < grace:
-        state.refused = {k: v for k, v in state.refused.items() if v >= grace}
+        state.refused = _kept_ids(state, state.refused, grace)
     if previous // 24 == state.pruned_day // 24:
         return None
     cutoff = state.time - DEDUPE_HORIZON
@@ -579,6 +584,17 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
         if state.lines_changed:  # bounded by the lines kept (simulate never splits)
             state.lines_changed.intersection_update(kept)
     return forgotten
+
+
+def _kept_ids(state: SkuState, ids: dict[str, datetime], grace: datetime) -> dict[str, datetime]:
+    """The closed or refused ids whose expiry is not before `grace`; the others noted as gone."""
+    kept: dict[str, datetime] = {}
+    for rid, expires_at in ids.items():
+        if expires_at >= grace:
+            kept[rid] = expires_at
+        else:
+            state.note_id(rid)
+    return kept
 
 
 def _prune_inbound(inbound: dict[str, Inbound], cutoff: datetime, now: datetime) -> None:

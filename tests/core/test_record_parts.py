@@ -10,7 +10,14 @@ import orjson
 import pytest
 
 from streams.core.models import OrderLine, PickConfirmed, StockAdjusted
-from streams.core.sku import CancelLines, CommitLines, apply_sku
+from streams.core.sku import (
+    CancelLines,
+    CommitLines,
+    HoldRequirement,
+    ReleaseHold,
+    TryHold,
+    apply_sku,
+)
 from streams.core.state import (
     BUCKETS,
     DEDUPE_HORIZON,
@@ -131,25 +138,34 @@ def test_a_split_kept_between_writes_gives_what_a_whole_split_gives_and_only_the
     previous: list[dict[str, Any]] = []
     for step in range(3_000):
         roll = rng.random()
+        # (the stage notes each reservation id whose entries it changes, as note_id does)
         if roll < 0.35:  # a new hold
             state.holds[f"cart-new-{step}"] = Hold("web", {"wh-east": 1}, AT + timedelta(hours=1))
+            state.ids_changed.add(f"cart-new-{step}")
             state.location("wh-east").reserved += 1
         elif roll < 0.55 and state.holds:  # a hold released: its id closed
             rid = rng.choice(sorted(state.holds))
-            state.closed[rid] = state.holds.pop(rid).expires_at
-            state.location("wh-east").reserved -= 1
-        elif roll < 0.6 and state.holds:  # a hold replaced by a new object (a recovery)
+            released = state.holds.pop(rid)
+            state.closed[rid] = released.expires_at
+            state.ids_changed.add(rid)
+            state.location("wh-east").reserved -= released.units["wh-east"]
+        elif roll < 0.6 and state.holds:  # a hold's units changed
             rid = rng.choice(sorted(state.holds))
             old = state.holds[rid]
-            state.holds[rid] = Hold(old.channel, dict(old.units), old.expires_at)
+            state.holds[rid] = Hold(old.channel, {"wh-east": 2}, old.expires_at)
+            state.ids_changed.add(rid)
+            state.location("wh-east").reserved += 2 - old.units["wh-east"]
         elif roll < 0.65 and state.closed:  # closed ids pruned
             cut = sorted(state.closed)[: rng.randint(1, 5)]
             state.closed = {k: v for k, v in state.closed.items() if k not in cut}
+            state.ids_changed.update(cut)
         elif roll < 0.68:  # a request refused: its id kept
             state.refused[f"cart-refused-{step}"] = AT + timedelta(hours=1)
+            state.ids_changed.add(f"cart-refused-{step}")
         elif roll < 0.7 and state.refused:  # refused ids pruned
             cut = sorted(state.refused)[: rng.randint(1, 3)]
             state.refused = {k: v for k, v in state.refused.items() if k not in cut}
+            state.ids_changed.update(cut)
         elif roll < 0.85:  # a new order line (the stage notes each line it makes or changes)
             state.commitments[f"o-{step}/1"] = Commitment(parts={"wh-east": 1}, order_len=3)
             state.lines_changed.add(f"o-{step}/1")
@@ -362,3 +378,57 @@ def test_a_kill_between_a_record_and_its_parts_loses_and_doubles_no_delta() -> N
     assert kills > 150
     assert part_count(record) == 8
     assert state.location("wh-east").sellable.count_at is not None
+
+
+def test_the_holds_the_stage_changes_are_the_holds_a_kept_split_writes() -> None:
+    """SplitCache encodes only the reservation ids noted in `ids_changed` of the state it split
+    last time: every hold, closed and refused id the SKU stage makes, changes or drops (holds,
+    refusals, releases, confirmations by an order, redeliveries, the hourly pruning) must be
+    noted, or its part on the changelog is older than the state, and a recovery loses it."""
+    rng = random.Random(19)
+    state = hot_sku(PART_ENTRIES + 1)  # in parts from the start
+    state.location("wh-east").sellable.qty = state.location("wh-east").sellable.base = 3_000
+    cat = catalog(
+        locations=[{"id": "wh-east"}],
+        channels=[{"id": "web", "type": "webhook", "locations": ["wh-east"]}],
+        listings=[{"channel": "web", "channel_sku": "L", "components": [LAUNCH]}],
+    )
+    cache = SplitCache()
+    on_changelog: dict[int, dict[str, Any]] = {}
+    at = AT + timedelta(days=1)
+    ids = 0
+    most = [0, 0, 0]
+    for step in range(1_500):
+        at += timedelta(seconds=rng.choice([1, 2, 5, 60]))
+        rid = f"cart-{rng.randrange(ids + 1)}"  # an id seen before, or a new one
+        roll = rng.random()
+        if roll < 0.5:
+            ids += 1
+            units = rng.choice([1, 2, 400])  # some refused
+            command: Any = TryHold(
+                f"t-{step}", at, "LAUNCH-1", f"cart-{ids}", "web",
+                at + timedelta(minutes=rng.choice([5, 15])),
+                (HoldRequirement(0, units, 1, None),),
+            )  # fmt: skip
+        elif roll < 0.8:
+            command = ReleaseHold(f"r-{step}", at, "LAUNCH-1", rid, "released")
+        else:
+            command = CommitLines(
+                f"o-{step}", at, "LAUNCH-1", f"order-{step}", "web", rid,
+                (OrderLine(line_id="1", sku="LAUNCH-1", quantity=1),),
+            )  # fmt: skip
+        apply_sku(state, command, cat)
+        sizes = (len(state.holds), len(state.closed), len(state.refused))
+        most = [max(n, size) for n, size in zip(most, sizes, strict=True)]
+        if rng.random() < 0.3:
+            continue  # several changes between two writes
+        record, changed = cache.split(state)
+        if len(cache.parts) != len(on_changelog):
+            on_changelog = {}
+        for index in changed:
+            on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
+        joined = join_record(record, [on_changelog.get(i) for i in range(len(cache.parts))])
+        assert joined.to_dict() == state.to_dict(), f"step {step}: {command}"
+    assert min(most) > 20, most  # holds, closed and refused ids, made and pruned
+    cache.split(state)
+    assert not state.ids_changed  # noted until the next write, no longer
