@@ -68,6 +68,7 @@ def _explain(args: argparse.Namespace) -> int:
     from datetime import UTC, date, datetime
 
     published: dict[str, object] | None
+    sources: dict[str, str] | None = None
     if args.events:
         if not args.catalog:
             raise InventoryError("--events needs --catalog: the file's catalog")
@@ -75,18 +76,27 @@ def _explain(args: argparse.Namespace) -> int:
             args.catalog, args.events, args.channel, args.channel_sku
         )
     else:
-        from streams.tools import explain_live
+        from streams.tools import ApiUnavailable, explain_from_api, explain_live
 
         settings = _settings(args)
-        bootstrap = _bootstrap(settings)
-        live = _live_catalog(args, bootstrap)
-        if live is None:
-            raise InventoryError("no catalog on inventory.catalog yet: pass --catalog FILE")
         try:
             # live, backorders count from wall time
             today = date.fromisoformat(args.clock_date) if args.clock_date else None
         except ValueError:
             raise InventoryError(f"--clock-date {args.clock_date!r} is not a date") from None
+        if today is None and not args.committed and not args.catalog:  # the API's catalog
+            url = args.api or os.environ.get("API_URL") or f"http://127.0.0.1:{settings.api_port}"
+            try:
+                explanation, published, sources = explain_from_api(
+                    settings, url, args.channel, args.channel_sku
+                )
+                return _print_explanation(explanation, published, args.format, sources)
+            except ApiUnavailable as why:
+                print(f"explain: {why}; from the committed SKU states instead", file=sys.stderr)
+        bootstrap = _bootstrap(settings)
+        live = _live_catalog(args, bootstrap)
+        if live is None:
+            raise InventoryError("no catalog on inventory.catalog yet: pass --catalog FILE")
         explanation, published = explain_live(
             live,
             args.channel,
@@ -95,17 +105,30 @@ def _explain(args: argparse.Namespace) -> int:
             bootstrap,
             today or datetime.now(UTC).date(),
         )
-    return _print_explanation(explanation, published, args.format)
+        sources = {c.sku: "changelog" for c in explanation.components}
+    return _print_explanation(explanation, published, args.format, sources)
 
 
 def _print_explanation(
-    explanation: Explanation, published: dict[str, object] | None, form: str
+    explanation: Explanation,
+    published: dict[str, object] | None,
+    form: str,
+    sources: dict[str, str] | None = None,
 ) -> int:
-    """What `explain` and `simulate --explain` print: one code path, so they cannot drift apart."""
+    """What `explain` and `simulate --explain` print: one code path, so they cannot drift apart.
+    Live, `sources` says where each SKU's state came from: `owner` (the memory of the worker that
+    holds it) or `changelog` (as last committed)."""
     if form == "json":
-        print(json.dumps({**explanation.to_json(), "published": published}, indent=2))
+        extra = {} if sources is None else {"state_source": sources}
+        print(json.dumps({**explanation.to_json(), "published": published, **extra}, indent=2))
         return 0
     sys.stdout.write(explanation.to_text())
+    if sources is not None:
+        where = {"owner": "its owner's memory", "changelog": "the last commit"}
+        print(
+            "  state: "
+            + ", ".join(f"{sku} from {where.get(src, src)}" for sku, src in sources.items())
+        )
     if published is None:
         print("  published: nothing yet (a listing whose SKUs never moved is 0)")
     else:
@@ -406,8 +429,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "explain",
         help="why a listing shows its availability: the formula with the numbers",
-        description="Live (default): from the SKU states the workers last committed and the "
-        "catalog on inventory.catalog (or --catalog), backorders counted from today's date. "
+        description="Live (default): asks the reservation API (--api), which answers from the "
+        "memory of the worker that owns each SKU, with the channel's token from CHANNEL_TOKENS; "
+        "if it cannot (no token, not reachable) or with --committed, --catalog or --clock-date, "
+        "from the SKU states "
+        "the workers last committed and the catalog on inventory.catalog (or --catalog), "
+        "backorders counted from today's date (or --clock-date). "
         "With --catalog and --events: from simulate's state after the file, at stream time.",
     )
     ex.add_argument("channel")
@@ -418,6 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--events", help="explain after simulating this JSONL file (no broker)")
     ex.add_argument(
         "--clock-date", help="live: count backorders from this date (default: today, UTC)"
+    )
+    ex.add_argument(
+        "--api",
+        metavar="URL",
+        help="live: the reservation API to ask (default: API_URL, else http://127.0.0.1:API_PORT)",
+    )
+    ex.add_argument(
+        "--committed",
+        action="store_true",
+        help="live: read the SKU states the workers last committed, without asking the API",
     )
     ex.add_argument("--format", choices=["text", "json"], default="text")
     ex.set_defaults(run=_explain)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from rich.progress import BarColumn, Progress, TextColumn, TransferSpeedColumn
@@ -250,6 +253,45 @@ def latest_values(
         consumer.close()
 
 
+class ApiUnavailable(InventoryError):
+    """The API did not explain the listing (not reachable, no token, or an error): why."""
+
+
+def explain_from_api(
+    settings: Settings, url: str, channel: str, channel_sku: str, timeout: float = 5.0
+) -> tuple[Explanation, dict[str, Any] | None, dict[str, str]]:
+    """The explanation as the API at `url` gives it (`GET /explain/...` with the channel's token
+    from CHANNEL_TOKENS): each SKU's state from the memory of the worker that owns it, where a
+    worker serving the API holds it, else as last committed; with the record last published and
+    where each SKU's state came from (`owner` or `changelog`). ApiUnavailable says why not."""
+    token = settings.channel_tokens.get(channel)
+    if token is None:
+        raise ApiUnavailable(f"CHANNEL_TOKENS has no token for channel {channel}")
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/explain/{quote(channel, safe='')}/{quote(channel_sku, safe='')}",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        try:
+            reason = json.loads(error.read()).get("error", error.reason)
+        except (ValueError, AttributeError):
+            reason = error.reason
+        raise ApiUnavailable(f"the API at {url} answered {error.code}: {reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        why = getattr(error, "reason", error)
+        raise ApiUnavailable(f"the API at {url} did not answer: {why}") from None
+    try:
+        explanation = Explanation.from_json(body)
+        return explanation, body.get("published"), dict(body.get("state_source", {}))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ApiUnavailable(
+            f"the API at {url} answered what is not an explanation: {error!r}"
+        ) from None
+
+
 def explain_live(
     catalog: Catalog,
     channel: str,
@@ -299,6 +341,8 @@ def explain_live(
 __all__ = [
     "AVAILABILITY_PREFIX",
     "EVENTS",
+    "ApiUnavailable",
+    "explain_from_api",
     "explain_live",
     "latest_values",
     "publish_file",

@@ -446,3 +446,14 @@ def test_a_count_older_than_the_ordering_horizon_shows_no_figure(tmp_path: Path)
     # eight days on, pruning forgot the deltas after the counts: 40 and 10 are no longer derivable
     counts = {c.event_id: c.effect for c in e.changes if c.effect.startswith("count")}
     assert counts == {"c1": "count at wh-east", "s1": "count at store-12"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.name for p in SCENARIOS])
+def test_an_explanation_read_back_from_its_json_is_the_same(scenario: Path) -> None:
+    """The live `explain` asks the API, which answers with to_json: read back, it must print the
+    same text and JSON as the explanation itself."""
+    _, _, explanations = explained(scenario)
+    for e in explanations:
+        back = Explanation.from_json(json.loads(json.dumps(e.to_json())))
+        assert back == e
+        assert back.to_text() == e.to_text()

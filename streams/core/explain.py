@@ -22,7 +22,7 @@ from streams.core.formulas import (
     sku_backorder,
     sku_location_ats,
 )
-from streams.core.models import format_ts
+from streams.core.models import format_ts, utc
 from streams.core.sku import DEDUPE_HORIZON
 from streams.core.state import BUCKETS, SkuState
 from streams.errors import InventoryError
@@ -152,6 +152,34 @@ class Explanation:
             "components": [_component_json(c) for c in self.components],
             "changes": [c.to_json() for c in self.changes],
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Explanation:
+        """to_json's inverse: an explanation as the API answers it (`GET /explain/...`)."""
+        return cls(
+            channel=data["channel"],
+            channel_sku=data["channel_sku"],
+            allocation_percent=data["allocation_percent"],
+            buffer_units=data["buffer_units"],
+            backorder_horizon_days=data["backorder_horizon_days"],
+            clock_date=date.fromisoformat(data["clock_date"]),
+            horizon_date=_undate(data["horizon_date"]),
+            components=tuple(_component_from_json(c) for c in data["components"]),
+            available=data["available"],
+            backorderable=data["backorderable"],
+            restock_date=_undate(data["restock_date"]),
+            changes=tuple(
+                ChangeLine(
+                    c["event_id"],
+                    c["type"],
+                    _parse_ts(c["occurred_at"]) if c["occurred_at"] else None,
+                    c["effect"],
+                    c["sku"],
+                    c["location"],
+                )
+                for c in data["changes"]
+            ),
+        )
 
     def to_text(self) -> str:
         """The formulas with the numbers, for a person."""
@@ -444,6 +472,55 @@ def _component(
 
 def _day(value: date | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _parse_ts(value: str) -> datetime:
+    return utc(datetime.fromisoformat(value))  # format_ts's inverse
+
+
+def _undate(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value is not None else None
+
+
+def _component_from_json(data: Mapping[str, Any]) -> ComponentLine:
+    inbound = tuple(
+        InboundLine(
+            po["po_id"], po["location"], _undate(po["eta"]), po["incoming"], po["in_horizon"]
+        )
+        for po in data["inbound"]
+    )
+    etas = [po.eta for po in inbound if po.in_horizon and po.eta is not None]
+    return ComponentLine(
+        sku=data["sku"],
+        quantity=data["quantity"],
+        locations=tuple(
+            LocationLine(
+                loc["location"],
+                loc["on_hand"],
+                loc["reserved"],
+                loc["committed"],
+                loc["safety_stock"],
+                loc["location_ats"],
+                loc["damaged"],
+                loc["quarantine"],
+                tuple(
+                    HoldLine(h["reservation_id"], h["units"], _parse_ts(h["expires_at"]))
+                    for h in loc["holds"]
+                ),
+                tuple(CommitmentLine(c["order_line"], c["units"]) for c in loc["commitments"]),
+            )
+            for loc in data["locations"]
+        ),
+        network_ats=data["network_ats"],
+        channel_ats=data["channel_ats"],
+        available=data["available"],
+        inbound=inbound,
+        incoming_in_horizon=data["incoming_in_horizon"],
+        backorder_units=data["backorder_units"],
+        backorderable=data["backorderable"],
+        earliest_eta=min(etas) if etas else None,  # of the POs counted (not in the JSON)
+        restock_date=_undate(data["restock_date"]),
+    )
 
 
 def _component_json(comp: ComponentLine) -> dict[str, Any]:

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -127,6 +131,35 @@ async def test_a_worker_explains_its_own_sku_from_memory_before_any_commit(tmp_p
                 assert status == 200, body
                 assert body["state_source"] == {"HOT": "changelog"}
                 assert _on_hand(body) == 0  # nothing committed yet
+            # the command asks the API, so it too answers from the owner's memory; told to read
+            # the committed states, or with no API to ask, it says so and reads them
+            owner = await explain_command(live, "--api", worker)
+            assert (owner["state_source"], _on_hand(owner)) == ({"HOT": "owner"}, 7)
+            committed = await explain_command(live, "--api", worker, "--committed")
+            assert (committed["state_source"], _on_hand(committed)) == ({"HOT": "changelog"}, 0)
+            nobody = await explain_command(live, "--api", f"http://127.0.0.1:{free_port()}")
+            assert (nobody["state_source"], _on_hand(nobody)) == ({"HOT": "changelog"}, 0)
+            assert nobody["published"] == owner["published"] != None  # noqa: E711
+
+
+async def explain_command(live: LiveSystem, *args: str) -> dict[str, Any]:
+    """`inventory-streams explain web HOT --format json ARGS` against `live`, as a user runs it."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": live.bootstrap,
+        "CHANNEL_TOKENS": json.dumps(TOKENS),
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "inventory_streams.cli", "explain", "web", "HOT", "--format",
+         "json", *args],
+        env=env, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    if "--committed" not in args and "owner" not in done.stdout.decode():
+        assert b"from the committed SKU states instead" in done.stderr, done.stderr
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
 
 
 async def test_each_of_two_workers_explains_every_sku_from_the_memory_of_its_owner(
