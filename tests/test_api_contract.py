@@ -200,9 +200,14 @@ async def test_explain_is_the_formula_from_the_committed_states(rig: Rig) -> Non
         )
     )
     engine.flush()
-    states: StateView = api_of(rig.client.app).states
-    for sku, state in engine.skus.items():  # what the feed reads off the changelog
-        states.offer(sku, json.dumps(state.to_dict()).encode())
+    changelog = {  # the records the feed finds on the changelog, by partition and offset
+        (0, offset): json.dumps(state.to_dict()).encode()
+        for offset, state in enumerate(engine.skus.values())
+    }
+    states = StateView(lambda partition, offset: changelog.get((partition, offset)))
+    for offset, sku in enumerate(engine.skus):
+        states.offer(sku, 0, offset)
+    api_of(rig.client.app).states = states
     today = datetime.now(UTC).date()
     for listing in ("HOT", "HOT-2PK"):
         status, body = await call(rig, "GET", f"/explain/web/{listing}", headers=WEB)
@@ -268,10 +273,13 @@ def counted(sku: str, units: int) -> SkuState:
 
 
 def committed(rig: Rig, *states: SkuState) -> None:
-    """The states as the API's view reads them off the changelog."""
-    view: StateView = api_of(rig.client.app).states
-    for state in states:
-        view.offer(state.sku, json.dumps(state.to_dict()).encode())
+    """The states as the API's view reads them off the changelog (its records by partition and
+    offset, read when a SKU is explained)."""
+    changelog = {(0, i): json.dumps(state.to_dict()).encode() for i, state in enumerate(states)}
+    view = StateView(lambda partition, offset: changelog.get((partition, offset)))
+    for i, state in enumerate(states):
+        view.offer(state.sku, 0, i)
+    api_of(rig.client.app).states = view
 
 
 def held_here(*states: SkuState) -> LiveState:

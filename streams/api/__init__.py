@@ -34,7 +34,8 @@ contract in pyproject.toml states; `decisions` and `views` are independent of ea
 - `decisions`: the stream's decisions and the requests waiting on them (`Decisions`,
   `DecisionFeed`);
 - `views`: availability as published and the SKU states, for explain (`AvailabilityView`,
-  `StateView`, `ViewFeed`; `LiveState`, a worker's own states from its memory);
+  `StateView` with `ChangelogReader`, `ViewFeed`; `LiveState`, a worker's own states from its
+  memory);
 - `feed`: the background reader thread both feeds are.
 """
 
@@ -55,7 +56,7 @@ from streams.api.handlers import (
     run_api,
 )
 from streams.api.routing import ROUTED_HEADER, OwnerRouting, Route
-from streams.api.views import AvailabilityView, LiveState, StateView, ViewFeed
+from streams.api.views import AvailabilityView, ChangelogReader, LiveState, StateView, ViewFeed
 
 __all__ = [
     "DECISION_TIMEOUT_SECONDS",
@@ -67,6 +68,7 @@ __all__ = [
     "ROUTED_HEADER",
     "ApiMetrics",
     "AvailabilityView",
+    "ChangelogReader",
     "Decision",
     "DecisionFeed",
     "Decisions",

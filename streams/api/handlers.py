@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streams.api.decisions import Decision, DecisionFeed, Decisions
 from streams.api.routing import OwnerRouting, Route
-from streams.api.views import AvailabilityView, LiveState, StateView, ViewFeed
+from streams.api.views import AvailabilityView, ChangelogReader, LiveState, StateView, ViewFeed
 from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.core.engine import check_event
@@ -34,6 +34,7 @@ from streams.core.explain import UnknownListing, explain
 from streams.core.keys import event_key
 from streams.core.models import ReservationReleased, ReservationRequested, parse_event
 from streams.core.reservations import CONFIRMED, HELD, REJECTED, RELEASED
+from streams.core.state import SkuState
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
 from streams.metrics import serve as serve_metrics
 from streams.runtime.http import (
@@ -311,12 +312,21 @@ class ReservationApi:
             routed = await self._owners.pass_read(request, first.encode())
             if routed is not None:
                 return routed
-        return web.json_response(self._explained(channel, channel_sku))
+        elsewhere = [c.sku for c in listing.components if self._live(c.sku) is None]
+        committed = await asyncio.to_thread(self._committed, elsewhere) if elsewhere else {}
+        return web.json_response(self._explained(channel, channel_sku, committed))
 
-    def _explained(self, channel: str, channel_sku: str) -> dict[str, Any]:
+    def _committed(self, skus: list[str]) -> dict[str, SkuState]:
+        """The SKUs' states as last committed (read from the changelog: blocking)."""
+        found = {sku: self.states.get(sku) for sku in skus}
+        return {sku: state for sku, state in found.items() if state is not None}
+
+    def _explained(
+        self, channel: str, channel_sku: str, committed: dict[str, SkuState]
+    ) -> dict[str, Any]:
         """The explanation from each SKU's state in this worker's memory when it holds the SKU,
-        else as last committed to the changelog, with where each came from (`state_source`). No
-        await in between: the states read are the states explained."""
+        else as last committed to the changelog (`committed`), with where each came from
+        (`state_source`). No await in between: the states read are the states explained."""
         catalog = self.catalog
         listing = catalog.listing_by_key.get((channel, channel_sku))
         if listing is None:  # the catalog changed while the owner was asked
@@ -325,8 +335,8 @@ class ReservationApi:
         for component in listing.components:
             state = self._live(component.sku)
             sources[component.sku] = "changelog" if state is None else "owner"
-            if state is None:
-                state = self.states.get(component.sku)
+            if state is None:  # (read here only if the worker let go of it meanwhile)
+                state = committed.get(component.sku) or self.states.get(component.sku)
             if state is not None:
                 states[component.sku] = state
         try:
@@ -649,7 +659,8 @@ async def run_api(
     if attach is not None:
         attach(decisions)
     availability = AvailabilityView()
-    states = StateView()
+    reader = ChangelogReader(bootstrap, changelog_topic(settings.app_id, "skus"))
+    states = StateView(reader)
     producer = SourceProducer(bootstrap, settings=settings, linger_ms=settings.api_linger_ms)
     decision_feed = DecisionFeed(bootstrap, settings.topic_partitions, decisions, loop)
     holder: list[ReservationApi] = []
@@ -701,6 +712,7 @@ async def run_api(
         await runner.cleanup()
         await asyncio.to_thread(decision_feed.stop)
         await asyncio.to_thread(view_feed.stop)
+        await asyncio.to_thread(reader.close)
         await asyncio.to_thread(producer.close, 10.0)
 
 

@@ -9,6 +9,8 @@ own SKU states as they are in its memory (LiveState), ahead of the changelog by 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -31,22 +33,26 @@ LiveState = Callable[[str], SkuState | None]
 
 
 class StateView:
-    """The latest committed SKU state per SKU (the workers' `skus` table changelog, and the parts
-    of a hot SKU's record on the `sku_parts` one), for explain.
+    """Where the latest committed state of each SKU is (its partition and offset on the workers'
+    `skus` table changelog), and the parts of a hot SKU's record (on the `sku_parts` one, as they
+    came), for explain.
 
-    Kept as the bytes that came, decoded only when a SKU is explained: every worker serving the
-    API reads the whole changelog, and decoding each record as it came took a quarter of a
-    worker's CPU under bench/soak.py's load (1,000 events/s), for explanations seldom asked."""
+    A SKU's record is read back from the changelog when the SKU is explained, not kept: every
+    worker serving the API reads the whole changelog, and as bytes the view held every SKU's
+    record (8 MB for 2,000 SKUs in bench/soak.py, ~1 KB a position) in every worker; decoded, a
+    quarter of a worker's CPU went to it under the soak's load."""
 
-    def __init__(self) -> None:
-        self._records: dict[str, bytes] = {}
+    def __init__(self, read: Callable[[int, int], bytes | None] | None = None) -> None:
+        self._read = read  # (partition, offset) -> the record there; None: no changelog to read
+        self._where: dict[str, tuple[int, int]] = {}
         self._parts: dict[str, dict[int, bytes]] = {}  # SKU -> part index -> part
 
-    def offer(self, sku: str, value: bytes | None) -> None:
-        if value is None:
-            self._records.pop(sku, None)
+    def offer(self, sku: str, partition: int, offset: int | None) -> None:
+        """The SKU's latest record is at `offset` of `partition` (None: a tombstone)."""
+        if offset is None:
+            self._where.pop(sku, None)
             return
-        self._records[sku] = value  # one dict store: thread-safe
+        self._where[sku] = (partition, offset)  # one dict store: thread-safe
 
     def offer_part(self, name: bytes, value: bytes | None) -> None:
         key, index = part_of(name)
@@ -57,7 +63,12 @@ class StateView:
             parts[index] = value
 
     def get(self, sku: str) -> SkuState | None:
-        record = self._records.get(sku)
+        """The SKU's committed state: reads its record from the changelog (blocking; from a
+        thread of its own in the API)."""
+        where = self._where.get(sku)
+        if where is None or self._read is None:
+            return None
+        record = self._read(*where)
         if record is None:
             return None
         parts = self._parts.get(sku, {})
@@ -67,6 +78,50 @@ class StateView:
             return None if found is None else cast("dict[str, Any]", orjson.loads(found))
 
         return join_parts(orjson.loads(record), part)
+
+
+class ChangelogReader:
+    """Reads one record of a topic by its partition and offset, with a consumer of its own: one
+    read at a time, from any thread."""
+
+    def __init__(self, bootstrap: str, topic: str, timeout: float = 10.0) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._consumer: Consumer | None = None  # opened at the first read
+
+    def __call__(self, partition: int, offset: int) -> bytes | None:
+        """The value at `offset` (None: a tombstone, or gone by compaction)."""
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = groupless_consumer(self.bootstrap, 100)
+            consumer = self._consumer
+            consumer.assign([TopicPartition(self.topic, partition, offset)])
+            deadline = time.monotonic() + self.timeout
+            while time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        return None
+                    continue
+                if message.partition() != partition:
+                    continue
+                at = message.offset()
+                if at is not None and at >= offset:
+                    return message.value() if at == offset else None
+            raise InventoryError(
+                f"could not read {self.topic} [{partition}] at {offset} within {self.timeout} s"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
 
 
 class AvailabilityView:
@@ -159,7 +214,8 @@ class ViewFeed(FeedThread):
                         if key is None or key.startswith(b"\x00"):  # commit markers
                             continue
                         if topic == self.state_topic:
-                            self.states.offer(key.decode(), message.value())
+                            at = None if message.value() is None else message.offset()
+                            self.states.offer(key.decode(), message.partition() or 0, at)
                         else:
                             self.states.offer_part(key, message.value())
                         continue
