@@ -329,15 +329,15 @@ async def test_a_sku_the_worker_does_not_hold_is_explained_from_the_changelog() 
 
 
 async def test_a_bundle_takes_each_sku_from_the_memory_that_holds_it_else_the_changelog() -> None:
-    """Answered where the first component lives; a component another worker holds comes from
-    the changelog."""
+    """Answered where the first component lives; a component whose owner does not answer comes
+    from the changelog."""
     asked: list[bytes] = []
     live = held_here(counted("HOT", 9))
     async for rig in make_rig(live_state=live, route=asking(asked, "http://127.0.0.1:1")):
         committed(rig, counted("HOT", 4), counted("MUG", 6))
         status, body = await call(rig, "GET", "/explain/web/KIT", headers=WEB)
         assert status == 200
-        assert asked == []  # its first SKU is held here
+        assert asked == [b"MUG"]  # its first SKU is held here; MUG's owner is out of reach
         want = explained("KIT", counted("HOT", 9), counted("MUG", 6))
         assert body == {
             **want,
@@ -366,6 +366,36 @@ async def test_an_explanation_is_passed_to_the_worker_that_holds_its_first_sku()
             assert status == 403  # refused before anything is passed on
             metrics = api_of(front.client.app).metrics
             assert metrics.explain_routed.labels("answered")._value.get() == 1
+
+
+async def test_a_bundle_takes_its_other_sku_from_the_memory_of_the_worker_holding_it() -> None:
+    """The worker holding the bundle's first SKU asks the one holding the other for its state
+    (`GET /states/{sku}`, with the caller's token): both from memory, neither from the
+    changelog a commit behind. The state is given only to a channel listing the SKU, and only
+    by the worker holding it."""
+    asked: list[bytes] = []
+    async for other in make_rig(live_state=held_here(counted("MUG", 7))):
+        committed(other, counted("MUG", 5))
+        other_url = str(other.client.make_url("/"))
+        async for rig in make_rig(live_state=held_here(counted("HOT", 9)),
+                                  route=asking(asked, other_url)):  # fmt: skip
+            committed(rig, counted("HOT", 4), counted("MUG", 6))
+            status, body = await call(rig, "GET", "/explain/web/KIT", headers=WEB)
+            assert status == 200
+            assert asked == [b"MUG"]
+            want = explained("KIT", counted("HOT", 9), counted("MUG", 7))
+            assert body == {
+                **want,
+                "published": None,
+                "state_source": {"HOT": "owner", "MUG": "owner"},
+            }
+            assert (on_hand(body, "HOT"), on_hand(body, "MUG")) == (9, 7)
+        status, body = await call(other, "GET", "/states/MUG", headers=WEB)
+        assert (status, body) == (200, {"sku": "MUG", "state": counted("MUG", 7).to_dict()})
+        status, body = await call(other, "GET", "/states/HOT", headers=WEB)
+        assert (status, body["error"]) == (404, "SKU 'HOT' is not held by this worker")
+        status, body = await call(other, "GET", "/states/MUG", headers=AMAZON)
+        assert (status, body["error"]) == (404, "no listing of channel amazon has SKU 'MUG'")
 
 
 async def test_an_owner_out_of_reach_leaves_the_explanation_to_the_changelog() -> None:

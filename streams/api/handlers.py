@@ -313,8 +313,34 @@ class ReservationApi:
             if routed is not None:
                 return routed
         elsewhere = [c.sku for c in listing.components if self._live(c.sku) is None]
-        committed = await asyncio.to_thread(self._committed, elsewhere) if elsewhere else {}
-        return web.json_response(self._explained(channel, channel_sku, committed))
+        owned: dict[str, SkuState] = {}
+        for sku in elsewhere:  # a bundle's other SKU another worker holds: from its memory
+            if sku == first:
+                continue  # its owner was asked above, or cannot be
+            found = await self._owners.state_of(request, sku)
+            if found is not None:
+                owned[sku] = SkuState.from_dict(found)
+        unread = [sku for sku in elsewhere if sku not in owned]
+        committed = await asyncio.to_thread(self._committed, unread) if unread else {}
+        return web.json_response(self._explained(channel, channel_sku, owned, committed))
+
+    async def sku_state(self, request: web.Request) -> web.Response:
+        """A SKU's state in this worker's memory, for a worker explaining a listing of it: asked
+        with a token of a channel that lists the SKU, answered only by the worker holding it."""
+        channel = self._authenticate(request)
+        sku = request.match_info["sku"]
+        listed = any(
+            component.sku == sku
+            for listing in self.catalog.listings
+            if listing.channel == channel
+            for component in listing.components
+        )
+        if not listed:
+            raise _Refused(404, f"no listing of channel {channel} has SKU {sku!r}")
+        state = self._live(sku)
+        if state is None:
+            raise _Refused(404, f"SKU {sku!r} is not held by this worker")
+        return web.json_response({"sku": sku, "state": state.to_dict()})
 
     def _committed(self, skus: list[str]) -> dict[str, SkuState]:
         """The SKUs' states as last committed (read from the changelog: blocking)."""
@@ -322,18 +348,23 @@ class ReservationApi:
         return {sku: state for sku, state in found.items() if state is not None}
 
     def _explained(
-        self, channel: str, channel_sku: str, committed: dict[str, SkuState]
+        self,
+        channel: str,
+        channel_sku: str,
+        owned: dict[str, SkuState],
+        committed: dict[str, SkuState],
     ) -> dict[str, Any]:
-        """The explanation from each SKU's state in this worker's memory when it holds the SKU,
-        else as last committed to the changelog (`committed`), with where each came from
-        (`state_source`). No await in between: the states read are the states explained."""
+        """The explanation from each SKU's state in the memory of the worker that holds it (this
+        one's, or as its owner answered: `owned`), else as last committed to the changelog
+        (`committed`), with where each came from (`state_source`). No await in between: the
+        states read here are the states explained."""
         catalog = self.catalog
         listing = catalog.listing_by_key.get((channel, channel_sku))
         if listing is None:  # the catalog changed while the owner was asked
             raise _Refused(404, f"channel {channel} has no listing {channel_sku!r}")
         states, sources = {}, {}
         for component in listing.components:
-            state = self._live(component.sku)
+            state = self._live(component.sku) or owned.get(component.sku)
             sources[component.sku] = "changelog" if state is None else "owner"
             if state is None:  # (read here only if the worker let go of it meanwhile)
                 state = committed.get(component.sku) or self.states.get(component.sku)
@@ -617,6 +648,7 @@ def make_app(
     app.router.add_delete("/reservations/{reservation_id}", api.release)
     app.router.add_get("/availability/{channel}/{channel_sku}", api.available)
     app.router.add_get("/explain/{channel}/{channel_sku}", api.explanation)
+    app.router.add_get("/states/{sku}", api.sku_state)
     app.router.add_get("/health", api.health)
     app.router.add_get("/openapi.json", api.openapi)
 

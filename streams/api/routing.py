@@ -99,6 +99,25 @@ class OwnerRouting:
         status, body, passed = answer
         return web.json_response(body, status=status, headers=passed)
 
+    async def state_of(self, request: web.Request, sku: str) -> dict[str, Any] | None:
+        """Served by a worker: the state of `sku` from the memory of the worker that owns it
+        (`GET /states/{sku}` with the caller's token; never passed on further), for an
+        explanation; None when it is ours, unknown, unreachable or not held there."""
+        if self._route is None:
+            return None
+        owner = self._route(sku.encode())
+        if owner is None or owner.rstrip("/") == self._url:
+            return None
+        headers = {"Authorization": request.headers.get("Authorization", ""), ROUTED_HEADER: "1"}
+        url = URL(owner.rstrip("/")) / "states" / sku
+        answer = await self._send("GET", url, headers, None, self._read_timeout)
+        if self._reads_routed is not None:
+            self._reads_routed.labels("unreachable" if answer is None else "answered").inc()
+        if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
+            return None
+        state = answer[1].get("state")
+        return state if isinstance(state, dict) else None
+
     def _owner(self, request: web.Request, key: bytes) -> str | None:
         """The API URL of the worker that owns `key`, when that is another worker and the request
         was not passed here by one."""

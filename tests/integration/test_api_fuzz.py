@@ -126,5 +126,5 @@ def test_schemathesis_finds_no_5xx_and_no_response_outside_the_document(tmp_path
         print(f"schemathesis: {summary}")
         assert not failures, "\n".join(failures[:10]) + f"\n({len(failures)} failures; {summary})"
         # every route but GET /openapi.json, which schemathesis leaves out as the document itself
-        assert len(operations) == 6 and counts["cases"] >= 6 * EXAMPLES_PER_MODE, summary
+        assert len(operations) == 7 and counts["cases"] >= 7 * EXAMPLES_PER_MODE, summary
         assert statuses[201] and statuses[200], summary  # holds were made, not only refusals

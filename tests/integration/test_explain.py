@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from streams.api import run_api
+from streams.core.catalog import load_catalog
 from streams.core.explain import explain
 from streams.runtime.broker import free_port
 from streams.settings import Settings
@@ -166,12 +167,17 @@ async def test_each_of_two_workers_explains_every_sku_from_the_memory_of_its_own
     tmp_path: Path,
 ) -> None:
     """Two workers serving the API, HOT and MUG on partitions of different owners or not, nothing
-    committed: each worker answers for both SKUs from the owner's memory, its own or (passed on)
-    the other's, never from the empty changelog."""
+    committed: each worker answers for both SKUs, and for the bundle of both, from the owners'
+    memory, its own or (passed on, or asked for the state) the other's, never from the empty
+    changelog."""
     ports = [free_port(), free_port()]
     env = {"CHANNEL_TOKENS": json.dumps(TOKENS), "COMMIT_INTERVAL_SECONDS": "3600"}
     headers = {"Authorization": f"Bearer {TOKENS['web']}"}
-    with LiveSystem(CATALOG, tmp_path, clock="wall") as live:
+    parts = [{"sku": "HOT", "quantity": 1}, {"sku": "MUG", "quantity": 1}]
+    kit = {"channel": "web", "channel_sku": "KIT", "components": parts}
+    data = CATALOG.model_dump(mode="json", exclude={"version"})
+    catalog = load_catalog({**data, "listings": [*data["listings"], kit]})
+    with LiveSystem(catalog, tmp_path, clock="wall") as live:
         for index, port in enumerate(ports):
             live.start_worker(index, "--api-port", str(port), env=env)
         await asyncio.to_thread(wait_until_stable, live)
@@ -187,6 +193,10 @@ async def test_each_of_two_workers_explains_every_sku_from_the_memory_of_its_own
                     status, body = await _get(session, f"{base}/explain/web/{sku}", headers)
                     assert status == 200, body
                     assert (body["state_source"], _on_hand(body)) == ({sku: "owner"}, units), base
+                status, body = await _get(session, f"{base}/explain/web/KIT", headers)
+                assert status == 200, body
+                assert body["state_source"] == {"HOT": "owner", "MUG": "owner"}, base
+                assert body["available"] == 5, base
 
 
 def _on_hand(body: dict[str, object]) -> int:
