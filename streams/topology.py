@@ -131,7 +131,13 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import CatalogFeed, read_latest
-from streams.runtime.faust_private import disown, forget_acks, rewind, tune_fetch_wait
+from streams.runtime.faust_private import (
+    disown,
+    forget_acks,
+    rewind,
+    skip_empty_commits,
+    tune_fetch_wait,
+)
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import (
@@ -588,6 +594,7 @@ def create_app(
     """The worker's Faust app; `url` is where this worker serves the reservation API, shared with
     the group on every rebalance so that each worker knows every partition's owner (owner_of)."""
     tune_fetch_wait(settings.consumer_fetch_max_wait_ms)
+    skip_empty_commits()
     codec = make_codec(settings)
     rt = Runtime(
         catalog, codec, CommandCodec(codec), metrics, Clock(clock_mode), settings.topic_partitions

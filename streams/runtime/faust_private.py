@@ -8,7 +8,9 @@ attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade mo
 - `faust.Stream._enable_passive` and `faust.Stream._processors` (start_passive, remove_processor);
 - `faust.Worker._on_sigterm` and `_on_sigint`, mode's signal handlers (BoundedStopWorker);
 - `faust.Consumer._acked`, `_acked_index` and `_gap`, its acknowledgements not committed yet
-  (forget_acks).
+  (forget_acks);
+- `AIOKafkaConsumerThread._commit` and `assignment` of faust's aiokafka driver
+  (skip_empty_commits).
 """
 
 from __future__ import annotations
@@ -81,6 +83,33 @@ def tune_fetch_wait(fetch_max_wait_ms: int) -> None:
                 self.resume(*again)
 
     aiokafka.AIOKafkaConsumer = Consumer
+
+
+def skip_empty_commits() -> None:
+    """Faust's commit, skipped when none of its offsets is of a partition still assigned.
+
+    Faust's aiokafka consumer thread keeps only the offsets of partitions assigned when the
+    commit runs; when a rebalance has just taken all of them, it hands aiokafka no offsets,
+    aiokafka refuses that (`ValueError({})`) and Faust crashes the worker (seen on Kafka, a peer
+    SIGKILLed and restarted during a commit). Nothing is left to commit there: the new owner
+    resumes from the last committed offsets, as after Faust's own "already rebalanced" skip.
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread as thread
+
+    if getattr(thread, "_inventory_skips_empty", False):
+        return
+    commit = thread._commit
+
+    async def _commit(self: Any, offsets: Any) -> bool:
+        assigned = self.assignment()
+        if not any(tp in assigned for tp in offsets):
+            log.info("commit skipped: a rebalance took its partitions %s", sorted(offsets))
+            return False
+        result: bool = await commit(self, offsets)  # filters by the same assignment, no await
+        return result
+
+    setattr(thread, "_commit", _commit)  # noqa: B010 (a method replaced on the class)
+    setattr(thread, "_inventory_skips_empty", True)  # noqa: B010
 
 
 def wrap_producer_flush(app: Any, flush: Callable[[Callable[[], Awaitable[None]]], Any]) -> None:

@@ -5,6 +5,7 @@ one fails here by name instead of somewhere in a running worker."""
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any
 
 import faust
@@ -88,3 +89,53 @@ def test_forget_acks_drops_every_acknowledgement_not_committed() -> None:
     # and a record acknowledged after it counts again, from its own offset
     _message("inventory.commands", 2, 160).ack(consumer)
     assert consumer._new_offset(TP("inventory.commands", 2)) == 161
+
+
+class _RevokedUnderCommit:
+    """What Faust's aiokafka consumer thread `_commit` touches: a rebalance took the partitions
+    being committed away, and aiokafka refuses a commit of no offsets (ValueError({}))."""
+
+    log = logging.getLogger("canary")
+
+    def __init__(self, assigned: set[TP]) -> None:
+        self.assigned = assigned
+        self.committed: list[dict[Any, Any]] = []
+        self.crashed: list[BaseException] = []
+        self.tp_last_committed_at: dict[TP, float] = {}
+
+    def assignment(self) -> set[TP]:
+        return self.assigned
+
+    def _ensure_consumer(self) -> _RevokedUnderCommit:
+        return self
+
+    async def commit(self, offsets: dict[Any, Any]) -> None:
+        from aiokafka.util import commit_structure_validate
+
+        commit_structure_validate(offsets)  # aiokafka's own check: {} is a ValueError
+        self.committed.append(offsets)
+
+    async def crash(self, reason: BaseException) -> None:
+        self.crashed.append(reason)
+
+
+async def test_a_commit_whose_partitions_a_rebalance_took_is_skipped_not_a_crash() -> None:
+    """Seen on Kafka in CI (test_repeated_sigkills_of_either_worker_lose_and_double_nothing): a
+    worker's commit ran just as a rebalance revoked its partitions; Faust filtered the offsets by
+    the new assignment, handed aiokafka none, and crashed the worker on aiokafka's ValueError({}).
+    There is nothing to commit: the commit is skipped, as Faust skips one that already
+    rebalanced, and a commit of an assigned partition still goes through."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    from streams.runtime.faust_private import skip_empty_commits
+
+    skip_empty_commits()
+    kept, revoked = TP("inventory.events", 2), TP("inventory.events", 0)
+    thread = _RevokedUnderCommit({kept})
+    assert await AIOKafkaConsumerThread._commit(thread, {revoked: 10}) is False  # type: ignore[arg-type]
+    assert (thread.crashed, thread.committed) == ([], [])
+    assert await AIOKafkaConsumerThread._commit(thread, {revoked: 10, kept: 7}) is True  # type: ignore[arg-type]
+    assert thread.crashed == []
+    assert [
+        {(tp.topic, tp.partition): o.offset for tp, o in c.items()} for c in thread.committed
+    ] == [{("inventory.events", 2): 7}]
