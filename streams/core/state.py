@@ -365,7 +365,7 @@ def _part_bits(state: SkuState) -> int:
 
 
 def _empty_part() -> dict[str, Any]:
-    return {"c": {}, "h": {}, "x": {}, "r": {}, "e": {}, "f": {}}
+    return {name: {} for name in (*PART_FIELDS, "e", "f")}
 
 
 def _buckets(state: SkuState) -> Iterator[tuple[str, Bucket]]:
@@ -603,14 +603,16 @@ def _keep_folds(state: SkuState, key: str, folds: dict[int, list[int]]) -> None:
         state.folded_parts.pop(key, None)
 
 
+def _id_maps(state: SkuState) -> tuple[tuple[str, dict[str, Any], Callable[[Any], Any]], ...]:
+    """The holds, closed and refused ids: each map with its part field and its encoding."""
+    return (("h", state.holds, _hold_json), ("x", state.closed, to_us), ("r", state.refused, to_us))
+
+
 def _id_entries(state: SkuState, rid: str) -> Iterator[tuple[str, Any]]:
     """A reservation id's hold, closed and refused entries as its part holds them (None: none)."""
-    hold = state.holds.get(rid)
-    yield "h", None if hold is None else hold.to_dict()
-    closed = state.closed.get(rid)
-    yield "x", None if closed is None else to_us(closed)
-    refused = state.refused.get(rid)
-    yield "r", None if refused is None else to_us(refused)
+    for name, now, encode in _id_maps(state):
+        value = now.get(rid)
+        yield name, None if value is None else encode(value)
 
 
 def _put(entries: dict[str, Any], key: str, encoded: Any) -> bool:
@@ -628,12 +630,7 @@ def _compare_ids(
 ) -> None:
     """SplitCache.split for the holds, closed and refused ids of a state object it has not split
     before: every entry encoded and compared with its part, and the parts' others dropped."""
-    maps: tuple[tuple[str, dict[str, Any], Callable[[Any], Any]], ...] = (
-        ("h", state.holds, _hold_json),
-        ("x", state.closed, to_us),
-        ("r", state.refused, to_us),
-    )
-    for name, now, encode in maps:
+    for name, now, encode in _id_maps(state):
         for index, part in enumerate(parts):
             gone = [key for key in part[name] if key not in now]
             for key in gone:

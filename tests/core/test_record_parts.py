@@ -248,6 +248,19 @@ def test_a_record_whose_parts_are_newer_than_it_counts_what_its_parts_hold() -> 
     assert joined.to_dict() == state.to_dict()
 
 
+def _written_and_joined(
+    cache: SplitCache, state: SkuState, on_changelog: dict[int, dict[str, Any]]
+) -> SkuState:
+    """One write of `state`: its changed parts onto `on_changelog` (as a reader of the changelog
+    has them, emptied when the part count grows), then the state joined from what it holds."""
+    record, changed = cache.split(state)
+    if len(cache.parts) != len(on_changelog):
+        on_changelog.clear()
+    for index in changed:
+        on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
+    return join_record(record, [on_changelog.get(i) for i in range(len(cache.parts))])
+
+
 def test_the_lines_the_stage_changes_are_the_lines_a_kept_split_writes() -> None:
     """SplitCache encodes only the lines noted in `lines_changed` of the state it split last time:
     every order line the SKU stage makes or changes (orders, picks, cancels, placeholders, in
@@ -283,12 +296,7 @@ def test_the_lines_the_stage_changes_are_the_lines_a_kept_split_writes() -> None
         apply_sku(state, command, cat)
         if rng.random() < 0.3:
             continue  # several changes between two writes
-        record, changed = cache.split(state)
-        if len(cache.parts) != len(on_changelog):
-            on_changelog = {}
-        for index in changed:
-            on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
-        joined = join_record(record, [on_changelog.get(i) for i in range(len(cache.parts))])
+        joined = _written_and_joined(cache, state, on_changelog)
         assert joined.to_dict() == state.to_dict(), f"step {step}: {command}"
     cache.split(state)
     assert not state.lines_changed  # noted until the next write, no longer
@@ -440,12 +448,7 @@ def test_the_holds_the_stage_changes_are_the_holds_a_kept_split_writes() -> None
         most = [max(n, size) for n, size in zip(most, sizes, strict=True)]
         if rng.random() < 0.3:
             continue  # several changes between two writes
-        record, changed = cache.split(state)
-        if len(cache.parts) != len(on_changelog):
-            on_changelog = {}
-        for index in changed:
-            on_changelog[index] = orjson.loads(orjson.dumps(cache.parts[index]))
-        joined = join_record(record, [on_changelog.get(i) for i in range(len(cache.parts))])
+        joined = _written_and_joined(cache, state, on_changelog)
         assert joined.to_dict() == state.to_dict(), f"step {step}: {command}"
     assert min(most) > 20, most  # holds, closed and refused ids, made and pruned
     cache.split(state)

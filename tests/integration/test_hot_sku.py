@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -73,27 +74,13 @@ def test_a_hot_skus_open_lines_survive_a_kill_in_bounded_records(tmp_path: Path)
     first = [count, *(order(i) for i in range(3_000))]
     # after the kill: more orders, and cancels of lines only the recovered parts know
     second = [*(order(i) for i in range(3_000, 3_500)), *(cancel(i) for i in range(0, 3_000, 7))]
-    (tmp_path / "first.jsonl").write_text("\n".join(first) + "\n")
-    (tmp_path / "second.jsonl").write_text("\n".join(second) + "\n")
     (tmp_path / "all.jsonl").write_text("\n".join(first + second) + "\n")
     with LiveSystem(catalog, tmp_path) as live:
-        live.start_worker(0)
-        live.publish(tmp_path / "first.jsonl")
-        live.wait_for(simulate(catalog, first), timeout=120)
-        time.sleep(1.0)  # a commit: the changelog holds the 3,000 lines
-        live.kill_worker(0)
-        live.start_worker(0)
-        live.publish(tmp_path / "second.jsonl")
-        expected = simulate(catalog, first + second)
-        view = live.wait_for(expected, timeout=120)
+        expected, view = across_a_kill(live, tmp_path, first, second)
         assert view["positions"] == expected["positions"]
         assert [p["committed"] for p in view["positions"]] == [3_500 - 429]
         # every changelog record of the SKU stays far under Kafka's 1 MB (one record: ~160 KB)
-        sizes = [
-            len(value)
-            for table in ("skus", "sku_parts")
-            for value in raw_values(live, changelog_topic(live.settings.app_id, table))
-        ]
+        sizes = changelog_sizes(live)
         assert sizes and max(sizes) < 64_000, max(sizes)
         # explain reads the SKU whole: every open line behind `committed`
         with open(tmp_path / "all.jsonl", "rb") as handle:
@@ -152,27 +139,40 @@ def test_a_best_sellers_delta_ids_survive_a_kill_in_bounded_records(tmp_path: Pa
         *(sale(i) for i in range(4_000, 5_000)),
         json.dumps(recount | {"quantity": 90_000}),
     ]
-    (tmp_path / "first.jsonl").write_text("\n".join(first) + "\n")
-    (tmp_path / "second.jsonl").write_text("\n".join(second) + "\n")
     with LiveSystem(catalog, tmp_path) as live:
-        live.start_worker(0)
-        live.publish(tmp_path / "first.jsonl")
-        live.wait_for(simulate(catalog, first), timeout=120)
-        time.sleep(1.0)  # a commit: the changelog holds the 4,000 delta ids
-        live.kill_worker(0)
-        live.start_worker(0)
-        live.publish(tmp_path / "second.jsonl")
-        expected = simulate(catalog, first + second)
-        view = live.wait_for(expected, timeout=120)
+        expected, view = across_a_kill(live, tmp_path, first, second)
         assert view["positions"] == expected["positions"]
         # the 1,399 sales after 01:00 stay on top of the count; none sent again counted twice
         assert [p["on_hand"] for p in view["positions"]] == [90_000 - 1_399]
-        sizes = [
-            len(value)
-            for table in ("skus", "sku_parts")
-            for value in raw_values(live, changelog_topic(live.settings.app_id, table))
-        ]
+        sizes = changelog_sizes(live)
         assert sizes and max(sizes) < 64_000, max(sizes)
+
+
+def across_a_kill(
+    live: LiveSystem, tmp_path: Path, first: list[str], second: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`first` published and applied, a commit, the worker SIGKILLed and started again, then
+    `second`: what simulate gives for both, and the live view once it is that (or time is up)."""
+    (tmp_path / "first.jsonl").write_text("\n".join(first) + "\n")
+    (tmp_path / "second.jsonl").write_text("\n".join(second) + "\n")
+    live.start_worker(0)
+    live.publish(tmp_path / "first.jsonl")
+    live.wait_for(simulate(live.catalog, first), timeout=120)
+    time.sleep(1.0)  # a commit: the changelog holds what `first` made
+    live.kill_worker(0)
+    live.start_worker(0)
+    live.publish(tmp_path / "second.jsonl")
+    expected = simulate(live.catalog, first + second)
+    return expected, live.wait_for(expected, timeout=120)
+
+
+def changelog_sizes(live: LiveSystem) -> list[int]:
+    """The size of every record of the SKU tables' changelogs (records and parts)."""
+    return [
+        len(value)
+        for table in ("skus", "sku_parts")
+        for value in raw_values(live, changelog_topic(live.settings.app_id, table))
+    ]
 
 
 def raw_values(live: LiveSystem, topic: str) -> list[bytes]:
