@@ -14,6 +14,11 @@ each round of reservation decisions). Three SKUs, each at every size in `--sizes
 Per write: the time of `SplitCache.split` (finding and encoding what changed, not sending it),
 and the parts it reports changed; then, for scale, one whole `split_record` of the same SKU.
 Each change goes through the SKU stage (`apply_sku`), which notes what it changed, as live.
+
+Then a chain's SKU at each count of locations in `--locations`, each counted once; each write
+follows one sale at one of them, with its position derived (as the worker does before it writes):
+the time of `SplitCache.split` and the bytes it gives to send (the SKU's record and the records
+beside it that changed, JSON as the changelogs get them).
 """
 
 from __future__ import annotations
@@ -25,12 +30,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.core import machine  # noqa: E402
 from streams.core import NATIVE  # noqa: E402
 from streams.core.catalog import Catalog, load_catalog  # noqa: E402
+from streams.core.derive import position  # noqa: E402
 from streams.core.models import OrderLine, PickConfirmed, StockAdjusted  # noqa: E402
 from streams.core.sku import (  # noqa: E402
     CommitLines,
@@ -124,10 +132,57 @@ def best_seller(size: int, catalog: Catalog) -> tuple[SkuState, Callable[[int], 
     return state, change
 
 
+def chain(locations: int) -> tuple[SkuState, Catalog, list[str]]:
+    """A SKU stocked at `locations` stores, each counted once."""
+    stores = [f"store-{i:04d}" for i in range(locations)]
+    catalog = load_catalog(
+        {
+            "locations": [{"id": loc} for loc in stores],
+            "channels": [{"id": "web", "type": "webhook", "locations": stores}],
+            "listings": [
+                {"channel": "web", "channel_sku": SKU, "components": [{"sku": SKU, "quantity": 1}]}
+            ],
+        }
+    )
+    state = SkuState(SKU)
+    for i, loc in enumerate(stores):
+        count = StockAdjusted(
+            event_id=f"count-{i}", occurred_at=AT, source="wms", sku=SKU, location=loc,
+            mode="count", quantity=1_000,
+        )  # fmt: skip
+        apply_sku(state, count, catalog)
+    return state, catalog, stores
+
+
+def wide(locations: int, writes: int) -> tuple[float, float, float]:
+    """A chain's SKU: ms of SplitCache.split a write, bytes it gives to send, records changed."""
+    state, catalog, stores = chain(locations)
+    cache = SplitCache()
+    cache.split(state)  # the first write: every record
+    elapsed = 0.0
+    sent = changed = 0
+    for step in range(writes):
+        at = AT + timedelta(seconds=1 + step)
+        loc = stores[step * 7919 % len(stores)]
+        sold = StockAdjusted(
+            event_id=f"sale-{step}", occurred_at=at, source="pos", sku=SKU, location=loc,
+            mode="delta", quantity=-1,
+        )  # fmt: skip
+        for touched in apply_sku(state, sold, catalog).touched:
+            position(state, touched, catalog, at, sold.event_id)
+        started = time.perf_counter()
+        record, names = cache.split(state)
+        elapsed += time.perf_counter() - started
+        sent += len(orjson.dumps(record)) + sum(len(orjson.dumps(cache.value(n))) for n in names)
+        changed += len(names)
+    return elapsed / writes * 1e3, sent / writes, changed / writes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=200)
     parser.add_argument("--sizes", default="2000,20000,100000")
+    parser.add_argument("--locations", default="5,16,17,50,200,1000")
     args = parser.parse_args()
     catalog = load_catalog(CATALOG)
     print(f"machine: {machine()}")
@@ -158,6 +213,14 @@ def main() -> None:
                 f"{parts / args.writes:4.1f} of {len(cache.parts)} parts changed; "
                 f"a whole split {once * 1e3:8.1f} ms"
             )
+
+    print("a chain: a SKU at that many locations; each write follows one sale at one of them")
+    for locations in (int(s) for s in args.locations.split(",")):
+        ms, sent, changed = wide(locations, args.writes)
+        print(
+            f"  {locations:>9,}: {ms:7.3f} ms a write, {sent:8,.0f} bytes to send, "
+            f"{changed:4.1f} records beside the SKU's changed"
+        )
 
 
 if __name__ == "__main__":

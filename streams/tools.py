@@ -310,22 +310,28 @@ def explain_live(
         changelog_topic(settings.app_id, "skus"), bootstrap, (s.encode() for s in skus)
     )
     records = {key: json.loads(value) for key, value in values.items() if value is not None}
-    names = [part_key(key, i) for key, record in records.items() for i in range(part_count(record))]
-    parts = (
-        latest_values(
+    by_sku: dict[bytes, dict[int | str, Any]] = {}
+
+    def read_parts(names: list[bytes]) -> None:
+        parts = latest_values(
             changelog_topic(settings.app_id, "sku_parts"),
             bootstrap,
             names,
             partitioner=lambda name, count: partition_for(part_of(name)[0], count),
         )
-        if names
-        else {}
-    )
-    by_sku: dict[bytes, dict[int, dict[str, Any]]] = {}
-    for name, part in parts.items():
-        if part is not None:
-            key, index = part_of(name)
-            by_sku.setdefault(key, {})[index] = json.loads(part)
+        for name, part in parts.items():
+            if part is not None:
+                key, index = part_of(name)
+                by_sku.setdefault(key, {})[index] = json.loads(part)
+
+    # the parts, and of a wide SKU the index of its location records; then those records
+    names = [part_key(key, i) for key, record in records.items() for i in range(part_count(record))]
+    names += [part_key(key, "") for key, record in records.items() if record.get("w")]
+    if names:
+        read_parts(names)
+    places = [part_key(key, loc) for key, found in by_sku.items() for loc in found.get("", ())]
+    if places:
+        read_parts(places)
     states = {
         key.decode(): join_parts(record, by_sku.get(key, {}).get) for key, record in records.items()
     }

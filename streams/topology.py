@@ -123,9 +123,10 @@ from streams.core.state import (
     SkuState,
     SplitCache,
     from_us,
+    in_parts,
     join_parts,
-    part_count,
     part_key,
+    part_names,
 )
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
@@ -200,7 +201,7 @@ class _SkuCodec(_StateCodec):
 
     def _loads(self, s: bytes) -> Any:
         data = orjson.loads(s)
-        return data if part_count(data) else SkuState.from_dict(data)
+        return data if in_parts(data) else SkuState.from_dict(data)
 
 
 class _PartCodec(codecs.Codec):
@@ -325,13 +326,13 @@ class DeferredWrites:
                     split = self.splits[key] = SplitCache()
                 record, changed = split.split(value)
                 self.outputs.send(topic, key, orjson.dumps(record), partition)
-                for index in changed:
-                    part = orjson.dumps(split.parts[index])
-                    self.outputs.send(self.parts_topic, part_key(key, index), part, partition)
+                for name in changed:
+                    part = orjson.dumps(split.value(name))
+                    self.outputs.send(self.parts_topic, part_key(key, name), part, partition)
                 if changed:
                     self.written.add((self.parts_topic, partition))
                     self.unsettled.add((self.parts_topic, partition))
-                if not split.parts:  # a record of its own: nothing to keep
+                if not split.parts and not value.wide:  # a record of its own: nothing to keep
                     del self.splits[key]
             else:
                 encoded = None if value is None else orjson.dumps(value.to_dict())
@@ -653,17 +654,21 @@ def create_app(
         if not isinstance(value, dict):
             return cast("SkuState | None", value)
         state = decoded_sku(key, value)
-        if part_count(value):
+        if in_parts(value):
             skus.data[key] = state  # the parts now live in the state: one copy in memory
-            for i in range(part_count(value)):
-                sku_parts.data.pop(part_key(key, i), None)
+            # its next write is what changed since the records stored (SplitCache.seeded)
+            writes.splits[key] = SplitCache.seeded(
+                state, lambda name: sku_parts.data.get(part_key(key, name))
+            )
+            for name in part_names(value, state):
+                sku_parts.data.pop(part_key(key, name), None)
         return state
 
     def decoded_sku(key: bytes, value: dict[str, Any]) -> SkuState:
         """A SKU's record as recovered (JSON), its parts joined; the tables are left as they are."""
-        if not part_count(value):
+        if not in_parts(value):
             return SkuState.from_dict(value)
-        return join_parts(value, lambda i: sku_parts.data.get(part_key(key, i)))
+        return join_parts(value, lambda name: sku_parts.data.get(part_key(key, name)))
 
     def table(name: str, serializer: str) -> faust.Table[bytes, Any]:
         # app.Table builds a faust.Table; the serializers are its attributes, not TableT's
@@ -1274,7 +1279,7 @@ def create_app(
             if key in touched or partition_for(key, n) != partition:
                 continue
             if isinstance(value, dict):  # recovered, not decoded yet: look before decoding
-                if not any(loc["i"] for loc in value["l"].values()):
+                if not value.get("w") and not any(loc["i"] for loc in value["l"].values()):
                     continue
                 value = load_sku(key)
             if expects_inbound(value):
@@ -1535,7 +1540,9 @@ def catch_up(clock: Clock, states: Iterable[Any]) -> None:
 
 def positions_in(states: Iterable[Any]) -> int:
     """(SKU, location) positions in SKU table values, decoded or still as recovered (dicts)."""
-    return sum(len(v["l"] if isinstance(v, dict) else v.locations) for v in states)
+    return sum(
+        (v.get("w") or len(v["l"])) if isinstance(v, dict) else len(v.locations) for v in states
+    )
 
 
 class PositionCount:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -45,7 +45,7 @@ class StateView:
     def __init__(self, read: Callable[[int, int], bytes | None] | None = None) -> None:
         self._read = read  # (partition, offset) -> the record there; None: no changelog to read
         self._where: dict[str, tuple[int, int]] = {}
-        self._parts: dict[str, dict[int, bytes]] = {}  # SKU -> part index -> part
+        self._parts: dict[str, dict[int | str, bytes]] = {}  # SKU -> part name -> part
 
     def offer(self, sku: str, partition: int, offset: int | None) -> None:
         """The SKU's latest record is at `offset` of `partition` (None: a tombstone)."""
@@ -73,9 +73,9 @@ class StateView:
             return None
         parts = self._parts.get(sku, {})
 
-        def part(index: int) -> dict[str, Any] | None:
+        def part(index: int | str) -> Any:
             found = parts.get(index)
-            return None if found is None else cast("dict[str, Any]", orjson.loads(found))
+            return None if found is None else orjson.loads(found)
 
         return join_parts(orjson.loads(record), part)
 

@@ -68,7 +68,7 @@ def position(
     ats: dict[str, int] | None = None,
     floor: int = 0,
 ) -> Position:
-    loc = state.locations[loc_id]
+    loc = state.location(loc_id)  # its version changes: noted (SkuState.locations_changed)
     version = loc.version + 1
     if version < floor:
         version = floor

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from streams.core.catalog import Catalog
@@ -23,10 +23,15 @@ from streams.core.models import (
     StockAdjusted,
     trusted,
 )
-from streams.core.state import DEDUPE_HORIZON, Bucket, Commitment, Hold, Inbound, SkuState
-
-ORPHAN_GRACE = timedelta(hours=1)
-
+from streams.core.state import (
+    DEDUPE_HORIZON,
+    ORPHAN_GRACE,
+    Bucket,
+    Commitment,
+    Hold,
+    Inbound,
+    SkuState,
+)
 
 # ---- commands a SKU receives besides the single-SKU events themselves -------------------------
 
@@ -551,7 +556,7 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
     # request re-placed it after its id was forgotten) never outlives its expiry by more than the
     # grace period; closed and refused ids are kept as long, so a redelivery inside it is still
     # recognised.
-    grace = state.time - ORPHAN_GRACE
+    grace = state.orphans_before = state.time - ORPHAN_GRACE
     if state.holds:
         for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < grace]:
             hold = state.holds.pop(rid)
@@ -565,6 +570,8 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
     if previous // 24 == state.pruned_day // 24:
         return None
     cutoff = state.time - DEDUPE_HORIZON
+    if state.wide:  # the loop below changes locations without looking them up
+        state.locations_changed.update(state.locations)
     for loc in state.locations.values():
         for bucket in (loc.sellable, loc.damaged, loc.quarantine):
             if bucket.log:

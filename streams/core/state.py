@@ -9,7 +9,7 @@ without counting it twice, and the record grows with open business, not with tra
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
@@ -19,6 +19,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUCKETS = ("sellable", "damaged", "quarantine")
 # how long a SKU remembers event ids, and how late a count may be: older ones are not applied
 DEDUPE_HORIZON = timedelta(days=7)
+# how long past its expiry a hold is kept (its release may still come), and a released or refused
+# id remembered: the hourly pruning drops what is older
+ORPHAN_GRACE = timedelta(hours=1)
 
 
 def to_us(value: datetime) -> int:
@@ -266,6 +269,9 @@ class SkuState:
     published: dict[str, Published] = field(default_factory=dict)  # "channel/channel_sku"
     time: datetime = EPOCH  # latest business time seen for this SKU
     pruned_day: int = 0  # business hour (day ordinal * 24 + hour) of the last pruning
+    # holds, closed and refused ids expiring before this were dropped by the last pruning (its
+    # business time - ORPHAN_GRACE); none expiring before it is made after (see join_record)
+    orphans_before: datetime = EPOCH
     catalog_version: int = 0  # the catalog its published values were last derived under
     # how its changelog record is split (split_record): 2**part_bits parts, 0 = one record; only
     # grows, so a part once written is always read back
@@ -280,6 +286,12 @@ class SkuState:
     # a hot SKU's deltas the daily pruning forgot, in the parts that held them (SplitCache):
     # bucket key (_buckets) -> part -> [the latest business time among them, their units]
     folded_parts: dict[str, dict[int, list[int]]] | None = field(default=None, compare=False)
+    # whether each location is a record of its own (past WIDE_LOCATIONS; only becomes true, so a
+    # location record once written is always read back)
+    wide: bool = field(default=False, compare=False)
+    # the locations looked up (location()) since SplitCache last split this state: noted only
+    # once the SKU is wide, so a SKU that never is keeps none
+    locations_changed: set[str] = field(default_factory=set, compare=False)
 
     def note_id(self, reservation_id: str) -> None:
         """A hold, closed or refused id made, changed or dropped (see ids_changed)."""
@@ -287,25 +299,30 @@ class SkuState:
             self.ids_changed.add(reservation_id)
 
     def location(self, loc: str) -> LocationState:
+        """The location's state (made if absent); of a wide SKU, noted as changed: every change
+        of a location goes through here (see locations_changed)."""
+        if self.wide:
+            self.locations_changed.add(loc)
         state = self.locations.get(loc)
         if state is None:
             state = self.locations[loc] = LocationState()
         return state
 
-    def to_dict(self, logs: bool = True) -> dict[str, Any]:
-        data = self.head_dict(logs)
+    def to_dict(self, logs: bool = True, locations: bool = True) -> dict[str, Any]:
+        data = self.head_dict(logs, locations)
         data["h"] = {k: v.to_dict() for k, v in self.holds.items()}
         data["c"] = {k: v.to_dict() for k, v in self.commitments.items()}
         data["x"] = {k: to_us(v) for k, v in self.closed.items()}
         data["r"] = {k: to_us(v) for k, v in self.refused.items()}
         return data
 
-    def head_dict(self, logs: bool = True) -> dict[str, Any]:
-        """to_dict without the order lines, holds, closed and refused ids, and without the delta
-        logs if `logs` is false (a hot SKU's parts hold them)."""
+    def head_dict(self, logs: bool = True, locations: bool = True) -> dict[str, Any]:
+        """to_dict without the order lines, holds, closed and refused ids, without the delta
+        logs if `logs` is false (a hot SKU's parts hold them), and without the locations if
+        `locations` is false (a wide SKU's location records hold them)."""
         return {
             "sku": self.sku,
-            "l": {k: v.to_dict(logs) for k, v in self.locations.items()},
+            "l": {k: v.to_dict(logs) for k, v in self.locations.items()} if locations else {},
             "h": {},
             "c": {},
             "x": {},
@@ -313,6 +330,7 @@ class SkuState:
             "p": {k: v.to_dict() for k, v in self.published.items()},
             "t": to_us(self.time),
             "d": self.pruned_day,
+            "g": to_us(self.orphans_before),
             "v": self.catalog_version,
         }
 
@@ -328,6 +346,7 @@ class SkuState:
             published={k: Published.from_dict(v) for k, v in data["p"].items()},
             time=from_us(data["t"]),
             pruned_day=data["d"],
+            orphans_before=from_us(data.get("g", 0)),
             catalog_version=data.get("v", 0),
         )
 
@@ -349,6 +368,14 @@ class SkuState:
 # [the latest business time among them, their units], changed in the same part record as the
 # entries it replaces). A count drops what came before it on join, in whatever part it still is.
 PART_ENTRIES = 512  # ~27 KB of order lines per part
+# A SKU stocked at many locations (a chain's stores: 200) is wide: a commit that wrote its whole
+# record re-encoded every location (8.9 KB of changelog and ~360 µs of worker CPU per event at 200
+# locations). Past WIDE_LOCATIONS, each location is a record of its own beside the SKU's record,
+# and one more holds the index of them, written when a location is added: a write sends the SKU's
+# record and the locations that changed. Each is right on its own as the parts are (the counts
+# are recounted; a location the index names but not yet stored is one whose events are
+# redelivered).
+WIDE_LOCATIONS = 16
 PART_FIELDS = ("c", "h", "x", "r")  # order lines, holds, closed ids, refused ids
 # and, per bucket key (_buckets): "e" its delta-log entries, "f" the deltas forgotten from them
 
@@ -399,7 +426,8 @@ def _folds(state: SkuState, key: str, bucket: Bucket, logged: int) -> dict[int, 
 
 def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The SKU's changelog record and its parts (none until it holds more than PART_ENTRIES
-    order lines, holds, closed and refused ids and delta-log entries)."""
+    order lines, holds, closed and refused ids and delta-log entries), its locations in the
+    record (SplitCache puts a wide SKU's in records of their own)."""
     bits = _part_bits(state)
     if bits == 0:
         return state.to_dict(), []
@@ -442,15 +470,73 @@ class SplitCache:
         self.state: SkuState | None = None  # the state object split last time
         # bucket key -> its delta log object seen last time, its length and the sum of its deltas
         self.logs: dict[str, tuple[dict[str, tuple[datetime, int]], int, int]] = {}
+        # a wide SKU's location records as last split, the index of them (location ids), and the
+        # state object placed last time, with or without delta logs in its location records
+        self.places: dict[str, Any] = {}
+        self.index: list[str] = []
+        self.placed: SkuState | None = None
+        self.placed_logs = True
 
-    def split(self, state: SkuState) -> tuple[dict[str, Any], list[int]]:
-        """split_record's record, and the indexes of the parts (in `parts`) that changed since
-        the last split; every part after the number of parts grew (or at the first split)."""
+    def split(self, state: SkuState) -> tuple[dict[str, Any], list[int | str]]:
+        """split_record's record, and the names of the records beside it that changed since the
+        last split (their values: `value`): the indexes of the parts (every part after the
+        number of parts grew, or at the first split), and of a wide SKU the ids of the locations
+        and "" for the index of them."""
         bits = _part_bits(state)
-        if bits == 0:
+        wide = state.wide or len(state.locations) > WIDE_LOCATIONS
+        if not bits and not wide:
             self._reset(0)
             state.lines_changed.clear()
             return state.to_dict(), []
+        changed: list[int | str] = []
+        # the write that makes the SKU wide keeps its locations in its record too: a kill may
+        # store the record without the index of its location records
+        whole = not state.wide
+        if bits:
+            changed.extend(self._split_parts(state, bits))
+            record = state.head_dict(logs=False, locations=whole)
+            record["b"] = bits
+        else:
+            state.lines_changed.clear()
+            record = state.to_dict(locations=whole)
+        if wide:
+            state.wide = True
+            changed.extend(self._place(state, logs=not bits))
+            record["w"] = len(state.locations)
+        return record, changed
+
+    def value(self, name: int | str) -> Any:
+        """The record `name` (of split's) as last split, to be encoded."""
+        if isinstance(name, int):
+            return self.parts[name]
+        return self.index if name == "" else self.places[name]
+
+    def _place(self, state: SkuState, logs: bool) -> list[str]:
+        """A wide SKU's location records changed since the last split, and "" if the index of
+        them did. Of the state object placed last time, the locations it noted are encoded
+        again and compared; of another, every one."""
+        same = state is self.placed and logs == self.placed_logs
+        places = self.places
+        changed: list[str] = []
+        for loc_id in state.locations_changed if same else state.locations:
+            loc = state.locations.get(loc_id)
+            if loc is None:
+                continue
+            encoded = loc.to_dict(logs)
+            if places.get(loc_id) != encoded:
+                places[loc_id] = encoded
+                changed.append(loc_id)
+        state.locations_changed.clear()
+        if not same or len(self.index) != len(state.locations):  # locations are never dropped
+            index = list(state.locations)
+            if index != self.index:
+                self.index = index
+                changed.append("")
+        self.placed, self.placed_logs = state, logs
+        return changed
+
+    def _split_parts(self, state: SkuState, bits: int) -> list[int]:
+        """The parts that changed since the last split, each encoded in `parts`."""
         state.part_bits = bits
         changed: set[int] = set()
         same = state is self.state
@@ -500,10 +586,7 @@ class SplitCache:
 
         for key, bucket in _buckets(state):
             self._log(state, key, bucket, mask, changed, same)
-
-        record = state.head_dict(logs=False)
-        record["b"] = bits
-        return record, sorted(changed)
+        return sorted(changed)
 
     def _log(
         self, state: SkuState, key: str, bucket: Bucket, mask: int, changed: set[int], same: bool
@@ -586,6 +669,49 @@ class SplitCache:
                 forgotten[1] += delta
         _keep_folds(state, key, folds)
 
+    @classmethod
+    def seeded(cls, state: SkuState, part: Callable[[int | str], Any]) -> SplitCache:
+        """A cache for `state` as just joined (join_parts) from its changelog records, `part`
+        looking up the records beside the SKU's as they are stored: its next write is what
+        changed since them. A delta the daily pruning forgets from now on is then folded into
+        the part that stored it. A cache that knows nothing (a new one) would put what it cannot
+        place with part 0, and a kill that then stores part 0 and not the part that keeps the
+        delta counts it twice (seen: a sale of 1 counted twice, tests/core/test_wide_records.py)."""
+        cache = cls()
+        bits = state.part_bits
+        if bits:
+            cache._reset(bits)
+            for index in range(1 << bits):
+                stored = part(index)
+                if stored is None:
+                    continue
+                kept = cache.parts[index]
+                for name in PART_FIELDS:
+                    kept[name] = dict(stored.get(name, {}))
+                for key, entries in stored.get("e", {}).items():
+                    kept["e"][key] = dict(entries)
+                kept["f"] = dict(stored.get("f", {}))
+            for index, kept in enumerate(cache.parts):
+                for key in kept["c"]:
+                    cache.lines[key] = index
+            for key, _ in _buckets(state):
+                # the entries the parts hold, as the log they were written from
+                log = {
+                    event_id: (from_us(at), delta)
+                    for p in cache.parts
+                    for event_id, (at, delta) in p["e"].get(key, {}).items()
+                }
+                cache.logs[key] = (log, len(log), sum(delta for _, delta in log.values()))
+            cache.state = state
+        if state.wide:
+            cache.index = list(part("") or [])
+            for loc_id in cache.index:
+                stored = part(loc_id)
+                if stored is not None:
+                    cache.places[loc_id] = stored
+            cache.placed_logs = not bits  # placed is None: every location compared once
+        return cache
+
     def _reset(self, bits: int) -> None:
         self.bits = bits
         self.parts = [_empty_part() for _ in range(1 << bits)] if bits else []
@@ -647,15 +773,31 @@ def _hold_json(hold: Hold) -> list[Any]:
     return hold.to_dict()
 
 
+def in_parts(data: dict[str, Any]) -> bool:
+    """Whether a SKU's changelog record has records beside it to join (parts, or locations)."""
+    return bool(data.get("b") or data.get("w"))
+
+
 def part_count(data: dict[str, Any]) -> int:
     """How many parts a SKU's changelog record has (0: it is whole)."""
     bits: int = data.get("b", 0)
     return 1 << bits if bits else 0
 
 
-def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) -> SkuState:
-    """The SKU's state from its changelog record and its parts (split_record's inverse)."""
+def join_record(
+    data: dict[str, Any],
+    parts: Sequence[dict[str, Any] | None],
+    places: Mapping[str, Any] | None = None,
+) -> SkuState:
+    """The SKU's state from its changelog record and its parts (split_record's inverse), and of
+    a wide SKU its location records and their index ("") in `places` (SplitCache.split's)."""
     bits: int = data.get("b", 0)
+    wide = bool(data.get("w"))
+    if wide:  # each location from its own record; from the SKU's if that is not stored
+        places = places or {}
+        found = {loc: places.get(loc) for loc in places.get("") or ()}
+        kept = {loc: value for loc, value in found.items() if value is not None}
+        data = {**data, "l": {**data["l"], **kept}}
     if bits:
         if len(parts) != 1 << bits or any(part is None for part in parts):
             missing = [i for i, part in enumerate(parts) if part is None]
@@ -678,7 +820,10 @@ def join_record(data: dict[str, Any], parts: Sequence[dict[str, Any] | None]) ->
     state.part_bits = bits
     if bits:
         _join_logs(state, logs, folds)
+        _drop_pruned(state)
+    if bits or wide:
         recount(state)
+    state.wide = wide
     return state
 
 
@@ -700,6 +845,23 @@ def _join_logs(
         bucket.qty = bucket.base + forgotten + sum(delta for _, delta in bucket.log.values())
 
 
+def _drop_pruned(state: SkuState) -> None:
+    """What the record says the hourly pruning dropped, dropped from whatever part still holds
+    it: a kill can store the record and not a part the pruning changed, and the redelivered
+    events do not prune again within the hour (an orphan hold's units would stay reserved and
+    move later holds to other locations). Nothing expiring before `orphans_before` is held or
+    remembered after that pruning (a request that late is refused unheld and unremembered), so
+    this drops only what the pruning did."""
+    cutoff = state.orphans_before
+    for rid in [rid for rid, hold in state.holds.items() if hold.expires_at < cutoff]:
+        del state.holds[rid]
+        state.note_id(rid)
+    for ids in (state.closed, state.refused):
+        for rid in [rid for rid, expires_at in ids.items() if expires_at < cutoff]:
+            del ids[rid]
+            state.note_id(rid)
+
+
 def recount(state: SkuState) -> None:
     """Each location's `reserved` and `committed` from the holds and order lines themselves.
 
@@ -719,17 +881,32 @@ def recount(state: SkuState) -> None:
             state.location(loc).committed += units
 
 
-def join_parts(data: dict[str, Any], part: Callable[[int], dict[str, Any] | None]) -> SkuState:
-    """join_record, each part looked up by its index (None: not found)."""
-    return join_record(data, [part(i) for i in range(part_count(data))])
+def join_parts(data: dict[str, Any], part: Callable[[int | str], Any]) -> SkuState:
+    """join_record, each record beside it looked up by its name (None: not found)."""
+    places: dict[str, Any] | None = None
+    if data.get("w"):
+        index = part("") or []
+        places = {"": index, **{loc: part(loc) for loc in index}}
+    return join_record(data, [part(i) for i in range(part_count(data))], places)
 
 
-def part_key(key: bytes, index: int) -> bytes:
-    """The key of part `index` of the SKU record under `key` (a SKU id holds no NUL)."""
-    return key + b"\x00" + str(index).encode()
+def part_names(data: dict[str, Any], state: SkuState) -> list[int | str]:
+    """The names of the records beside a SKU's changelog record `data`, joined as `state`."""
+    names: list[int | str] = list(range(part_count(data)))
+    if data.get("w"):
+        names += ["", *state.locations]
+    return names
 
 
-def part_of(name: bytes) -> tuple[bytes, int]:
-    """The SKU key and part index of a part key."""
-    key, _, index = name.rpartition(b"\x00")
-    return key, int(index)
+def part_key(key: bytes, name: int | str) -> bytes:
+    """The key of the record `name` beside the SKU record under `key`: part `name` (an index),
+    or of a wide SKU its location `name` ("": the index of them). A SKU id holds no NUL."""
+    if isinstance(name, int):
+        return key + b"\x00" + str(name).encode()
+    return key + b"\x00@" + name.encode()
+
+
+def part_of(name: bytes) -> tuple[bytes, int | str]:
+    """The SKU key and the record name of a part key (part_key's inverse)."""
+    key, _, tail = name.rpartition(b"\x00")
+    return key, tail[1:].decode() if tail.startswith(b"@") else int(tail)

@@ -1,5 +1,6 @@
-"""A hot SKU (a launch: thousands of open order lines on one SKU) across a SIGKILL: its record goes
-to the changelog in bounded parts, comes back whole, and `explain` reads it whole."""
+"""Hot and wide SKUs across a SIGKILL (a launch: thousands of open order lines on one SKU; a
+chain: one SKU at 60 stores): their records go to the changelogs in bounded records, come back
+whole, and `explain` reads them whole."""
 
 from __future__ import annotations
 
@@ -197,3 +198,69 @@ def raw_values(live: LiveSystem, topic: str) -> list[bytes]:
     finally:
         consumer.close()
     return values
+
+
+STORES = [f"store-{i:03d}" for i in range(60)]
+CHAIN_CATALOG = (
+    f"locations: [{', '.join('{id: ' + s + '}' for s in STORES)}]\n"
+    "channels:\n"
+    f"  - {{id: web, type: shopify, locations: [{', '.join(STORES)}], allocation_percent: 80}}\n"
+    "listings:\n"
+    "  - {channel: web, channel_sku: CHAIN, components: [{sku: CHAIN, quantity: 1}]}\n"
+)
+
+
+def stock_event(event_id: str, minute: int, store: str, mode: str, quantity: int) -> str:
+    hour, minute = divmod(minute, 60)
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "type": "stock-adjusted",
+            "occurred_at": f"2026-11-01T{8 + hour:02d}:{minute:02d}:00Z",
+            "source": "pos",
+            "sku": "CHAIN",
+            "location": store,
+            "mode": mode,
+            "quantity": quantity,
+        }
+    )
+
+
+def test_a_wide_skus_locations_survive_a_kill_in_records_of_their_own(tmp_path: Path) -> None:
+    """A SKU at 60 stores: past WIDE_LOCATIONS each store is a record of its own, and a sale
+    writes the SKU's small record and its store's. Across a kill the stores come back from their
+    records, sales sent again are recognised, and `explain` reads the SKU whole."""
+    (tmp_path / "catalog.yaml").write_text(CHAIN_CATALOG)
+    catalog = read_catalog(tmp_path / "catalog.yaml")
+    first = [stock_event(f"n{i}", 0, store, "count", 50 + i) for i, store in enumerate(STORES)]
+    first += [
+        stock_event(f"s{i}", 1 + i % 300, STORES[i * 7 % 60], "delta", -1) for i in range(600)
+    ]
+    # after the kill: sales sent again (a POS retrying), new ones, and a count of one store
+    second = [
+        stock_event(f"s{i}", 1 + i % 300, STORES[i * 7 % 60], "delta", -1) for i in range(0, 600, 5)
+    ]
+    second += [
+        stock_event(f"s{i}", 301 + i % 60, STORES[i * 11 % 60], "delta", -1)
+        for i in range(600, 900)
+    ]
+    second.append(stock_event("n-again", 200, STORES[7], "count", 10))
+    (tmp_path / "all.jsonl").write_text("\n".join(first + second) + "\n")
+    with LiveSystem(catalog, tmp_path) as live:
+        expected, view = across_a_kill(live, tmp_path, first, second)
+        assert view["positions"] == expected["positions"]
+        assert view["availability"] == expected["availability"]
+        records = raw_values(live, changelog_topic(live.settings.app_id, "skus"))
+        last = json.loads(records[-1])
+        assert last["w"] == len(STORES) and last["l"] == {}, sorted(last)  # its stores elsewhere
+        assert len(records[-1]) < 1_024, len(records[-1])
+        with open(tmp_path / "all.jsonl", "rb") as handle:
+            engine, _, _ = run(catalog, handle)
+        clock = engine.stream_time.date()
+        offline = explain(catalog, engine.skus, "web", "CHAIN", clock)
+        deadline = time.monotonic() + 30
+        while (
+            got := explain_live(catalog, "web", "CHAIN", live.settings, live.bootstrap, clock)[0]
+        ) != offline:
+            assert time.monotonic() < deadline, got.to_text()[-2000:]
+            time.sleep(0.5)
