@@ -692,7 +692,8 @@ async def run_api(
         attach(decisions)
     availability = AvailabilityView()
     reader = ChangelogReader(bootstrap, changelog_topic(settings.app_id, "skus"))
-    states = StateView(reader)
+    parts = ChangelogReader(bootstrap, changelog_topic(settings.app_id, "sku_parts"))
+    states = StateView(reader, parts.scan)
     producer = SourceProducer(bootstrap, settings=settings, linger_ms=settings.api_linger_ms)
     decision_feed = DecisionFeed(bootstrap, settings.topic_partitions, decisions, loop)
     holder: list[ReservationApi] = []

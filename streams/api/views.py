@@ -20,9 +20,10 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from streams.api.feed import FeedThread, arrived, groupless_consumer
 from streams.codec import Codec, record_to_json
 from streams.core.catalog import Catalog
-from streams.core.state import SkuState, join_parts, part_of
+from streams.core.state import SkuState, join_parts, part_key, part_of
 from streams.errors import InventoryError
 from streams.runtime.catalog_store import CatalogAssembler
+from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import CATALOG, availability_topic
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,21 @@ class StateView:
     A SKU's record is read back from the changelog when the SKU is explained, not kept: every
     worker serving the API reads the whole changelog, and as bytes the view held every SKU's
     record (8 MB for 2,000 SKUs in bench/soak.py, ~1 KB a position) in every worker; decoded, a
-    quarter of a worker's CPU went to it under the soak's load."""
+    quarter of a worker's CPU went to it under the soak's load. Nor are a wide SKU's location
+    records kept (a chain at 200 stores has 200 a SKU: ~3 GB in every such worker at 100,000
+    SKUs): they are read from the SKU's `sku_parts` partition when it is explained (`scan`)."""
 
-    def __init__(self, read: Callable[[int, int], bytes | None] | None = None) -> None:
+    def __init__(
+        self,
+        read: Callable[[int, int], bytes | None] | None = None,
+        scan: Callable[[int, bytes], dict[bytes, bytes]] | None = None,
+    ) -> None:
         self._read = read  # (partition, offset) -> the record there; None: no changelog to read
+        # (partition, key prefix) -> the latest value of each key with that prefix on the
+        # `sku_parts` changelog's partition, tombstones left out
+        self._scan = scan
         self._where: dict[str, tuple[int, int]] = {}
-        self._parts: dict[str, dict[int | str, bytes]] = {}  # SKU -> part name -> part
+        self._parts: dict[str, dict[int | str, bytes]] = {}  # SKU -> part index -> part
 
     def offer(self, sku: str, partition: int, offset: int | None) -> None:
         """The SKU's latest record is at `offset` of `partition` (None: a tombstone)."""
@@ -56,6 +66,8 @@ class StateView:
 
     def offer_part(self, name: bytes, value: bytes | None) -> None:
         key, index = part_of(name)
+        if isinstance(index, str):
+            return  # a wide SKU's location, or their index: read when asked (scan)
         parts = self._parts.setdefault(key.decode(), {})
         if value is None:
             parts.pop(index, None)
@@ -71,13 +83,21 @@ class StateView:
         record = self._read(*where)
         if record is None:
             return None
-        parts = self._parts.get(sku, {})
+        data = orjson.loads(record)
+        kept = dict(self._parts.get(sku, {}))
+        if data.get("w") and self._scan is not None:
+            for name, value in self._scan(where[0], part_key(sku.encode(), "")).items():
+                kept[part_of(name)[1]] = value
 
-        def part(index: int | str) -> Any:
-            found = parts.get(index)
+        def part(name: int | str) -> Any:
+            found = kept.get(name)
             return None if found is None else orjson.loads(found)
 
-        return join_parts(orjson.loads(record), part)
+        return join_parts(data, part)
+
+    def kept_parts(self) -> int:
+        """How many part records the view holds (bytes in memory)."""
+        return sum(len(parts) for parts in self._parts.values())
 
 
 class ChangelogReader:
@@ -116,6 +136,32 @@ class ChangelogReader:
             raise InventoryError(
                 f"could not read {self.topic} [{partition}] at {offset} within {self.timeout} s"
             )
+
+    def scan(self, partition: int, prefix: bytes) -> dict[bytes, bytes]:
+        """The latest value of each key starting with `prefix` in `partition`, tombstoned keys
+        left out: the whole partition read, up to its end when asked."""
+        end = true_end_offsets(self.bootstrap, self.topic, [partition])[partition]
+        found: dict[bytes, bytes | None] = {}
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = groupless_consumer(self.bootstrap, 100)
+            consumer = self._consumer
+            consumer.assign([TopicPartition(self.topic, partition, 0)])
+            deadline = time.monotonic() + self.timeout
+            while end > 0:
+                if time.monotonic() > deadline:
+                    raise InventoryError(
+                        f"could not read {self.topic} [{partition}] within {self.timeout} s"
+                    )
+                message = consumer.poll(0.2)
+                if message is None or message.error() or message.partition() != partition:
+                    continue
+                key, at = message.key(), message.offset()
+                if key is not None and key.startswith(prefix):
+                    found[key] = message.value()
+                if at is not None and at + 1 >= end:
+                    break
+        return {key: value for key, value in found.items() if value is not None}
 
     def close(self) -> None:
         with self._lock:

@@ -232,3 +232,36 @@ def test_the_write_that_makes_a_sku_wide_keeps_its_locations_if_the_index_is_los
     _written(cache, state)
     _applied(state, _stock("sale", AT + timedelta(minutes=1), STORES[2], "delta", -1))
     assert _written(cache, state)["record"]["l"] == {}
+
+
+def test_the_api_view_keeps_no_location_record_and_reads_them_when_asked() -> None:
+    """Every worker serving the API reads the whole `sku_parts` changelog. A chain whose every SKU
+    is at 200 stores has 200 location records a SKU: kept as they came, 100,000 SKUs would hold
+    ~3 GB in every such worker. The view keeps the parts of hot SKUs only, and reads a wide
+    SKU's location records from its partition when the SKU is explained (a fallback: a worker
+    asks the SKU's owner first)."""
+    from streams.api import StateView
+
+    state = SkuState(SKU, time=AT)
+    for i, loc in enumerate(STORES[:40]):
+        _applied(state, _stock(f"count-{i}", AT, loc, "count", 10 + i))
+    cache = SplitCache()
+    record, names = cache.split(state)
+    key = SKU.encode()
+    stored = {part_key(key, name): orjson.dumps(cache.value(name)) for name in names}
+    scans: list[tuple[int, bytes]] = []
+
+    def scan(partition: int, prefix: bytes) -> dict[bytes, bytes]:
+        scans.append((partition, prefix))
+        return {k: v for k, v in stored.items() if k.startswith(prefix)}
+
+    view = StateView(lambda partition, offset: orjson.dumps(record), scan)
+    view.offer(SKU, 3, 12)
+    kept = []
+    for name, value in stored.items():
+        view.offer_part(name, value)
+        kept.append(view.kept_parts())
+    assert kept[-1] == 0, kept  # none of the 41 records kept
+    joined = view.get(SKU)
+    assert joined is not None and joined.to_dict() == state.to_dict()
+    assert scans == [(3, key + b"\x00@")]

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from streams.api import ChangelogReader
 from streams.core.explain import explain
+from streams.core.state import join_parts, part_key
 from streams.runtime.offsets import true_end_offsets
-from streams.runtime.topics import changelog_topic
+from streams.runtime.topics import changelog_topic, partition_for
 from streams.simulate import read_catalog, run, simulate
 from streams.tools import explain_live
 from tests.integration.live import LiveSystem
@@ -256,11 +258,23 @@ def test_a_wide_skus_locations_survive_a_kill_in_records_of_their_own(tmp_path: 
         assert len(records[-1]) < 1_024, len(records[-1])
         with open(tmp_path / "all.jsonl", "rb") as handle:
             engine, _, _ = run(catalog, handle)
+        # the API's fallback reads the stores' records off the changelog when asked
+        parts = ChangelogReader(live.bootstrap, changelog_topic(live.settings.app_id, "sku_parts"))
+        partition = partition_for(b"CHAIN", live.settings.topic_partitions)
+        beside = parts.scan(partition, b"CHAIN\x00")  # its parts too: 960 delta ids, past 512
+        parts.close()
+        places = [key for key in beside if key.startswith(b"CHAIN\x00@")]
+        assert len(places) == len(STORES) + 1  # each store's record and their index
+        joined = join_parts(last, lambda name: json.loads(beside[part_key(b"CHAIN", name)]))
+        offline = engine.skus["CHAIN"]  # (its versions are simulate's, the catalog's too)
+        for loc in STORES:
+            live_at, offline_at = joined.location(loc), offline.location(loc)
+            assert live_at.sellable.to_dict() == offline_at.sellable.to_dict(), loc
         clock = engine.stream_time.date()
-        offline = explain(catalog, engine.skus, "web", "CHAIN", clock)
+        explained = explain(catalog, engine.skus, "web", "CHAIN", clock)
         deadline = time.monotonic() + 30
         while (
             got := explain_live(catalog, "web", "CHAIN", live.settings, live.bootstrap, clock)[0]
-        ) != offline:
+        ) != explained:
             assert time.monotonic() < deadline, got.to_text()[-2000:]
             time.sleep(0.5)
