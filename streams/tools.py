@@ -324,14 +324,21 @@ def explain_live(
                 key, index = part_of(name)
                 by_sku.setdefault(key, {})[index] = json.loads(part)
 
-    # the parts, and of a wide SKU the index of its location records; then those records
-    names = [part_key(key, i) for key, record in records.items() for i in range(part_count(record))]
+    # the parts, those of the next layout too (join_parts), and of a wide SKU the index of its
+    # location records; then the parts of any newer layout a part says, and the locations
+    names = [
+        part_key(key, i) for key, record in records.items() for i in range(2 * part_count(record))
+    ]
     names += [part_key(key, "") for key, record in records.items() if record.get("w")]
     if names:
         read_parts(names)
-    places = [part_key(key, loc) for key, found in by_sku.items() for loc in found.get("", ())]
-    if places:
-        read_parts(places)
+    more: list[bytes] = []
+    for key, found in by_sku.items():
+        newest = max((p.get("n", 0) for i, p in found.items() if isinstance(i, int)), default=0)
+        more += [part_key(key, i) for i in range(1 << newest) if i not in found]
+        more += [part_key(key, loc) for loc in found.get("", ())]
+    if more:
+        read_parts(more)
     states = {
         key.decode(): join_parts(record, by_sku.get(key, {}).get) for key, record in records.items()
     }

@@ -367,7 +367,17 @@ class SkuState:
 # that count plus, per part, the deltas the daily pruning forgot from that part since (`"f"`:
 # [the latest business time among them, their units], changed in the same part record as the
 # entries it replaces). A count drops what came before it on join, in whatever part it still is.
+#
+# A write that adds parts (2**b -> 2**(b+k)) rewrites every part, and each entry moves from part
+# i to one of i, i + 2**b, ...: the CRC's next bits. A kill in the middle of it must leave no
+# entry behind. The parts of a SKU go to one partition of one changelog in the order sent, so a
+# kill stores a prefix of them: they are sent highest index first, and a new-layout part i (low)
+# is stored only after every part that takes entries from it. Each part says its layout (`"n"`:
+# b + k), and join_record takes each entry from the part of the newest layout that holds it. The
+# write that splits a SKU keeps every entry in the record too (`"m"`), as a part 0 of layout 0.
 PART_ENTRIES = 512  # ~27 KB of order lines per part
+# the first split of a SKU with up to 4 parts' worth of entries keeps them in its record too
+WHOLE_SPLIT_BITS = 2
 # A SKU stocked at many locations (a chain's stores: 200) is wide: a commit that wrote its whole
 # record re-encoded every location (8.9 KB of changelog and ~360 µs of worker CPU per event at 200
 # locations). Past WIDE_LOCATIONS, each location is a record of its own beside the SKU's record,
@@ -391,8 +401,9 @@ def _part_bits(state: SkuState) -> int:
     return bits
 
 
-def _empty_part() -> dict[str, Any]:
-    return {name: {} for name in (*PART_FIELDS, "e", "f")}
+def _empty_part(bits: int) -> dict[str, Any]:
+    """A part of the layout of 2**bits parts ("n": see join_record)."""
+    return {"n": bits, **{name: {} for name in (*PART_FIELDS, "e", "f")}}
 
 
 def _buckets(state: SkuState) -> Iterator[tuple[str, Bucket]]:
@@ -431,14 +442,17 @@ def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]
     bits = _part_bits(state)
     if bits == 0:
         return state.to_dict(), []
+    first = not state.part_bits  # the first split keeps every entry in the record too
     state.part_bits = bits
     data = state.to_dict(logs=False)
     mask = (1 << bits) - 1
-    parts = [_empty_part() for _ in range(mask + 1)]
+    parts = [_empty_part(bits) for _ in range(mask + 1)]
     for name in PART_FIELDS:
         for key, value in data[name].items():
             parts[_part_of(key, mask)][name][key] = value
         data[name] = {}
+    if first and bits <= WHOLE_SPLIT_BITS:
+        data = {**state.to_dict(), "m": 1}
     for key, bucket in _buckets(state):
         for event_id, (at, delta) in bucket.log.items():
             parts[_part_of(event_id, mask)]["e"].setdefault(key, {})[event_id] = [to_us(at), delta]
@@ -492,16 +506,23 @@ class SplitCache:
         # the write that makes the SKU wide keeps its locations in its record too: a kill may
         # store the record without the index of its location records
         whole = not state.wide
+        first = bits and not state.part_bits  # the write that splits the SKU
         if bits:
             changed.extend(self._split_parts(state, bits))
-            record = state.head_dict(logs=False, locations=whole)
+            if first and bits <= WHOLE_SPLIT_BITS:  # its entries in the record too: join_record
+                record = state.to_dict()
+                record["m"] = 1
+            else:
+                record = state.head_dict(logs=False, locations=whole)
             record["b"] = bits
         else:
             state.lines_changed.clear()
             record = state.to_dict(locations=whole)
         if wide:
             state.wide = True
-            changed.extend(self._place(state, logs=not bits))
+            # the split's location records keep their delta logs: a kill may store them and
+            # not the record that says the logs are in the parts now
+            changed.extend(self._place(state, logs=not bits or bool(first)))
             record["w"] = len(state.locations)
         return record, changed
 
@@ -586,7 +607,7 @@ class SplitCache:
 
         for key, bucket in _buckets(state):
             self._log(state, key, bucket, mask, changed, same)
-        return sorted(changed)
+        return sorted(changed, reverse=True)  # see join_record
 
     def _log(
         self, state: SkuState, key: str, bucket: Bucket, mask: int, changed: set[int], same: bool
@@ -680,11 +701,11 @@ class SplitCache:
         cache = cls()
         bits = state.part_bits
         if bits:
+            stored_parts = [part(index) for index in range(1 << bits)]
+            if not all(_whole_at(stored, index, bits) for index, stored in enumerate(stored_parts)):
+                return cls()  # a write that added parts, cut short: the next one writes all
             cache._reset(bits)
-            for index in range(1 << bits):
-                stored = part(index)
-                if stored is None:
-                    continue
+            for index, stored in enumerate(stored_parts):
                 kept = cache.parts[index]
                 for name in PART_FIELDS:
                     kept[name] = dict(stored.get(name, {}))
@@ -714,10 +735,24 @@ class SplitCache:
 
     def _reset(self, bits: int) -> None:
         self.bits = bits
-        self.parts = [_empty_part() for _ in range(1 << bits)] if bits else []
+        self.parts = [_empty_part(bits) for _ in range(1 << bits)] if bits else []
         self.lines = {}
         self.state = None
         self.logs = {}
+
+
+def _whole_at(part: dict[str, Any] | None, index: int, bits: int) -> bool:
+    """Whether `part` is part `index` of the layout of 2**bits parts, holding only its entries."""
+    if part is None or part.get("n", bits) != bits:
+        return False
+    mask = (1 << bits) - 1
+    return all(
+        _part_of(key, mask) == index for name in PART_FIELDS for key in part.get(name, {})
+    ) and all(
+        _part_of(event_id, mask) == index
+        for entries in part.get("e", {}).values()
+        for event_id in entries
+    )
 
 
 def _keep_folds(state: SkuState, key: str, folds: dict[int, list[int]]) -> None:
@@ -790,34 +825,46 @@ def join_record(
     places: Mapping[str, Any] | None = None,
 ) -> SkuState:
     """The SKU's state from its changelog record and its parts (split_record's inverse), and of
-    a wide SKU its location records and their index ("") in `places` (SplitCache.split's)."""
+    a wide SKU its location records and their index ("") in `places` (SplitCache.split's).
+
+    `parts` by index, None where none is stored: the record's number of parts, and after them
+    the parts of a newer layout a kill stored without the record that says so (join_parts looks
+    them up). Each entry is taken from the part that holds it in the newest layout stored (a
+    part's `"n"`); a part older than its neighbours holds what its newer children would, until
+    they are stored. ValueError, naming the missing parts, if an entry's part is gone."""
     bits: int = data.get("b", 0)
     wide = bool(data.get("w"))
+    whole = _record_part(data) if bits and data.get("m") else None
     if wide:  # each location from its own record; from the SKU's if that is not stored
         places = places or {}
         found = {loc: places.get(loc) for loc in places.get("") or ()}
         kept = {loc: value for loc, value in found.items() if value is not None}
         data = {**data, "l": {**data["l"], **kept}}
+    level = bits
     if bits:
-        if len(parts) != 1 << bits or any(part is None for part in parts):
-            missing = [i for i, part in enumerate(parts) if part is None]
-            raise ValueError(
-                f"SKU {data['sku']}: its record has {1 << bits} parts, "
-                f"{len(parts)} given, missing {missing}"
-            )
+        present = {i: part for i, part in enumerate(parts) if part is not None}
+        for part in present.values():
+            level = max(level, part.get("n", bits))  # parts written before "n": the record's
+        if 0 not in present and whole is not None:  # the split's record: its entries as part 0
+            present[0] = whole
+        holder = _holders(data["sku"], present, level, bits)
+        mask = (1 << level) - 1
         data = {**data, **{name: {} for name in PART_FIELDS}}
         logs: dict[str, dict[str, list[int]]] = {}
         folds: dict[str, dict[int, list[int]]] = {}
-        for index, part in enumerate(parts):
-            assert part is not None
-            for name in PART_FIELDS:
-                data[name].update(part.get(name, {}))  # parts written before "r" have none
+        for index, part in present.items():
+            for name in PART_FIELDS:  # parts written before "r" have none
+                for key, value in part.get(name, {}).items():
+                    if holder[_part_of(key, mask)] == index:
+                        data[name][key] = value
             for key, entries in part.get("e", {}).items():  # nor, before "e" and "f", these
-                logs.setdefault(key, {}).update(entries)
+                for event_id, entry in entries.items():
+                    if holder[_part_of(event_id, mask)] == index:
+                        logs.setdefault(key, {})[event_id] = entry
             for key, fold in part.get("f", {}).items():
                 folds.setdefault(key, {})[index] = fold
     state = SkuState.from_dict(data)
-    state.part_bits = bits
+    state.part_bits = level
     if bits:
         _join_logs(state, logs, folds)
         _drop_pruned(state)
@@ -825,6 +872,52 @@ def join_record(
         recount(state)
     state.wide = wide
     return state
+
+
+def _record_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a record that holds them all ("m"), as a part of layout 0: its delta logs,
+    and what the daily pruning forgot since each bucket's count as that part's (as _folds)."""
+    logs: dict[str, dict[str, Any]] = {}
+    folds: dict[str, list[int]] = {}
+    horizon = to_us(from_us(data["t"]) - DEDUPE_HORIZON)
+    for loc_id, loc in data["l"].items():
+        for index, (qty, at, _, log, *rest) in enumerate(loc["b"]):
+            key = str(index) + loc_id
+            if log:
+                logs[key] = log
+            base = rest[0] if rest else qty - sum(delta for _, delta in log.values())
+            missing = qty - base - sum(delta for _, delta in log.values())
+            if missing:
+                folds[key] = [max(horizon, (-1 if at is None else at) + 1), missing]
+    parts = {name: data.get(name, {}) for name in PART_FIELDS}
+    return {"n": 0, **parts, "e": logs, "f": folds}
+
+
+def _holders(sku: str, present: Mapping[int, dict[str, Any]], level: int, bits: int) -> list[int]:
+    """For each index of the layout of 2**level parts, the stored part that holds its entries:
+    itself, or the nearest part it splits from (its index less its top bit, and so on) if that
+    part is of a layout before the index existed."""
+    holders: list[int] = []
+    missing: list[int] = []
+    for index in range(1 << level):
+        at = index
+        while True:
+            part = present.get(at)
+            if part is not None:
+                if index & ((1 << part.get("n", bits)) - 1) == at:
+                    holders.append(at)
+                    break
+                at = -1  # a part of a layout that gave the index's entries to a part not stored
+            if at <= 0:
+                missing.append(index)
+                holders.append(-1)
+                break
+            at &= ~(1 << (at.bit_length() - 1))
+    if missing:
+        raise ValueError(
+            f"SKU {sku}: its record has {1 << level} parts, {len(present)} given, missing {missing}"
+        )
+    return holders
 
 
 def _join_logs(
@@ -882,17 +975,36 @@ def recount(state: SkuState) -> None:
 
 
 def join_parts(data: dict[str, Any], part: Callable[[int | str], Any]) -> SkuState:
-    """join_record, each record beside it looked up by its name (None: not found)."""
+    """join_record, each record beside it looked up by its name (None: not found): the parts
+    the record counts, and those of the next layout and any newer one found (see join_record)."""
     places: dict[str, Any] | None = None
     if data.get("w"):
         index = part("") or []
         places = {"": index, **{loc: part(loc) for loc in index}}
-    return join_record(data, [part(i) for i in range(part_count(data))], places)
+    return join_record(data, probe_parts(data, part), places)
+
+
+def probe_parts(data: dict[str, Any], part: Callable[[int], Any]) -> list[Any]:
+    """The parts of a SKU's record by index, None where none is stored: those the record counts,
+    then those of the next layout, and of a newer layout a part found says (its "n")."""
+    bits: int = data.get("b", 0)
+    if not bits:
+        return []
+    found: list[Any] = []
+    size = 1 << (bits + 1)
+    while len(found) < size:
+        stored = part(len(found))
+        found.append(stored)
+        if stored is not None:
+            size = max(size, 1 << stored.get("n", bits))
+    while found and found[-1] is None:
+        found.pop()
+    return found
 
 
 def part_names(data: dict[str, Any], state: SkuState) -> list[int | str]:
     """The names of the records beside a SKU's changelog record `data`, joined as `state`."""
-    names: list[int | str] = list(range(part_count(data)))
+    names: list[int | str] = list(range(1 << state.part_bits if state.part_bits else 0))
     if data.get("w"):
         names += ["", *state.locations]
     return names

@@ -64,6 +64,18 @@ def _written(cache: SplitCache, state: SkuState) -> dict[int | str, Any]:
     return {name: orjson.loads(orjson.dumps(value)) for name, value in written.items()}
 
 
+def _torn(rng: random.Random, written: dict[Any, Any], grown: bool) -> dict[Any, Any]:
+    """What a kill lets the broker store of one write: the SKU's record or not (its own
+    changelog), and of the records beside it (one partition of another, stored in the order
+    sent) a prefix; or, of a write that adds no parts, any of them (each is right on its own)."""
+    kept = {"record": written["record"]} if rng.random() < 0.5 else {}
+    parts = [name for name in written if isinstance(name, int)]  # sent first, highest first
+    beside = parts + sorted(name for name in written if isinstance(name, str) and name != "record")
+    if grown:
+        return kept | {name: written[name] for name in beside[: rng.randint(0, len(beside))]}
+    return kept | {name: written[name] for name in beside if rng.random() < 0.5}
+
+
 def _joined(stored: dict[Any, Any]) -> SkuState:
     return join_parts(stored["record"], stored.get)
 
@@ -174,7 +186,7 @@ def test_a_wide_sku_is_joined_back_after_every_write_and_after_torn_ones(seed: i
     cache = SplitCache()
     stored: dict[Any, Any] = {}
     at = AT
-    kills = became_wide = serial = 0
+    kills = became_wide = grew = serial = 0
     commands: list[Any] = []  # since the last write stored whole: what a kill redelivers
     for round_ in range(1_500):
         locs = STORES[: 4 + round_ // 25]  # a new store every 25 rounds: wide at round 325
@@ -189,14 +201,12 @@ def test_a_wide_sku_is_joined_back_after_every_write_and_after_torn_ones(seed: i
         was_wide, bits = state.wide, state.part_bits
         written = _written(cache, state)
         became_wide += state.wide and not was_wide
-        # a kill: each record of this write stored or not; but not one that adds parts (a
-        # record stored without its new parts is a known window: see PART_ENTRIES)
-        if round_ and state.part_bits == bits and rng.random() < 0.2:
+        grew += state.part_bits != bits
+        if round_ and rng.random() < 0.2:  # a kill
             kills += 1
             decided = {c.reservation_id for c in commands if isinstance(c, TryHold)}
             before = _stock_of(state, decided)
-            kept = [name for name in sorted(written, key=str) if rng.random() < 0.5]
-            torn = {**stored, **{name: written[name] for name in kept}}
+            torn = {**stored, **_torn(rng, written, grown=state.part_bits != bits)}
             state = _joined(torn)  # the worker started again
             cache = SplitCache.seeded(state, torn.get)
             for command in commands:  # redelivered
@@ -207,6 +217,7 @@ def test_a_wide_sku_is_joined_back_after_every_write_and_after_torn_ones(seed: i
             stored.update(written)
             commands = []
             assert _joined(stored).to_dict() == state.to_dict(), f"round {round_}"
+    assert grew >= 1
     assert state.wide and len(state.locations) > WIDE_LOCATIONS
     assert state.part_bits > 0, state.part_bits  # past PART_ENTRIES: parts and locations both
     assert became_wide >= 1
