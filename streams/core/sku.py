@@ -570,14 +570,19 @@ def _prune(state: SkuState) -> list[tuple[str, str]] | None:
     if previous // 24 == state.pruned_day // 24:
         return None
     cutoff = state.time - DEDUPE_HORIZON
-    if state.wide:  # the loop below changes locations without looking them up
-        state.locations_changed.update(state.locations)
-    for loc in state.locations.values():
+    for loc_id, loc in state.locations.items():
+        changed = False
         for bucket in (loc.sellable, loc.damaged, loc.quarantine):
             if bucket.log:
-                bucket.log = {k: e for k, e in bucket.log.items() if e[0] >= cutoff}
+                recent = {k: e for k, e in bucket.log.items() if e[0] >= cutoff}
+                if len(recent) != len(bucket.log):  # else the same log, grown in place only
+                    bucket.log = recent
+                    changed = True
         if loc.inbound:
             _prune_inbound(loc.inbound, cutoff, state.time)
+            changed = True
+        if changed and state.wide:  # changed without a lookup: noted for its record
+            state.locations_changed.add(loc_id)
     forgotten: list[tuple[str, str]] = []
     kept: dict[str, Commitment] = {}
     for key, line in state.commitments.items():

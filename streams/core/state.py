@@ -484,12 +484,12 @@ class SplitCache:
         self.state: SkuState | None = None  # the state object split last time
         # bucket key -> its delta log object seen last time, its length and the sum of its deltas
         self.logs: dict[str, tuple[dict[str, tuple[datetime, int]], int, int]] = {}
-        # a wide SKU's location records as last split, the index of them (location ids), and the
-        # state object placed last time, with or without delta logs in its location records
-        self.places: dict[str, Any] = {}
-        self.index: list[str] = []
+        # of a wide SKU: the state object placed last time, with or without delta logs in its
+        # location records, and how many locations the index written names. No copy of the
+        # records: at 200 stores a copy of each took ~950 bytes a position (bench/scale.py)
         self.placed: SkuState | None = None
         self.placed_logs = True
+        self.indexed = 0
 
     def split(self, state: SkuState) -> tuple[dict[str, Any], list[int | str]]:
         """split_record's record, and the names of the records beside it that changed since the
@@ -527,32 +527,25 @@ class SplitCache:
         return record, changed
 
     def value(self, name: int | str) -> Any:
-        """The record `name` (of split's) as last split, to be encoded."""
+        """The record `name` (of split's) as last split, to be encoded before the state changes
+        again (a location's record is encoded from the state)."""
         if isinstance(name, int):
             return self.parts[name]
-        return self.index if name == "" else self.places[name]
+        assert self.placed is not None
+        if name == "":
+            return list(self.placed.locations)
+        return self.placed.locations[name].to_dict(self.placed_logs)
 
     def _place(self, state: SkuState, logs: bool) -> list[str]:
-        """A wide SKU's location records changed since the last split, and "" if the index of
-        them did. Of the state object placed last time, the locations it noted are encoded
-        again and compared; of another, every one."""
+        """A wide SKU's location records to write, and "" if the index of them changed: of the
+        state object placed last time, the locations it noted; of another, every one."""
         same = state is self.placed and logs == self.placed_logs
-        places = self.places
-        changed: list[str] = []
-        for loc_id in state.locations_changed if same else state.locations:
-            loc = state.locations.get(loc_id)
-            if loc is None:
-                continue
-            encoded = loc.to_dict(logs)
-            if places.get(loc_id) != encoded:
-                places[loc_id] = encoded
-                changed.append(loc_id)
+        names = state.locations_changed if same else state.locations
+        changed = [loc_id for loc_id in names if loc_id in state.locations]
         state.locations_changed.clear()
-        if not same or len(self.index) != len(state.locations):  # locations are never dropped
-            index = list(state.locations)
-            if index != self.index:
-                self.index = index
-                changed.append("")
+        if not same or self.indexed != len(state.locations):  # locations are never dropped
+            self.indexed = len(state.locations)
+            changed.append("")
         self.placed, self.placed_logs = state, logs
         return changed
 
@@ -724,14 +717,7 @@ class SplitCache:
                 }
                 cache.logs[key] = (log, len(log), sum(delta for _, delta in log.values()))
             cache.state = state
-        if state.wide:
-            cache.index = list(part("") or [])
-            for loc_id in cache.index:
-                stored = part(loc_id)
-                if stored is not None:
-                    cache.places[loc_id] = stored
-            cache.placed_logs = not bits  # placed is None: every location compared once
-        return cache
+        return cache  # of a wide SKU, every location is written once (placed is None)
 
     def _reset(self, bits: int) -> None:
         self.bits = bits
@@ -849,7 +835,11 @@ def join_record(
             present[0] = whole
         holder = _holders(data["sku"], present, level, bits)
         mask = (1 << level) - 1
-        data = {**data, **{name: {} for name in PART_FIELDS}}
+        # the delta logs are the parts': a location's record written with its log (the split's,
+        # or the record of the split, "m": part 0 above) may hold deltas the daily pruning has
+        # folded into a part since
+        locations = {loc: _without_logs(value) for loc, value in data["l"].items()}
+        data = {**data, "l": locations, **{name: {} for name in PART_FIELDS}}
         logs: dict[str, dict[str, list[int]]] = {}
         folds: dict[str, dict[int, list[int]]] = {}
         for index, part in present.items():
@@ -872,6 +862,13 @@ def join_record(
         recount(state)
     state.wide = wide
     return state
+
+
+def _without_logs(location: dict[str, Any]) -> dict[str, Any]:
+    """A location's record with its buckets' delta logs left out (but a bucket written before
+    `base`, whose record kept its log while its parts held none)."""
+    buckets = [[*b[:3], {}, *b[4:]] if len(b) > 4 else b for b in location["b"]]
+    return {**location, "b": buckets}
 
 
 def _record_part(data: dict[str, Any]) -> dict[str, Any]:
