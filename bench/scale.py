@@ -1,11 +1,16 @@
 """State at retailer scale (issue 18): one worker's memory, changelog and restart as positions grow,
-and one SKU's record as its open order lines grow.
+one SKU's record as its open order lines grow, and the changelog an event writes as a SKU's
+locations grow.
 
-    .venv/bin/python bench/scale.py [--broker tansu|kafka] [--positions 50000,250000]
-                                    [--mix 0.1] [--hot-step 10000] [--hot-max 40000]
+    .venv/bin/python bench/scale.py [--broker tansu|kafka] [--series positions,hot,wide]
+                                    [--positions 50000,250000] [--mix 0.1]
+                                    [--hot-step 10000] [--hot-max 40000]
+                                    [--wide-skus 2000] [--wide-locations 5,200]
+                                    [--wide-events 20000]
 
-Both series run one `inventory-streams worker --clock stream` (memory tables, the only store the
-worker has) on a fresh embedded broker of their own, one series after the other.
+Every series runs one `inventory-streams worker --clock stream` (memory tables, the only store the
+worker has) on a fresh embedded broker of its own, one after the other. `--series` names those to
+run; an empty `--positions`, `--hot-max 0` or an empty `--wide-locations` skips its series too.
 
 1. Positions: per N, N / 5 SKUs with 5 locations each and one identity listing per SKU on `web`
    (a second channel, `amz`, with no listing, takes the mix's amz orders). The catalog is
@@ -23,6 +28,15 @@ worker has) on a fresh embedded broker of their own, one series after the other.
    step's events/s (publish start to committed), and the worker's CPU per event in the step. A
    worker that exits is the series' result: the record size then and its log's error line. A step
    whose committed offsets do not move for `--stall-seconds` ends the series as stalled.
+3. Wide SKUs: per L in `--wide-locations`, `--wide-skus` SKUs with L locations each (listed as in
+   1). The catalog is published, the worker started and, once it owns every partition, one count
+   per position published; load events/s as in 1. Then `--wide-events` single-location stock
+   deltas of -1, event i on SKU i x 7919 and location i x 104729 + i // SKUs (the shift moves a
+   SKU's next event to its next location when L divides the SKU count), until committed. For
+   that stream: events/s (publish start to committed), the worker's CPU per event, and changelog
+   bytes per event: the key + value bytes of the `skus` and `sku_parts` changelog records between
+   the topics' end offsets before the stream and their ends once it is committed. Several events
+   on one SKU within a commit share its write, as they do live. RSS is read then.
 
 The goals are the issue's; those this bench does not measure are printed as such, with why.
 """
@@ -80,6 +94,10 @@ RESTART_GOAL_S = 30.0
 GOAL_POSITIONS = 1_000_000
 HOT_GOAL_LINES = 200_000
 RECORD_GOAL_BYTES = 64 * 1024
+WIDE_GOAL_LOCATIONS = 200
+WIDE_BASE_LOCATIONS = 5  # the catalog the wide one's events/s is compared with
+WIDE_GOAL_BYTES = 1024  # changelog per event
+WIDE_GOAL_SLOWER = 0.20  # events/s at most this much below the base's
 
 
 # ---- what the series measured, and the verdicts (pure) -------------------------------------
@@ -116,6 +134,32 @@ class HotSeries:
     death: str | None = None  # "exited with 1 ..." or "stalled ..."
     error_line: str | None = None
     orders_at_death: int | None = None  # orders committed when it died, at least
+
+
+@dataclass
+class WideRun:
+    locations: int
+    skus: int
+    load_rate: float | None = None  # events/s of the counts
+    events: int = 0  # in the stream
+    rate: float | None = None  # events/s of the stream
+    cpu_us: float | None = None  # worker CPU per event of the stream
+    changelog_records: int = 0  # `skus` + `sku_parts`, written during the stream
+    changelog_bytes: int = 0
+    rss_mb: float | None = None
+    failure: str | None = None
+
+    @property
+    def positions(self) -> int:
+        return self.skus * self.locations
+
+    @property
+    def bytes_per_event(self) -> float | None:
+        return self.changelog_bytes / self.events if self.rate is not None else None
+
+    @property
+    def records_per_event(self) -> float | None:
+        return self.changelog_records / self.events if self.rate is not None else None
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -169,6 +213,76 @@ def hot_table(steps: Sequence[HotStep]) -> str:
     )
 
 
+WIDE_HEADERS = (
+    "locations", "positions", "load ev/s", "stream ev/s", "worker CPU us/event",
+    "changelog B/event", "changelog records/event", "RSS MB", "failure",
+)  # fmt: skip
+
+
+def wide_table(runs: Sequence[WideRun]) -> str:
+    return table(
+        WIDE_HEADERS,
+        [
+            [
+                f"{r.locations:,}",
+                f"{r.positions:,}",
+                num(r.load_rate),
+                num(r.rate),
+                num(r.cpu_us),
+                num(r.bytes_per_event),
+                num(r.records_per_event, 2),
+                num(r.rss_mb),
+                r.failure or "",
+            ]
+            for r in runs
+        ],
+    )
+
+
+def wide_verdicts(runs: Sequence[WideRun] | None) -> list[tuple[str, str, str]]:
+    """(goal, met / not met / not measured, why) for the goal of 200 locations per SKU."""
+    name = f"{WIDE_GOAL_LOCATIONS} locations per SKU"
+    bytes_goal = f"{name}: changelog <= {WIDE_GOAL_BYTES:,} bytes per event"
+    rate_goal = (
+        f"{name}: events/s within {WIDE_GOAL_SLOWER * 100:.0f} % of {WIDE_BASE_LOCATIONS} locations"
+    )
+    if runs is None:
+        return [(g, "not measured", "wide series not run") for g in (bytes_goal, rate_goal)]
+    by_l = {r.locations: r for r in runs}
+    wide, base = by_l.get(WIDE_GOAL_LOCATIONS), by_l.get(WIDE_BASE_LOCATIONS)
+    out: list[tuple[str, str, str]] = []
+    per_event = wide.bytes_per_event if wide is not None else None
+    if wide is None or per_event is None:
+        why = f"{WIDE_GOAL_LOCATIONS} not in --wide-locations" if wide is None else wide.failure
+        out.append((bytes_goal, "not measured", why or "no stream"))
+    else:
+        out.append(
+            (
+                bytes_goal,
+                "met" if per_event <= WIDE_GOAL_BYTES else "not met",
+                f"{per_event:,.0f} bytes, {wide.records_per_event:.2f} records an event",
+            )
+        )
+    if wide is None or wide.rate is None or base is None or base.rate is None:
+        why = (
+            f"--wide-locations needs {WIDE_BASE_LOCATIONS} and {WIDE_GOAL_LOCATIONS}"
+            if wide is None or base is None
+            else wide.failure or base.failure
+        )
+        out.append((rate_goal, "not measured", why or "no stream"))
+    else:
+        met = wide.rate >= (1 - WIDE_GOAL_SLOWER) * base.rate
+        out.append(
+            (
+                rate_goal,
+                "met" if met else "not met",
+                f"{wide.rate:,.0f} against {base.rate:,.0f} events/s "
+                f"({wide.rate / base.rate - 1:+.0%})",
+            )
+        )
+    return out
+
+
 def goal_verdicts(
     runs: Sequence[PositionsRun], hot: HotSeries | None, hot_max: int
 ) -> list[tuple[str, str, str]]:
@@ -187,7 +301,9 @@ def goal_verdicts(
         if largest is not None and largest.positions != GOAL_POSITIONS
         else ""
     )
-    not_run = f"{GOAL_POSITIONS:,} not in --positions; {trend}"
+    not_run = (
+        f"{GOAL_POSITIONS:,} not in --positions; {trend}" if runs else "positions series not run"
+    )
     if big is None or big.rss_mb is None:
         why = not_run if big is None else big.failure or "no RSS read"
         out.append((f"1M positions: RSS <= {RSS_GOAL_MB:.0f} MB", "not measured", why))
@@ -297,7 +413,6 @@ def goal_verdicts(
 
 
 OTHER_GOALS = (
-    ("200 locations per SKU: <= 1 KB changelog per event, events/s within 20 %", "not in this run"),
     ("catalog of 1,000,000 listings applied in <= 30 s at the 1 MB limit", "not in this run"),
     ("rebuild of 1,000,000 events in <= 40 s, equal to live", "no batch rebuild exists yet"),
     ("RocksDB tables beside memory tables", "the worker has memory tables only"),
@@ -487,10 +602,10 @@ def error_line(log: Path) -> str | None:
     return None
 
 
-def scale_catalog(skus: int) -> Catalog:
-    """5 locations, one identity listing per SKU on `web`; `amz` (the mix's other orders) lists
-    nothing."""
-    locs = [f"loc-{i}" for i in range(LOCATIONS)]
+def scale_catalog(skus: int, locations: int = LOCATIONS) -> Catalog:
+    """`locations` locations, one identity listing per SKU on `web`; `amz` (the mix's other
+    orders) lists nothing."""
+    locs = [f"loc-{i}" for i in range(locations)]
     return load_catalog(
         {
             "locations": [{"id": loc} for loc in locs],
@@ -723,12 +838,101 @@ def hot_series(
     return series
 
 
+# ---- 3. wide SKUs --------------------------------------------------------------------------
+
+
+def wide_counts(skus: int, locations: int) -> list[StockAdjusted]:
+    return [
+        StockAdjusted(
+            event_id=f"wide-count-{i}-{loc}",
+            occurred_at=T0,
+            source="bench",
+            sku=f"SKU-{i:05d}",
+            location=f"loc-{loc}",
+            mode="count",
+            quantity=100,
+        )
+        for i in range(skus)
+        for loc in range(locations)
+    ]
+
+
+def wide_stream(skus: int, locations: int, count: int) -> list[StockAdjusted]:
+    """Single-location sales spread over SKUs and locations; i // skus moves a SKU's next sale to
+    its next location where `locations` divides `skus` (without it, each SKU would sell at one
+    location only)."""
+    return [
+        StockAdjusted(
+            event_id=f"wide-{i}",
+            occurred_at=T0 + timedelta(seconds=1, milliseconds=i),
+            source="bench",
+            sku=f"SKU-{i * 7919 % skus:05d}",
+            location=f"loc-{(i * 104729 + i // skus) % locations}",
+            mode="delta",
+            quantity=-1,
+            reason="sale",
+        )
+        for i in range(count)
+    ]
+
+
+def wide_run(
+    skus: int,
+    locations: int,
+    events: int,
+    broker: str,
+    stall_seconds: float,
+    say: Callable[[str], None],
+) -> WideRun:
+    run = WideRun(locations, skus)
+    counts, stream = wide_counts(skus, locations), wide_stream(skus, locations, events)
+    say(f"  {locations} locations: {skus:,} SKUs, {len(counts):,} positions")
+    with System(broker, scale_catalog(skus, locations), f"wide{locations}") as system:
+        topics = [changelog_topic(system.settings.app_id, t) for t in ("skus", "sku_parts")]
+        worker = system.start()
+        try:
+            wait_assigned(worker, system.log)
+            started = time.perf_counter()
+            system.send(counts)
+            done = system.committed(stall_seconds)
+            run.load_rate = len(counts) / (done - started)
+            say(f"  counts: {run.load_rate:,.0f} events/s ({done - started:.1f} s)")
+            ends = true_end_offsets_many(
+                system.bootstrap, {t: list(range(system.n)) for t in topics}
+            )
+            cpu = cpu_seconds(worker.pid)
+            started = time.perf_counter()
+            system.send(stream)
+            done = system.committed(stall_seconds)
+            used = cpu_seconds(worker.pid) - cpu
+            run.events = len(stream)
+            run.rate = len(stream) / (done - started)
+            run.cpu_us = used / len(stream) * 1e6
+            run.rss_mb = rss_mb(worker.pid)
+            for topic in topics:
+                starts = {p: ends[(topic, p)] for p in range(system.n)}
+                records, size, _, _ = read_changelog(system.bootstrap, topic, starts)
+                run.changelog_records += records
+                run.changelog_bytes += size
+            say(
+                f"  stream: {run.rate:,.0f} events/s, {run.cpu_us:,.0f} us CPU and "
+                f"{num(run.bytes_per_event)} changelog bytes per event"
+            )
+        except (WorkerDied, Stalled) as error:
+            run.failure = f"{error}: {error_line(system.log)}"
+            say(f"  FAILED: {run.failure}")
+    return run
+
+
 # ---- the run --------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
+    parser.add_argument(
+        "--series", default="positions,hot,wide", help="comma-separated: positions, hot, wide"
+    )
     parser.add_argument(
         "--positions",
         default="50000,250000",
@@ -739,32 +943,66 @@ def main() -> None:
     parser.add_argument(
         "--hot-max", type=int, default=40_000, help="the goal's is 200000; 0 skips the series"
     )
+    parser.add_argument("--wide-skus", type=int, default=2_000)
+    parser.add_argument(
+        "--wide-locations",
+        default="5,200",
+        help="comma-separated locations per SKU; the goal compares 200 with 5",
+    )
+    parser.add_argument("--wide-events", type=int, default=20_000, help="stock deltas streamed")
     parser.add_argument("--stall-seconds", type=float, default=180.0)
     args = parser.parse_args()
-    sizes = [int(p) for p in args.positions.split(",") if p.strip()]
+    series = {s.strip() for s in args.series.split(",") if s.strip()}
+    if series - {"positions", "hot", "wide"}:
+        parser.error(f"unknown series: {', '.join(sorted(series - {'positions', 'hot', 'wide'}))}")
+    sizes = (
+        [int(p) for p in args.positions.split(",") if p.strip()] if "positions" in series else []
+    )
+    hot_max = args.hot_max if "hot" in series else 0
+    widths = (
+        [int(n) for n in args.wide_locations.split(",") if n.strip()] if "wide" in series else []
+    )
 
     def say(text: str) -> None:
         print(text, flush=True)
 
     say(f"machine: {machine()}")
-    say(f"broker: embedded {args.broker}; memory tables; 1 worker; {LOCATIONS} locations per SKU")
+    say(f"broker: embedded {args.broker}; memory tables; 1 worker")
     gc.collect()
     runs: list[PositionsRun] = []
-    say("1. positions")
+    if sizes:
+        say(f"1. positions ({LOCATIONS} locations per SKU)")
     for positions in sizes:
         runs.append(positions_run(positions, args.broker, args.mix, args.stall_seconds, say))
         gc.collect()
     hot = None
-    if args.hot_max > 0:
+    if hot_max > 0:
         say(f"2. hot SKU ({HOT_SKU}, order-created of 1 unit, no picks)")
-        hot = hot_series(args.broker, args.hot_step, args.hot_max, args.stall_seconds, say)
+        hot = hot_series(args.broker, args.hot_step, hot_max, args.stall_seconds, say)
+    wide: list[WideRun] | None = None
+    if widths:
+        say(f"3. wide SKUs ({args.wide_skus:,} SKUs, {args.wide_events:,} stock deltas)")
+        wide = []
+        for locations in widths:
+            gc.collect()
+            wide.append(
+                wide_run(
+                    args.wide_skus,
+                    locations,
+                    args.wide_events,
+                    args.broker,
+                    args.stall_seconds,
+                    say,
+                )
+            )
 
-    say("")
-    say(
-        f"positions (counts + {args.mix:g} x N events of the realistic mix; restart: SIGKILL, "
-        "start, first new event's availability)"
-    )
-    say(positions_table(runs))
+    if runs:
+        say("")
+        say(
+            f"positions (counts + {args.mix:g} x N events of the realistic mix; restart: SIGKILL, "
+            "start, first new event's availability)"
+        )
+        say(positions_table(runs))
     if hot is not None:
         say("")
         say(f"hot SKU (step {args.hot_step:,}, up to {args.hot_max:,} orders)")
@@ -775,9 +1013,16 @@ def main() -> None:
                 f"last record written {num(hot.steps[-1].record_bytes)} bytes (the next one was "
                 f"refused); log: {hot.error_line}"
             )
+    if wide:
+        say("")
+        say(
+            f"wide SKUs ({args.wide_skus:,} SKUs; load: one count per position; stream: "
+            f"{args.wide_events:,} single-location deltas; changelog: skus + sku_parts)"
+        )
+        say(wide_table(wide))
     say("")
     say("goals (issue 18)")
-    for goal, verdict, why in goal_verdicts(runs, hot, args.hot_max):
+    for goal, verdict, why in [*goal_verdicts(runs, hot, hot_max), *wide_verdicts(wide)]:
         say(f"  {goal}: {verdict.upper()} ({why})")
     for goal, why in OTHER_GOALS:
         say(f"  {goal}: NOT MEASURED ({why})")

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from bench.scale import HotSeries, HotStep, PositionsRun, goal_verdicts, table
+from bench.scale import (
+    HotSeries,
+    HotStep,
+    PositionsRun,
+    WideRun,
+    goal_verdicts,
+    table,
+    wide_stream,
+    wide_verdicts,
+)
 
 
 def verdicts(runs: list[PositionsRun], hot: HotSeries | None, hot_max: int = 40_000) -> dict:
@@ -71,3 +80,37 @@ def test_the_million_load_is_never_compared_with_itself() -> None:
         "not met",
         "6,000 against 6,500 events/s at 50,000",
     )
+
+
+def wide(locations: int, rate: float, changelog_bytes: int) -> WideRun:
+    return WideRun(locations, 2_000, events=20_000, rate=rate, changelog_bytes=changelog_bytes)
+
+
+def test_the_wide_goals_judge_200_locations_against_5() -> None:
+    runs = [wide(5, 4_000, 6_000_000), wide(200, 3_300, 5_000_000)]
+    seen = {goal: (verdict, why) for goal, verdict, why in wide_verdicts(runs)}
+    assert seen["200 locations per SKU: changelog <= 1,024 bytes per event"][0] == "met"
+    assert seen["200 locations per SKU: events/s within 20 % of 5 locations"] == (
+        "met",
+        "3,300 against 4,000 events/s (-18%)",
+    )
+    runs = [wide(5, 4_000, 0), wide(200, 3_100, 30_000_000)]
+    assert [verdict for _, verdict, _ in wide_verdicts(runs)] == ["not met", "not met"]
+
+
+def test_the_wide_goals_are_not_measured_without_both_catalogs_or_a_stream() -> None:
+    assert [v for _, v, _ in wide_verdicts(None)] == ["not measured"] * 2
+    assert [v for _, v, _ in wide_verdicts([wide(200, 3_000, 1)])] == ["met", "not measured"]
+    died = WideRun(200, 2_000, failure="worker exited with 1: boom")
+    assert [w for _, _, w in wide_verdicts([wide(5, 4_000, 1), died])] == [
+        "worker exited with 1: boom"
+    ] * 2
+
+
+def test_the_wide_stream_moves_each_sku_on_to_other_locations() -> None:
+    events = wide_stream(skus=2_000, locations=200, count=20_000)
+    by_sku: dict[str, set[str]] = {}
+    for event in events:
+        by_sku.setdefault(event.sku, set()).add(event.location)
+    assert len(by_sku) == 2_000
+    assert all(len(locations) == 10 for locations in by_sku.values())
