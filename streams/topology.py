@@ -145,6 +145,7 @@ from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
     COMMANDS,
+    COMMITTED,
     DLQ,
     EVENTS,
     POSITIONS,
@@ -499,7 +500,7 @@ class CommandBatch:
             timestamp = int(at * 1000) if at else 0  # 0: the producer's clock
             if len(items) == 1:  # alone: a plain record, as readable as before
                 key, value, flags = items[0]
-                headers = COMMITTED if flags & COMMITTED_FLAG else None
+                headers = COMMITTED_HEADERS if flags & COMMITTED_FLAG else None
                 self.outputs.send(COMMANDS, key, value, partition, headers, timestamp)
                 continue
             for envelope in pack(items, self.LIMIT):
@@ -962,7 +963,7 @@ def create_app(
             elif is_envelope(message.value):
                 try:
                     for key, value, flags in unpack(message.value):
-                        headers = COMMITTED if flags & COMMITTED_FLAG else None
+                        headers = COMMITTED_HEADERS if flags & COMMITTED_FLAG else None
                         inner = Inner(
                             COMMANDS,
                             message.partition,
@@ -1517,8 +1518,8 @@ def create_app(
     return app
 
 
-# the header on an order the SKU stage has committed in place (commit_here)
-COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")]
+# the headers of an order the SKU stage has committed in place, as the producer takes them
+COMMITTED_HEADERS: list[tuple[str, str | bytes | None]] = [COMMITTED]
 
 
 def state_time(value: Any) -> datetime:
@@ -1577,7 +1578,7 @@ def message_time(message: Any) -> float:
 
 
 def is_committed(message: Any) -> bool:
-    return has_header(message, COMMITTED[0])
+    return has_header(message, COMMITTED)
 
 
 def has_header(message: Any, header: tuple[str, Any]) -> bool:
