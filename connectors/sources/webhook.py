@@ -46,11 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connectors.sources import shopify
-from connectors.sources.base import InvalidSourceConfig, Tally, parse_json_event
+from connectors.sources.base import InvalidSourceConfig, Tally
 from connectors.sources.mapping import load_mapping
 from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import PosTranslator, collect
 from streams.core.catalog import Catalog
+from streams.core.models import parse_event_json
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
 from streams.runtime.http import (
     JSON_TYPE,
@@ -412,7 +413,7 @@ class Receiver:
         for number, raw in enumerate(lines, start=1):
             tally.received += 1
             try:
-                event = parse_json_event(raw)
+                event = parse_event_json(raw)
                 if event.source != source.name:
                     raise InvalidEvent(
                         f"source: {event.source!r} does not match the webhook source "

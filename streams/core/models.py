@@ -246,6 +246,8 @@ def parse_event_json(raw: bytes | str) -> Event:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidEvent(f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent("malformed JSON: nested too deeply") from None
     return parse_event(data)
 
 
