@@ -84,15 +84,12 @@ from streams.core.models import (
     EVENT_TYPES,
     DeadLetter,
     Event,
-    InboundScheduled,
     OrderCancelled,
     OrderCreated,
-    PickConfirmed,
     ReservationExpired,
     ReservationReleased,
     ReservationRequested,
-    ReturnReceived,
-    StockAdjusted,
+    SingleSkuEvent,
     trusted,
 )
 from streams.core.orders import Confirmation, OrderState, commit_commands, route_order
@@ -160,7 +157,6 @@ log = logging.getLogger(__name__)
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker stopped on a failed stage batch
 
 EVENT_CLASSES = tuple(EVENT_TYPES.values())
-SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
 # what inventory.commands carries for the order and reservation stages (the rest: the SKU stage)
 ORDER_KINDS = (OrderCreated, OrderCancelled)
 RESERVATION_KINDS = (
@@ -1169,7 +1165,7 @@ def create_app(
             dead_letter(message, reason, getattr(ev, "source", "unknown"))
             return None
         rt.clock.observe(ev.occurred_at)
-        if isinstance(ev, SINGLE_SKU):
+        if isinstance(ev, SingleSkuEvent):
             key = ev.sku.encode()
             if partition_for(key, n) == message.partition:
                 return ev

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -203,6 +203,10 @@ EVENT_TYPES: dict[str, type[_Event]] = {
     "reservation-released": ReservationReleased,
     "reservation-expired": ReservationExpired,
 }
+
+# the events about one SKU at one location: each goes to its SKU's stage as it is
+SingleSkuEvent = StockAdjusted | PickConfirmed | ReturnReceived | InboundScheduled
+SINGLE_SKU_EVENTS: tuple[type[_Event], ...] = get_args(SingleSkuEvent)
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
