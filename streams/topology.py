@@ -82,7 +82,6 @@ from streams.core.engine import check_event
 from streams.core.keys import position_key
 from streams.core.models import (
     EVENT_TYPES,
-    DeadLetter,
     Event,
     OrderCancelled,
     OrderCreated,
@@ -90,7 +89,6 @@ from streams.core.models import (
     ReservationReleased,
     ReservationRequested,
     SingleSkuEvent,
-    trusted,
 )
 from streams.core.orders import Confirmation, OrderState, commit_commands, route_order
 from streams.core.reservations import (
@@ -138,6 +136,7 @@ from streams.runtime.faust_private import (
 )
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
+from streams.runtime.producer import dead_letter_record
 from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
@@ -714,16 +713,14 @@ def create_app(
         to_stages.add(k, value, flags, input_time[0] if origin is None else origin)
 
     def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
-        record = trusted(
-            DeadLetter,
-            original=message.value or b"",
-            source=source,
-            reason=reason,
+        record = dead_letter_record(
+            message.value or b"",
+            source,
+            reason,
+            key=message.key,
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=message.key,
-            rejected_at=datetime.now(UTC),
         )
         send(dlq, message.key, rt.codec.encode(record, DLQ))
         rt.metrics.dead_letter(reason)
