@@ -54,6 +54,7 @@ from streams.core.catalog import Catalog
 from streams.core.models import parse_event_json
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
 from streams.runtime.http import (
+    HEALTH_PATH,
     JSON_TYPE,
     BodyTimeout,
     BodyUnreadable,
@@ -539,7 +540,7 @@ def make_app(
         receiver.handle,
         expect_handler=refusing_before_continue(receiver.refusal_before_body),
     )
-    app.router.add_get("/health", _health)
+    app.router.add_get(HEALTH_PATH, _health)
 
     app.cleanup_ctx.append(producer.polling_while_serving)
     return app
