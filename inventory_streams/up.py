@@ -30,14 +30,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from connectors.host import ChannelServices, FlashSale, LatestCatalog
+from connectors.host import ChannelServices, FlashSale
 from streams.client import kafka_config
 from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.errors import InventoryError
 from streams.metrics import serve
 from streams.runtime.broker import open_cluster
-from streams.runtime.catalog_store import publish
+from streams.runtime.catalog_store import LatestCatalog, publish
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.running import announced
 from streams.runtime.status import (

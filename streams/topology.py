@@ -126,7 +126,7 @@ from streams.core.state import (
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
-from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.catalog_store import LatestCatalog, read_latest
 from streams.runtime.faust_private import (
     disown,
     forget_acks,
@@ -746,7 +746,7 @@ def create_app(
             )
             rt.catalog = latest
 
-    catalog_feed = CatalogFeed(bootstrap)
+    latest_catalog = LatestCatalog(bootstrap)
 
     @app.timer(interval=settings.catalog_check_seconds)
     async def watch_catalog() -> None:
@@ -757,10 +757,10 @@ def create_app(
         that died mid-way) are derived again. Each SKU record says which catalog it was derived
         under, so announcing twice re-derives nothing twice.
         """
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, catalog_feed.changed):
+        latest = await asyncio.get_running_loop().run_in_executor(None, latest_catalog)
+        if latest is None:  # nothing published since the last check
             return
-        adopt(await loop.run_in_executor(None, read_latest, bootstrap))
+        adopt(latest)
         announcement = catalog_changed(rt.catalog.version)
         for partition in range(n):
             outputs.send(COMMANDS, None, announcement, partition)
