@@ -90,7 +90,6 @@ class Status:
     alerts: int = 0
     dead_letters: int = 0
     lag: int = 0
-    workers_alive: int = 0
     restarts: int = 0
     failed: str | None = None  # why `up` stopped before its time (a worker that kept exiting)
     extra: dict[str, str] = field(default_factory=dict)
@@ -469,5 +468,4 @@ def run_up(
         except KeyboardInterrupt:
             console.print("stopping...")
         status.restarts = restarted
-        status.workers_alive = sum(1 for w in pool if w.process.poll() is None)
         return status
