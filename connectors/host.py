@@ -39,7 +39,7 @@ from streams.core.models import Alert, Availability, parse_event
 from streams.errors import InventoryError
 from streams.metrics import DriftMetrics, serve
 from streams.reconcile import drift_origin
-from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.catalog_store import LatestCatalog
 from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import ALERTS, CATALOG, RESERVATION_DECISIONS
 from streams.settings import Settings
@@ -62,26 +62,6 @@ class CatalogSource(Protocol):
 
     def __call__(self) -> Catalog | None: ...
     def close(self) -> None: ...
-
-
-class LatestCatalog:
-    """The latest catalog on inventory.catalog when it grew since the last look, else None.
-
-    Blocking (one end-offset query; a read only when the topic grew): call it from a thread.
-    """
-
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
-        self._feed = CatalogFeed(bootstrap)
-
-    def __call__(self) -> Catalog | None:
-        if not self._feed.changed():
-            return None
-        return read_latest(self._bootstrap)
-
-    def close(self) -> None:
-        """Before the broker goes: a consumer left open logs every failed reconnect."""
-        self._feed.close()
 
 
 @dataclass

@@ -30,14 +30,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from connectors.host import ChannelServices, FlashSale, LatestCatalog
+from connectors.host import ChannelServices, FlashSale
 from streams.client import kafka_config
 from streams.codec import make_codec
 from streams.core.catalog import Catalog
 from streams.errors import InventoryError
 from streams.metrics import serve
 from streams.runtime.broker import open_cluster
-from streams.runtime.catalog_store import publish
+from streams.runtime.catalog_store import LatestCatalog, publish
 from streams.runtime.offsets import true_end_offsets_many
 from streams.runtime.running import announced
 from streams.runtime.status import (
@@ -90,7 +90,6 @@ class Status:
     alerts: int = 0
     dead_letters: int = 0
     lag: int = 0
-    workers_alive: int = 0
     restarts: int = 0
     failed: str | None = None  # why `up` stopped before its time (a worker that kept exiting)
     extra: dict[str, str] = field(default_factory=dict)
@@ -469,5 +468,4 @@ def run_up(
         except KeyboardInterrupt:
             console.print("stopping...")
         status.restarts = restarted
-        status.workers_alive = sum(1 for w in pool if w.process.poll() is None)
         return status

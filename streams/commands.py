@@ -7,9 +7,9 @@ its kind keeps them readable in `tail` and independent of the public Avro contra
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -153,135 +153,208 @@ def _undate(value: int | None) -> date | None:
     return date.fromordinal(value) if value is not None else None
 
 
+# ---- the command kinds: each one's JSON both ways, and its tag in _KINDS ----------------------
+# A kind's to-JSON takes the tag, which every internal record carries first, as "t".
+
+
+def _commit_json(t: str, cmd: CommitLines) -> dict[str, Any]:
+    return {
+        "t": t,
+        "e": cmd.event_id,
+        "at": _ts(cmd.occurred_at),
+        "sku": cmd.sku,
+        "o": cmd.order_id,
+        "ch": cmd.channel,
+        "r": cmd.reservation_id,
+        "l": [[x.line_id, x.sku, x.quantity, x.location] for x in cmd.lines],
+    }
+
+
+def _commit(d: dict[str, Any]) -> CommitLines:
+    lines = tuple(OrderLine(line_id=a, sku=b, quantity=c, location=e) for a, b, c, e in d["l"])
+    return CommitLines(d["e"], _dt(d["at"]), d["sku"], d["o"], d["ch"], d["r"], lines)
+
+
+def _cancel_json(t: str, cmd: CancelLines) -> dict[str, Any]:
+    return {
+        "t": t,
+        "e": cmd.event_id,
+        "at": _ts(cmd.occurred_at),
+        "sku": cmd.sku,
+        "o": cmd.order_id,
+        "l": [list(x) for x in cmd.lines],
+    }
+
+
+def _cancel(d: dict[str, Any]) -> CancelLines:
+    return CancelLines(d["e"], _dt(d["at"]), d["sku"], d["o"], tuple((a, b) for a, b in d["l"]))
+
+
+def _hold_json(t: str, cmd: TryHold) -> dict[str, Any]:
+    return {
+        "t": t,
+        "e": cmd.event_id,
+        "at": _ts(cmd.occurred_at),
+        "sku": cmd.sku,
+        "r": cmd.reservation_id,
+        "ch": cmd.channel,
+        "x": _ts(cmd.expires_at),
+        "q": [[q.line, q.units, q.per_unit, q.location] for q in cmd.requirements],
+    }
+
+
+def _hold(d: dict[str, Any]) -> TryHold:
+    reqs = tuple(HoldRequirement(a, b, c, e) for a, b, c, e in d["q"])
+    return TryHold(d["e"], _dt(d["at"]), d["sku"], d["r"], d["ch"], _dt(d["x"]), reqs)
+
+
+def _release_json(t: str, cmd: ReleaseHold) -> dict[str, Any]:
+    return {
+        "t": t,
+        "e": cmd.event_id,
+        "at": _ts(cmd.occurred_at),
+        "sku": cmd.sku,
+        "r": cmd.reservation_id,
+        "why": cmd.reason,
+    }
+
+
+def _release(d: dict[str, Any]) -> ReleaseHold:
+    return ReleaseHold(d["e"], _dt(d["at"]), d["sku"], d["r"], d["why"])
+
+
+def _result_json(t: str, cmd: HoldResult) -> dict[str, Any]:
+    return {
+        "t": t,
+        "r": cmd.reservation_id,
+        "sku": cmd.sku,
+        "ok": cmd.ok,
+        "h": [list(x) for x in cmd.held],
+        "s": [list(x) for x in cmd.short],
+        "n": [cmd.requested, cmd.available],
+    }
+
+
+def _result(d: dict[str, Any]) -> HoldResult:
+    return HoldResult(
+        d["r"],
+        d["sku"],
+        d["ok"],
+        tuple((a, b) for a, b in d["h"]),
+        tuple((a, b) for a, b in d["s"]),
+        *d.get("n", (0, 0)),
+    )
+
+
+def _component_json(t: str, cmd: ComponentUpdate) -> dict[str, Any]:
+    return {
+        "t": t,
+        "ch": cmd.channel,
+        "cs": cmd.channel_sku,
+        "sku": cmd.sku,
+        "n": cmd.seq,
+        "a": cmd.channel_ats,
+        "b": cmd.backorder_units,
+        "d": _day(cmd.backorder_eta),
+        "at": _ts(cmd.as_of),
+        "c": cmd.cause_event_id,
+        "cv": cmd.catalog_version,
+    }
+
+
+def _component(d: dict[str, Any]) -> ComponentUpdate:
+    return ComponentUpdate(
+        d["ch"],
+        d["cs"],
+        d["sku"],
+        d["n"],
+        d["a"],
+        d["b"],
+        _undate(d["d"]),
+        _dt(d["at"]),
+        d["c"],
+        d.get("cv", 0),
+    )
+
+
+def _confirm_json(t: str, cmd: Confirmation) -> dict[str, Any]:
+    return {
+        "t": t,
+        "r": cmd.reservation_id,
+        "o": cmd.order_id,
+        "e": cmd.event_id,
+        "k": list(cmd.skus),
+    }
+
+
+def _confirm(d: dict[str, Any]) -> Confirmation:
+    return Confirmation(d["r"], d["o"], d["e"], tuple(d.get("k", ())))
+
+
+def _catalog_json(t: str, cmd: CatalogChanged) -> dict[str, Any]:
+    return {"t": t, "v": cmd.version}
+
+
+def _catalog(d: dict[str, Any]) -> CatalogChanged:
+    return CatalogChanged(d["v"])
+
+
+def _date_json(t: str, cmd: DateChanged) -> dict[str, Any]:
+    return {"t": t, "d": cmd.day.toordinal()}
+
+
+def _date(d: dict[str, Any]) -> DateChanged:
+    return DateChanged(date.fromordinal(d["d"]))
+
+
+def _decided_json(t: str, cmd: ReservationDecided) -> dict[str, Any]:
+    return {"t": t, "s": cmd.state.to_dict()}
+
+
+def _decided(d: dict[str, Any]) -> ReservationDecided:
+    return ReservationDecided(ReservationState.from_dict(d["s"]))
+
+
+def _forgotten_json(t: str, cmd: LinesForgotten) -> dict[str, Any]:
+    return {"t": t, "o": cmd.order_id, "sku": cmd.sku, "l": list(cmd.line_ids)}
+
+
+def _forgotten(d: dict[str, Any]) -> LinesForgotten:
+    return LinesForgotten(d["o"], d["sku"], tuple(d["l"]))
+
+
+# The one registry of internal commands: type -> (tag, to JSON, from JSON). Everything else on an
+# internal topic is an event, in Avro.
+_KINDS: dict[type, tuple[str, Callable[[str, Any], dict[str, Any]], Callable[..., Command]]] = {
+    CommitLines: ("commit", _commit_json, _commit),
+    CancelLines: ("cancel", _cancel_json, _cancel),
+    TryHold: ("hold", _hold_json, _hold),
+    ReleaseHold: ("release", _release_json, _release),
+    HoldResult: ("result", _result_json, _result),
+    ComponentUpdate: ("component", _component_json, _component),
+    Confirmation: ("confirm", _confirm_json, _confirm),
+    CatalogChanged: ("catalog", _catalog_json, _catalog),
+    DateChanged: ("date", _date_json, _date),
+    ReservationDecided: ("decided", _decided_json, _decided),
+    LinesForgotten: ("forgotten", _forgotten_json, _forgotten),
+}
+_BY_TAG = {tag: from_json for tag, _, from_json in _KINDS.values()}
+
+
 def _to_json(cmd: Any) -> dict[str, Any]:
-    if isinstance(cmd, CommitLines):
-        return {
-            "t": "commit",
-            "e": cmd.event_id,
-            "at": _ts(cmd.occurred_at),
-            "sku": cmd.sku,
-            "o": cmd.order_id,
-            "ch": cmd.channel,
-            "r": cmd.reservation_id,
-            "l": [[x.line_id, x.sku, x.quantity, x.location] for x in cmd.lines],
-        }
-    if isinstance(cmd, CancelLines):
-        return {
-            "t": "cancel",
-            "e": cmd.event_id,
-            "at": _ts(cmd.occurred_at),
-            "sku": cmd.sku,
-            "o": cmd.order_id,
-            "l": [list(x) for x in cmd.lines],
-        }
-    if isinstance(cmd, TryHold):
-        return {
-            "t": "hold",
-            "e": cmd.event_id,
-            "at": _ts(cmd.occurred_at),
-            "sku": cmd.sku,
-            "r": cmd.reservation_id,
-            "ch": cmd.channel,
-            "x": _ts(cmd.expires_at),
-            "q": [[q.line, q.units, q.per_unit, q.location] for q in cmd.requirements],
-        }
-    if isinstance(cmd, ReleaseHold):
-        return {
-            "t": "release",
-            "e": cmd.event_id,
-            "at": _ts(cmd.occurred_at),
-            "sku": cmd.sku,
-            "r": cmd.reservation_id,
-            "why": cmd.reason,
-        }
-    if isinstance(cmd, HoldResult):
-        return {
-            "t": "result",
-            "r": cmd.reservation_id,
-            "sku": cmd.sku,
-            "ok": cmd.ok,
-            "h": [list(x) for x in cmd.held],
-            "s": [list(x) for x in cmd.short],
-            "n": [cmd.requested, cmd.available],
-        }
-    if isinstance(cmd, ComponentUpdate):
-        return {
-            "t": "component",
-            "ch": cmd.channel,
-            "cs": cmd.channel_sku,
-            "sku": cmd.sku,
-            "n": cmd.seq,
-            "a": cmd.channel_ats,
-            "b": cmd.backorder_units,
-            "d": _day(cmd.backorder_eta),
-            "at": _ts(cmd.as_of),
-            "c": cmd.cause_event_id,
-            "cv": cmd.catalog_version,
-        }
-    if isinstance(cmd, Confirmation):
-        return {
-            "t": "confirm",
-            "r": cmd.reservation_id,
-            "o": cmd.order_id,
-            "e": cmd.event_id,
-            "k": list(cmd.skus),
-        }
-    if isinstance(cmd, CatalogChanged):
-        return {"t": "catalog", "v": cmd.version}
-    if isinstance(cmd, DateChanged):
-        return {"t": "date", "d": cmd.day.toordinal()}
-    if isinstance(cmd, ReservationDecided):
-        return {"t": "decided", "s": cmd.state.to_dict()}
-    if isinstance(cmd, LinesForgotten):
-        return {"t": "forgotten", "o": cmd.order_id, "sku": cmd.sku, "l": list(cmd.line_ids)}
-    raise EncodingError(f"no internal encoding for {type(cmd).__name__}")
+    kind = _KINDS.get(type(cmd))
+    if kind is None:
+        raise EncodingError(f"no internal encoding for {type(cmd).__name__}")
+    tag, to_json, _ = kind
+    return to_json(tag, cmd)
 
 
 def _from_json(d: dict[str, Any]) -> Command:
-    kind = d["t"]
-    if kind == "commit":
-        lines = tuple(OrderLine(line_id=a, sku=b, quantity=c, location=e) for a, b, c, e in d["l"])
-        return CommitLines(d["e"], _dt(d["at"]), d["sku"], d["o"], d["ch"], d["r"], lines)
-    if kind == "cancel":
-        return CancelLines(d["e"], _dt(d["at"]), d["sku"], d["o"], tuple((a, b) for a, b in d["l"]))
-    if kind == "hold":
-        reqs = tuple(HoldRequirement(a, b, c, e) for a, b, c, e in d["q"])
-        return TryHold(d["e"], _dt(d["at"]), d["sku"], d["r"], d["ch"], _dt(d["x"]), reqs)
-    if kind == "release":
-        return ReleaseHold(d["e"], _dt(d["at"]), d["sku"], d["r"], d["why"])
-    if kind == "result":
-        return HoldResult(
-            d["r"],
-            d["sku"],
-            d["ok"],
-            tuple((a, b) for a, b in d["h"]),
-            tuple((a, b) for a, b in d["s"]),
-            *d.get("n", (0, 0)),
-        )
-    if kind == "component":
-        return ComponentUpdate(
-            d["ch"],
-            d["cs"],
-            d["sku"],
-            d["n"],
-            d["a"],
-            d["b"],
-            _undate(d["d"]),
-            _dt(d["at"]),
-            d["c"],
-            d.get("cv", 0),
-        )
-    if kind == "confirm":
-        return Confirmation(d["r"], d["o"], d["e"], tuple(d.get("k", ())))
-    if kind == "catalog":
-        return CatalogChanged(d["v"])
-    if kind == "date":
-        return DateChanged(date.fromordinal(d["d"]))
-    if kind == "decided":
-        return ReservationDecided(ReservationState.from_dict(d["s"]))
-    if kind == "forgotten":
-        return LinesForgotten(d["o"], d["sku"], tuple(d["l"]))
-    raise EncodingError(f"unknown internal record kind {kind!r}")
+    tag = d["t"]
+    from_json = _BY_TAG.get(tag) if isinstance(tag, str) else None
+    if from_json is None:
+        raise EncodingError(f"unknown internal record kind {tag!r}")
+    return from_json(d)
 
 
 class CommandCodec:
@@ -291,22 +364,11 @@ class CommandCodec:
         self.codec = codec
 
     def encode(self, cmd: Command) -> bytes:
-        if isinstance(
-            cmd,
-            CommitLines
-            | CancelLines
-            | TryHold
-            | ReleaseHold
-            | HoldResult
-            | ComponentUpdate
-            | Confirmation
-            | CatalogChanged
-            | DateChanged
-            | ReservationDecided
-            | LinesForgotten,
-        ):
-            return orjson.dumps(_to_json(cmd))
-        return self.codec.encode(cmd, INTERNAL_TOPIC)
+        kind = _KINDS.get(type(cmd))
+        if kind is not None:
+            tag, to_json, _ = kind
+            return orjson.dumps(to_json(tag, cmd))
+        return self.codec.encode(cast(Event, cmd), INTERNAL_TOPIC)  # not a command kind: an event
 
     def decode(self, data: bytes | None) -> Command:
         if data is None:

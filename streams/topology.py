@@ -82,18 +82,13 @@ from streams.core.engine import check_event
 from streams.core.keys import position_key
 from streams.core.models import (
     EVENT_TYPES,
-    DeadLetter,
     Event,
-    InboundScheduled,
     OrderCancelled,
     OrderCreated,
-    PickConfirmed,
     ReservationExpired,
     ReservationReleased,
     ReservationRequested,
-    ReturnReceived,
-    StockAdjusted,
-    trusted,
+    SingleSkuEvent,
 )
 from streams.core.orders import Confirmation, OrderState, commit_commands, route_order
 from streams.core.reservations import (
@@ -131,7 +126,7 @@ from streams.core.state import (
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
-from streams.runtime.catalog_store import CatalogFeed, read_latest
+from streams.runtime.catalog_store import LatestCatalog, read_latest
 from streams.runtime.faust_private import (
     disown,
     forget_acks,
@@ -141,10 +136,12 @@ from streams.runtime.faust_private import (
 )
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
+from streams.runtime.producer import dead_letter_record
 from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
     COMMANDS,
+    COMMITTED,
     DLQ,
     EVENTS,
     POSITIONS,
@@ -159,7 +156,6 @@ log = logging.getLogger(__name__)
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker stopped on a failed stage batch
 
 EVENT_CLASSES = tuple(EVENT_TYPES.values())
-SINGLE_SKU = (StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled)
 # what inventory.commands carries for the order and reservation stages (the rest: the SKU stage)
 ORDER_KINDS = (OrderCreated, OrderCancelled)
 RESERVATION_KINDS = (
@@ -499,7 +495,7 @@ class CommandBatch:
             timestamp = int(at * 1000) if at else 0  # 0: the producer's clock
             if len(items) == 1:  # alone: a plain record, as readable as before
                 key, value, flags = items[0]
-                headers = COMMITTED if flags & COMMITTED_FLAG else None
+                headers = COMMITTED_HEADERS if flags & COMMITTED_FLAG else None
                 self.outputs.send(COMMANDS, key, value, partition, headers, timestamp)
                 continue
             for envelope in pack(items, self.LIMIT):
@@ -717,16 +713,14 @@ def create_app(
         to_stages.add(k, value, flags, input_time[0] if origin is None else origin)
 
     def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
-        record = trusted(
-            DeadLetter,
-            original=message.value or b"",
-            source=source,
-            reason=reason,
+        record = dead_letter_record(
+            message.value or b"",
+            source,
+            reason,
+            key=message.key,
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=message.key,
-            rejected_at=datetime.now(UTC),
         )
         send(dlq, message.key, rt.codec.encode(record, DLQ))
         rt.metrics.dead_letter(reason)
@@ -752,7 +746,7 @@ def create_app(
             )
             rt.catalog = latest
 
-    catalog_feed = CatalogFeed(bootstrap)
+    latest_catalog = LatestCatalog(bootstrap)
 
     @app.timer(interval=settings.catalog_check_seconds)
     async def watch_catalog() -> None:
@@ -763,10 +757,10 @@ def create_app(
         that died mid-way) are derived again. Each SKU record says which catalog it was derived
         under, so announcing twice re-derives nothing twice.
         """
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, catalog_feed.changed):
+        latest = await asyncio.get_running_loop().run_in_executor(None, latest_catalog)
+        if latest is None:  # nothing published since the last check
             return
-        adopt(await loop.run_in_executor(None, read_latest, bootstrap))
+        adopt(latest)
         announcement = catalog_changed(rt.catalog.version)
         for partition in range(n):
             outputs.send(COMMANDS, None, announcement, partition)
@@ -962,7 +956,7 @@ def create_app(
             elif is_envelope(message.value):
                 try:
                     for key, value, flags in unpack(message.value):
-                        headers = COMMITTED if flags & COMMITTED_FLAG else None
+                        headers = COMMITTED_HEADERS if flags & COMMITTED_FLAG else None
                         inner = Inner(
                             COMMANDS,
                             message.partition,
@@ -1168,7 +1162,7 @@ def create_app(
             dead_letter(message, reason, getattr(ev, "source", "unknown"))
             return None
         rt.clock.observe(ev.occurred_at)
-        if isinstance(ev, SINGLE_SKU):
+        if isinstance(ev, SingleSkuEvent):
             key = ev.sku.encode()
             if partition_for(key, n) == message.partition:
                 return ev
@@ -1517,8 +1511,8 @@ def create_app(
     return app
 
 
-# the header on an order the SKU stage has committed in place (commit_here)
-COMMITTED: list[tuple[str, str | bytes | None]] = [("inventory-committed", b"1")]
+# the headers of an order the SKU stage has committed in place, as the producer takes them
+COMMITTED_HEADERS: list[tuple[str, str | bytes | None]] = [COMMITTED]
 
 
 def state_time(value: Any) -> datetime:
@@ -1577,7 +1571,7 @@ def message_time(message: Any) -> float:
 
 
 def is_committed(message: Any) -> bool:
-    return has_header(message, COMMITTED[0])
+    return has_header(message, COMMITTED)
 
 
 def has_header(message: Any, header: tuple[str, Any]) -> bool:

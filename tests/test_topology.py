@@ -11,9 +11,8 @@ import orjson
 from streams.commands import COMMITTED_FLAG, Item, is_envelope, unpack
 from streams.core.orders import OrderState
 from streams.core.state import Commitment, SkuState, join_record, part_of, to_us
-from streams.runtime.topics import COMMANDS
+from streams.runtime.topics import COMMANDS, COMMITTED
 from streams.topology import (
-    COMMITTED,
     Clock,
     CommandBatch,
     DeferredWrites,
@@ -89,7 +88,7 @@ def test_a_committed_order_alone_keeps_its_header_and_a_large_batch_is_split() -
     batch.add(b"o-1", b"order", COMMITTED_FLAG)
     batch.send()
     (record,) = outputs.sent
-    assert record["headers"] == COMMITTED
+    assert record["headers"] == [COMMITTED]
 
     class Message:
         headers = record["headers"]

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 from pydantic import ConfigDict, Field
 
-from connectors.sinks.base import ChannelUnavailable, Outcome, SettlingConfig
+from connectors.sinks.base import BulkSink, ChannelUnavailable, Outcome, SettlingConfig
 from connectors.sinks.http import HttpClient, Reply, connector_config, transient
 from connectors.sinks.limits import TokenBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -75,7 +75,7 @@ def fulfillment_availability(record: Availability, channel_code: str) -> dict[st
     return entry
 
 
-class AmazonSink:
+class AmazonSink(BulkSink):
     def __init__(self, channel: Channel, metrics: SinkMetrics) -> None:
         self.channel_id = channel.id
         self.config = config = connector_config(channel, AmazonConfig)

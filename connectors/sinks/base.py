@@ -58,25 +58,42 @@ class Outcome:
         return cls(channel_sku, "reject", reason)
 
 
+MAX_HOLD_SECONDS = 3.0  # a sink's `max_hold` when it sets `settle` but not that
+
+
 @runtime_checkable
 class Sink(Protocol):
     """One channel's API. Calls are made one at a time by the engine, never concurrently.
 
-    An optional attribute `linger` (seconds, default 0) is the coalescing window: while records
-    keep arriving, a channel_sku sent less than `linger` ago waits until then (a hot SKU costs one
-    send per window) and a batch that is not full goes at most once per window. An optional
-    `quiet` (seconds, default `linger` / 4): once no record arrived for that long, nothing waits
-    for a window any more, only for the rate limit.
-
-    Optional `settle` (seconds, default 0 = off) and `max_hold` (seconds, default 3): while records
-    keep arriving, a value still changing waits until its channel_sku was quiet for `settle`, but
-    no longer than `max_hold` after the channel went out of date. A sell-out (`available` to 0
-    where the channel shows stock) skips the hold and the window and goes first; a value back
-    from 0 skips the hold. Meant for channels paid per SKU (one call per record).
+    A sink subclasses this to inherit the pacing defaults below; it overrides the ones its channel
+    needs (from its catalog settings).
     """
 
     channel_id: str
     max_batch: int  # records per flush() call the API accepts
+
+    linger: float = 0.0
+    """The coalescing window in seconds: while records keep arriving, a channel_sku sent less than
+    `linger` ago waits until then (a hot SKU costs one send per window) and a batch that is not
+    full goes at most once per window."""
+
+    quiet: float | None = None
+    """Seconds with no record after which nothing waits for a window any more, only for the rate
+    limit; None: a quarter of `linger`."""
+
+    settle: float = 0.0
+    """Seconds (0: off): while records keep arriving, a value still changing waits until its
+    channel_sku was quiet this long, but no longer than `max_hold` after the channel went out of
+    date. A sell-out (`available` to 0 where the channel shows stock) skips the hold and the window
+    and goes first; a value back from 0 skips the hold. Meant for channels paid per SKU (one call
+    per record)."""
+
+    max_hold: float = MAX_HOLD_SECONDS
+    """The longest a value waits to settle, in seconds (never less than `linger`)."""
+
+    bulk_hold: float = 0.0
+    """For a BulkSink, in seconds: while records keep arriving, a bulk job waits until the oldest
+    waiting update is this old, so it carries values that settled."""
 
     def add(self, record: Availability) -> None:
         """Stage a record for the next flush()."""
@@ -92,11 +109,8 @@ class Sink(Protocol):
 
 @runtime_checkable
 class BulkSink(Sink, Protocol):
-    """A sink with a second, slower path for large backlogs (e.g. a feed upload).
-
-    An optional attribute `bulk_hold` (seconds, default 0): while records keep arriving, a bulk
-    job waits until the oldest waiting update is that old, so it carries values that settled.
-    """
+    """A sink with a second, slower path for large backlogs (e.g. a feed upload); its pacing
+    adds `bulk_hold` (see Sink)."""
 
     bulk_threshold: int  # use the bulk path when at least this many records are waiting
     max_bulk: int
@@ -114,7 +128,8 @@ class SettlingConfig(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     settle_seconds: float = Field(default=0.0, ge=0)  # quiet time before a changing value goes
-    max_hold_seconds: float = Field(default=3.0, gt=0)  # longest wait for a value to settle
+    # the longest wait for a value to settle
+    max_hold_seconds: float = Field(default=MAX_HOLD_SECONDS, gt=0)
 
     @model_validator(mode="after")
     def _hold_covers_settle(self) -> Self:

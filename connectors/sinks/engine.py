@@ -10,7 +10,7 @@ full batch. Once the consumer has read all the broker had and no record came for
 newest value of every waiting key goes as soon as the channel's rate limit allows. While waiting
 for the limit, keys keep coalescing.
 
-Settling (a sink's optional `settle`, off at 0; on for webhooks): while records keep coming, a
+Settling (a sink's `settle`, off at 0; on for webhooks): while records keep coming, a
 value that is still changing waits until its key has been quiet for `settle` seconds, but never
 more than `max_hold` seconds after the channel went out of date, so a rate-limited channel's calls
 carry values that stay. A sell-out (the channel shows stock, the value says none) skips the hold
@@ -48,7 +48,6 @@ DeadLetterHook = Callable[
 ]
 
 MAX_ITEM_RETRIES = 5  # per-record retries (e.g. compare-and-set re-reads) before giving up
-MAX_HOLD_SECONDS = 3.0  # a sink's `max_hold` when it sets `settle` but not that
 SETTLE_TICK = 0.005  # shortest sleep for a held key
 
 # How a waiting value changes what the channel shows (settling only).
@@ -152,17 +151,17 @@ class SinkEngine:
         self._bulk: asyncio.Task[None] | None = None
         # While records keep coming, a key sent less than `linger` seconds ago waits until then:
         # a hot SKU costs at most one send per window, while a SKU that was quiet goes out at once.
-        self._linger = float(getattr(sink, "linger", 0.0))
+        self._linger = float(sink.linger)
         # No record for `quiet` seconds: the burst is over, holding keys back saves nothing more.
-        self._quiet = float(getattr(sink, "quiet", self._linger / 4))
+        self._quiet = self._linger / 4 if sink.quiet is None else float(sink.quiet)
         # A bulk job (a feed) waits for quiet input while the backlog is younger than this, so a
         # scarce bulk submission is not spent on values that are still changing.
-        self._bulk_hold = float(getattr(sink, "bulk_hold", 0.0))
+        self._bulk_hold = float(sink.bulk_hold)
         # Hold a value still changing until its key was quiet for `settle` seconds, at most
         # `max_hold` after the channel went out of date (0: off; see the module docstring).
-        self._settle = float(getattr(sink, "settle", 0.0))
+        self._settle = float(sink.settle)
         # a key goes once per window anyway: a shorter cap would change nothing
-        self._max_hold = max(self._linger, float(getattr(sink, "max_hold", MAX_HOLD_SECONDS)))
+        self._max_hold = max(self._linger, float(sink.max_hold))
         self._shown: dict[str, int] = {}  # channel_sku -> `available` acknowledged
         # Waiting keys by kind: sell-outs, values back from 0, and the rest, either still
         # changing (by last change, so the quiet ones lead) or found quiet (a heap by `since`).

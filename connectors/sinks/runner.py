@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -25,9 +24,10 @@ from connectors.sinks.webhook import WebhookSink
 from streams.client import kafka_config
 from streams.codec import Codec, make_codec
 from streams.core.catalog import Channel
-from streams.core.models import Availability, DeadLetter
+from streams.core.models import Availability
 from streams.errors import BrokerError, InventoryError
 from streams.runtime.offsets import LagProbe
+from streams.runtime.producer import dead_letter_record
 from streams.runtime.progress import StageProgress
 from streams.runtime.topics import DLQ, availability_topic
 from streams.settings import Settings
@@ -70,15 +70,14 @@ class _DeadLetters:
         partition: int | None,
         offset: int | None,
     ) -> None:
-        letter = DeadLetter(
-            original=original,
-            source=self._source,
-            reason=reason,
+        letter = dead_letter_record(
+            original,
+            self._source,
+            reason,
+            key=key,
             topic=self._topic,
             partition=partition,
             offset=offset,
-            key=key,
-            rejected_at=datetime.now(UTC),
         )
         errors: list[str] = []
 

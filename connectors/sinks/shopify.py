@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.sinks.base import ChannelUnavailable, Outcome
+from connectors.sinks.base import ChannelUnavailable, Outcome, Sink
 from connectors.sinks.http import HttpClient, Reply, connector_config, transient
 from connectors.sinks.limits import CostBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -86,7 +86,7 @@ class ShopifyConfig(BaseModel):
         return self.api_version >= "2026-04"
 
 
-class ShopifySink:
+class ShopifySink(Sink):
     def __init__(self, channel: Channel, metrics: SinkMetrics) -> None:
         self.channel_id = channel.id
         self.config = connector_config(channel, ShopifyConfig)

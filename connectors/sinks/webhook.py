@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from connectors.sinks.base import Outcome, SettlingConfig
+from connectors.sinks.base import Outcome, SettlingConfig, Sink
 from connectors.sinks.http import HttpClient, connector_config, transient
 from connectors.sinks.limits import TokenBucket
 from connectors.sinks.metrics import SinkMetrics
@@ -91,7 +91,7 @@ class _Refused(Exception):
         self.status = status
 
 
-class WebhookSink:
+class WebhookSink(Sink):
     def __init__(self, channel: Channel, metrics: SinkMetrics) -> None:
         self.channel_id = channel.id
         self.config = config = connector_config(channel, WebhookConfig)

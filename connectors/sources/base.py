@@ -8,11 +8,9 @@ core applies it once.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field, fields
 
-from streams.core.models import Event, parse_event
-from streams.errors import InvalidEvent, InventoryError
+from streams.errors import InventoryError
 
 MAX_REASONS = 20  # a report keeps the first reasons as examples; the DLQ keeps all of them
 
@@ -34,22 +32,6 @@ def content_id(*values: str) -> str:
     """A short, stable digest of a record's content, for exports that carry no id of their own."""
     digest = hashlib.blake2b("\x1f".join(values).encode("utf-8"), digest_size=10)
     return digest.hexdigest()
-
-
-def parse_json_event(raw: bytes) -> Event:
-    """One SPEC event from JSON bytes, or InvalidEvent; never another exception for bad input."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidEvent(f"malformed JSON: {error}") from None
-    except RecursionError:
-        raise InvalidEvent("malformed JSON: nested too deeply") from None
-    kind = data.get("type") if isinstance(data, dict) else None
-    if kind is not None and not isinstance(kind, str):
-        # parse_event looks the type up in a dict: a list or object there must not escape as
-        # a TypeError
-        raise InvalidEvent(f"type: must be a string, got {type(kind).__name__}")
-    return parse_event(data)
 
 
 @dataclass

@@ -46,13 +46,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from connectors.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
 from connectors.sources import shopify
-from connectors.sources.base import InvalidSourceConfig, Tally, parse_json_event
+from connectors.sources.base import InvalidSourceConfig, Tally
 from connectors.sources.mapping import load_mapping
 from connectors.sources.metrics import SourceMetrics
 from connectors.sources.pos import PosTranslator, collect
 from streams.core.catalog import Catalog
+from streams.core.models import parse_event_json
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
 from streams.runtime.http import (
+    HEALTH_PATH,
     JSON_TYPE,
     BodyTimeout,
     BodyUnreadable,
@@ -412,7 +414,7 @@ class Receiver:
         for number, raw in enumerate(lines, start=1):
             tally.received += 1
             try:
-                event = parse_json_event(raw)
+                event = parse_event_json(raw)
                 if event.source != source.name:
                     raise InvalidEvent(
                         f"source: {event.source!r} does not match the webhook source "
@@ -538,7 +540,7 @@ def make_app(
         receiver.handle,
         expect_handler=refusing_before_continue(receiver.refusal_before_body),
     )
-    app.router.add_get("/health", _health)
+    app.router.add_get(HEALTH_PATH, _health)
 
     app.cleanup_ctx.append(producer.polling_while_serving)
     return app

@@ -38,6 +38,7 @@ from streams.core.state import SkuState
 from streams.errors import Backpressure, DeliveryFailed, EncodingError, InvalidEvent
 from streams.metrics import serve as serve_metrics
 from streams.runtime.http import (
+    HEALTH_PATH,
     JSON_TYPE,
     BodyTimeout,
     BodyUnreadable,
@@ -649,7 +650,7 @@ def make_app(
     app.router.add_get("/availability/{channel}/{channel_sku}", api.available)
     app.router.add_get("/explain/{channel}/{channel_sku}", api.explanation)
     app.router.add_get("/states/{sku}", api.sku_state)
-    app.router.add_get("/health", api.health)
+    app.router.add_get(HEALTH_PATH, api.health)
     app.router.add_get("/openapi.json", api.openapi)
 
     app.cleanup_ctx.append(producer.polling_while_serving)

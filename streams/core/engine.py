@@ -26,19 +26,17 @@ from streams.core.derive import (
     sku_availability,
 )
 from streams.core.models import (
+    SINGLE_SKU_EVENTS,
     Alert,
     Availability,
     Event,
-    InboundScheduled,
     OrderCancelled,
     OrderCreated,
-    PickConfirmed,
     Position,
     ReservationExpired,
     ReservationReleased,
     ReservationRequested,
-    ReturnReceived,
-    StockAdjusted,
+    SingleSkuEvent,
 )
 from streams.core.orders import OrderState, route_order
 from streams.core.reservations import (
@@ -103,7 +101,7 @@ class Collector:
 def check_event(event: Event, catalog: Catalog) -> str | None:
     """A reason when the event names a location, channel or listing the catalog does not have."""
     locations = catalog.location_ids
-    if isinstance(event, StockAdjusted | PickConfirmed | ReturnReceived | InboundScheduled):
+    if isinstance(event, SingleSkuEvent):
         if event.location not in locations:
             return f"{event.type} {event.event_id}: unknown location {event.location!r}"
     elif isinstance(event, OrderCreated):
@@ -123,8 +121,8 @@ def check_event(event: Event, catalog: Catalog) -> str | None:
     return None
 
 
-# events that are themselves commands of one SKU
-_SKU_EVENTS = frozenset({StockAdjusted, PickConfirmed, ReturnReceived, InboundScheduled})
+# events that are themselves commands of one SKU, as a set: looked up for every event
+_SKU_EVENTS = frozenset(SINGLE_SKU_EVENTS)
 
 
 class Engine:

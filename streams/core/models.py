@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -204,6 +204,10 @@ EVENT_TYPES: dict[str, type[_Event]] = {
     "reservation-expired": ReservationExpired,
 }
 
+# the events about one SKU at one location: each goes to its SKU's stage as it is
+SingleSkuEvent = StockAdjusted | PickConfirmed | ReturnReceived | InboundScheduled
+SINGLE_SKU_EVENTS: tuple[type[_Event], ...] = get_args(SingleSkuEvent)
+
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
@@ -246,6 +250,8 @@ def parse_event_json(raw: bytes | str) -> Event:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise InvalidEvent(f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent("malformed JSON: nested too deeply") from None
     return parse_event(data)
 
 

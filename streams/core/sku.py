@@ -20,6 +20,7 @@ from streams.core.models import (
     OrderLine,
     PickConfirmed,
     ReturnReceived,
+    SingleSkuEvent,
     StockAdjusted,
     trusted,
 )
@@ -101,16 +102,7 @@ class HoldResult:
     available: int = 0  # of those, how many this SKU could hold (when short)
 
 
-SkuCommand = (
-    StockAdjusted
-    | PickConfirmed
-    | ReturnReceived
-    | InboundScheduled
-    | CommitLines
-    | CancelLines
-    | TryHold
-    | ReleaseHold
-)
+SkuCommand = SingleSkuEvent | CommitLines | CancelLines | TryHold | ReleaseHold
 
 
 @dataclass(slots=True)

@@ -168,6 +168,27 @@ class CatalogFeed:
             self._consumer = None
 
 
+class LatestCatalog:
+    """The one follower of inventory.catalog (the stages', the sinks'): the latest catalog when
+    the topic grew since the last look (the first look included), else None.
+
+    Blocking (one end-offset query; a read only when the topic grew): call it from a thread.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self._bootstrap = bootstrap
+        self._feed = CatalogFeed(bootstrap)
+
+    def __call__(self) -> Catalog | None:
+        if not self._feed.changed():
+            return None
+        return read_latest(self._bootstrap)
+
+    def close(self) -> None:
+        """Before the broker goes: a consumer left open logs every failed reconnect."""
+        self._feed.close()
+
+
 def announce(bootstrap: str, version: int, partitions: int) -> None:
     """Tell every partition's SKU stage that catalog `version` is out (else workers notice by
     themselves within a catalog check interval)."""

@@ -26,6 +26,7 @@ from aiohttp.web_urldispatcher import _default_expect_handler
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
+HEALTH_PATH = "/health"  # where every HTTP surface of ours (the API, the receiver) says its health
 # a media type as RFC 9110 spells one: anything else is named "malformed", never echoed
 _MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
 

@@ -55,6 +55,30 @@ class ProducerClient(Protocol):
     def __len__(self) -> int: ...
 
 
+def dead_letter_record(
+    original: bytes,
+    source: str,
+    reason: str,
+    *,
+    key: bytes | None = None,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> DeadLetter:
+    """Input rejected now, as every dead letter is built (sources, stages, sinks): the bytes
+    exactly as received, who sent them, why, and where it was read when it came from a topic."""
+    return DeadLetter(
+        original=original,
+        source=source,
+        reason=reason,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        rejected_at=datetime.now(UTC),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One encoded record, ready to produce (encoding errors surface before anything is sent)."""
@@ -177,13 +201,7 @@ class SourceProducer:
     def encode_dead_letter(
         self, original: bytes, source: str, reason: str, *, key: bytes | None = None
     ) -> Outgoing:
-        letter = DeadLetter(
-            original=original,
-            source=source,
-            reason=reason,
-            key=key,
-            rejected_at=datetime.now(UTC),
-        )
+        letter = dead_letter_record(original, source, reason, key=key)
         return Outgoing(self.dlq_topic, key, self.codec.encode(letter, self.dlq_topic), True)
 
     # ---- blocking producing (batch importers) --------------------------------------------------

@@ -65,10 +65,6 @@ class AlertTally:
         else:
             run.count, run.sku, run.message = run.count + 1, sku, message
 
-    def add_many(self, alerts: Iterable[Mapping[str, Any]]) -> None:
-        for alert in alerts:
-            self.add(alert)
-
     def lines(self, shown: int = ALERT_TYPES_SHOWN) -> list[tuple[str, str]]:
         """(name, value) rows: one per type, busiest first; the rest of the types as one."""
         ranked = sorted(self.by_type.items(), key=lambda item: (-item[1].count, item[0]))

@@ -31,9 +31,12 @@ CATALOG = "inventory.catalog"
 # The stages' commands to each other, each keyed by its stage's table key (streams.topology).
 COMMANDS = "inventory.commands"
 RESERVATION_DECISIONS = "inventory.reservation-decisions"
-# the header the reservation API puts on a request it waits on: the stage that receives it ends
-# its batch at once instead of at the end of its window (streams.runtime.batches)
+# The headers our own records carry, each a (name, value) pair.
+# On a request the reservation API waits on: the stage that receives it ends its batch at once
+# instead of at the end of its window (streams.runtime.batches).
 CALLER_WAITING = ("inventory-caller-waiting", b"1")
+# On an order the SKU stage has committed in place (commit_here in streams.topology).
+COMMITTED = ("inventory-committed", b"1")
 
 _LEGAL_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 

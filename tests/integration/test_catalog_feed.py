@@ -1,5 +1,5 @@
-"""The sinks' catalog follower on a real broker: a newer catalog once, nothing in between, and
-no consumer left behind to log reconnects after the broker is gone."""
+"""The catalog follower (the stages', the sinks') on a real broker: a newer catalog once, nothing
+in between, and no consumer left behind to log reconnects after the broker is gone."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import time
 
 import pytest
 
-from connectors.host import LatestCatalog
 from streams.core.catalog import load_catalog
 from streams.runtime import EmbeddedBroker
-from streams.runtime.catalog_store import publish
+from streams.runtime.catalog_store import LatestCatalog, publish
 from streams.runtime.topics import CATALOG, TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -50,11 +50,10 @@ def test_a_count_that_starts_again_gives_no_negative_rate() -> None:
 
 def test_forty_thousand_alerts_of_one_type_are_one_line_with_their_count() -> None:
     tally = AlertTally()
-    tally.add_many(
-        alert("stale-count", f"SKU-{i}", f"count of SKU-{i} older than the last")
-        for i in range(40_000)
-    )
-    tally.add_many(alert("oversell", "MUG", "MUG oversold by 2 at wh-east") for _ in range(3))
+    for i in range(40_000):
+        tally.add(alert("stale-count", f"SKU-{i}", f"count of SKU-{i} older than the last"))
+    for _ in range(3):
+        tally.add(alert("oversell", "MUG", "MUG oversold by 2 at wh-east"))
     lines = shown(Status(alerts=40_003, alert_types=tally))
     assert sum("stale-count" in line for line in lines) == 1
     stale = row(lines, "stale-count")
@@ -67,7 +66,8 @@ def test_forty_thousand_alerts_of_one_type_are_one_line_with_their_count() -> No
 def test_beyond_the_busiest_types_the_rest_share_one_line() -> None:
     tally = AlertTally()
     for index in range(10):
-        tally.add_many(alert(f"kind-{index}", "S", "m") for _ in range(100 - index))
+        for _ in range(100 - index):
+            tally.add(alert(f"kind-{index}", "S", "m"))
     rows = tally.lines(shown=6)
     assert [name.strip() for name, _ in rows] == [
         *(f"kind-{i}" for i in range(6)),

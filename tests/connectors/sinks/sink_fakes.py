@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from connectors.emulators import Emulator, pointed_at
 from connectors.sinks import SinkEngine, SinkMetrics, make_sink
-from connectors.sinks.base import ChannelUnavailable, Outcome
+from connectors.sinks.base import ChannelUnavailable, Outcome, Sink
 from connectors.sinks.limits import Backoff
 from streams.core.catalog import Channel
 from streams.core.models import Availability
@@ -37,7 +37,7 @@ def availability(sku: str, version: int, available: int | None = None) -> Availa
     )
 
 
-class FakeSink:
+class FakeSink(Sink):
     """Holds the channel's view: sku -> (available, version) and every call's batch."""
 
     channel_id = "pos"
@@ -55,8 +55,7 @@ class FakeSink:
         self.linger = linger
         self.settle = settle
         self.max_hold = max_hold
-        if quiet is not None:  # otherwise the engine's default, a quarter of `linger`
-            self.quiet = quiet
+        self.quiet = quiet  # None: the engine's default, a quarter of `linger`
         self.call_times: list[float] = []
         self.staged: list[Availability] = []
         self.calls: list[list[Availability]] = []

@@ -88,9 +88,9 @@ def webhook_channel(**settings: object) -> Channel:
 def test_values_settle_by_default_and_the_hold_cannot_be_shorter_than_the_settle_time() -> None:
     metrics = SinkMetrics(CollectorRegistry())
     sink = make_sink(webhook_channel(), metrics)
-    assert (sink.settle, sink.max_hold) == (1.0, 3.0)  # type: ignore[attr-defined]
+    assert (sink.settle, sink.max_hold) == (1.0, 3.0)
     off = make_sink(webhook_channel(settle_seconds=0), metrics)
-    assert off.settle == 0.0  # type: ignore[attr-defined]
+    assert off.settle == 0.0
     with pytest.raises(InvalidSinkConfig, match="settle_seconds"):
         make_sink(webhook_channel(settle_seconds=5, max_hold_seconds=2), metrics)
 
@@ -196,11 +196,11 @@ async def test_the_receiver_refuses_a_batch_that_names_a_sku_twice() -> None:
 def test_batches_do_not_settle_unless_asked_and_the_batch_size_is_bounded() -> None:
     metrics = SinkMetrics(CollectorRegistry())
     batched = make_sink(webhook_channel(records_per_post=100), metrics)
-    assert (batched.max_batch, batched.settle) == (100, 0.0)  # type: ignore[attr-defined]
+    assert (batched.max_batch, batched.settle) == (100, 0.0)
     asked = make_sink(webhook_channel(records_per_post=100, settle_seconds=0.5), metrics)
-    assert asked.settle == 0.5  # type: ignore[attr-defined]
+    assert asked.settle == 0.5
     single = make_sink(webhook_channel(), metrics)
-    assert (single.max_batch, single.settle) == (1, 1.0)  # type: ignore[attr-defined]
+    assert (single.max_batch, single.settle) == (1, 1.0)
     for wrong in (0, 1001):
         with pytest.raises(InvalidSinkConfig, match="records_per_post"):
             make_sink(webhook_channel(records_per_post=wrong), metrics)
