@@ -878,11 +878,10 @@ def _record_part(data: dict[str, Any]) -> dict[str, Any]:
     folds: dict[str, list[int]] = {}
     horizon = to_us(from_us(data["t"]) - DEDUPE_HORIZON)
     for loc_id, loc in data["l"].items():
-        for index, (qty, at, _, log, *rest) in enumerate(loc["b"]):
+        for index, (qty, at, _, log, base) in enumerate(loc["b"]):  # "m" is written with base
             key = str(index) + loc_id
             if log:
                 logs[key] = log
-            base = rest[0] if rest else qty - sum(delta for _, delta in log.values())
             missing = qty - base - sum(delta for _, delta in log.values())
             if missing:
                 folds[key] = [max(horizon, (-1 if at is None else at) + 1), missing]

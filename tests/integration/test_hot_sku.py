@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.api import ChangelogReader
-from streams.core.explain import explain
+from streams.core.explain import Explanation, explain
 from streams.core.state import join_parts, part_key
 from streams.runtime.offsets import true_end_offsets
 from streams.runtime.topics import changelog_topic, partition_for
@@ -89,13 +90,7 @@ def test_a_hot_skus_open_lines_survive_a_kill_in_bounded_records(tmp_path: Path)
         with open(tmp_path / "all.jsonl", "rb") as handle:
             engine, _, _ = run(catalog, handle)
         clock = engine.stream_time.date()
-        offline = explain(catalog, engine.skus, "web", "LAUNCH", clock)
-        deadline = time.monotonic() + 30
-        while (
-            got := explain_live(catalog, "web", "LAUNCH", live.settings, live.bootstrap, clock)[0]
-        ) != offline:
-            assert time.monotonic() < deadline, got.to_text()[-2000:]
-            time.sleep(0.5)
+        explained_live(live, "LAUNCH", explain(catalog, engine.skus, "web", "LAUNCH", clock), clock)
 
 
 def sale(i: int) -> str:
@@ -167,6 +162,18 @@ def across_a_kill(
     live.publish(tmp_path / "second.jsonl")
     expected = simulate(live.catalog, first + second)
     return expected, live.wait_for(expected, timeout=120)
+
+
+def explained_live(live: LiveSystem, channel_sku: str, expected: Explanation, clock: date) -> None:
+    """`explain` of the `web` listing from the SKU states the workers committed is `expected`
+    (simulate's), within 30 s (a commit may still be on its way)."""
+    deadline = time.monotonic() + 30
+    while True:
+        got = explain_live(live.catalog, "web", channel_sku, live.settings, live.bootstrap, clock)
+        if got[0] == expected:
+            return
+        assert time.monotonic() < deadline, got[0].to_text()[-2000:]
+        time.sleep(0.5)
 
 
 def changelog_sizes(live: LiveSystem) -> list[int]:
@@ -276,10 +283,4 @@ def test_a_wide_skus_locations_survive_a_kill_in_records_of_their_own(tmp_path: 
             live_at, offline_at = joined.location(loc), offline.location(loc)
             assert live_at.sellable.to_dict() == offline_at.sellable.to_dict(), loc
         clock = engine.stream_time.date()
-        explained = explain(catalog, engine.skus, "web", "CHAIN", clock)
-        deadline = time.monotonic() + 30
-        while (
-            got := explain_live(catalog, "web", "CHAIN", live.settings, live.bootstrap, clock)[0]
-        ) != explained:
-            assert time.monotonic() < deadline, got.to_text()[-2000:]
-            time.sleep(0.5)
+        explained_live(live, "CHAIN", explain(catalog, engine.skus, "web", "CHAIN", clock), clock)
