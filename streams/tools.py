@@ -334,7 +334,15 @@ def explain_live(
         read_parts(names)
     more: list[bytes] = []
     for key, found in by_sku.items():
-        newest = max((p.get("n", 0) for i, p in found.items() if isinstance(i, int)), default=0)
+        split_id = records[key].get("s", "")  # parts of another split are not read (join_parts)
+        newest = max(
+            (
+                p.get("n", 0)
+                for i, p in found.items()
+                if isinstance(i, int) and p.get("s", "") == split_id
+            ),
+            default=0,
+        )
         more += [part_key(key, i) for i in range(1 << newest) if i not in found]
         more += [part_key(key, loc) for loc in found.get("", ())]
     if more:

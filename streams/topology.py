@@ -310,6 +310,7 @@ class DeferredWrites:
         owns = self.owns
         clock = time.perf_counter
         until = clock() + self.YIELD_SECONDS
+        later: list[tuple[str, bytes, bytes, int]] = []  # records sent once their parts are stored
         for (topic, key), value in pending.items():
             partition = partition_for(key, self.partitions)
             if owns is not None and not owns(partition):
@@ -321,7 +322,10 @@ class DeferredWrites:
                 if split is None:
                     split = self.splits[key] = SplitCache()
                 record, changed = split.split(value)
-                self.outputs.send(topic, key, orjson.dumps(record), partition)
+                if split.parts_first:  # it splits the SKU: see streams.core.state.PART_ENTRIES
+                    later.append((topic, key, orjson.dumps(record), partition))
+                else:
+                    self.outputs.send(topic, key, orjson.dumps(record), partition)
                 for name in changed:
                     part = orjson.dumps(split.value(name))
                     self.outputs.send(self.parts_topic, part_key(key, name), part, partition)
@@ -338,6 +342,24 @@ class DeferredWrites:
             if clock() >= until:
                 await asyncio.sleep(0)
                 until = clock() + self.YIELD_SECONDS
+        if later:
+            await self._after_parts(later)
+
+    async def _after_parts(self, records: list[tuple[str, bytes, bytes, int]]) -> None:
+        """Send the records of writes that split a SKU once the parts sent before them are on
+        the broker: a marker on each of their partitions of the parts changelog, acknowledged,
+        means every part before it is stored (the producer is idempotent). One broker round trip,
+        once in a SKU's life. A partition that left this worker meanwhile: its record is dropped,
+        as any of a partition not owned (the parts stored without it are not read)."""
+        assert self.parts_topic is not None
+        partitions = sorted({partition for *_, partition in records})
+        await self.outputs.sent([(self.parts_topic, self.MARKER, None, p) for p in partitions])
+        for topic, key, encoded, partition in records:
+            if self.owns is not None and not self.owns(partition):
+                self.dropped += 1
+                self.drops += 1
+                continue
+            self.outputs.send(topic, key, encoded, partition)
 
     async def write_all_then(self, release: Callable[[], None]) -> None:
         """Write every pending change (after the write in progress), then call `release` with no

@@ -25,8 +25,18 @@ from tests.core.test_record_parts import hot_sku
 
 
 class RecordingOutputs:
+    """What DeferredWrites uses of Outputs: each record sent, in order, and `sent` (send, then
+    await the broker's acknowledgement), its records marked `acked` when it returns."""
+
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+
+    async def sent(self, records: list[tuple[str, bytes | None, bytes | None, int]]) -> None:
+        for topic, key, value, partition in records:
+            self.send(topic, key, value, partition)
+        await asyncio.sleep(0)
+        for record in self.records:
+            record["acked"] = True
 
     def send(
         self,
@@ -37,7 +47,7 @@ class RecordingOutputs:
         headers: Any = None,
         timestamp: int = 0,
     ) -> None:
-        self.sent.append(
+        self.records.append(
             {
                 "topic": topic,
                 "key": key,
@@ -45,6 +55,7 @@ class RecordingOutputs:
                 "partition": partition,
                 "headers": headers,
                 "timestamp": timestamp,
+                "acked": False,
             }
         )
 
@@ -66,9 +77,9 @@ def test_a_partitions_commands_go_as_one_envelope_in_the_order_they_were_added()
     batch.add(b, b"second")
     batch.add(a, b"third", COMMITTED_FLAG)
     batch.send()
-    by_partition = {record["partition"]: record for record in outputs.sent}
-    assert sorted(by_partition) == [2, 3] and len(outputs.sent) == 2
-    assert all(record["topic"] == COMMANDS for record in outputs.sent)
+    by_partition = {record["partition"]: record for record in outputs.records}
+    assert sorted(by_partition) == [2, 3] and len(outputs.records) == 2
+    assert all(record["topic"] == COMMANDS for record in outputs.records)
     envelope = by_partition[2]
     assert is_envelope(envelope["value"])
     assert list(unpack(envelope["value"])) == [
@@ -79,7 +90,7 @@ def test_a_partitions_commands_go_as_one_envelope_in_the_order_they_were_added()
     # a command alone is a plain record, keyed as it would be without envelopes
     assert by_partition[3]["key"] == c and by_partition[3]["value"] == b"alone"
     batch.send()  # nothing pending: nothing sent again
-    assert len(outputs.sent) == 2
+    assert len(outputs.records) == 2
 
 
 def test_a_committed_order_alone_keeps_its_header_and_a_large_batch_is_split() -> None:
@@ -87,20 +98,20 @@ def test_a_committed_order_alone_keeps_its_header_and_a_large_batch_is_split() -
     batch = CommandBatch(outputs, 1)  # type: ignore[arg-type]
     batch.add(b"o-1", b"order", COMMITTED_FLAG)
     batch.send()
-    (record,) = outputs.sent
+    (record,) = outputs.records
     assert record["headers"] == [COMMITTED]
 
     class Message:
         headers = record["headers"]
 
     assert is_committed(Message())
-    outputs.sent.clear()
+    outputs.records.clear()
     for i in range(30):
         batch.add(f"k{i}".encode(), bytes(20_000))  # 600 kB: more than one envelope's limit
     batch.send()
-    assert len(outputs.sent) > 1
-    assert all(len(r["value"]) <= CommandBatch.LIMIT for r in outputs.sent)
-    items = [item for r in outputs.sent for item in unpack(r["value"])]
+    assert len(outputs.records) > 1
+    assert all(len(r["value"]) <= CommandBatch.LIMIT for r in outputs.records)
+    items = [item for r in outputs.records for item in unpack(r["value"])]
     assert [item.key for item in items] == [f"k{i}".encode() for i in range(30)]
 
 
@@ -115,11 +126,11 @@ def test_commands_carry_the_earliest_input_timestamp_behind_them() -> None:
     )  # earlier: the envelope's latency counts from it
     batch.add(c, b"alone")  # no input behind it (a timer): the producer's clock
     batch.send()
-    stamps = {record["partition"]: record["timestamp"] for record in outputs.sent}
+    stamps = {record["partition"]: record["timestamp"] for record in outputs.records}
     assert stamps == {2: 1_700_000_001_250, 3: 0}
     batch.add(c, b"again", origin=1_700_000_003.0)
     batch.send()  # the origin of an earlier batch is not carried over
-    assert outputs.sent[-1]["timestamp"] == 1_700_000_003_000
+    assert outputs.records[-1]["timestamp"] == 1_700_000_003_000
 
 
 class Table:
@@ -143,10 +154,10 @@ def test_a_forgotten_record_leaves_a_tombstone_on_its_changelog() -> None:
     writes.delete(orders, b"o1")
     asyncio.run(writes.write())
     assert list(orders.data) == [b"o2"]
-    sent = {r["key"]: r["value"] for r in outputs.sent}
+    sent = {r["key"]: r["value"] for r in outputs.records}
     assert sent[b"o1"] is None  # recovery and compaction drop it
     assert sent[b"o2"] is not None
-    assert {r["partition"] for r in outputs.sent} == {
+    assert {r["partition"] for r in outputs.records} == {
         partition_for(b"o1", 4),
         partition_for(b"o2", 4),
     }
@@ -173,7 +184,7 @@ def test_two_flushes_at_once_write_each_key_in_the_order_it_was_put() -> None:
         await asyncio.gather(first, writes.write())
 
     asyncio.run(both())
-    last = {r["key"]: r["value"] for r in outputs.sent}
+    last = {r["key"]: r["value"] for r in outputs.records}
     assert b'"new"' in last[keys[-1]], "an older state went out after the newer one"
 
 
@@ -189,7 +200,7 @@ def test_a_write_for_a_partition_this_worker_no_longer_owns_is_dropped() -> None
     for key in keys.values():
         writes.put(orders, key, OrderState({"1": "A"}, created=True))
     asyncio.run(writes.write())
-    assert {r["partition"] for r in outputs.sent if r["key"] != DeferredWrites.MARKER} == {0, 1}
+    assert {r["partition"] for r in outputs.records if r["key"] != DeferredWrites.MARKER} == {0, 1}
     assert writes.dropped == 2
 
 
@@ -217,7 +228,7 @@ def test_a_revoke_writes_what_a_commit_in_flight_has_not_written_yet() -> None:
         await commit
 
     asyncio.run(revoke_during_a_commit())
-    sent = {r["key"] for r in outputs.sent}
+    sent = {r["key"] for r in outputs.records}
     assert sent == set(keys_on(1, 4, 21))
     assert writes.dropped == 0
     # and from then on a change of the partition is left to its new owner
@@ -237,8 +248,13 @@ def test_a_hot_sku_goes_out_in_parts_in_its_partition_and_only_changed_parts_aga
     writes.put(skus, b"LAUNCH-1", state)
     asyncio.run(writes.write())
     partition = partition_for(b"LAUNCH-1", 4)
-    main = [r for r in outputs.sent if r["topic"] == "app-skus-changelog"]
-    parts = [r for r in outputs.sent if r["topic"] == "app-sku_parts-changelog"]
+    main = [r for r in outputs.records if r["topic"] == "app-skus-changelog"]
+    parts = [r for r in outputs.records if r["topic"] == "app-sku_parts-changelog"]
+    # the record that splits the SKU replaces its whole record: it goes out once every part is
+    # stored (a kill before leaves the whole record, see test_record_parts)
+    assert outputs.records.index(main[0]) > max(outputs.records.index(r) for r in parts)
+    assert all(r["acked"] for r in parts) and not main[0]["acked"]
+    parts = [r for r in parts if r["key"] != DeferredWrites.MARKER]
     assert len(main) == 1 and len(parts) == 64
     assert {r["partition"] for r in main + parts} == {partition}
     assert max(len(r["value"]) for r in main + parts) < 64_000
@@ -248,18 +264,23 @@ def test_a_hot_sku_goes_out_in_parts_in_its_partition_and_only_changed_parts_aga
     )
     assert joined.to_dict() == state.to_dict()
     # one more line: the record and the one part that holds it
-    outputs.sent.clear()
+    outputs.records.clear()
     state.commitments["order-x/1"] = Commitment(parts={"wh-east": 1}, order_len=7)
     state.lines_changed.add("order-x/1")  # as the SKU stage notes every line it makes
     writes.put(skus, b"LAUNCH-1", state)
     asyncio.run(writes.write())
-    assert [r["topic"] for r in outputs.sent] == ["app-skus-changelog", "app-sku_parts-changelog"]
+    # no wait for this one: the record and the one part, as they come
+    assert [r["topic"] for r in outputs.records] == [
+        "app-skus-changelog",
+        "app-sku_parts-changelog",
+    ]
+    assert not any(r["acked"] for r in outputs.records)
     # after a rebalance another worker may have written parts: all go out again
-    outputs.sent.clear()
+    outputs.records.clear()
     writes.forget_sent()
     writes.put(skus, b"LAUNCH-1", state)
     asyncio.run(writes.write())
-    assert len(outputs.sent) == 65
+    assert len(outputs.records) == 65
 
 
 def test_a_rebalance_brings_the_stream_clock_up_to_the_recovered_states() -> None:

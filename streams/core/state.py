@@ -8,6 +8,7 @@ without counting it twice, and the record grows with open business, not with tra
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -276,6 +277,9 @@ class SkuState:
     # how its changelog record is split (split_record): 2**part_bits parts, 0 = one record; only
     # grows, so a part once written is always read back
     part_bits: int = field(default=0, compare=False)
+    # the id of the write that split it, in its record and every part (`"s"`): parts a write
+    # that was to split it stored before a kill are not read with a later split's record
+    split_id: str = field(default="", compare=False)
     # keys of the order lines made or changed since SplitCache last split this state (the stage
     # notes each; never in the record): a hot SKU's write encodes those, not all its lines
     lines_changed: set[str] = field(default_factory=set, compare=False)
@@ -373,11 +377,14 @@ class SkuState:
 # entry behind. The parts of a SKU go to one partition of one changelog in the order sent, so a
 # kill stores a prefix of them: they are sent highest index first, and a new-layout part i (low)
 # is stored only after every part that takes entries from it. Each part says its layout (`"n"`:
-# b + k), and join_record takes each entry from the part of the newest layout that holds it. The
-# write that splits a SKU keeps every entry in the record too (`"m"`), as a part 0 of layout 0.
+# b + k), and join_record takes each entry from the part of the newest layout that holds it.
+#
+# The write that splits a SKU replaces its whole record with one that holds no entry: it goes out
+# only once its parts are stored (SplitCache.parts_first; DeferredWrites waits for them), so a
+# kill keeps either the whole record or the split one with every part. Parts stored before a kill
+# that kept the whole record are left on the changelog: every part names the write that split
+# the SKU (`"s"`: a random id, in the record too), and a part of another is not read.
 PART_ENTRIES = 512  # ~27 KB of order lines per part
-# the first split of a SKU with up to 4 parts' worth of entries keeps them in its record too
-WHOLE_SPLIT_BITS = 2
 # A SKU stocked at many locations (a chain's stores: 200) is wide: a commit that wrote its whole
 # record re-encoded every location (8.9 KB of changelog and ~360 µs of worker CPU per event at 200
 # locations). Past WIDE_LOCATIONS, each location is a record of its own beside the SKU's record,
@@ -401,9 +408,21 @@ def _part_bits(state: SkuState) -> int:
     return bits
 
 
-def _empty_part(bits: int) -> dict[str, Any]:
-    """A part of the layout of 2**bits parts ("n": see join_record)."""
-    return {"n": bits, **{name: {} for name in (*PART_FIELDS, "e", "f")}}
+def _empty_part(bits: int, split_id: str) -> dict[str, Any]:
+    """A part of the layout of 2**bits parts ("n": see join_record) of the split `split_id`."""
+    return {"n": bits, "s": split_id, **{name: {} for name in (*PART_FIELDS, "e", "f")}}
+
+
+def _new_split(state: SkuState) -> str:
+    """The id of the write that splits the SKU (see PART_ENTRIES)."""
+    state.split_id = os.urandom(4).hex()
+    return state.split_id
+
+
+def _of_split(part: dict[str, Any] | None, split_id: str) -> dict[str, Any] | None:
+    """`part` if it is of the split `split_id` (parts written before `"s"` are of ""), else None:
+    left by a write that was to split the SKU and did not."""
+    return part if part is not None and part.get("s", "") == split_id else None
 
 
 def _buckets(state: SkuState) -> Iterator[tuple[str, Bucket]]:
@@ -442,17 +461,15 @@ def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]
     bits = _part_bits(state)
     if bits == 0:
         return state.to_dict(), []
-    first = not state.part_bits  # the first split keeps every entry in the record too
+    split_id = state.split_id if state.part_bits else _new_split(state)
     state.part_bits = bits
     data = state.to_dict(logs=False)
     mask = (1 << bits) - 1
-    parts = [_empty_part(bits) for _ in range(mask + 1)]
+    parts = [_empty_part(bits, split_id) for _ in range(mask + 1)]
     for name in PART_FIELDS:
         for key, value in data[name].items():
             parts[_part_of(key, mask)][name][key] = value
         data[name] = {}
-    if first and bits <= WHOLE_SPLIT_BITS:
-        data = {**state.to_dict(), "m": 1}
     for key, bucket in _buckets(state):
         for event_id, (at, delta) in bucket.log.items():
             parts[_part_of(event_id, mask)]["e"].setdefault(key, {})[event_id] = [to_us(at), delta]
@@ -460,6 +477,7 @@ def split_record(state: SkuState) -> tuple[dict[str, Any], list[dict[str, Any]]]
         for index, fold in _folds(state, key, bucket, logged).items():
             parts[index]["f"][key] = fold
     data["b"] = bits
+    data["s"] = split_id
     return data, parts
 
 
@@ -490,6 +508,9 @@ class SplitCache:
         self.placed: SkuState | None = None
         self.placed_logs = True
         self.indexed = 0
+        # whether the record of the last split must go out only once the records beside it
+        # are stored: of the write that split the SKU (see PART_ENTRIES)
+        self.parts_first = False
 
     def split(self, state: SkuState) -> tuple[dict[str, Any], list[int | str]]:
         """split_record's record, and the names of the records beside it that changed since the
@@ -498,6 +519,7 @@ class SplitCache:
         and "" for the index of them."""
         bits = _part_bits(state)
         wide = state.wide or len(state.locations) > WIDE_LOCATIONS
+        self.parts_first = False
         if not bits and not wide:
             self._reset(0)
             state.lines_changed.clear()
@@ -508,13 +530,13 @@ class SplitCache:
         whole = not state.wide
         first = bits and not state.part_bits  # the write that splits the SKU
         if bits:
+            if first:
+                _new_split(state)
+                self.parts_first = True
             changed.extend(self._split_parts(state, bits))
-            if first and bits <= WHOLE_SPLIT_BITS:  # its entries in the record too: join_record
-                record = state.to_dict()
-                record["m"] = 1
-            else:
-                record = state.head_dict(logs=False, locations=whole)
+            record = state.head_dict(logs=False, locations=whole)
             record["b"] = bits
+            record["s"] = state.split_id
         else:
             state.lines_changed.clear()
             record = state.to_dict(locations=whole)
@@ -560,7 +582,7 @@ class SplitCache:
                     seen = self.logs.get(key)
                     if seen is not None and seen[0] is not bucket.log:
                         self._forget(state, key, bucket, seen[0], (1 << self.bits) - 1, None)
-            self._reset(bits)
+            self._reset(bits, state.split_id)
             same = False  # every entry goes to the new parts
             changed.update(range(1 << bits))
         mask = (1 << bits) - 1
@@ -694,10 +716,12 @@ class SplitCache:
         cache = cls()
         bits = state.part_bits
         if bits:
-            stored_parts = [part(index) for index in range(1 << bits)]
-            if not all(_whole_at(stored, index, bits) for index, stored in enumerate(stored_parts)):
+            found = [_of_split(part(index), state.split_id) for index in range(1 << bits)]
+            stored_parts = [stored for stored in found if stored is not None]
+            whole = enumerate(found)
+            if len(stored_parts) < len(found) or not all(_whole_at(p, i, bits) for i, p in whole):
                 return cls()  # a write that added parts, cut short: the next one writes all
-            cache._reset(bits)
+            cache._reset(bits, state.split_id)
             for index, stored in enumerate(stored_parts):
                 kept = cache.parts[index]
                 for name in PART_FIELDS:
@@ -719,9 +743,9 @@ class SplitCache:
             cache.state = state
         return cache  # of a wide SKU, every location is written once (placed is None)
 
-    def _reset(self, bits: int) -> None:
+    def _reset(self, bits: int, split_id: str = "") -> None:
         self.bits = bits
-        self.parts = [_empty_part(bits) for _ in range(1 << bits)] if bits else []
+        self.parts = [_empty_part(bits, split_id) for _ in range(1 << bits)] if bits else []
         self.lines = {}
         self.state = None
         self.logs = {}
@@ -817,10 +841,11 @@ def join_record(
     the parts of a newer layout a kill stored without the record that says so (join_parts looks
     them up). Each entry is taken from the part that holds it in the newest layout stored (a
     part's `"n"`); a part older than its neighbours holds what its newer children would, until
-    they are stored. ValueError, naming the missing parts, if an entry's part is gone."""
+    they are stored. A part of another split than the record's (`"s"`) is as if not stored.
+    ValueError, naming the missing parts, if an entry's part is gone."""
     bits: int = data.get("b", 0)
+    split_id: str = data.get("s", "")
     wide = bool(data.get("w"))
-    whole = _record_part(data) if bits and data.get("m") else None
     if wide:  # each location from its own record; from the SKU's if that is not stored
         places = places or {}
         found = {loc: places.get(loc) for loc in places.get("") or ()}
@@ -828,16 +853,16 @@ def join_record(
         data = {**data, "l": {**data["l"], **kept}}
     level = bits
     if bits:
-        present = {i: part for i, part in enumerate(parts) if part is not None}
+        present: dict[int, dict[str, Any]] = {}
+        for i, part in enumerate(parts):
+            if part is not None and _of_split(part, split_id) is not None:
+                present[i] = part
         for part in present.values():
             level = max(level, part.get("n", bits))  # parts written before "n": the record's
-        if 0 not in present and whole is not None:  # the split's record: its entries as part 0
-            present[0] = whole
         holder = _holders(data["sku"], present, level, bits)
         mask = (1 << level) - 1
-        # the delta logs are the parts': a location's record written with its log (the split's,
-        # or the record of the split, "m": part 0 above) may hold deltas the daily pruning has
-        # folded into a part since
+        # the delta logs are the parts': a location's record written with its log (the
+        # split's) may hold deltas the daily pruning has folded into a part since
         locations = {loc: _without_logs(value) for loc, value in data["l"].items()}
         data = {**data, "l": locations, **{name: {} for name in PART_FIELDS}}
         logs: dict[str, dict[str, list[int]]] = {}
@@ -855,6 +880,7 @@ def join_record(
                 folds.setdefault(key, {})[index] = fold
     state = SkuState.from_dict(data)
     state.part_bits = level
+    state.split_id = split_id
     if bits:
         _join_logs(state, logs, folds)
         _drop_pruned(state)
@@ -869,24 +895,6 @@ def _without_logs(location: dict[str, Any]) -> dict[str, Any]:
     `base`, whose record kept its log while its parts held none)."""
     buckets = [[*b[:3], {}, *b[4:]] if len(b) > 4 else b for b in location["b"]]
     return {**location, "b": buckets}
-
-
-def _record_part(data: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a record that holds them all ("m"), as a part of layout 0: its delta logs,
-    and what the daily pruning forgot since each bucket's count as that part's (as _folds)."""
-    logs: dict[str, dict[str, Any]] = {}
-    folds: dict[str, list[int]] = {}
-    horizon = to_us(from_us(data["t"]) - DEDUPE_HORIZON)
-    for loc_id, loc in data["l"].items():
-        for index, (qty, at, _, log, base) in enumerate(loc["b"]):  # "m" is written with base
-            key = str(index) + loc_id
-            if log:
-                logs[key] = log
-            missing = qty - base - sum(delta for _, delta in log.values())
-            if missing:
-                folds[key] = [max(horizon, (-1 if at is None else at) + 1), missing]
-    parts = {name: data.get(name, {}) for name in PART_FIELDS}
-    return {"n": 0, **parts, "e": logs, "f": folds}
 
 
 def _holders(sku: str, present: Mapping[int, dict[str, Any]], level: int, bits: int) -> list[int]:
@@ -986,10 +994,11 @@ def probe_parts(data: dict[str, Any], part: Callable[[int], Any]) -> list[Any]:
     bits: int = data.get("b", 0)
     if not bits:
         return []
+    split_id: str = data.get("s", "")
     found: list[Any] = []
     size = 1 << (bits + 1)
     while len(found) < size:
-        stored = part(len(found))
+        stored = _of_split(part(len(found)), split_id)
         found.append(stored)
         if stored is not None:
             size = max(size, 1 << stored.get("n", bits))

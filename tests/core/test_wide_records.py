@@ -64,16 +64,23 @@ def _written(cache: SplitCache, state: SkuState) -> dict[int | str, Any]:
     return {name: orjson.loads(orjson.dumps(value)) for name, value in written.items()}
 
 
-def _torn(rng: random.Random, written: dict[Any, Any], grown: bool) -> dict[Any, Any]:
+def _torn(
+    rng: random.Random, written: dict[Any, Any], grown: bool, parts_first: bool
+) -> dict[Any, Any]:
     """What a kill lets the broker store of one write: the SKU's record or not (its own
     changelog), and of the records beside it (one partition of another, stored in the order
-    sent) a prefix; or, of a write that adds no parts, any of them (each is right on its own)."""
-    kept = {"record": written["record"]} if rng.random() < 0.5 else {}
+    sent) a prefix; or, of a write that adds no parts, any of them (each is right on its own).
+    The record of the write that splits the SKU (`parts_first`) goes out after all of them."""
+    keep = rng.random() < 0.5
     parts = [name for name in written if isinstance(name, int)]  # sent first, highest first
     beside = parts + sorted(name for name in written if isinstance(name, str) and name != "record")
     if grown:
-        return kept | {name: written[name] for name in beside[: rng.randint(0, len(beside))]}
-    return kept | {name: written[name] for name in beside if rng.random() < 0.5}
+        stored = beside[: rng.randint(0, len(beside))]
+    else:
+        stored = [name for name in beside if rng.random() < 0.5]
+    keep = keep and (len(stored) == len(beside) or not parts_first)
+    kept = {"record": written["record"]} if keep else {}
+    return kept | {name: written[name] for name in stored}
 
 
 def _joined(stored: dict[Any, Any]) -> SkuState:
@@ -206,7 +213,8 @@ def test_a_wide_sku_is_joined_back_after_every_write_and_after_torn_ones(seed: i
             kills += 1
             decided = {c.reservation_id for c in commands if isinstance(c, TryHold)}
             before = _stock_of(state, decided)
-            torn = {**stored, **_torn(rng, written, grown=state.part_bits != bits)}
+            grown = state.part_bits != bits
+            torn = {**stored, **_torn(rng, written, grown, cache.parts_first)}
             state = _joined(torn)  # the worker started again
             cache = SplitCache.seeded(state, torn.get)
             for command in commands:  # redelivered
