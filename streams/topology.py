@@ -42,14 +42,13 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, cast
 
 import faust
 import orjson  # table records and commands: several times faster than json on the hot path
 from confluent_kafka import KafkaException
-from faust.serializers import codecs
 from faust.types import TableT
 from mode import CrashingSupervisor
 
@@ -60,12 +59,10 @@ from streams.commands import (
     CatalogChanged,
     CommandCodec,
     DateChanged,
-    Item,
     ReservationDecided,
     catalog_changed,
     date_changed,
     is_envelope,
-    pack,
     unpack,
 )
 from streams.core.catalog import Catalog
@@ -127,6 +124,7 @@ from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
 from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import LatestCatalog, read_latest
+from streams.runtime.clock import Clock, catch_up
 from streams.runtime.faust_private import (
     disown,
     forget_acks,
@@ -137,11 +135,20 @@ from streams.runtime.faust_private import (
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
 from streams.runtime.producer import dead_letter_record
+from streams.runtime.records import (
+    COMMITTED_HEADERS,
+    CommandBatch,
+    Inner,
+    InSequence,
+    has_header,
+    is_committed,
+    message_time,
+)
+from streams.runtime.tables import DeferredWrites, PositionCount, state_time
 from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
     COMMANDS,
-    COMMITTED,
     DLQ,
     EVENTS,
     POSITIONS,
@@ -176,401 +183,6 @@ def batches(
     """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX,
     and a batch ends at once on an event that is `urgent`."""
     return take_batches(stream, BATCH_MAX, within, urgent)
-
-
-class _StateCodec(codecs.Codec):
-    """Table values: the core's own snapshot encoding (the one the property tests round-trip)."""
-
-    def __init__(self, loads: Callable[[dict[str, Any]], Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._from = loads
-
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj.to_dict())
-
-    def _loads(self, s: bytes) -> Any:
-        return self._from(orjson.loads(s))
-
-
-class _SkuCodec(_StateCodec):
-    """A SKU record in parts (split_record) stays the decoded JSON until its parts are joined."""
-
-    def _loads(self, s: bytes) -> Any:
-        data = orjson.loads(s)
-        return data if in_parts(data) else SkuState.from_dict(data)
-
-
-class _PartCodec(codecs.Codec):
-    """A part of a hot SKU's record: the JSON as it is."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return orjson.loads(s)
-
-
-codecs.register("sku-state", _SkuCodec(SkuState.from_dict))
-codecs.register("sku-part", _PartCodec())
-codecs.register("order-state", _StateCodec(OrderState.from_dict))
-codecs.register("reservation-state", _StateCodec(ReservationState.from_dict))
-codecs.register("listing-state", _StateCodec(ListingState.from_dict))
-
-
-class DeferredWrites:
-    """Table changelog writes coalesced to once per key per commit.
-
-    Stages mutate state in memory; each changed record is written to its changelog right before
-    Faust commits offsets (inside the same flush), so a hot SKU touched by every batch costs one
-    changelog record per commit instead of one per batch, and the changelog always holds the state
-    as of the committed offsets, which is exactly what a restart resumes from.
-
-    The records go through the outputs' librdkafka producer, in the format Faust's changelog has
-    (raw key; the table codec's JSON value; the key's murmur2 partition, as use_partitioner gives),
-    at a fraction of the CPU of Faust's pure-Python producer. The memory store Faust recovers
-    into keeps no changelog offsets, so nothing else about the send is Faust's business.
-
-    The records are serialized and handed to librdkafka in slices of 2 ms, yielding to the event
-    loop in between, so a commit that writes thousands of records does not stall the stages for
-    tens of milliseconds (the p99 of the latency benchmark). A stage that runs in between may
-    change a record not yet written: the changelog then holds a state newer than the offsets
-    committed, which is safe, because each record carries the event ids it has applied (a
-    redelivered event is recognised, its outputs sent again, its effect not applied twice).
-
-    After the records are on the broker, each changelog partition written to gets one tombstone
-    for a key no table uses, in a batch of its own. Tansu reports a partition's high watermark as
-    the base offset of its last batch + 1, and Faust recovers a table by reading its changelog up
-    to that watermark: without the marker, every record after the first in the last batch would be
-    missing after a restart while the offsets of the events that made them are already committed.
-
-    Faust flushes the producer from its commit timer and again when a rebalance revokes, so two
-    writes can be asked for at once: the second waits for the first, or a state of a key still
-    queued in the first would go out after a newer one (a recovery hands the stages new objects)
-    and the changelog would keep the older. And a record of a partition this worker no longer owns
-    (`owns`) is dropped: its new owner writes that changelog, and the events behind the change
-    were not committed here (a rebalance forgets what was acknowledged), so the owner handles them.
-    """
-
-    MARKER = b"\x00end-of-commit"
-
-    def __init__(
-        self,
-        outputs: Outputs,
-        partitions: int,
-        owns: Callable[[int], bool] | None = None,
-        parts_topic: str | None = None,
-    ) -> None:
-        self.outputs = outputs
-        self.partitions = partitions
-        self.owns = owns  # None: every partition (tests, tools)
-        # a hot SKU's record goes out in parts (split_record) on this changelog, in its SKU's
-        # partition; a part is encoded and sent only when it changed since this worker last sent
-        # it (SplitCache, per SKU key)
-        self.parts_topic = parts_topic
-        self.splits: dict[bytes, SplitCache] = {}
-        self.pending: dict[tuple[str, bytes], Any] = {}  # (changelog topic, key) -> state
-        self.written: set[tuple[str, int]] = set()  # (changelog topic, partition)
-        self.unsettled: set[tuple[str, int]] = set()  # written since the last `settle`
-        self.dropped = 0  # records of partitions not owned, left to their owner
-        self.drops = 0  # the same, never reset (see settle)
-        self._writing: asyncio.Future[None] | None = None  # the write in progress
-        # whether the broker's readers see what it acknowledged (Outputs.reads_what_it_
-        # acknowledges), probed once, at the first settle; until it says so, as if not
-        self._reads_acknowledged: asyncio.Future[bool] | None = None
-
-    def put(self, table: Any, key: bytes, value: Any) -> None:
-        table.data[key] = value  # visible to the stages at once; durable at the next commit
-        # (or the next round of decisions: settle)
-        self.pending[(table.changelog_topic.get_topic_name(), key)] = value
-
-    def delete(self, table: Any, key: bytes) -> None:
-        """Forget a record: gone at once, a tombstone on its changelog at the next commit (so
-        recovery and compaction drop it too)."""
-        table.data.pop(key, None)
-        self.pending[(table.changelog_topic.get_topic_name(), key)] = None
-
-    # work between two yields to the event loop: a record of a SKU with a week of delta ids and
-    # order lines took the worker 28-65 µs to encode and send, a commit wrote ~1,000, and an event
-    # needs several turns of the loop from fetch to output: slices of 100 records (3-7 ms) left
-    # 45-100 ms gaps in the stages' output at commits
-    YIELD_SECONDS = 0.002
-
-    async def write(self) -> None:
-        while self._writing is not None:  # one at a time, in the order asked
-            await asyncio.shield(self._writing)
-        done = self._writing = asyncio.get_running_loop().create_future()
-        try:
-            await self._write()
-        finally:
-            self._writing = None
-            done.set_result(None)
-
-    async def _write(self) -> None:
-        pending, self.pending = self.pending, {}
-        owns = self.owns
-        clock = time.perf_counter
-        until = clock() + self.YIELD_SECONDS
-        later: list[tuple[str, bytes, bytes, int]] = []  # records sent once their parts are stored
-        for (topic, key), value in pending.items():
-            partition = partition_for(key, self.partitions)
-            if owns is not None and not owns(partition):
-                self.dropped += 1
-                self.drops += 1
-                continue
-            if isinstance(value, SkuState) and self.parts_topic is not None:
-                split = self.splits.get(key)
-                if split is None:
-                    split = self.splits[key] = SplitCache()
-                record, changed = split.split(value)
-                if split.parts_first:  # it splits the SKU: see streams.core.state.PART_ENTRIES
-                    later.append((topic, key, orjson.dumps(record), partition))
-                else:
-                    self.outputs.send(topic, key, orjson.dumps(record), partition)
-                for name in changed:
-                    part = orjson.dumps(split.value(name))
-                    self.outputs.send(self.parts_topic, part_key(key, name), part, partition)
-                if changed:
-                    self.written.add((self.parts_topic, partition))
-                    self.unsettled.add((self.parts_topic, partition))
-                if not split.parts and not value.wide:  # a record of its own: nothing to keep
-                    del self.splits[key]
-            else:
-                encoded = None if value is None else orjson.dumps(value.to_dict())
-                self.outputs.send(topic, key, encoded, partition)
-            self.written.add((topic, partition))
-            self.unsettled.add((topic, partition))
-            if clock() >= until:
-                await asyncio.sleep(0)
-                until = clock() + self.YIELD_SECONDS
-        if later:
-            await self._after_parts(later)
-
-    async def _after_parts(self, records: list[tuple[str, bytes, bytes, int]]) -> None:
-        """Send the records of writes that split a SKU once the parts sent before them are on
-        the broker: a marker on each of their partitions of the parts changelog, acknowledged,
-        means every part before it is stored (the producer is idempotent). One broker round trip,
-        once in a SKU's life. A partition that left this worker meanwhile: its record is dropped,
-        as any of a partition not owned (the parts stored without it are not read)."""
-        assert self.parts_topic is not None
-        partitions = sorted({partition for *_, partition in records})
-        await self.outputs.sent([(self.parts_topic, self.MARKER, None, p) for p in partitions])
-        for topic, key, encoded, partition in records:
-            if self.owns is not None and not self.owns(partition):
-                self.dropped += 1
-                self.drops += 1
-                continue
-            self.outputs.send(topic, key, encoded, partition)
-
-    async def write_all_then(self, release: Callable[[], None]) -> None:
-        """Write every pending change (after the write in progress), then call `release` with no
-        await between the last look at `pending` and the call.
-
-        For a revoke: Faust pops the revoked partitions' acknowledgements when the revoke begins,
-        and a commit its timer began before can still be flushing, with offsets taken before;
-        records of a batch handled in between are then committed by it. If `owns` stopped
-        covering those partitions first, the part of that flush not yet sent and the next write
-        would drop their changes, while their events stay committed: lost (the likely cause of a
-        pick of 3 units lost once in bench/faults.py worker-kill on Kafka). Written first, nothing
-        handled before the partitions leave is dropped; from `release` on, the stage disowns
-        their records.
-        """
-        await self.write()
-        while self.pending:
-            await self.write()
-        release()
-
-    async def settle(self, drops: int) -> bool:
-        """Write every pending change, then return once each record written so far (by this
-        write or an earlier one) is on the broker and a recovery reads it; False if a change
-        was dropped since `drops` was read (its partition left this worker: its new owner
-        handles the events behind it again).
-
-        A marker after the records on each partition written to, acknowledged, means the records
-        before it are stored (the producer is idempotent). On a broker whose watermark stops at
-        the first record of a partition's last batch (Tansu), a second one: the first marker may
-        have shared a batch with the records. Apache Kafka's watermark covers every record it
-        acknowledged, so there one marker is all a decision waits for (one broker round trip
-        instead of two)."""
-        await self.write()
-        written, self.unsettled = sorted(self.unsettled), set()
-        markers = [(topic, self.MARKER, None, partition) for topic, partition in written]
-        await self.outputs.sent(markers)
-        if not self._reads_what_it_acknowledges(written):
-            await self.outputs.sent(markers)
-        return self.drops == drops
-
-    def _reads_what_it_acknowledges(self, written: list[tuple[str, int]]) -> bool:
-        probe = self._reads_acknowledged
-        if probe is None and written:
-            topic, partition = written[0]
-            loop = asyncio.get_running_loop()
-            probe = self._reads_acknowledged = loop.run_in_executor(
-                None, self.outputs.reads_what_it_acknowledges, topic, partition, self.MARKER
-            )
-            probe.add_done_callback(self._probed)
-        return probe is not None and probe.done() and not probe.exception() and probe.result()
-
-    @staticmethod
-    def _probed(probe: asyncio.Future[bool]) -> None:
-        if probe.exception():
-            log.warning("the broker's watermarks could not be probed: %s", probe.exception())
-        elif probe.result():
-            log.info("the broker's readers see what it acknowledged: one marker per decision round")
-
-    def forget_sent(self) -> None:
-        """After a rebalance another worker may have written parts since: send each part again."""
-        self.splits.clear()
-
-    def mark(self) -> bool:
-        written, self.written = self.written, set()
-        for topic, partition in written:
-            self.outputs.send(topic, self.MARKER, None, partition)
-        return bool(written)
-
-
-class InSequence:
-    """A stage's records in their partitions' order, none passed over.
-
-    The consumer has been seen to pass over a record right after a worker started, and the group
-    to commit past it: an order's cancel never applied, about one run in eight of
-    tests/integration/test_hot_sku.py on a loaded machine. (Faust's stream acknowledges a record
-    it skips while its flow control is suspended or its generation is old, and its consumer
-    counts a hole in the offsets it receives as done; which path it was is not pinned down.)
-    A record past the one due in its partition is disowned (neither handled nor acknowledged, so
-    no commit of this worker passes the hole) and the partition is to be read again from the
-    record due (`rewinds`, after the batch); a record handled twice is recognised by its ids, as
-    after any redelivery.
-    """
-
-    def __init__(self, disown: Callable[[Any], None]) -> None:
-        self._disown = disown
-        self._due: dict[tuple[str, int], int] = {}  # (topic, partition) -> the offset due next
-        self._rewind: dict[tuple[str, int], int] = {}
-
-    def take(self, messages: list[Any]) -> list[Any]:
-        kept = []
-        for message in messages:
-            tp = (message.topic, message.partition)
-            due = self._due.get(tp)
-            if due is not None and message.offset > due:
-                self._disown(message)
-                if tp not in self._rewind:
-                    log.warning(
-                        "record %d of %s[%d] was passed over by the consumer (%d came instead): "
-                        "read again from it",
-                        due,
-                        message.topic,
-                        message.partition,
-                        message.offset,
-                    )
-                    self._rewind[tp] = due
-                continue
-            self._due[tp] = message.offset + 1
-            kept.append(message)
-        return kept
-
-    def rewinds(self) -> list[tuple[tuple[str, int], int]]:
-        """The partitions to read again and from where, once each; forgotten as they are given."""
-        out, self._rewind = list(self._rewind.items()), {}
-        return out
-
-    def forget(self) -> None:
-        """After a rebalance: the stages resume from the committed offsets, whatever they are."""
-        self._due.clear()
-        self._rewind.clear()
-
-
-class CommandBatch:
-    """The commands one batch of a stage sends to the stages: one record per partition.
-
-    Every Kafka record costs the framework about as much of a worker's CPU as the domain work of
-    an event (an empty Faust agent: ~68 µs a record on the benchmark machine), and an event of the
-    realistic mix used to become 0.55 internal records (forwards, per-SKU commands, hold answers,
-    decisions). So a batch's commands are gathered and sent at its end, packed per partition into
-    envelopes (streams.commands): the receiving stage takes them apart and handles each as the
-    record it would have been. Order is kept per partition, and so per key. Sent before the
-    batch's events are acknowledged, so before any commit that covers them; redelivered, each
-    command is idempotent on its own.
-    """
-
-    LIMIT = 256 * 1024  # bytes per envelope, well under the producer's 1 MB
-
-    def __init__(self, outputs: Outputs, partitions: int) -> None:
-        self.outputs = outputs
-        self.partitions = partitions
-        self.pending: dict[int, list[Item]] = {}
-        # per partition, the earliest input timestamp (epoch s) behind its commands: the records
-        # carry it, so event-to-availability latency counts from the input, not from this hop
-        self.origin: dict[int, float] = {}
-
-    def add(self, key: bytes, value: bytes, flags: int = 0, origin: float | None = None) -> None:
-        partition = partition_for(key, self.partitions)
-        self.pending.setdefault(partition, []).append(Item(key, value, flags))
-        if origin and origin < self.origin.get(partition, float("inf")):
-            self.origin[partition] = origin
-
-    def send(self) -> None:
-        pending, self.pending = self.pending, {}
-        origins, self.origin = self.origin, {}
-        for partition, items in pending.items():
-            at = origins.get(partition)
-            timestamp = int(at * 1000) if at else 0  # 0: the producer's clock
-            if len(items) == 1:  # alone: a plain record, as readable as before
-                key, value, flags = items[0]
-                headers = COMMITTED_HEADERS if flags & COMMITTED_FLAG else None
-                self.outputs.send(COMMANDS, key, value, partition, headers, timestamp)
-                continue
-            for envelope in pack(items, self.LIMIT):
-                self.outputs.send(COMMANDS, None, envelope, partition, timestamp=timestamp)
-
-
-@dataclass(frozen=True, slots=True)
-class Inner:
-    """An item of an envelope, seen as the record it stands for (for routing and dead letters)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes
-    value: bytes
-    headers: Any
-    timestamp: float | None = None  # the record's Kafka timestamp (epoch seconds)
-
-
-@dataclass
-class Clock:
-    """The clock of hold expiry, late requests and backorder horizons: wall time in production,
-    the largest occurred_at seen in replays and tests."""
-
-    mode: str  # "wall" | "stream"
-    stream_time: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
-    last_activity: float = 0.0  # monotonic time of the last batch any stage processed
-
-    def observe(self, at: datetime) -> None:
-        if at > self.stream_time:
-            self.stream_time = at
-
-    def busy(self) -> None:
-        self.last_activity = time.monotonic()
-
-    def decision_time(self) -> datetime:
-        """The clock a reservation request is decided at (one expiring by then is not held)."""
-        return datetime.now(UTC) if self.mode == "wall" else self.stream_time
-
-    def today(self) -> date:
-        """The date backorder horizons count from: wall time live, stream time in replays."""
-        return datetime.now(UTC).date() if self.mode == "wall" else self.stream_time.date()
-
-    def now(self) -> datetime | None:
-        """The time holds expire against, or None when expiry must wait.
-
-        With the stream clock, the largest occurred_at routed so far runs ahead of events still on
-        their way through the other stages (orders, holds): expiring then could release a hold
-        that an order already in flight confirms. So expiry waits until the worker is idle.
-        """
-        if self.mode == "wall":
-            return datetime.now(UTC)
-        return self.stream_time if time.monotonic() - self.last_activity > 0.3 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -1531,72 +1143,3 @@ def create_app(
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app
-
-
-# the headers of an order the SKU stage has committed in place, as the producer takes them
-COMMITTED_HEADERS: list[tuple[str, str | bytes | None]] = [COMMITTED]
-
-
-def state_time(value: Any) -> datetime:
-    """A SKU record's latest business time, decoded or not (as recovered)."""
-    return from_us(value["t"]) if isinstance(value, dict) else cast(SkuState, value).time
-
-
-def catch_up(clock: Clock, states: Iterable[Any]) -> None:
-    """The stream clock, once the tables are back after a rebalance and before any record is
-    handled: at least the latest business time of the SKU states recovered. A worker that joined
-    (or restarted) can handle a batch of commands before it has routed a single event, and would
-    otherwise derive backorder horizons from 1970: a listing published with backorderable 0, kept
-    until its SKU changed again (seen when a second worker joined mid-stream). Wall time needs
-    nothing."""
-    if clock.mode == "stream":
-        for value in list(states):
-            clock.observe(state_time(value))
-
-
-def positions_in(states: Iterable[Any]) -> int:
-    """(SKU, location) positions in SKU table values, decoded or still as recovered (dicts)."""
-    return sum(
-        (v.get("w") or len(v["l"])) if isinstance(v, dict) else len(v.locations) for v in states
-    )
-
-
-class PositionCount:
-    """The positions the SKU table holds, kept on every write, so the monitor reads it in O(1)
-    instead of walking every SKU record on the event loop every MONITOR_SECONDS.
-
-    Only the stages write SKU records; a rebalance changes which records the table holds without
-    a write, so after one (`stale`) the count is taken again in full, once.
-    """
-
-    def __init__(self) -> None:
-        self.per_sku: dict[bytes, int] = {}
-        self.total = 0
-        self.stale = True
-
-    def put(self, key: bytes, positions: int) -> None:
-        before = self.per_sku.get(key, 0)
-        if positions != before:
-            self.per_sku[key] = positions
-            self.total += positions - before
-
-    def recount(self, table: Iterable[tuple[bytes, Any]]) -> None:
-        self.per_sku = {key: positions_in((value,)) for key, value in table}
-        self.total = sum(self.per_sku.values())
-        self.stale = False
-
-
-def message_time(message: Any) -> float:
-    """A record's Kafka timestamp in epoch seconds (now when it has none)."""
-    at = getattr(message, "timestamp", None)
-    return float(at) if at else time.time()
-
-
-def is_committed(message: Any) -> bool:
-    return has_header(message, COMMITTED)
-
-
-def has_header(message: Any, header: tuple[str, Any]) -> bool:
-    headers = message.headers or ()
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return any(name == header[0] and value == header[1] for name, value in pairs)

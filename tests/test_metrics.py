@@ -24,8 +24,8 @@ from streams.core.models import Alert, OrderCreated
 from streams.core.state import SkuState
 from streams.metrics import DEAD_LETTER_CLASSES, DriftMetrics, Metrics, reason_class, serve
 from streams.reconcile import Finding, drift_alert, drift_origin
+from streams.runtime.tables import PositionCount, positions_in
 from streams.simulate import read_catalog, simulate
-from streams.topology import PositionCount, positions_in
 from tests.core.builders import catalog, count, ev
 
 SCENARIOS = Path(__file__).parent / "scenarios"

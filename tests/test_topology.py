@@ -11,16 +11,10 @@ import orjson
 from streams.commands import COMMITTED_FLAG, Item, is_envelope, unpack
 from streams.core.orders import OrderState
 from streams.core.state import Commitment, SkuState, join_record, part_of, to_us
-from streams.runtime.topics import COMMANDS, COMMITTED
-from streams.topology import (
-    Clock,
-    CommandBatch,
-    DeferredWrites,
-    InSequence,
-    catch_up,
-    is_committed,
-    partition_for,
-)
+from streams.runtime.clock import Clock, catch_up
+from streams.runtime.records import CommandBatch, InSequence, is_committed
+from streams.runtime.tables import DeferredWrites
+from streams.runtime.topics import COMMANDS, COMMITTED, partition_for
 from tests.core.test_record_parts import hot_sku
 
 

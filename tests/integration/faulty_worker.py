@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from inventory_streams.cli import main
 from streams import topology
+from streams.runtime import tables
 
 _calls = [0]
 _fail_at = int(os.environ.get("FAIL_TABLE_WRITE_AT", "0"))
@@ -29,15 +30,15 @@ _die_key, _, _die_at = os.environ.get("DIE_AT_COMMIT_OF", ":0").rpartition(":")
 _commits_of_key = [0]
 _end_offsets_failures = [int(os.environ.get("FAIL_END_OFFSETS", "0"))]
 _end_offsets = topology.true_end_offsets_many
-_put = topology.DeferredWrites.put
-_write = topology.DeferredWrites.write
+_put = tables.DeferredWrites.put
+_write = tables.DeferredWrites.write
 _send = topology.Outputs.send
 _lose_key, _, _lose_status = os.environ.get("LOSE_BATCH_OF", ":").rpartition(":")
 _losing = [False]  # the batch is handled: its outputs are lost from now on
 _writing_changelog = [False]
 
 
-def _failing_put(self: topology.DeferredWrites, table: Any, key: bytes, value: Any) -> None:
+def _failing_put(self: tables.DeferredWrites, table: Any, key: bytes, value: Any) -> None:
     _calls[0] += 1
     if _calls[0] == _fail_at:
         raise OSError(f"injected: the table store rejected write {_fail_at}")
@@ -54,7 +55,7 @@ def _lossy_send(self: topology.Outputs, topic: str, *args: Any, **kwargs: Any) -
     _send(self, topic, *args, **kwargs)
 
 
-async def _dying_write(self: topology.DeferredWrites) -> None:
+async def _dying_write(self: tables.DeferredWrites) -> None:
     if _losing[0]:
         _writing_changelog[0] = True
         await _write(self)
@@ -82,8 +83,8 @@ def _unreachable_end_offsets(*args: Any, **kwargs: Any) -> dict[tuple[str, int],
 
 
 topology.true_end_offsets_many = _unreachable_end_offsets
-topology.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
-topology.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
+tables.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
+tables.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
 topology.Outputs.send = _lossy_send  # type: ignore[method-assign]
 
 if os.environ.get("HANG_STOPPING"):

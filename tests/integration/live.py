@@ -22,11 +22,11 @@ from streams.core.catalog import Catalog
 from streams.runtime.broker import embedded_broker
 from streams.runtime.catalog_store import publish
 from streams.runtime.offsets import true_end_offsets_many
+from streams.runtime.tables import DeferredWrites
 from streams.runtime.topics import ensure_topics, topic_specs
 from streams.settings import Settings
 from streams.simulate import AVAILABILITY_FIELDS, POSITION_FIELDS
 from streams.tools import publish_file, read_topic
-from streams.topology import DeferredWrites
 from tests.kafka_helpers import consume_all
 
 STAGE_INPUTS = ("inventory.events", "inventory.commands")

@@ -16,9 +16,9 @@ from streams.commands import CommandCodec, Item, pack
 from streams.core.catalog import Catalog
 from streams.core.explain import Explanation, explain
 from streams.core.models import event_to_json, parse_event
+from streams.runtime.topics import partition_for
 from streams.simulate import read_catalog, run, simulate
 from streams.tools import explain_live
-from streams.topology import partition_for
 from tests.integration.live import LiveSystem
 from tests.kafka_helpers import produce
 from tests.test_explain import assert_adds_up
