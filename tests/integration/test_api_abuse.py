@@ -28,7 +28,7 @@ from tests.integration.test_reservations import (
     until,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 ABUSIVE = 10_000
 MEASURED = 200  # reservations timed before and after

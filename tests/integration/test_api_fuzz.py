@@ -26,7 +26,7 @@ from streams.runtime.broker import free_port
 from streams.simulate import read_catalog
 from tests.integration.live import LiveSystem
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 CATALOG = read_catalog(Path(__file__).parent.parent.parent / "deploy" / "catalog.yaml")
 TOKENS = {c.id: f"tok-{c.id}" for c in CATALOG.channels}

@@ -12,7 +12,7 @@ from streams.runtime import EmbeddedBroker
 from streams.runtime.catalog_store import LatestCatalog, publish
 from streams.runtime.topics import CATALOG, TopicSpec, ensure_topics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 
 def catalog(channel: str) -> dict[str, object]:

@@ -35,7 +35,7 @@ from streams.settings import Settings
 from tests.integration.test_sinks import publish, record, until, values
 from tests.kafka_helpers import consume_all, create_topic, unique_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 SKUS = [f"SKU-{i}" for i in range(6)]
 SECRET = "store-7-secret"

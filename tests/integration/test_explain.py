@@ -34,7 +34,7 @@ from tests.integration.test_reservations import (
     wait_until_stable,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 SET_BY_THE_API = ("published", "state_source")  # besides what `explain` gives

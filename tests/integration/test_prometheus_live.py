@@ -22,7 +22,7 @@ from streams.runtime.broker import free_port
 from tests.deploy.helpers import DEPLOY, missing, tool
 from tests.integration.test_up import free_ports, reserve_while_up, up_env
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 PROMETHEUS = tool("prometheus")
 UP_CONFIG = DEPLOY / "prometheus" / "up.yml"

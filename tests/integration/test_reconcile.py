@@ -15,7 +15,7 @@ import pytest
 from streams.simulate import read_catalog, simulate
 from tests.integration.live import LiveSystem
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 SCENARIO = Path(__file__).parent.parent / "scenarios" / "basic"
 

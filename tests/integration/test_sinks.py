@@ -24,7 +24,7 @@ from streams.runtime.topics import DLQ, availability_topic, ensure_topics, topic
 from streams.settings import Settings
 from tests.kafka_helpers import consume_all, create_topic, unique_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 AS_OF = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 # webhook-batch: a webhook receiver taking batches (records_per_post 5; type pos, no adapter)

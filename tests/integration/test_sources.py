@@ -22,7 +22,7 @@ from streams.runtime.producer import SourceProducer
 from streams.settings import Settings
 from tests.kafka_helpers import create_topic, unique_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sources"
 SECRETS = {"shopify-us": "shpss_it", "wms-east": "whsec_wms", "pos-store-12": "whsec_pos"}

@@ -19,7 +19,7 @@ from streams.runtime.topics import ALERTS, availability_topic, ensure_topics, to
 from streams.settings import Settings
 from tests.kafka_helpers import create_topic, produce, unique_name
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 
 def test_the_status_view_counts_the_availability_of_a_channel_it_follows(

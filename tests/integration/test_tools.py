@@ -20,7 +20,7 @@ from streams.simulate import read_catalog
 from streams.tools import publish_file, tail
 from tests.integration.live import LiveSystem
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 
 def test_publish_then_tail_returns_every_record_of_batched_writes(tmp_path: Path) -> None:

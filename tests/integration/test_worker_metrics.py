@@ -20,7 +20,7 @@ from streams.runtime.topics import EVENTS
 from streams.simulate import read_catalog, simulate
 from tests.integration.live import LiveSystem
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.broker_agnostic]
 
 SCENARIO = Path(__file__).parent.parent / "scenarios" / "basic"
 # an order on amazon-us for more MUGs than there are: one oversold line
