@@ -144,7 +144,7 @@ from streams.runtime.records import (
     is_committed,
     message_time,
 )
-from streams.runtime.tables import DeferredWrites, PositionCount, state_time
+from streams.runtime.tables import ColdSku, DeferredWrites, PositionCount, state_time
 from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
@@ -279,8 +279,13 @@ def create_app(
         return from_dict(value) if isinstance(value, dict) else value
 
     def load_sku(key: bytes) -> SkuState | None:
-        """A SKU's state: decoded once after a recovery, a hot SKU's parts joined to it."""
+        """A SKU's state: decoded if it was kept cold (ColdSku) or as recovered, a hot SKU's parts
+        joined to it."""
         value = skus.get(key)
+        if isinstance(value, ColdSku):
+            state = value.state()
+            writes.warmed(skus, key, state, value.data)
+            return state
         if not isinstance(value, dict):
             return cast("SkuState | None", value)
         state = decoded_sku(key, value)
@@ -294,8 +299,11 @@ def create_app(
                 sku_parts.data.pop(part_key(key, name), None)
         return state
 
-    def decoded_sku(key: bytes, value: dict[str, Any]) -> SkuState:
-        """A SKU's record as recovered (JSON), its parts joined; the tables are left as they are."""
+    def decoded_sku(key: bytes, value: dict[str, Any] | ColdSku) -> SkuState:
+        """A SKU's record kept cold or as recovered (JSON), its parts joined; the tables are left
+        as they are."""
+        if isinstance(value, ColdSku):
+            return value.state()
         if not in_parts(value):
             return SkuState.from_dict(value)
         return join_parts(value, lambda name: sku_parts.data.get(part_key(key, name)))
@@ -320,7 +328,11 @@ def create_app(
     outputs.install(app)
     owned: set[int] = set()  # this worker's partitions of the stages and their tables
     writes = DeferredWrites(
-        outputs, n, owns=owned.__contains__, parts_topic=sku_parts.changelog_topic.get_topic_name()
+        outputs,
+        n,
+        owns=owned.__contains__,
+        parts_topic=sku_parts.changelog_topic.get_topic_name(),
+        warm_skus=settings.warm_skus or None,
     )
     to_stages = CommandBatch(outputs, n)
     decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
@@ -564,6 +576,7 @@ def create_app(
 
     # SKU states changed since the last flush (by take_now)
     pending: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
+    writes.busy = pending.__contains__  # a state changed there is not kept cold until flushed
     flush_timer: list[asyncio.TimerHandle | None] = [None]
 
     def handle_records(messages: Sequence[Any], flush: bool = True) -> None:
@@ -735,7 +748,9 @@ def create_app(
         value = skus.data.get(key)
         if value is None:
             return SkuState(sku, catalog_version=rt.catalog.version)
-        return decoded_sku(key, value) if isinstance(value, dict) else cast(SkuState, value)
+        if isinstance(value, dict | ColdSku):
+            return decoded_sku(key, value)
+        return cast(SkuState, value)
 
     rt.live_sku = live_sku
 
@@ -894,6 +909,7 @@ def create_app(
             rt.clock.observe(state_time(value))  # see catch_up
             if key in touched or partition_for(key, n) != partition:
                 continue
+            # a state, or kept cold (ColdSku): its catalog_version
             derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version
             if derived_under != version:
                 state = load_sku(key)
@@ -906,7 +922,11 @@ def create_app(
         for key, value in list(skus.data.items()):
             if key in touched or partition_for(key, n) != partition:
                 continue
-            if isinstance(value, dict):  # recovered, not decoded yet: look before decoding
+            if isinstance(value, ColdSku):  # look before decoding
+                if not value.inbound:
+                    continue
+                value = load_sku(key)
+            elif isinstance(value, dict):  # recovered, not decoded yet: likewise
                 if not value.get("w") and not any(loc["i"] for loc in value["l"].values()):
                     continue
                 value = load_sku(key)

@@ -71,6 +71,9 @@ class LiveSystem:
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "COMMIT_INTERVAL_SECONDS": "0.2",
+            # 2 SKUs decoded, the rest kept as their records' bytes (ColdSku): every live test
+            # takes SKUs cold and back across its kills, restarts and rebalances
+            "WARM_SKUS": os.environ.get("WARM_SKUS", "2"),
             **(env or {}),
         }
         self.workers[index] = subprocess.Popen(
