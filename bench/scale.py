@@ -1294,7 +1294,8 @@ def catalog_run(
                     )
             finally:
                 caused.close()
-                run.worker_cpu_s = cpu_seconds(worker.pid) - cpu
+                used = cpu_seconds(worker.pid, missing=-1.0)  # -1: the worker is gone
+                run.worker_cpu_s = used - cpu if used >= 0 else None
                 run.update = cli.result()
             run.worker_rss_after_mb = rss_mb(worker.pid)
             say(
