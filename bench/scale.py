@@ -1,16 +1,19 @@
 """State at retailer scale (issue 18): one worker's memory, changelog and restart as positions grow,
-one SKU's record as its open order lines grow, and the changelog an event writes as a SKU's
-locations grow.
+one SKU's record as its open order lines grow, the changelog an event writes as a SKU's
+locations grow, and how long a large catalog takes to publish and apply.
 
-    .venv/bin/python bench/scale.py [--broker tansu|kafka] [--series positions,hot,wide]
+    .venv/bin/python bench/scale.py [--broker tansu|kafka] [--series positions,hot,wide,catalog]
                                     [--positions 50000,250000] [--mix 0.1]
                                     [--hot-step 10000] [--hot-max 40000]
                                     [--wide-skus 2000] [--wide-locations 5,200]
                                     [--wide-events 20000]
+                                    [--catalog-listings 100000] [--catalog-format yaml|json]
+                                    [--catalog-positions 50000]
 
 Every series runs one `inventory-streams worker --clock stream` (memory tables, the only store the
 worker has) on a fresh embedded broker of its own, one after the other. `--series` names those to
-run; an empty `--positions`, `--hot-max 0` or an empty `--wide-locations` skips its series too.
+run; an empty `--positions`, `--hot-max 0`, an empty `--wide-locations` or an empty
+`--catalog-listings` skips its series too.
 
 1. Positions: per N, N / 5 SKUs with 5 locations each and one identity listing per SKU on `web`
    (a second channel, `amz`, with no listing, takes the mix's amz orders). The catalog is
@@ -37,6 +40,22 @@ run; an empty `--positions`, `--hot-max 0` or an empty `--wide-locations` skips 
    bytes per event: the key + value bytes of the `skus` and `sku_parts` changelog records between
    the topics' end offsets before the stream and their ends once it is committed. Several events
    on one SKU within a commit share its write, as they do live. RSS is read then.
+4. Catalogs: per N in `--catalog-listings`, a catalog file of N identity listings in SPEC §4's
+   YAML (`--catalog-format json`: the same catalog as JSON), one listing a line as an export
+   would write it: N / 2 SKUs, each listed on `web` (its SKU as channel SKU, 5 locations) and on
+   `amz` (an ASIN-like id, 2 locations, 60 %), safety stock at one location for every tenth SKU.
+   Two runs of `inventory-streams catalog FILE`, the CLI as a user runs it (.venv/bin, with
+   KAFKA_BOOTSTRAP_SERVERS), each from its spawn to its exit, with its CPU and peak RSS (its
+   rusage): "first", onto an empty inventory.catalog with no worker; then, once a worker started
+   under it and `--catalog-positions` counts (the first SKUs, 5 locations each) are committed,
+   "update": the same catalog with amz's buffer_units 0 -> 1, which changes every held SKU's amz
+   figure. Its phases, from the producer timestamps of the records it wrote: prepare (spawn to
+   the first part: start-up, parse, validate, the previous version read and compared, the JSON
+   encoded), send (first part to manifest), finish (manifest to exit: the announcement, the
+   interpreter's exit). Adopted: from the update's spawn until the worker logs that it took the
+   new version. Applied: until the last held SKU's amz record derived under it (cause_event_id
+   `catalog:v2`) arrived: the worker serves under the new version. The worker's RSS is read
+   after the counts and once applied; its CPU from the update's spawn to applied.
 
 The goals are the issue's; those this bench does not measure are printed as such, with why.
 """
@@ -45,12 +64,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,6 +93,7 @@ from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.offsets import true_end_offsets_many  # noqa: E402
 from streams.runtime.producer import SourceProducer  # noqa: E402
 from streams.runtime.topics import (  # noqa: E402
+    CATALOG,
     COMMANDS,
     EVENTS,
     availability_topic,
@@ -98,6 +120,9 @@ WIDE_GOAL_LOCATIONS = 200
 WIDE_BASE_LOCATIONS = 5  # the catalog the wide one's events/s is compared with
 WIDE_GOAL_BYTES = 1024  # changelog per event
 WIDE_GOAL_SLOWER = 0.20  # events/s at most this much below the base's
+SERIES = ("positions", "hot", "wide", "catalog")
+CATALOG_GOAL_LISTINGS = 1_000_000
+CATALOG_GOAL_S = 30.0  # published and applied
 
 
 # ---- what the series measured, and the verdicts (pure) -------------------------------------
@@ -160,6 +185,44 @@ class WideRun:
     @property
     def records_per_event(self) -> float | None:
         return self.changelog_records / self.events if self.rate is not None else None
+
+
+@dataclass
+class CatalogPublish:
+    """One run of `inventory-streams catalog FILE`, as the shell that ran it sees it."""
+
+    seconds: float  # spawn to exit
+    cpu_s: float
+    peak_rss_mb: float
+    prepare_s: float | None = None  # spawn to the first part's timestamp
+    send_s: float | None = None  # first part to manifest
+    finish_s: float | None = None  # manifest to exit
+    parts: int = 0
+    error: str | None = None  # its stderr's last line when it failed
+
+
+@dataclass
+class CatalogRun:
+    listings: int
+    skus: int
+    file_format: str
+    file_mb: float
+    held_skus: int  # SKUs with counts at every location in the worker
+    first: CatalogPublish | None = None
+    update: CatalogPublish | None = None
+    worker_rss_mb: float | None = None  # after the counts, before the update
+    adopted_s: float | None = None  # update's spawn -> the worker logs the new version
+    applied_s: float | None = None  # update's spawn -> the last held SKU's record under it
+    worker_cpu_s: float | None = None  # update's spawn -> applied
+    worker_rss_after_mb: float | None = None
+    failure: str | None = None
+
+    @property
+    def done_s(self) -> float | None:
+        """Published and applied: the later of the CLI's exit and the last record."""
+        if self.update is None or self.update.error or self.applied_s is None:
+            return None
+        return max(self.update.seconds, self.applied_s)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -281,6 +344,74 @@ def wide_verdicts(runs: Sequence[WideRun] | None) -> list[tuple[str, str, str]]:
             )
         )
     return out
+
+
+CATALOG_HEADERS = (
+    "listings", "run", "CLI s", "prepare s", "send s", "finish s", "CLI CPU s", "CLI peak RSS MB",
+    "parts", "adopted s", "applied s", "worker CPU s", "worker RSS MB", "failure",
+)  # fmt: skip
+
+
+def catalog_table(runs: Sequence[CatalogRun]) -> str:
+    rows = []
+    for r in runs:
+        for name, cli in (("first", r.first), ("update", r.update)):
+            update = name == "update"
+            rows.append(
+                [
+                    f"{r.listings:,}",
+                    name,
+                    num(cli.seconds, 1) if cli else "-",
+                    num(cli.prepare_s, 1) if cli else "-",
+                    num(cli.send_s, 1) if cli else "-",
+                    num(cli.finish_s, 1) if cli else "-",
+                    num(cli.cpu_s, 1) if cli else "-",
+                    num(cli.peak_rss_mb) if cli else "-",
+                    f"{cli.parts:,}" if cli else "-",
+                    num(r.adopted_s, 1) if update else "-",
+                    num(r.applied_s, 1) if update else "-",
+                    num(r.worker_cpu_s, 1) if update else "-",
+                    num(r.worker_rss_after_mb if update else r.worker_rss_mb),
+                    (cli.error if cli and cli.error else r.failure if update else None) or "",
+                ]
+            )
+    return table(CATALOG_HEADERS, rows)
+
+
+def catalog_verdicts(runs: Sequence[CatalogRun] | None) -> list[tuple[str, str, str]]:
+    """(goal, met / not met / not measured, why) for the goal of a 1,000,000-listing catalog."""
+    goal = (
+        f"catalog of {CATALOG_GOAL_LISTINGS:,} listings published and applied in "
+        f"<= {CATALOG_GOAL_S:.0f} s at the 1 MB limit"
+    )
+    if not runs:
+        return [(goal, "not measured", "catalog series not run")]
+    big = {r.listings: r for r in runs}.get(CATALOG_GOAL_LISTINGS)
+    if big is None:
+        largest = max(runs, key=lambda r: r.listings)
+        return [
+            (
+                goal,
+                "not measured",
+                f"{CATALOG_GOAL_LISTINGS:,} not in --catalog-listings; largest measured: "
+                f"{largest.listings:,} listings, published and applied in "
+                f"{num(largest.done_s, 1)} s",
+            )
+        ]
+    done = big.done_s
+    if done is None:
+        why = (big.update.error if big.update else None) or big.failure or "not applied"
+        return [(goal, "not met", why)]
+    assert big.update is not None  # done_s needs it
+    return [
+        (
+            goal,
+            "met" if done <= CATALOG_GOAL_S else "not met",
+            f"{done:,.1f} s: published in {big.update.seconds:,.1f} s "
+            f"({big.update.parts:,} parts), applied {big.applied_s:,.1f} s after the publish "
+            f"started; {big.file_format} file of {big.file_mb:,.0f} MB",
+        )
+    ]
 
 
 def goal_verdicts(
@@ -413,7 +544,6 @@ def goal_verdicts(
 
 
 OTHER_GOALS = (
-    ("catalog of 1,000,000 listings applied in <= 30 s at the 1 MB limit", "not in this run"),
     ("rebuild of 1,000,000 events in <= 40 s, equal to live", "no batch rebuild exists yet"),
     ("RocksDB tables beside memory tables", "the worker has memory tables only"),
 )
@@ -528,34 +658,74 @@ def read_changelog(
     return records, size, last, {p: ends[(topic, p)] for p in starts}
 
 
+class Caused:
+    """Counts the records of an availability topic whose cause_event_id is `cause`, read from
+    `starts` (partition -> offset) on."""
+
+    def __init__(
+        self, bootstrap: str, settings: Settings, topic: str, starts: dict[int, int], cause: str
+    ) -> None:
+        self.topic, self.cause, self.count = topic, cause, 0
+        self.codec = make_codec(settings)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-scale-serving",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 20,
+                "log_level": 0,
+            }
+        )
+        self.consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+
+    def poll(self, timeout: float = 0.1) -> int:
+        """The records counted so far, after what arrived within `timeout`."""
+        for message in self.consumer.consume(1000, timeout=timeout):
+            value = message.value()
+            if message.error() or value is None:
+                continue
+            record: Any = self.codec.decode(value, self.topic)
+            self.count += record.cause_event_id == self.cause
+        return self.count
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def wait_available(
     bootstrap: str, settings: Settings, sku: str, start: int, cause: str, timeout: float
 ) -> float | None:
     """The perf_counter at which availability.web's record caused by `cause` arrived here."""
-    topic = availability_topic("web")
     partition = partition_for(sku.encode(), settings.topic_partitions)
-    codec = make_codec(settings)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bench-scale-serving",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 20,
-            "log_level": 0,
-        }
-    )
-    consumer.assign([TopicPartition(topic, partition, start)])
+    caused = Caused(bootstrap, settings, availability_topic("web"), {partition: start}, cause)
     try:
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
-            for message in consumer.consume(1000, timeout=0.1):
-                value = message.value()
-                if message.error() or value is None:
-                    continue
-                record: Any = codec.decode(value, topic)
-                if record.cause_event_id == cause:
-                    return time.perf_counter()
+            if caused.poll():
+                return time.perf_counter()
         return None
+    finally:
+        caused.close()
+
+
+def record_at(bootstrap: str, topic: str, offset: int, timeout: float = 30.0) -> Any:
+    """The record at `offset` of partition 0 of `topic`."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-scale-read",
+            "enable.auto.commit": False,
+            "log_level": 0,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, offset)])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error() and message.offset() == offset:
+                return message
+        raise RuntimeError(f"{topic} offset {offset} not read within {timeout:g} s")
     finally:
         consumer.close()
 
@@ -626,9 +796,10 @@ def scale_catalog(skus: int, locations: int = LOCATIONS) -> Catalog:
 
 
 class System:
-    """One fresh embedded broker with topics and catalog, and at most one worker on it."""
+    """One fresh embedded broker with topics and catalog (None: the series publishes its own),
+    and at most one worker on it."""
 
-    def __init__(self, broker: str, catalog: Catalog, name: str) -> None:
+    def __init__(self, broker: str, catalog: Catalog | None, name: str) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-scale-{name}-"))
         self.settings = Settings(kafka_bootstrap_servers=None, data_dir=self.workdir)
         self.broker: EmbeddedBroker | EmbeddedKafka = embedded_broker(
@@ -641,9 +812,10 @@ class System:
     def __enter__(self) -> System:
         self.broker.start()
         self.bootstrap = self.broker.bootstrap_servers
-        channels = [c.id for c in self.catalog.channels]
+        channels = [c.id for c in self.catalog.channels] if self.catalog is not None else []
         ensure_topics(self.bootstrap, topic_specs(self.settings, channels))
-        publish(self.bootstrap, self.catalog)
+        if self.catalog is not None:
+            publish(self.bootstrap, self.catalog)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -841,7 +1013,8 @@ def hot_series(
 # ---- 3. wide SKUs --------------------------------------------------------------------------
 
 
-def wide_counts(skus: int, locations: int) -> list[StockAdjusted]:
+def position_counts(skus: int, locations: int) -> list[StockAdjusted]:
+    """One count of 100 per position of SKUs 0 .. skus - 1."""
     return [
         StockAdjusted(
             event_id=f"wide-count-{i}-{loc}",
@@ -885,7 +1058,7 @@ def wide_run(
     say: Callable[[str], None],
 ) -> WideRun:
     run = WideRun(locations, skus)
-    counts, stream = wide_counts(skus, locations), wide_stream(skus, locations, events)
+    counts, stream = position_counts(skus, locations), wide_stream(skus, locations, events)
     say(f"  {locations} locations: {skus:,} SKUs, {len(counts):,} positions")
     with System(broker, scale_catalog(skus, locations), f"wide{locations}") as system:
         topics = [changelog_topic(system.settings.app_id, t) for t in ("skus", "sku_parts")]
@@ -924,6 +1097,218 @@ def wide_run(
     return run
 
 
+# ---- 4. catalogs ---------------------------------------------------------------------------
+
+APPLY_TIMEOUT_S = 900.0  # for a CLI run, and from an update's spawn to applied
+CATALOG_CLI = Path(sys.executable).with_name("inventory-streams")  # what bin/inventory-streams runs
+
+
+def flow(value: Any) -> str:
+    """`value` in YAML's flow style, every string a plain scalar (as every one here can be)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(flow(v) for v in value) + "]"
+    return str(value)
+
+
+def write_catalog(path: Path, listings: int, file_format: str, amz_buffer: int = 0) -> int:
+    """A catalog file of `listings` identity listings, as 4. in the docstring describes, one item a
+    line; returns its SKUs."""
+    skus = (listings + 1) // 2
+    locs = [f"loc-{i}" for i in range(LOCATIONS)]
+
+    def listing(j: int) -> dict[str, Any]:
+        sku = f"SKU-{j // 2:05d}"
+        channel_sku = sku if j % 2 == 0 else f"B0{j // 2:08d}"
+        return {
+            "channel": "web" if j % 2 == 0 else "amz",
+            "channel_sku": channel_sku,
+            "components": [{"sku": sku, "quantity": 1}],
+        }
+
+    sections: list[tuple[str, Any]] = [
+        ("locations", [{"id": loc} for loc in locs]),
+        (
+            "channels",
+            [
+                {"id": "web", "type": "shopify", "locations": locs, "allocation_percent": 100},
+                {
+                    "id": "amz",
+                    "type": "amazon",
+                    "locations": locs[:2],
+                    "allocation_percent": 60,
+                    "buffer_units": amz_buffer,
+                },
+            ],
+        ),
+        (
+            "safety_stock",
+            ({"sku": f"SKU-{i:05d}", "location": "loc-0", "units": 2} for i in range(0, skus, 10)),
+        ),
+        ("listings", (listing(j) for j in range(listings))),
+    ]
+    with path.open("w", encoding="utf-8") as out:
+        if file_format == "yaml":
+            for name, items in sections:
+                out.write(f"{name}:\n")
+                out.writelines(f"  - {flow(item)}\n" for item in items)
+        else:  # the same items as JSON, one a line
+            out.write("{")
+            for n, (name, items) in enumerate(sections):
+                out.write(f'{"," if n else ""}\n"{name}": [')
+                out.writelines(
+                    f"{',' if k else ''}\n{json.dumps(item)}" for k, item in enumerate(items)
+                )
+                out.write("\n]")
+            out.write("\n}\n")
+    return skus
+
+
+class CatalogCli:
+    """`inventory-streams catalog FILE` in a process of its own, waited for in a thread with wait4
+    (its own CPU and peak RSS)."""
+
+    def __init__(self, system: System, path: Path) -> None:
+        self.bootstrap = system.bootstrap
+        self.start = true_end_offsets_many(self.bootstrap, {CATALOG: [0]})[(CATALOG, 0)]
+        self.log = system.workdir / f"{path.name}.log"
+        self.ended: float | None = None
+        self.ended_wall = 0.0
+        self.code: int | None = None
+        self.usage: Any = None
+        self.spawned_wall, self.spawned = time.time(), time.perf_counter()
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [str(CATALOG_CLI), "catalog", str(path)],
+                cwd=system.workdir,
+                env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+
+    def _wait(self) -> None:
+        _, status, self.usage = os.wait4(self.process.pid, 0)
+        self.ended, self.ended_wall = time.perf_counter(), time.time()
+        self.code = self.process.returncode = os.waitstatus_to_exitcode(status)
+
+    def failed(self) -> bool:
+        return self.code not in (None, 0)
+
+    def result(self) -> CatalogPublish:
+        """Once it has exited (killed after APPLY_TIMEOUT_S): its figures and phases."""
+        self.waiter.join(max(0.0, self.spawned + APPLY_TIMEOUT_S - time.perf_counter()))
+        if self.ended is None:
+            self.process.kill()
+            self.waiter.join()
+        assert self.ended is not None and self.usage is not None
+        run = CatalogPublish(
+            seconds=self.ended - self.spawned,
+            cpu_s=self.usage.ru_utime + self.usage.ru_stime,
+            peak_rss_mb=self.usage.ru_maxrss * 1024 / 1e6,
+        )
+        lines = self.log.read_text(errors="replace").strip().splitlines()
+        if self.code != 0:
+            run.error = f"exit {self.code}: {lines[-1][:300] if lines else '(no output)'}"
+            return run
+        end = true_end_offsets_many(self.bootstrap, {CATALOG: [0]})[(CATALOG, 0)]
+        first, manifest = (record_at(self.bootstrap, CATALOG, o) for o in (self.start, end - 1))
+        first_at, manifest_at = first.timestamp()[1] / 1000, manifest.timestamp()[1] / 1000
+        run.prepare_s = first_at - self.spawned_wall
+        run.send_s = manifest_at - first_at
+        run.finish_s = self.ended_wall - manifest_at
+        run.parts = len(json.loads(manifest.value())["parts"])
+        return run
+
+
+def catalog_run(
+    listings: int,
+    file_format: str,
+    positions: int,
+    broker: str,
+    stall_seconds: float,
+    say: Callable[[str], None],
+) -> CatalogRun:
+    with System(broker, None, f"catalog{listings}") as system:
+        first_file = system.workdir / f"catalog.{file_format}"
+        update_file = system.workdir / f"catalog-update.{file_format}"
+        started = time.perf_counter()
+        skus = write_catalog(first_file, listings, file_format)
+        write_catalog(update_file, listings, file_format, amz_buffer=1)
+        run = CatalogRun(
+            listings,
+            skus,
+            file_format,
+            first_file.stat().st_size / 1e6,
+            held_skus=min(positions // LOCATIONS, skus),
+        )
+        say(
+            f"  {listings:,} listings: {skus:,} SKUs, {run.file_mb:,.0f} MB of {file_format}, "
+            f"written in {time.perf_counter() - started:.1f} s"
+        )
+        run.first = CatalogCli(system, first_file).result()
+        say(
+            f"  first: {run.first.seconds:.1f} s, peak RSS {run.first.peak_rss_mb:,.0f} MB"
+            f"{', FAILED ' + run.first.error if run.first.error else ''}"
+        )
+        if run.first.error:
+            return run
+        spawned = time.perf_counter()
+        worker = system.start()
+        try:
+            wait_assigned(worker, system.log, timeout=APPLY_TIMEOUT_S)
+            say(f"  worker assigned {time.perf_counter() - spawned:.1f} s after its start")
+            system.send(position_counts(run.held_skus, LOCATIONS))
+            system.committed(stall_seconds)
+            run.worker_rss_mb = rss_mb(worker.pid)
+            amz = availability_topic("amz")
+            ends = true_end_offsets_many(system.bootstrap, {amz: list(range(system.n))})
+            # the held SKUs with an amz listing, each derived again with this cause
+            expected = min(run.held_skus, listings // 2)
+            caused = Caused(
+                system.bootstrap,
+                system.settings,
+                amz,
+                {p: ends[(amz, p)] for p in range(system.n)},
+                "catalog:v2",
+            )
+            adopted = re.compile(r"catalog version 2 replaces version 1")
+            cpu = cpu_seconds(worker.pid)
+            cli = CatalogCli(system, update_file)
+            try:
+                while time.perf_counter() < cli.spawned + APPLY_TIMEOUT_S and not cli.failed():
+                    if run.adopted_s is None and adopted.search(
+                        system.log.read_text(errors="replace")
+                    ):
+                        run.adopted_s = time.perf_counter() - cli.spawned
+                    if caused.poll() >= expected:
+                        run.applied_s = time.perf_counter() - cli.spawned
+                        break
+                    if worker.poll() is not None:
+                        raise WorkerDied(f"worker exited with {worker.returncode}")
+                else:
+                    run.failure = (
+                        f"{caused.count:,} of {expected:,} held SKUs derived under the update"
+                    )
+            finally:
+                caused.close()
+                used = cpu_seconds(worker.pid, missing=-1.0)  # -1: the worker is gone
+                run.worker_cpu_s = used - cpu if used >= 0 else None
+                run.update = cli.result()
+            run.worker_rss_after_mb = rss_mb(worker.pid)
+            say(
+                f"  update: {run.update.seconds:.1f} s, adopted {num(run.adopted_s, 1)} s, applied "
+                f"{num(run.applied_s, 1)} s, worker RSS {num(run.worker_rss_after_mb)} MB"
+                f"{', FAILED ' + run.update.error if run.update.error else ''}"
+            )
+        except (WorkerDied, Stalled) as error:
+            run.failure = f"{error}: {error_line(system.log)}"
+            say(f"  FAILED: {run.failure}")
+    return run
+
+
 # ---- the run --------------------------------------------------------------------------------
 
 
@@ -931,7 +1316,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu")
     parser.add_argument(
-        "--series", default="positions,hot,wide", help="comma-separated: positions, hot, wide"
+        "--series",
+        default=",".join(SERIES),
+        help="comma-separated: positions, hot, wide, catalog",
     )
     parser.add_argument(
         "--positions",
@@ -950,17 +1337,39 @@ def main() -> None:
         help="comma-separated locations per SKU; the goal compares 200 with 5",
     )
     parser.add_argument("--wide-events", type=int, default=20_000, help="stock deltas streamed")
+    parser.add_argument(
+        "--catalog-listings",
+        default="100000",
+        help="comma-separated listings per catalog; 1000000 is the goal's",
+    )
+    parser.add_argument(
+        "--catalog-format",
+        choices=("yaml", "json"),
+        default="yaml",
+        help="the catalog file's format (SPEC §4's YAML, or the same catalog as JSON)",
+    )
+    parser.add_argument(
+        "--catalog-positions",
+        type=int,
+        default=50_000,
+        help="positions counted in the worker before the update (5 locations per SKU)",
+    )
     parser.add_argument("--stall-seconds", type=float, default=180.0)
     args = parser.parse_args()
     series = {s.strip() for s in args.series.split(",") if s.strip()}
-    if series - {"positions", "hot", "wide"}:
-        parser.error(f"unknown series: {', '.join(sorted(series - {'positions', 'hot', 'wide'}))}")
+    if series - set(SERIES):
+        parser.error(f"unknown series: {', '.join(sorted(series - set(SERIES)))}")
     sizes = (
         [int(p) for p in args.positions.split(",") if p.strip()] if "positions" in series else []
     )
     hot_max = args.hot_max if "hot" in series else 0
     widths = (
         [int(n) for n in args.wide_locations.split(",") if n.strip()] if "wide" in series else []
+    )
+    catalogs = (
+        [int(n) for n in args.catalog_listings.split(",") if n.strip()]
+        if "catalog" in series
+        else []
     )
 
     def say(text: str) -> None:
@@ -996,6 +1405,26 @@ def main() -> None:
                 )
             )
 
+    catalog_runs: list[CatalogRun] | None = None
+    if catalogs:
+        say(
+            f"4. catalogs ({args.catalog_format}, {LOCATIONS} locations, web and amz; the worker "
+            f"holds {args.catalog_positions:,} positions)"
+        )
+        catalog_runs = []
+        for listings in catalogs:
+            gc.collect()
+            catalog_runs.append(
+                catalog_run(
+                    listings,
+                    args.catalog_format,
+                    args.catalog_positions,
+                    args.broker,
+                    args.stall_seconds,
+                    say,
+                )
+            )
+
     if runs:
         say("")
         say(
@@ -1020,9 +1449,22 @@ def main() -> None:
             f"{args.wide_events:,} single-location deltas; changelog: skus + sku_parts)"
         )
         say(wide_table(wide))
+    if catalog_runs:
+        say("")
+        say(
+            "catalogs (`inventory-streams catalog FILE`; first: onto an empty topic, no worker; "
+            "update: amz's buffer changed, the worker running; seconds from the CLI's spawn; "
+            "worker RSS: after its counts, and once applied)"
+        )
+        say(catalog_table(catalog_runs))
     say("")
     say("goals (issue 18)")
-    for goal, verdict, why in [*goal_verdicts(runs, hot, hot_max), *wide_verdicts(wide)]:
+    verdicts = [
+        *goal_verdicts(runs, hot, hot_max),
+        *wide_verdicts(wide),
+        *catalog_verdicts(catalog_runs),
+    ]
+    for goal, verdict, why in verdicts:
         say(f"  {goal}: {verdict.upper()} ({why})")
     for goal, why in OTHER_GOALS:
         say(f"  {goal}: NOT MEASURED ({why})")

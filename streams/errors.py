@@ -31,6 +31,10 @@ class BrokerError(InventoryError):
     """The Kafka cluster (embedded or configured) could not be reached or started."""
 
 
+class CatalogUnderWay(BrokerError):
+    """The latest record on inventory.catalog is a catalog's part: its manifest is still to come."""
+
+
 class ClusterRefused(BrokerError):
     """The cluster rejected our credentials, or we rejected its certificate: retrying won't help."""
 

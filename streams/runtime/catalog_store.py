@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streams.client import kafka_config
 from streams.core.catalog import Catalog, load_catalog
-from streams.errors import BrokerError, InvalidCatalog
+from streams.errors import BrokerError, CatalogUnderWay, InvalidCatalog
 from streams.runtime.topics import CATALOG
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ def _latest(bootstrap: str, timeout: float) -> tuple[Catalog | None, int]:
             return None, 0
         deadline = time.monotonic() + timeout
         manifest = _read_one(consumer, end - 1, deadline)
+        if (manifest.key() or b"").startswith(b"catalog.v"):
+            raise CatalogUnderWay(f"a catalog is being published on {CATALOG}: no manifest yet")
         if manifest.key() != KEY:
             raise BrokerError(f"the latest record on {CATALOG} is not a catalog's manifest")
         first, parts = end - 1, 0
@@ -182,7 +184,10 @@ class LatestCatalog:
     def __call__(self) -> Catalog | None:
         if not self._feed.changed():
             return None
-        return read_latest(self._bootstrap)
+        try:
+            return read_latest(self._bootstrap)
+        except CatalogUnderWay:  # its manifest grows the topic again: the next look reads it
+            return None
 
     def close(self) -> None:
         """Before the broker goes: a consumer left open logs every failed reconnect."""
