@@ -717,9 +717,10 @@ class SplitCache:
         bits = state.part_bits
         if bits:
             found = [_of_split(part(index), state.split_id) for index in range(1 << bits)]
-            stored_parts = [stored for stored in found if stored is not None]
-            whole = enumerate(found)
-            if len(stored_parts) < len(found) or not all(_whole_at(p, i, bits) for i, p in whole):
+            stored_parts = [
+                p for i, p in enumerate(found) if p is not None and _whole_at(p, i, bits)
+            ]
+            if len(stored_parts) < len(found):
                 return cls()  # a write that added parts, cut short: the next one writes all
             cache._reset(bits, state.split_id)
             for index, stored in enumerate(stored_parts):
@@ -853,10 +854,11 @@ def join_record(
         data = {**data, "l": {**data["l"], **kept}}
     level = bits
     if bits:
-        present: dict[int, dict[str, Any]] = {}
-        for i, part in enumerate(parts):
-            if part is not None and _of_split(part, split_id) is not None:
-                present[i] = part
+        present = {
+            i: ours
+            for i, part in enumerate(parts)
+            if (ours := _of_split(part, split_id)) is not None
+        }
         for part in present.values():
             level = max(level, part.get("n", bits))  # parts written before "n": the record's
         holder = _holders(data["sku"], present, level, bits)

@@ -195,15 +195,12 @@ class DeferredWrites:
 
     async def _write(self) -> None:
         pending, self.pending = self.pending, {}
-        owns = self.owns
         clock = time.perf_counter
         until = clock() + self.YIELD_SECONDS
         later: list[tuple[str, bytes, bytes, int]] = []  # records sent once their parts are stored
         for (topic, key), value in pending.items():
             partition = partition_for(key, self.partitions)
-            if owns is not None and not owns(partition):
-                self.dropped += 1
-                self.drops += 1
+            if self._disowned(partition):
                 continue
             if isinstance(value, SkuState) and self.parts_topic is not None:
                 split = self.splits.get(key)
@@ -283,11 +280,16 @@ class DeferredWrites:
         partitions = sorted({partition for *_, partition in records})
         await self.outputs.sent([(self.parts_topic, self.MARKER, None, p) for p in partitions])
         for topic, key, encoded, partition in records:
-            if self.owns is not None and not self.owns(partition):
-                self.dropped += 1
-                self.drops += 1
-                continue
-            self.outputs.send(topic, key, encoded, partition)
+            if not self._disowned(partition):
+                self.outputs.send(topic, key, encoded, partition)
+
+    def _disowned(self, partition: int) -> bool:
+        """Whether a record of `partition` is left to its owner: counted as dropped."""
+        if self.owns is None or self.owns(partition):
+            return False
+        self.dropped += 1
+        self.drops += 1
+        return True
 
     async def write_all_then(self, release: Callable[[], None]) -> None:
         """Write every pending change (after the write in progress), then call `release` with no
@@ -365,14 +367,15 @@ def state_time(value: Any) -> datetime:
 
 def positions_in(states: Iterable[Any]) -> int:
     """(SKU, location) positions in SKU table values: decoded, cold, or as recovered (dicts)."""
-    return sum(
-        v.positions
-        if isinstance(v, ColdSku)
-        else (v.get("w") or len(v["l"]))
-        if isinstance(v, dict)
-        else len(v.locations)
-        for v in states
-    )
+    return sum(_positions(value) for value in states)
+
+
+def _positions(value: Any) -> int:
+    if isinstance(value, ColdSku):
+        return value.positions
+    if isinstance(value, dict):  # in parts: a wide SKU's record counts its locations ("w")
+        return int(value.get("w") or len(value["l"]))
+    return len(cast(SkuState, value).locations)
 
 
 class PositionCount:
