@@ -131,6 +131,7 @@ from streams.runtime.faust_private import (
     rewind,
     skip_empty_commits,
     tune_fetch_wait,
+    with_serializers,
 )
 from streams.runtime.offsets import LagProbe, true_end_offsets_many
 from streams.runtime.outputs import Outputs
@@ -314,15 +315,14 @@ def create_app(
             "faust.Table[bytes, Any]",
             app.Table(name, default=None, partitions=n, key_type=bytes, use_partitioner=True),
         )
-        # set before the changelog topic is first built, which reads them
-        t.key_serializer, t.value_serializer = "raw", serializer
+        with_serializers(t, "raw", serializer)  # what recovery decodes the changelog with
         return t
 
-    skus = table("skus", "sku-state")
-    sku_parts = table("sku_parts", "sku-part")  # a hot SKU's record in parts (split_record)
-    orders = table("orders", "order-state")
-    reservations = table("reservations", "reservation-state")
-    listings = table("listings", "listing-state")
+    skus = table("skus", "sku-state")  # one-record SKUs recovered cold (ColdSku)
+    sku_parts = table("sku_parts", "table-json")  # a hot SKU's record in parts (split_record)
+    orders = table("orders", "table-json")
+    reservations = table("reservations", "table-json")
+    listings = table("listings", "table-json")
 
     outputs = Outputs(bootstrap, settings.producer_linger_ms)
     outputs.install(app)

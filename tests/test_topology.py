@@ -417,3 +417,31 @@ def test_a_recovered_sku_record_is_kept_cold_and_one_in_parts_as_its_json() -> N
     assert recovered.state().to_dict() == sku_at("S", 5).to_dict()
     split, _ = split_record(hot_sku(2_000))
     assert isinstance(sku_codec.loads(orjson.dumps(split)), dict)
+
+
+async def test_a_restarted_worker_recovers_its_sku_records_through_the_sku_codec(
+    tmp_path: Any,
+) -> None:
+    """Recovery decodes each changelog record with the channel Faust reads the changelog through:
+    a one-record SKU must come back cold (ColdSku), not as the decoded JSON of Faust's default
+    codec (at 250,000 positions the worker held 571 MB after a restart, 420 MB before it)."""
+    from faust.types import TP, Message
+
+    from streams.core.catalog import Catalog
+    from streams.metrics import Metrics
+    from streams.settings import Settings
+    from streams.topology import create_app
+
+    settings = Settings(data_dir=tmp_path)
+    app = create_app(settings, "127.0.0.1:9", Catalog(), Metrics())
+    record = orjson.dumps(sku_at("S", 5).to_dict())
+    recovered = {}
+    for name in ("skus", "orders"):
+        channel = app.tables[name].changelog_topic.clone_using_queue(asyncio.Queue())
+        topic = app.tables[name].changelog_topic.get_topic_name()
+        value = record if name == "skus" else orjson.dumps(OrderState().to_dict())
+        message = Message(topic, 0, 0, 0.0, 0, {}, b"S", value, None, tp=TP(topic, 0))
+        recovered[name] = (await channel.decode(message)).value
+    assert isinstance(recovered["skus"], ColdSku) and recovered["skus"].data == record
+    # the other tables come back as their JSON, decoded when first read (stored)
+    assert recovered["orders"] == OrderState().to_dict()

@@ -10,7 +10,8 @@ attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade mo
 - `faust.Consumer._acked`, `_acked_index` and `_gap`, its acknowledgements not committed yet
   (forget_acks);
 - `AIOKafkaConsumerThread._commit` and `assignment` of faust's aiokafka driver
-  (skip_empty_commits).
+  (skip_empty_commits);
+- `faust.Table._new_changelog_topic` (with_serializers).
 """
 
 from __future__ import annotations
@@ -30,6 +31,18 @@ log = logging.getLogger(__name__)
 # under `up`'s 10 s before its SIGKILL; an orderly stop with the broker up takes about a second
 STOP_GRACE_SECONDS = 8.0
 EXIT_STOP_OVERDUE = 75  # EX_TEMPFAIL: stopped before Faust's stop finished; restart resumes
+
+
+def with_serializers(table: Any, key_serializer: str, value_serializer: str) -> None:
+    """Give `table` these codecs, for its changelog too: the codecs recovery reads it with.
+
+    `app.Table` registers the table, which builds its changelog topic from the serializers it has
+    then (Faust's `json` for a table without a value type). Setting the table's serializers after
+    that leaves the topic, and so every record a restart recovers, on the defaults: the SKU
+    records came back as decoded JSON instead of kept cold (ColdSku), 571 MB after a restart at
+    250,000 positions against 420 MB before it. The topic is built again with the codecs."""
+    table.key_serializer, table.value_serializer = key_serializer, value_serializer
+    table.changelog_topic = table._new_changelog_topic()
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:

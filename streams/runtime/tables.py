@@ -15,28 +15,11 @@ from typing import Any, cast
 import orjson  # table records: several times faster than json on the hot path
 from faust.serializers import codecs
 
-from streams.core.derive import ListingState
-from streams.core.orders import OrderState
-from streams.core.reservations import ReservationState
 from streams.core.state import SkuState, SplitCache, from_us, in_parts, part_key, to_us
 from streams.runtime.outputs import Outputs
 from streams.runtime.topics import partition_for
 
 log = logging.getLogger(__name__)
-
-
-class _StateCodec(codecs.Codec):
-    """Table values: the core's own snapshot encoding (the one the property tests round-trip)."""
-
-    def __init__(self, loads: Callable[[dict[str, Any]], Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._from = loads
-
-    def _dumps(self, obj: Any) -> bytes:
-        return orjson.dumps(obj.to_dict())
-
-    def _loads(self, s: bytes) -> Any:
-        return self._from(orjson.loads(s))
 
 
 @dataclass(slots=True)
@@ -68,17 +51,10 @@ class ColdSku:
         return SkuState.from_dict(orjson.loads(self.data))
 
 
-class _SkuCodec(_StateCodec):
-    """A SKU record as recovered: cold (ColdSku) if it is one record; the decoded JSON if it is
-    in parts, until its parts are joined."""
-
-    def _loads(self, s: bytes) -> Any:
-        data = orjson.loads(s)
-        return data if in_parts(data) else ColdSku.of_record(s, data)
-
-
-class _PartCodec(codecs.Codec):
-    """A part of a hot SKU's record: the JSON as it is."""
+class _JsonCodec(codecs.Codec):
+    """A table record as its JSON, what a restart recovers: decoded into its state when first
+    read (`stored` and `load_sku` in streams.topology). The records are written by DeferredWrites,
+    never through Faust, so only `_loads` runs."""
 
     def _dumps(self, obj: Any) -> bytes:
         return orjson.dumps(obj)
@@ -87,11 +63,17 @@ class _PartCodec(codecs.Codec):
         return orjson.loads(s)
 
 
-codecs.register("sku-state", _SkuCodec(SkuState.from_dict))
-codecs.register("sku-part", _PartCodec())
-codecs.register("order-state", _StateCodec(OrderState.from_dict))
-codecs.register("reservation-state", _StateCodec(ReservationState.from_dict))
-codecs.register("listing-state", _StateCodec(ListingState.from_dict))
+class _SkuCodec(_JsonCodec):
+    """A SKU record as recovered: cold (ColdSku) if it is one record; the decoded JSON if it is
+    in parts, until its parts are joined."""
+
+    def _loads(self, s: bytes) -> Any:
+        data = orjson.loads(s)
+        return data if in_parts(data) else ColdSku.of_record(s, data)
+
+
+codecs.register("sku-state", _SkuCodec())
+codecs.register("table-json", _JsonCodec())
 
 
 class DeferredWrites:

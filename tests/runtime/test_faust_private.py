@@ -139,3 +139,16 @@ async def test_a_commit_whose_partitions_a_rebalance_took_is_skipped_not_a_crash
     assert [
         {(tp.topic, tp.partition): o.offset for tp, o in c.items()} for c in thread.committed
     ] == [{("inventory.events", 2): 7}]
+
+
+def test_faust_table_builds_its_changelog_topic_through_new_changelog_topic() -> None:
+    """with_serializers builds the topic again: `app.Table` has built it with the defaults."""
+    from streams.runtime.faust_private import with_serializers
+
+    app = faust.App("canary", broker="kafka://127.0.0.1:1")
+    table = app.Table("t", default=None, key_type=bytes)
+    assert table.changelog_topic.value_serializer == "json"  # built at registration
+    assert "self._new_changelog_topic()" in inspect.getsource(type(table).changelog_topic.fget)  # type: ignore[attr-defined]
+    with_serializers(table, "raw", "table-json")
+    assert table.changelog_topic.value_serializer == "table-json"
+    assert table.changelog_topic.get_topic_name() == "canary-t-changelog"
