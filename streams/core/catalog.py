@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
 from streams.errors import InvalidCatalog
 
@@ -36,12 +37,21 @@ class SafetyStock(_Model):
     units: Annotated[int, Field(ge=0)]
 
 
-class Component(_Model):
+# A catalog's listings are most of what a worker holds of it: one per channel and SKU, 200,000 for
+# a 1,000,000-position catalog. As slotted dataclasses (validated by pydantic all the same) a
+# listing with its component takes ~360 bytes against ~1,150 as models, which carry a __dict__
+# and a set of the fields given.
+_LISTING_CONFIG = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True, config=_LISTING_CONFIG)
+class Component:
     sku: str
     quantity: Annotated[int, Field(gt=0)]
 
 
-class Listing(_Model):
+@dataclass(frozen=True, slots=True, config=_LISTING_CONFIG)
+class Listing:
     channel: str
     channel_sku: str
     components: Annotated[list[Component], Field(min_length=1)]
