@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from streams.commands import ReservationDecided
 from streams.core.derive import ComponentUpdate, ListingState
+from streams.core.engine import Collector, Engine
 from streams.core.orders import Confirmation, OrderState
 from streams.core.reservations import (
     CONFIRMED,
@@ -14,6 +14,7 @@ from streams.core.reservations import (
     PENDING,
     REJECTED,
     RELEASED,
+    ReservationDecided,
     ReservationState,
 )
 from streams.core.retention import LinesForgotten
@@ -22,7 +23,7 @@ from streams.stages.effects import Effects, MemoryTable
 from streams.stages.listings import handle_component, listing_key
 from streams.stages.orders import forget_finished, handle_forgotten, handle_order
 from streams.stages.reservations import compact_finished, handle_reservation
-from tests.core.builders import T0, catalog, ev
+from tests.core.builders import T0, catalog, count, ev
 
 CATALOG = catalog()
 
@@ -316,3 +317,30 @@ def test_commands_are_typed_objects_with_their_stage_keys() -> None:
     stage(held("r", "A"))
     released = stage(short("r", "B"))
     assert all(isinstance(c, ReleaseHold) for _, c in released.commands)
+
+
+# ---- the local runner (Engine) runs the same stages ----
+
+
+def test_the_local_runner_tells_each_decision_once_and_routes_the_releases() -> None:
+    out = Collector()
+    engine = Engine(CATALOG, out)
+    engine.process(count("A", "wh", 5))
+    engine.process(count("B", "wh", 5))
+    engine.process(request())
+    engine.process(request())  # retried: decided again by the stage, not told again here
+    engine.process(order(reservation_id="r", skus="A"))  # leaves B out: released
+    assert [d.reservation_id for d in out.decisions] == ["r"]
+    assert engine.reservations["r"].status == CONFIRMED
+    assert engine.skus["B"].holds == {}
+    assert engine.skus["A"].holds == {}  # the order has the unit now
+
+
+def test_the_local_runner_keeps_a_request_released_before_it_from_holding() -> None:
+    out = Collector()
+    engine = Engine(CATALOG, out)
+    engine.process(count("A", "wh", 5))
+    engine.process(ev("reservation-released", 0, reservation_id="r"))
+    engine.process(request(skus="A", minute=1))
+    assert out.decisions == []
+    assert engine.skus["A"].holds == {}

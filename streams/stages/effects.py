@@ -11,13 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from streams.commands import Command
 from streams.core.models import Alert, Availability, OrderCreated
+from streams.core.orders import Confirmation
 from streams.core.reservations import ReservationState
+from streams.core.sku import SkuCommand
 
 K = TypeVar("K", contravariant=True)
 KT = TypeVar("KT")
 V = TypeVar("V")
+
+# what a stage sends another: a SKU's command, or an order's confirmation to its reservation
+Command = SkuCommand | Confirmation
 
 
 class Table(Protocol[K, V]):

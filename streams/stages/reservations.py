@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TypeVar
 
-from streams.commands import ReservationDecided
 from streams.core.catalog import Catalog
 from streams.core.models import ReservationExpired, ReservationReleased, ReservationRequested
 from streams.core.orders import Confirmation
 from streams.core.reservations import (
     PENDING,
+    ReservationDecided,
     ReservationState,
     closed_before_requested,
     on_confirmed,
