@@ -4,12 +4,15 @@
    idempotent; `streams.core.state` holds the record they change.
 2. `streams.core.reservations`, `streams.core.orders`, `streams.core.derive`: holds and their
    decision, order routing, and the output records derived from state.
-3. `streams.core.engine`: every rule wired by direct calls. This is what `simulate` runs.
-4. `streams.topology`: the same rules on Kafka. One agent, four stages and four tables; the
-   module docstring draws where every record goes.
-5. `streams.runtime`: the Kafka layer (brokers, the output producer, true end offsets, topics,
+3. `streams.core.engine`: the local runner, every rule and the order and reservation stages
+   (streams.stages) wired by direct calls. This is what `simulate` runs.
+4. `streams.stages`: the order, reservation and listing stages, pure: one record against its
+   table in, its effects (commands by key, alerts, decisions, dead letters) out.
+5. `streams.topology`: the same rules on Kafka, running the stages. One agent, four stages and
+   four tables; the module docstring draws where every record goes.
+6. `streams.runtime`: the Kafka layer (brokers, the output producer, true end offsets, topics,
    the catalog on Kafka, every private Faust and aiokafka API in `faust_private`).
-6. `streams.api`: the reservation API; `streams.tools`, `streams.replay`, `streams.reconcile`:
+7. `streams.api`: the reservation API; `streams.tools`, `streams.replay`, `streams.reconcile`:
    the other commands.
 
 This is a reading order, not the layer order: the layers (import-linter contracts in

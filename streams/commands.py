@@ -17,7 +17,7 @@ from streams.codec import Codec
 from streams.core.derive import ComponentUpdate
 from streams.core.models import Event, OrderLine
 from streams.core.orders import Confirmation
-from streams.core.reservations import ReservationState
+from streams.core.reservations import ReservationDecided, ReservationState
 from streams.core.retention import LinesForgotten
 from streams.core.sku import (
     CancelLines,
@@ -82,15 +82,6 @@ def unpack(value: bytes) -> Iterator[Item]:
             raise EncodingError(f"envelope cut short at byte {at} of {end}")
         yield Item(value[at : at + key_len], value[at + key_len : stop], flags)
         at = stop
-
-
-class ReservationDecided:
-    """A request decided where its SKU lives, for the reservation record (expiry, release)."""
-
-    __slots__ = ("state",)
-
-    def __init__(self, state: ReservationState) -> None:
-        self.state = state
 
 
 class CatalogChanged:

@@ -22,6 +22,9 @@
           ──► [sku stage] at once, when it is next in its partition's log (take_now); the
               decision goes to the waiting request in the process once its record is stored
 
+The order, reservation and listing stages decide in streams.stages (pure code, one record against
+its table); this module feeds them and performs their effects (perform).
+
 The four stages share one internal topic, each command keyed by its stage's table key: a key lands
 on the partition its table record lives on, so every table stays co-partitioned with it. One topic
 rather than one per stage because every fetch names every partition a worker consumes, idle or
@@ -49,7 +52,6 @@ from typing import Any, cast
 import faust
 import orjson  # table records and commands: several times faster than json on the hot path
 from confluent_kafka import KafkaException
-from faust.types import TableT
 from mode import CrashingSupervisor
 
 from streams.client import faust_credentials
@@ -69,7 +71,6 @@ from streams.core.catalog import Catalog
 from streams.core.derive import (
     ComponentUpdate,
     ListingState,
-    apply_component,
     expects_inbound,
     location_ats_map,
     position,
@@ -87,28 +88,19 @@ from streams.core.models import (
     ReservationRequested,
     SingleSkuEvent,
 )
-from streams.core.orders import Confirmation, OrderState, commit_commands, route_order
+from streams.core.orders import Confirmation, OrderState, commit_commands
 from streams.core.reservations import (
     HELD,
-    PENDING,
     Expiries,
     ReservationState,
-    closed_before_requested,
     expiry_event,
-    on_confirmed,
-    on_decided,
-    on_release,
     on_result,
-    resume,
     start,
 )
 from streams.core.retention import (
     LinesForgotten,
-    compact_reservation,
-    forget_lines,
     horizon_start,
     lines_forgotten,
-    order_done,
 )
 from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
 from streams.core.state import (
@@ -145,6 +137,7 @@ from streams.runtime.records import (
     is_committed,
     message_time,
 )
+from streams.runtime.stage_tables import StageTable
 from streams.runtime.tables import ColdSku, DeferredWrites, PositionCount, state_time
 from streams.runtime.topics import (
     ALERTS,
@@ -158,6 +151,11 @@ from streams.runtime.topics import (
     partition_for,
 )
 from streams.settings import Settings
+from streams.stages import listings as listing_stage
+from streams.stages import orders as order_stage
+from streams.stages import reservations as reservation_stage
+from streams.stages.effects import Effects
+from streams.stages.reservations import ReservationInput
 
 log = logging.getLogger(__name__)
 
@@ -274,11 +272,6 @@ def create_app(
     dlq = raw_topic(DLQ)
 
     # ---- tables (changelog-backed, recovered on restart) ----
-    def stored(t: TableT, key: bytes, from_dict: Callable[[Any], Any]) -> Any:
-        """A table value as a state object: recovery hands back the decoded JSON, not the object."""
-        value = t.get(key)
-        return from_dict(value) if isinstance(value, dict) else value
-
     def load_sku(key: bytes) -> SkuState | None:
         """A SKU's state: decoded if it was kept cold (ColdSku) or as recovered, a hot SKU's parts
         joined to it."""
@@ -764,7 +757,7 @@ def create_app(
         if isinstance(command, ORDER_KINDS):
             handle_order(message, command)
         elif isinstance(command, LinesForgotten):
-            handle_forgotten(command)
+            order_stage.handle_forgotten(order_table, command)
         elif isinstance(command, RESERVATION_KINDS):
             handle_reservation(message, command)
         elif isinstance(command, ComponentUpdate):
@@ -963,32 +956,33 @@ def create_app(
             writes.put(skus, key, state)
             held.put(key, len(state.locations))
 
-    # ---- order stage ----
-    def handle_order(message: Any, ev: OrderCreated | OrderCancelled) -> None:
-        key = ev.order_id.encode()
-        state = stored(orders, key, OrderState.from_dict) or OrderState()
-        if isinstance(ev, OrderCreated) and not state.created:  # each order's lines once
-            rt.metrics.order_created(ev.channel, len(ev.lines))
-        routed = route_order(state, ev, committed=is_committed(message))
-        for alert in routed.alerts:
-            send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
-        rt.metrics.raised(routed.alerts)
-        for command in routed.commands:
-            to_stage(command.sku, rt.commands.encode(command))
-        if routed.confirmation is not None:
-            to_stage(routed.confirmation.reservation_id, rt.commands.encode(routed.confirmation))
-        writes.put(orders, key, state)
+    # ---- the order, reservation and listing stages (streams.stages), over their tables ----
+    expiries = Expiries(retry=30.0)  # a sent expiry not back within 30 s is sent again
+    order_table = StageTable(orders, OrderState.from_dict, writes)
+    reservation_table = StageTable(
+        reservations, ReservationState.from_dict, writes, written=expiries.keep
+    )
+    listing_table = StageTable(listings, ListingState.from_dict, writes)
 
-    def handle_forgotten(forgotten: LinesForgotten) -> None:
-        """A SKU forgot lines of this order; the record goes with its last line."""
-        key = forgotten.order_id.encode()
-        state = stored(orders, key, OrderState.from_dict)
-        if state is None:
-            return  # never known here, or gone already
-        if forget_lines(state, forgotten):
-            writes.delete(orders, key)
-        else:
-            writes.put(orders, key, state)
+    def perform(message: Any, out: Effects) -> None:
+        """A stage's effects: alerts now, commands to the stages (this batch's envelope),
+        decisions after the batch's commands (decide), dead letters now."""
+        for alert in out.alerts:
+            send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
+        for key, command in out.commands:
+            to_stage(key, rt.commands.encode(command))
+        for state in out.decisions:
+            decide(state)
+        for dead in out.dead_letters:
+            dead_letter(message, dead.reason, dead.source)
+
+    def handle_order(message: Any, ev: OrderCreated | OrderCancelled) -> None:
+        out = Effects()
+        order_stage.handle_order(order_table, ev, out, committed=is_committed(message))
+        if out.new_order is not None:
+            rt.metrics.order_created(out.new_order.channel, len(out.new_order.lines))
+        perform(message, out)
+        rt.metrics.raised(out.alerts)
 
     swept_day: list[date | None] = [None]
 
@@ -999,85 +993,23 @@ def create_app(
             return
         swept_day[0] = day
         since = horizon_start(day)
-        for key in list(orders.data.keys()):
-            order = stored(orders, key, OrderState.from_dict)
-            if order is not None and order_done(order, since):
-                writes.delete(orders, key)
-        for key in list(reservations.data.keys()):
-            res = stored(reservations, key, ReservationState.from_dict)
-            if res is not None and compact_reservation(res, since):
-                writes.put(reservations, key, res)
+        order_stage.forget_finished(order_table, list(orders.data.keys()), since)
+        reservation_stage.compact_finished(reservation_table, list(reservations.data.keys()), since)
 
-    # ---- reservation stage ----
-    def handle_reservation(message: Any, item: Any) -> None:
-        if isinstance(item, ReservationDecided):
-            key = item.state.reservation_id.encode()
-            known = stored(reservations, key, ReservationState.from_dict)
-            kept, releases = on_decided(known, item.state)
-            for release in releases:
-                to_stage(release.sku, rt.commands.encode(release))
-            if releases:
-                decide(kept)  # the record's status stands: the caller is told again
-            if kept is not known:
-                keep_reservation(key, kept)
-            return
-        if isinstance(item, ReservationRequested):
-            key = item.reservation_id.encode()
-            known = stored(reservations, key, ReservationState.from_dict)
-            if known is not None:  # idempotent by reservation id
-                if known.status != PENDING:
-                    decide(known)  # a retried request gets the same answer again
-                for hold in resume(known, item, rt.catalog):  # lost with a crash, maybe
-                    to_stage(hold.sku, rt.commands.encode(hold))
-                return
-            try:
-                state, tries = start(item, rt.catalog, rt.clock.decision_time())
-            except InvalidEvent as error:
-                dead_letter(message, error.reason, item.source)
-                return
-            for hold in tries:
-                to_stage(hold.sku, rt.commands.encode(hold))
-            if state.status != PENDING:  # decided at once: too late to hold
-                decide(state)
-                rt.metrics.reservations.labels(state.status).inc()
-            keep_reservation(key, state)
-            return
-        rid = item.reservation_id
-        key = rid.encode()
-        state = stored(reservations, key, ReservationState.from_dict)
-        if state is None:
-            if isinstance(item, ReservationReleased | ReservationExpired):
-                writes.put(reservations, key, closed_before_requested(item))
-            return  # nothing was ever held under this id
-        releases = []
-        status_before = state.status
-        if isinstance(item, HoldResult):
-            releases = on_result(state, item)
-            if status_before == PENDING and state.status != PENDING:
-                rt.metrics.reservations.labels(state.status).inc()
-        elif isinstance(item, ReservationReleased | ReservationExpired):
-            releases = on_release(state, item)
-        elif isinstance(item, Confirmation):
-            releases = on_confirmed(state, item.skus)
-        for release in releases:
-            to_stage(release.sku, rt.commands.encode(release))
-        if state.status != PENDING:
-            # decided, now or before: told again, as a redelivered record's outputs are sent
-            # again (the record can be in the changelog and its decision lost with a crash)
-            decide(state)
-        keep_reservation(key, state)
+    def handle_reservation(message: Any, item: ReservationInput) -> None:
+        out = Effects()
+        reservation_stage.handle_reservation(
+            reservation_table, item, rt.catalog, rt.clock.decision_time, out
+        )
+        perform(message, out)
+        if out.decided is not None:
+            rt.metrics.reservations.labels(out.decided).inc()
 
     def decide(state: ReservationState) -> None:
         """Tell the caller, after this batch's commands: the reservation's record goes first, so a
         release the caller sends on reading the decision comes after it. Encoded now: the state
         may change again later in the batch, and each decision says what it was when made."""
         decisions_due.append((state.reservation_id, orjson.dumps(state.decision())))
-
-    expiries = Expiries(retry=30.0)  # a sent expiry not back within 30 s is sent again
-
-    def keep_reservation(key: bytes, state: ReservationState) -> None:
-        writes.put(reservations, key, state)
-        expiries.keep(state)
 
     def held_in_table() -> Iterable[tuple[datetime, str]]:
         """(expires_at, id) of every held reservation of the table, recovered ones undecoded."""
@@ -1088,11 +1020,6 @@ def create_app(
             elif value.status == HELD:
                 yield value.expires_at, value.reservation_id
 
-    def lookup_reservation(rid: str) -> ReservationState | None:
-        return cast(
-            ReservationState | None, stored(reservations, rid.encode(), ReservationState.from_dict)
-        )
-
     @app.timer(interval=0.5)
     async def expire_holds() -> None:
         """Publish `reservation-expired` for held reservations past their TTL on this worker:
@@ -1102,22 +1029,23 @@ def create_app(
             return
         if expiries.stale:
             expiries.rebuild(held_in_table())
-        for state in expiries.due(now, time.monotonic(), lookup_reservation):
+        for state in expiries.due(now, time.monotonic(), reservation_table.get):
             key = state.reservation_id.encode()
             send(events, key, rt.codec.encode(expiry_event(state), EVENTS))
 
-    # ---- listing stage (bundles and kits whose components live on several partitions) ----
+    # bundles and kits whose components live on several partitions
     def handle_listing(message: Any, update: ComponentUpdate) -> None:
         ensure_catalog(update.catalog_version)
         key = message.key
-        state = stored(listings, key, ListingState.from_dict) or ListingState({})
         force = replaying[0] and key not in resent_listings  # see replay_end
-        record = apply_component(state, update, rt.catalog, time.time_ns() // 1000, force)
-        if record is not None:
+        out = Effects()
+        listing_stage.handle_component(
+            listing_table, key, update, rt.catalog, out, time.time_ns() // 1000, force
+        )
+        for record in out.availability:
             if force:
                 resent_listings.add(key)
             emit_availability(record, message_time(message))
-        writes.put(listings, key, state)
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]

@@ -56,3 +56,12 @@ def test_the_core_importing_kafka_breaks_them(tmp_path: Path) -> None:
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "streams.core.sku -> confluent_kafka" in result.stdout, result.stdout
+
+
+def test_a_stage_importing_faust_breaks_them(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path)
+    orders = tree / "streams" / "stages" / "orders.py"
+    orders.write_text(orders.read_text() + "\nimport faust  # planted\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "streams.stages.orders -> faust" in result.stdout, result.stdout

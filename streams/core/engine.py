@@ -10,6 +10,7 @@ derived again, so a PO whose eta enters a channel's horizon is offered with no e
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,7 +20,6 @@ from streams.core.catalog import Catalog
 from streams.core.derive import (
     ComponentUpdate,
     ListingState,
-    apply_component,
     expects_inbound,
     location_ats_map,
     position,
@@ -38,28 +38,16 @@ from streams.core.models import (
     ReservationRequested,
     SingleSkuEvent,
 )
-from streams.core.orders import OrderState, route_order
-from streams.core.reservations import (
-    HELD,
-    ReservationState,
-    closed_before_requested,
-    expiry_event,
-    on_confirmed,
-    on_release,
-    on_result,
-    plan,
-    start,
-)
-from streams.core.retention import (
-    compact_reservation,
-    forget_lines,
-    horizon_start,
-    lines_forgotten,
-    order_done,
-)
+from streams.core.orders import Confirmation, OrderState
+from streams.core.reservations import HELD, ReservationState, expiry_event, plan
+from streams.core.retention import horizon_start, lines_forgotten
 from streams.core.sku import HoldResult, SkuCommand, apply_sku
 from streams.core.state import EPOCH, SkuState, from_us, to_us
 from streams.errors import InvalidEvent
+from streams.stages.effects import Command, Effects, MemoryTable
+from streams.stages.listings import handle_component
+from streams.stages.orders import forget_finished, handle_forgotten, handle_order
+from streams.stages.reservations import compact_finished, handle_reservation
 
 
 class Emitter(Protocol):
@@ -126,19 +114,28 @@ _SKU_EVENTS = frozenset(SINGLE_SKU_EVENTS)
 
 
 class Engine:
+    """The local runner: the SKU rules and the order, reservation and listing stages
+    (streams.stages), their commands routed by direct calls in the order made, each event to
+    quiescence."""
+
     def __init__(self, catalog: Catalog, emitter: Emitter) -> None:
         self.catalog = catalog
         self.emit = emitter
         self.skus: dict[str, SkuState] = {}
-        self.orders: dict[str, OrderState] = {}
-        self.reservations: dict[str, ReservationState] = {}
-        self.listings: dict[tuple[str, str], ListingState] = {}
+        self.orders: MemoryTable[str, OrderState] = MemoryTable()
+        self.reservations: MemoryTable[str, ReservationState] = MemoryTable()
+        self.listings: MemoryTable[tuple[str, str], ListingState] = MemoryTable()
         self.stream_time: datetime = EPOCH
         self._expiries: list[tuple[datetime, str]] = []
         self._dirty: dict[
             str, tuple[set[str], datetime, str]
         ] = {}  # sku -> locations, as_of, cause
         self._resend: set[str] = set()  # SKUs that saw a redelivery: their outputs are sent again
+        # a stage's effects, taken by _route before the next stage runs: one object, reused
+        self._out = Effects()
+        self._queue: deque[Command] = deque()  # commands made, not yet applied
+        self._decided: list[ReservationState] = []  # decisions made, emitted at quiescence
+        self._now = lambda: self.stream_time  # the clock a request is decided at
 
     # ---- input ----
 
@@ -180,13 +177,13 @@ class Engine:
     def restore(cls, catalog: Catalog, emitter: Emitter, data: dict[str, Any]) -> Engine:
         engine = cls(catalog, emitter)
         engine.skus = {k: SkuState.from_dict(v) for k, v in data["skus"].items()}
-        engine.orders = {k: OrderState.from_dict(v) for k, v in data["orders"].items()}
-        engine.reservations = {
-            k: ReservationState.from_dict(v) for k, v in data["reservations"].items()
-        }
+        engine.orders = MemoryTable({k: OrderState.from_dict(v) for k, v in data["orders"].items()})
+        engine.reservations = MemoryTable(
+            {k: ReservationState.from_dict(v) for k, v in data["reservations"].items()}
+        )
         for key, value in data["listings"].items():
             channel, _, channel_sku = key.partition("/")
-            engine.listings[(channel, channel_sku)] = ListingState.from_dict(value)
+            engine.listings.put((channel, channel_sku), ListingState.from_dict(value))
         engine.stream_time = from_us(data["time"])
         engine._expiries = [
             (r.expires_at, r.reservation_id)
@@ -220,51 +217,60 @@ class Engine:
             if sku not in self._dirty and expects_inbound(state):
                 self._dirty[sku] = (set(), at, cause)
         since = horizon_start(at.date())
-        for order_id in [k for k, order in self.orders.items() if order_done(order, since)]:
-            del self.orders[order_id]
-        for res in self.reservations.values():
-            compact_reservation(res, since)
+        forget_finished(self.orders, list(self.orders), since)
+        compact_finished(self.reservations, list(self.reservations), since)
 
     def _apply(self, event: Event) -> None:
         kind = type(event)
         if kind in _SKU_EVENTS:  # the common case first: single-SKU events go straight to the SKU
             self._sku(cast(SkuCommand, event))
         elif isinstance(event, OrderCreated | OrderCancelled):
-            order = self.orders.get(event.order_id)
-            if order is None:
-                order = self.orders[event.order_id] = OrderState()
-            routed = route_order(order, event)
-            for alert in routed.alerts:
+            handle_order(self.orders, event, self._out)
+            self._route()
+        elif isinstance(event, ReservationRequested | ReservationReleased | ReservationExpired):
+            handle_reservation(self.reservations, event, self.catalog, self._now, self._out)
+            self._route()
+        else:
+            self._sku(event)
+
+    def _route(self) -> None:
+        """Perform the effects of the stage that just ran, then of everything they cause, until
+        none is left: commands in the order made, each SKU's answer and each order's confirmation
+        to the reservation stage. A decision is emitted once, when everything it caused is
+        applied; the Faust runner tells it again on later records for the reservation (a
+        redelivered record's decision may have been lost with a crash), which one process has no
+        need of."""
+        out = self._out
+        queue = self._queue
+        while True:
+            for alert in out.alerts:
                 self.emit.alert(alert)
-            for command in routed.commands:
-                self._sku(command)
-            if routed.confirmation is not None:
-                res = self.reservations.get(routed.confirmation.reservation_id)
-                if res is not None:
-                    for release in on_confirmed(res, routed.confirmation.skus):
-                        self._sku(release)
-        elif isinstance(event, ReservationRequested):
-            if event.reservation_id in self.reservations:
-                return  # idempotent by reservation id
-            res, tries = start(event, self.catalog, self.stream_time)
-            self.reservations[event.reservation_id] = res
-            for command in tries:
-                result = self._sku(command)
-                assert result is not None
-                for release in on_result(res, result):
-                    self._sku(release)
+            if out.dead_letters:  # a request the catalog cannot serve: nothing of it was kept
+                reason = out.dead_letters[0].reason
+                out.dead_letters.clear()
+                raise InvalidEvent(reason)
+            if out.decided is not None:
+                self._decided.append(out.decisions[-1])
+            for _, command in out.commands:
+                queue.append(command)
+            out.commands.clear()
+            out.alerts.clear()
+            out.decisions.clear()
+            out.decided = out.new_order = None
+            if not queue:
+                break
+            command = queue.popleft()
+            if type(command) is Confirmation:
+                handle_reservation(self.reservations, command, self.catalog, self._now, out)
+                continue
+            result = self._sku(cast(SkuCommand, command))
+            if result is not None:
+                handle_reservation(self.reservations, result, self.catalog, self._now, out)
+        for res in self._decided:
             self.emit.decision(res)
             if res.status == HELD:
                 heapq.heappush(self._expiries, (res.expires_at, res.reservation_id))
-        elif isinstance(event, ReservationReleased | ReservationExpired):
-            res = self.reservations.get(event.reservation_id)
-            if res is None:
-                self.reservations[event.reservation_id] = closed_before_requested(event)
-            else:
-                for release in on_release(res, event):
-                    self._sku(release)
-        else:
-            self._sku(event)
+        self._decided.clear()
 
     def _sku(self, command: SkuCommand) -> HoldResult | None:
         sku = command.sku
@@ -272,11 +278,9 @@ class Engine:
         if state is None:
             state = self.skus[sku] = SkuState(sku, catalog_version=self.catalog.version)
         outcome = apply_sku(state, command, self.catalog)
-        if outcome.forgotten:
+        if outcome.forgotten:  # lines the SKU forgot: their orders' records forget them too
             for forgotten in lines_forgotten(sku, outcome.forgotten):
-                order = self.orders.get(forgotten.order_id)
-                if order is not None and forget_lines(order, forgotten):
-                    del self.orders[forgotten.order_id]
+                handle_forgotten(self.orders, forgotten)
         if outcome.alerts:
             for alert in outcome.alerts:
                 self.emit.alert(alert)
@@ -321,10 +325,10 @@ class Engine:
         resend.clear()
 
     def _component(self, update: ComponentUpdate) -> None:
-        key = (update.channel, update.channel_sku)
-        state = self.listings.get(key)
-        if state is None:
-            state = self.listings[key] = ListingState({})
-        record = apply_component(state, update, self.catalog)
-        if record is not None:
+        out = self._out
+        handle_component(
+            self.listings, (update.channel, update.channel_sku), update, self.catalog, out
+        )
+        for record in out.availability:
             self.emit.availability(record)
+        out.availability.clear()

@@ -130,6 +130,13 @@ class ReservationState:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class ReservationDecided:
+    """A request decided where its SKU lives, for the reservation record (expiry, release)."""
+
+    state: ReservationState
+
+
 def plan(event: ReservationRequested, catalog: Catalog) -> dict[str, tuple[HoldRequirement, ...]]:
     """Per-SKU requirements of a request, or InvalidEvent when it names what the catalog lacks."""
     channel = catalog.channel_by_id.get(event.channel)
