@@ -420,7 +420,7 @@ def test_a_recovered_sku_record_is_kept_cold_and_one_in_parts_as_its_json() -> N
 
 
 async def test_a_restarted_worker_recovers_its_sku_records_through_the_sku_codec(
-    tmp_path: Any,
+    tmp_path: Any, monkeypatch: Any
 ) -> None:
     """Recovery decodes each changelog record with the channel Faust reads the changelog through:
     a one-record SKU must come back cold (ColdSku), not as the decoded JSON of Faust's default
@@ -432,6 +432,7 @@ async def test_a_restarted_worker_recovers_its_sku_records_through_the_sku_codec
     from streams.settings import Settings
     from streams.topology import create_app
 
+    monkeypatch.setattr("streams.topology.LagProbe", lambda *_args: None)  # no broker here
     settings = Settings(data_dir=tmp_path)
     app = create_app(settings, "127.0.0.1:9", Catalog(), Metrics())
     record = orjson.dumps(sku_at("S", 5).to_dict())
