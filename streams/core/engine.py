@@ -242,21 +242,25 @@ class Engine:
         need of."""
         out = self._out
         queue = self._queue
-        while True:
-            for alert in out.alerts:
-                self.emit.alert(alert)
+        while True:  # each list looked at before it is walked or cleared: most are empty
+            if out.alerts:
+                for alert in out.alerts:
+                    self.emit.alert(alert)
+                out.alerts.clear()
             if out.dead_letters:  # a request the catalog cannot serve: nothing of it was kept
                 reason = out.dead_letters[0].reason
                 out.dead_letters.clear()
                 raise InvalidEvent(reason)
-            if out.decided is not None:
-                self._decided.append(out.decisions[-1])
-            for _, command in out.commands:
-                queue.append(command)
-            out.commands.clear()
-            out.alerts.clear()
-            out.decisions.clear()
-            out.decided = out.new_order = None
+            if out.decisions:
+                if out.decided is not None:
+                    self._decided.append(out.decisions[-1])
+                    out.decided = None
+                out.decisions.clear()
+            if out.commands:
+                for _, command in out.commands:
+                    queue.append(command)
+                out.commands.clear()
+            out.new_order = None
             if not queue:
                 break
             command = queue.popleft()
