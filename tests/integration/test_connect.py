@@ -4,6 +4,7 @@ own, as a deployment without `up` runs them beside its workers."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -90,7 +91,7 @@ async def test_connect_delivers_availability_receives_webhooks_and_stops_on_sigt
                 {
                     "locations": [{"id": "wh"}],
                     "channels": [c.model_dump(mode="json") for c in running.channels],
-                    "listings": [x.model_dump(mode="json") for x in listings],
+                    "listings": [dataclasses.asdict(x) for x in listings],
                 }
             )
         )
@@ -189,7 +190,7 @@ async def test_connect_follows_the_catalog_a_channel_added_gets_a_sink_a_removed
             {
                 "locations": [{"id": "wh"}],
                 "channels": [c.model_dump(mode="json") for c in channels],
-                "listings": [x.model_dump(mode="json") for x in listings if x.channel in names],
+                "listings": [dataclasses.asdict(x) for x in listings if x.channel in names],
             }
         )
 
