@@ -39,29 +39,28 @@ def test_the_layer_contracts_hold() -> None:
     assert "0 broken" in result.stdout
 
 
-def test_a_back_edge_from_streams_to_connectors_breaks_them(tmp_path: Path) -> None:
+def with_planted(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """lint-imports on a copy of the tree with `line` appended to `module` (a path in it)."""
     tree = copy_tree(tmp_path)
-    tools = tree / "streams" / "tools.py"
-    tools.write_text(tools.read_text() + "\nfrom connectors.sinks import run_sink  # planted\n")
-    result = lint_imports(tree)
+    planted = tree / module
+    planted.write_text(planted.read_text() + f"\n{line}  # planted\n")
+    return lint_imports(tree)
+
+
+def test_a_back_edge_from_streams_to_connectors_breaks_them(tmp_path: Path) -> None:
+    result = with_planted(tmp_path, "streams/tools.py", "from connectors.sinks import run_sink")
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
     assert "streams.tools -> connectors.sinks" in result.stdout, result.stdout
 
 
 def test_the_core_importing_kafka_breaks_them(tmp_path: Path) -> None:
-    tree = copy_tree(tmp_path)
-    sku = tree / "streams" / "core" / "sku.py"
-    sku.write_text(sku.read_text() + "\nimport confluent_kafka  # planted\n")
-    result = lint_imports(tree)
+    result = with_planted(tmp_path, "streams/core/sku.py", "import confluent_kafka")
     assert result.returncode != 0
     assert "streams.core.sku -> confluent_kafka" in result.stdout, result.stdout
 
 
 def test_a_stage_importing_faust_breaks_them(tmp_path: Path) -> None:
-    tree = copy_tree(tmp_path)
-    orders = tree / "streams" / "stages" / "orders.py"
-    orders.write_text(orders.read_text() + "\nimport faust  # planted\n")
-    result = lint_imports(tree)
+    result = with_planted(tmp_path, "streams/stages/orders.py", "import faust")
     assert result.returncode != 0
     assert "streams.stages.orders -> faust" in result.stdout, result.stdout
