@@ -457,7 +457,7 @@ def goal_verdicts(
                 f"1M positions: restart <= {RESTART_GOAL_S:.0f} s",
                 "met" if met else "not met",
                 f"{big.restart_s:,.1f} s (memory tables: no local state to keep, the whole "
-                "changelog is read)",
+                "changelog is read back, in bulk)",
             )
         )
     if big is None or big.load_rate is None or base is None or base.load_rate is None:

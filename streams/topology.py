@@ -54,7 +54,7 @@ import orjson  # table records and commands: several times faster than json on t
 from confluent_kafka import KafkaException
 from mode import CrashingSupervisor
 
-from streams.client import faust_credentials
+from streams.client import faust_credentials, kafka_config
 from streams.codec import Codec, make_codec
 from streams.commands import (
     COMMITTED_FLAG,
@@ -118,6 +118,7 @@ from streams.runtime.batches import take_batches
 from streams.runtime.catalog_store import LatestCatalog, read_latest
 from streams.runtime.clock import Clock, catch_up
 from streams.runtime.faust_private import (
+    bulk_recovered,
     disown,
     forget_acks,
     rewind,
@@ -309,6 +310,7 @@ def create_app(
             app.Table(name, default=None, partitions=n, key_type=bytes, use_partitioner=True),
         )
         with_serializers(t, "raw", serializer)  # what recovery decodes the changelog with
+        bulk_recovered(t, kafka_config(bootstrap, settings=settings))
         return t
 
     skus = table("skus", "sku-state")  # one-record SKUs recovered cold (ColdSku)

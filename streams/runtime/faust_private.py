@@ -11,7 +11,8 @@ attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade mo
   (forget_acks);
 - `AIOKafkaConsumerThread._commit` and `assignment` of faust's aiokafka driver
   (skip_empty_commits);
-- `faust.Table._new_changelog_topic` (with_serializers).
+- `faust.Table._new_changelog_topic` (with_serializers);
+- `faust.Table._data`, the store the table would build on first use (bulk_recovered).
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
+
+from streams.runtime.changelog_store import ChangelogLoadedStore
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,27 @@ def with_serializers(table: Any, key_serializer: str, value_serializer: str) -> 
     250,000 positions against 420 MB before it. The topic is built again with the codecs."""
     table.key_serializer, table.value_serializer = key_serializer, value_serializer
     table.changelog_topic = table._new_changelog_topic()
+
+
+def bulk_recovered(table: Any, config: Mapping[str, Any]) -> None:
+    """Give `table` a memory store that loads its changelog in bulk on assignment
+    (ChangelogLoadedStore), built as Faust builds the memory store it would use otherwise. Call
+    it after with_serializers: the store decodes with the table's codecs."""
+    assert table._data is None, "the table's store is built already"
+    store = ChangelogLoadedStore(
+        "memory://",
+        table.app,
+        table,
+        table_name=table.name,
+        key_type=table.key_type,
+        key_serializer=table.key_serializer,
+        value_serializer=table.value_serializer,
+        value_type=table.value_type,
+        loop=table.loop,
+        options=table.options,
+    )
+    store.config = config
+    table._data = store
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:

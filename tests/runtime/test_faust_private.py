@@ -152,3 +152,23 @@ def test_faust_table_builds_its_changelog_topic_through_new_changelog_topic() ->
     with_serializers(table, "raw", "table-json")
     assert table.changelog_topic.value_serializer == "table-json"
     assert table.changelog_topic.get_topic_name() == "canary-t-changelog"
+
+
+def test_faust_tables_recover_from_their_stores_persisted_offset_after_its_rebalance() -> None:
+    """bulk_recovered's store loads a partition in its on_rebalance and answers
+    persisted_offset: Faust must build the store from `Table._data`, rebalance the tables
+    before the recovery, and start each active changelog partition's recovery at the store's
+    persisted offset."""
+    from faust.tables.manager import TableManager
+    from faust.tables.recovery import Recovery
+
+    from streams.runtime.changelog_store import ChangelogLoadedStore
+    from streams.runtime.faust_private import bulk_recovered
+
+    app = faust.App("canary", broker="kafka://127.0.0.1:1")
+    table = app.Table("t", default=None, key_type=bytes)
+    bulk_recovered(table, {"bootstrap.servers": "127.0.0.1:1"})
+    assert isinstance(table.data, ChangelogLoadedStore)
+    rebalance = inspect.getsource(TableManager.on_rebalance)
+    assert rebalance.index("table.on_rebalance") < rebalance.index("self.recovery.on_rebalance")
+    assert "table.persisted_offset(tp)" in inspect.getsource(Recovery._add)

@@ -1,0 +1,115 @@
+"""The table store that loads newly assigned changelog partitions in bulk (ChangelogLoadedStore):
+what it loads, what it leaves to Faust's recovery, and where that recovery goes on from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import orjson
+import pytest
+from faust.types import TP
+
+from streams.runtime import changelog_store
+from streams.runtime.faust_private import bulk_recovered, with_serializers
+from streams.runtime.tables import ColdSku
+
+CHANGELOG = "canary-skus-changelog"
+
+
+class Reads:
+    """read_changelog as the broker would answer it: per partition, the last value of each key,
+    the keys deleted last, the watermark minus one; and what was asked."""
+
+    def __init__(self, records: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        self.records = records
+        self.asked: list[tuple[str, list[int]]] = []
+
+    def __call__(
+        self, config: Any, topic: str, partitions: Any, decode_key: Any, decode_value: Any
+    ) -> Any:
+        partitions = list(partitions)
+        self.asked.append((topic, partitions))
+        values: dict[int, dict[Any, Any]] = {}
+        deleted: dict[int, set[Any]] = {}
+        resume: dict[int, int] = {}
+        for p in partitions:
+            values[p], deleted[p] = {}, set()
+            for key, raw in self.records.get(p, []):
+                if raw is None:
+                    values[p].pop(decode_key(key), None)
+                    deleted[p].add(decode_key(key))
+                else:
+                    deleted[p].discard(decode_key(key))
+                    values[p][decode_key(key)] = decode_value(raw)
+            if self.records.get(p):
+                resume[p] = len(self.records[p]) - 1
+        return values, deleted, resume
+
+
+def sku_record(sku: str) -> bytes:
+    from streams.core.state import SkuState
+
+    return orjson.dumps(SkuState(sku).to_dict())
+
+
+@pytest.fixture
+def table(monkeypatch: pytest.MonkeyPatch) -> Any:
+    app = faust.App("canary", broker="kafka://127.0.0.1:1", topic_partitions=2)
+    t = app.Table("skus", default=None, partitions=2, key_type=bytes)
+    with_serializers(t, "raw", "sku-state")
+    bulk_recovered(t, {"bootstrap.servers": "127.0.0.1:1"})
+    return t
+
+
+async def test_newly_assigned_partitions_are_loaded_with_the_tables_codec_and_recovery_resumes(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = Reads(
+        {
+            0: [(b"A", sku_record("A")), (b"B", sku_record("B")), (b"B", None)],
+            1: [(b"C", sku_record("C"))],
+        }
+    )
+    monkeypatch.setattr(changelog_store, "read_changelog", reads)
+    store = table.data
+    store.data[b"B"] = "held before the restart"  # deleted last on its changelog: goes
+    assigned = {TP(CHANGELOG, 0), TP(CHANGELOG, 1), TP("inventory.events", 0)}
+    await store.on_rebalance(assigned, set(), assigned)
+    assert reads.asked == [(CHANGELOG, [0, 1])]  # one read, of the changelog's partitions only
+    assert sorted(store.data) == [b"A", b"C"]
+    assert isinstance(store.data[b"A"], ColdSku)  # decoded as the sku-state codec decodes
+    assert store.persisted_offset(TP(CHANGELOG, 0)) == 2
+    assert store.persisted_offset(TP(CHANGELOG, 1)) == 0
+    # Faust's memory store drops, after a recovery, the keys of partitions no longer assigned
+    await store.on_recovery_completed({TP(CHANGELOG, 1)}, set())
+    assert sorted(store.data) == [b"C"]
+
+
+async def test_a_partition_kept_across_a_rebalance_is_not_read_again_one_given_back_is(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = Reads({0: [(b"A", sku_record("A"))], 1: [(b"C", sku_record("C"))]})
+    monkeypatch.setattr(changelog_store, "read_changelog", reads)
+    store = table.data
+    both = {TP(CHANGELOG, 0), TP(CHANGELOG, 1)}
+    await store.on_rebalance(both, set(), both)
+    # partition 1 goes to another worker: partition 0, kept, is Faust's to bring up to date
+    await store.on_rebalance({TP(CHANGELOG, 0)}, {TP(CHANGELOG, 1)}, set())
+    assert reads.asked == [(CHANGELOG, [0, 1])]
+    assert store.persisted_offset(TP(CHANGELOG, 0)) is None
+    # and it comes back: what this worker held of it may be stale, so it is read whole again
+    await store.on_rebalance(both, set(), {TP(CHANGELOG, 1)})
+    assert reads.asked == [(CHANGELOG, [0, 1]), (CHANGELOG, [1])]
+    assert store.persisted_offset(TP(CHANGELOG, 1)) == 0
+    assert store.persisted_offset(TP(CHANGELOG, 0)) is None
+
+
+async def test_an_empty_changelog_partition_leaves_recovery_where_faust_starts_it(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = Reads({})
+    monkeypatch.setattr(changelog_store, "read_changelog", reads)
+    store = table.data
+    await store.on_rebalance({TP(CHANGELOG, 0)}, set(), {TP(CHANGELOG, 0)})
+    assert store.data == {} and store.persisted_offset(TP(CHANGELOG, 0)) is None
