@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streams.core import native
 from streams.core.catalog import load_catalog
-from streams.core.engine import Engine
 from streams.core.models import (
     Availability,
     Event,
@@ -41,6 +40,7 @@ from streams.core.models import (
     StockAdjusted,
     trusted,
 )
+from streams.runners.local import Engine
 
 
 class Outputs:

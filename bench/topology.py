@@ -75,8 +75,9 @@ from bench.core import (  # noqa: E402
     tail,
 )
 from streams.codec import make_codec  # noqa: E402
-from streams.core.engine import Engine, check_event  # noqa: E402
+from streams.core.check import check_event  # noqa: E402
 from streams.core.models import StockAdjusted  # noqa: E402
+from streams.runners.local import Engine  # noqa: E402
 from streams.runtime.broker import embedded_broker  # noqa: E402
 from streams.runtime.catalog_store import publish  # noqa: E402
 from streams.runtime.producer import SourceProducer  # noqa: E402

@@ -4,7 +4,7 @@
    idempotent; `streams.core.state` holds the record they change.
 2. `streams.core.reservations`, `streams.core.orders`, `streams.core.derive`: holds and their
    decision, order routing, and the output records derived from state.
-3. `streams.core.engine`: the local runner, every rule and the order and reservation stages
+3. `streams.runners.local`: the local runner, every rule and the order and reservation stages
    (streams.stages) wired by direct calls. This is what `simulate` runs.
 4. `streams.stages`: the order, reservation and listing stages, pure: one record against its
    table in, its effects (commands by key, alerts, decisions, dead letters) out.

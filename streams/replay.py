@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from streams.client import kafka_config
 from streams.core.catalog import Catalog
-from streams.core.engine import check_event
+from streams.core.check import check_event
 from streams.core.keys import event_key
 from streams.core.models import DeadLetter, Event, parse_event_json
 from streams.errors import BrokerError, EncodingError, InvalidEvent, InventoryError

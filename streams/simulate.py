@@ -10,9 +10,10 @@ from typing import Any
 import yaml
 
 from streams.core.catalog import Catalog, load_catalog
-from streams.core.engine import Collector, Engine, check_event
+from streams.core.check import check_event
 from streams.core.models import format_ts, parse_event_json
 from streams.errors import InvalidCatalog, InvalidEvent
+from streams.runners.local import Collector, Engine
 
 POSITION_FIELDS = (
     "sku",

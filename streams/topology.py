@@ -68,6 +68,7 @@ from streams.commands import (
     unpack,
 )
 from streams.core.catalog import Catalog
+from streams.core.check import check_event
 from streams.core.derive import (
     ComponentUpdate,
     ListingState,
@@ -76,7 +77,6 @@ from streams.core.derive import (
     position,
     sku_availability,
 )
-from streams.core.engine import check_event
 from streams.core.keys import position_key
 from streams.core.models import (
     EVENT_TYPES,

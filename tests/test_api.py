@@ -26,8 +26,8 @@ from streams.api import (
 )
 from streams.codec import make_codec
 from streams.core.catalog import load_catalog
-from streams.core.engine import Collector, Engine
 from streams.core.models import ReservationReleased, ReservationRequested, StockAdjusted
+from streams.runners.local import Collector, Engine
 from streams.runtime.http import GuardedRunner
 from streams.runtime.producer import SourceProducer
 from streams.runtime.topics import CALLER_WAITING, EVENTS

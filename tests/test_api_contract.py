@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from streams.api import OPENAPI_FILE, ROUTED_HEADER, LiveState, Route, StateView, api_of
-from streams.core.engine import Collector, Engine
 from streams.core.explain import explain
 from streams.core.models import InboundScheduled, StockAdjusted
 from streams.core.state import SkuState
+from streams.runners.local import Collector, Engine
 from tests.test_api import AMAZON, CATALOG, WEB, Rig, make_rig, reservation
 
 DOC = json.loads(OPENAPI_FILE.read_text())

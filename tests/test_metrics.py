@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector as PrometheusCollector
 
-from streams.core.engine import Collector, Engine
 from streams.core.models import Alert, OrderCreated
 from streams.core.state import SkuState
 from streams.metrics import DEAD_LETTER_CLASSES, DriftMetrics, Metrics, reason_class, serve
 from streams.reconcile import Finding, drift_alert, drift_origin
+from streams.runners.local import Collector, Engine
 from streams.runtime.tables import PositionCount, positions_in
 from streams.simulate import read_catalog, simulate
 from tests.core.builders import catalog, count, ev

@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from streams.core.derive import ComponentUpdate, ListingState
-from streams.core.engine import Collector, Engine
 from streams.core.orders import Confirmation, OrderState
 from streams.core.reservations import (
     CONFIRMED,
@@ -19,6 +18,7 @@ from streams.core.reservations import (
 )
 from streams.core.retention import LinesForgotten
 from streams.core.sku import CommitLines, HoldResult, ReleaseHold, TryHold
+from streams.runners.local import Collector, Engine
 from streams.stages.effects import Effects, MemoryTable
 from streams.stages.listings import handle_component, listing_key
 from streams.stages.orders import forget_finished, handle_forgotten, handle_order

@@ -29,7 +29,7 @@ from streams.api.routing import OwnerRouting, Route
 from streams.api.views import AvailabilityView, ChangelogReader, LiveState, StateView, ViewFeed
 from streams.codec import make_codec
 from streams.core.catalog import Catalog
-from streams.core.engine import check_event
+from streams.core.check import check_event
 from streams.core.explain import UnknownListing, explain
 from streams.core.keys import event_key
 from streams.core.models import ReservationReleased, ReservationRequested, parse_event

@@ -17,7 +17,7 @@ from pathlib import Path
 CORE_DIR = Path(__file__).resolve().parent
 NATIVE_DIR = CORE_DIR.parent.parent / "build" / "core-native"
 STAMP = "stamp"
-# the rules and their state; models and catalog stay pydantic classes, engine stays subclassable
+# the rules and their state; models and catalog stay pydantic classes
 COMPILED = ("state", "formulas", "sku", "derive", "orders", "reservations")
 
 log = logging.getLogger("streams.core")

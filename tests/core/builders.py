@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.core.catalog import Catalog, load_catalog
-from streams.core.engine import Collector, Engine
 from streams.core.models import Event, parse_event
+from streams.runners.local import Collector, Engine
 
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 _ids = itertools.count()

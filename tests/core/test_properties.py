@@ -9,10 +9,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.core.engine import Collector, Engine
 from streams.core.formulas import sku_location_ats
 from streams.core.models import Event
 from streams.core.state import EPOCH, from_us, to_us
+from streams.runners.local import Collector, Engine
 from tests.core.builders import T0, catalog, count, delta, ev
 
 CATALOG = catalog()

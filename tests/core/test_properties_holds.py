@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.catalog import Catalog, load_catalog
-from streams.core.engine import Collector, Engine
 from streams.core.models import Event, ReservationRequested
+from streams.runners.local import Collector, Engine
 from tests.core.builders import count, delta, ev
 
 LOCATIONS = ["wh", "store", "dc"]

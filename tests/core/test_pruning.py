@@ -8,7 +8,6 @@ nothing left to come is dropped from its location.
 
 from __future__ import annotations
 
-from streams.core.engine import Collector, Engine
 from streams.core.reservations import (
     CONFIRMED,
     EXPIRED,
@@ -18,6 +17,7 @@ from streams.core.reservations import (
     ReservationState,
 )
 from streams.core.state import Commitment, LocationState
+from streams.runners.local import Collector, Engine
 from tests.core.builders import count, delta, ev, run
 
 DAY = 24 * 60  # minutes

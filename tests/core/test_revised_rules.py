@@ -10,10 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 from streams.core.catalog import Catalog
-from streams.core.engine import Collector, Engine
 from streams.core.models import Event
 from streams.core.reservations import on_result, start
 from streams.core.sku import HoldResult
+from streams.runners.local import Collector, Engine
 from tests.core.builders import catalog, count, delta, ev, run
 
 DAY = 24 * 60  # minutes

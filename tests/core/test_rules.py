@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streams.core.catalog import Catalog
 from streams.core.derive import Availability, ComponentUpdate, ListingState, apply_component
-from streams.core.engine import Collector, Engine
+from streams.runners.local import Collector, Engine
 from tests.core.builders import T0, catalog, count, delta, ev, run
 
 

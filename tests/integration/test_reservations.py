@@ -23,8 +23,8 @@ import pytest
 
 from streams.api import run_api
 from streams.core.catalog import Catalog, load_catalog
-from streams.core.engine import Collector, Engine
 from streams.core.models import StockAdjusted, parse_event
+from streams.runners.local import Collector, Engine
 from streams.runtime.broker import free_port
 from streams.runtime.producer import SourceProducer
 from streams.settings import Settings

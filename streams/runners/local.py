@@ -36,10 +36,9 @@ from streams.core.models import (
     ReservationExpired,
     ReservationReleased,
     ReservationRequested,
-    SingleSkuEvent,
 )
 from streams.core.orders import Confirmation, OrderState
-from streams.core.reservations import HELD, ReservationState, expiry_event, plan
+from streams.core.reservations import HELD, ReservationState, expiry_event
 from streams.core.retention import horizon_start, lines_forgotten
 from streams.core.sku import HoldResult, SkuCommand, apply_sku
 from streams.core.state import EPOCH, SkuState, from_us, to_us
@@ -84,29 +83,6 @@ class Collector:
 
     def decision(self, state: ReservationState) -> None:
         self.decisions.append(state)
-
-
-def check_event(event: Event, catalog: Catalog) -> str | None:
-    """A reason when the event names a location, channel or listing the catalog does not have."""
-    locations = catalog.location_ids
-    if isinstance(event, SingleSkuEvent):
-        if event.location not in locations:
-            return f"{event.type} {event.event_id}: unknown location {event.location!r}"
-    elif isinstance(event, OrderCreated):
-        if event.channel not in catalog.channel_by_id:
-            return f"order-created {event.event_id}: unknown channel {event.channel!r}"
-        for line in event.lines:
-            if line.location is not None and line.location not in locations:
-                return (
-                    f"order-created {event.event_id}: line {line.line_id}: unknown location "
-                    f"{line.location!r}"
-                )
-    elif isinstance(event, ReservationRequested):
-        try:
-            plan(event, catalog)
-        except InvalidEvent as error:
-            return error.reason
-    return None
 
 
 # events that are themselves commands of one SKU, as a set: looked up for every event
