@@ -121,6 +121,7 @@ from streams.runtime.faust_private import (
     bulk_recovered,
     disown,
     forget_acks,
+    recover_after_bulk_loads,
     rewind,
     skip_empty_commits,
     tune_fetch_wait,
@@ -226,6 +227,7 @@ def create_app(
     the group on every rebalance so that each worker knows every partition's owner (owner_of)."""
     tune_fetch_wait(settings.consumer_fetch_max_wait_ms)
     skip_empty_commits()
+    recover_after_bulk_loads()
     codec = make_codec(settings)
     rt = Runtime(
         catalog, codec, CommandCodec(codec), metrics, Clock(clock_mode), settings.topic_partitions

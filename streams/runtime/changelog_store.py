@@ -6,10 +6,14 @@ restarted at 1M positions (~280,000 changelog records) spent 47 of its 56 s to s
 
 This store reads each changelog partition newly assigned to it with one confluent-kafka consumer
 in a thread (decoding with the table's own codec), up to the partition's high watermark as the
-broker reports it, and tells Faust it has: Faust's recovery then reads only from that offset on
+broker reports it. Faust's recovery waits for that load and then reads only from that offset on
 (the records written since, and on Tansu the rest of the last batch, whose base offset the
-watermark reports). Standby partitions, and partitions kept across a rebalance, stay on Faust's
-own path, as before.
+watermark reports): `recover_after_bulk_loads` in faust_private. Standby partitions, and
+partitions kept across a rebalance, stay on Faust's own path, as before.
+
+The load runs after the rebalance callback, not in it: aiokafka sends no heartbeat until the
+callback returns, so a load longer than the session timeout (6 s; 7.4 s at 1M positions) would
+have the group drop the worker, and the rebalance after it would load again, and again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 Decode = Callable[[bytes], Any]
+# a load not done by then is given up, and Faust recovers the partitions itself: under Faust's
+# broker_request_timeout (90 s), after which its recovery stops waiting for the load
+READ_TIMEOUT = 60.0
 
 
 def read_changelog(
@@ -36,7 +43,7 @@ def read_changelog(
     partitions: Iterable[int],
     decode_key: Decode,
     decode_value: Decode,
-    timeout: float = 60.0,
+    timeout: float = READ_TIMEOUT,
 ) -> tuple[dict[int, dict[Any, Any]], dict[int, set[Any]], dict[int, int]]:
     """Each partition's last value per key and the keys whose last record is a tombstone, read
     from the start up to the high watermark the broker reports now; and that watermark minus one
@@ -104,11 +111,10 @@ class ChangelogLoadedStore(memory.Store):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self._assigned: set[TP] = set()  # this store's active changelog partitions now
         self._loaded: set[TP] = set()  # active partitions whose data this store holds
-        self._resume: dict[TP, int] = {}  # loaded in the last rebalance: where recovery goes on
-
-    def persisted_offset(self, tp: TP) -> int | None:
-        return self._resume.get(tp)
+        self._resume: dict[TP, int] = {}  # loaded since the last rebalance: where recovery goes on
+        self._loading: asyncio.Future[None] | None = None  # the last load started
 
     async def on_rebalance(
         self,
@@ -117,27 +123,44 @@ class ChangelogLoadedStore(memory.Store):
         newly_assigned: set[TP],
         generation_id: int = 0,
     ) -> None:
+        """Start loading the active changelog partitions this store does not hold; no wait."""
         await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
         self._resume.clear()
         self._loaded.difference_update(revoked)
         topics = self.table.changelog_topic.topics
         standbys = self.app.assignor.assigned_standbys()
-        todo = sorted(
-            tp
-            for tp in assigned
-            if tp.topic in topics and tp not in standbys and tp not in self._loaded
-        )
-        if not todo:
-            return
+        self._assigned = {tp for tp in assigned if tp.topic in topics and tp not in standbys}
+        todo = sorted(self._assigned - self._loaded)
+        if todo:
+            self._loading = asyncio.ensure_future(self._load(todo, self._loading))
+
+    async def loaded(self) -> dict[TP, int]:
+        """Once the last load started is done: the offset recovery goes on from, per partition
+        loaded since the last rebalance (none: Faust's own offset, as for a kept partition)."""
+        if self._loading is not None:
+            await self._loading
+        return dict(self._resume)
+
+    async def _load(self, todo: list[TP], previous: asyncio.Future[None] | None) -> None:
+        if previous is not None:  # loads apply in the order they started
+            await asyncio.gather(previous, return_exceptions=True)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        loaded = await loop.run_in_executor(None, self._read, todo)
-        records = self.apply_loaded(todo, *loaded)
+        try:
+            loaded = await loop.run_in_executor(None, self._read, todo)
+        except (KafkaException, TimeoutError) as error:
+            # a speed-up only: Faust's recovery reads these partitions whole, as it always did
+            log.warning(
+                "%s: changelog not loaded in bulk (%s); Faust recovers it", self.table_name, error
+            )
+            return
+        mine = [tp for tp in todo if tp in self._assigned]  # not revoked since
+        records = self.apply_loaded(mine, *loaded)
         log.warning(  # once per rebalance, beside the worker's "assigned partitions"
             "%s: %d keys of %d changelog partitions loaded in %.1f s",
             self.table_name,
             records,
-            len(todo),
+            len(mine),
             time.perf_counter() - started,
         )
 

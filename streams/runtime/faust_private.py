@@ -12,7 +12,9 @@ attribute (tests/runtime/test_faust_private.py) fails by name when an upgrade mo
 - `AIOKafkaConsumerThread._commit` and `assignment` of faust's aiokafka driver
   (skip_empty_commits);
 - `faust.Table._new_changelog_topic` (with_serializers);
-- `faust.Table._data`, the store the table would build on first use (bulk_recovered).
+- `faust.Table._data`, the store the table would build on first use (bulk_recovered);
+- `faust.tables.recovery.Recovery._build_offsets` and `active_highwaters`
+  (recover_after_bulk_loads).
 """
 
 from __future__ import annotations
@@ -67,6 +69,30 @@ def bulk_recovered(table: Any, config: Mapping[str, Any]) -> None:
     )
     store.config = config
     table._data = store
+
+
+def recover_after_bulk_loads() -> None:
+    """Faust's recovery, which starts after a rebalance's callback, waits for the bulk loads of
+    the tables' ChangelogLoadedStores and starts each partition they loaded where its load
+    ended, no further than the highwater it has read (Faust refuses an offset past it)."""
+    from faust.tables.recovery import Recovery
+
+    original = Recovery._build_offsets
+    if getattr(original, "waits_for_bulk_loads", False):
+        return
+
+    async def _build_offsets(
+        self: Any, consumer: Any, tps: set[Any], destination: Any, title: str
+    ) -> None:
+        for table in self.tables.values():
+            if isinstance(table.data, ChangelogLoadedStore):
+                for tp, offset in (await table.data.loaded()).items():
+                    if tp in tps:
+                        destination[tp] = min(offset, self.active_highwaters.get(tp, offset))
+        await original(self, consumer, tps, destination, title)
+
+    _build_offsets.waits_for_bulk_loads = True  # type: ignore[attr-defined]
+    Recovery._build_offsets = _build_offsets  # type: ignore[method-assign]
 
 
 def tune_fetch_wait(fetch_max_wait_ms: int) -> None:

@@ -154,12 +154,11 @@ def test_faust_table_builds_its_changelog_topic_through_new_changelog_topic() ->
     assert table.changelog_topic.get_topic_name() == "canary-t-changelog"
 
 
-def test_faust_tables_recover_from_their_stores_persisted_offset_after_its_rebalance() -> None:
-    """bulk_recovered's store loads a partition in its on_rebalance and answers
-    persisted_offset: Faust must build the store from `Table._data`, rebalance the tables
-    before the recovery, and start each active changelog partition's recovery at the store's
-    persisted offset."""
-    from faust.tables.manager import TableManager
+def test_faust_recovery_builds_its_offsets_after_the_rebalance_and_its_highwaters() -> None:
+    """bulk_recovered's store starts its load in the tables' rebalance; recover_after_bulk_loads
+    waits for it in `Recovery._build_offsets`: Faust must build the store from `Table._data`,
+    rebalance the tables, and build the active offsets in the recovery task, after their
+    highwaters (`active_highwaters`), from the destination it is given."""
     from faust.tables.recovery import Recovery
 
     from streams.runtime.changelog_store import ChangelogLoadedStore
@@ -169,6 +168,14 @@ def test_faust_tables_recover_from_their_stores_persisted_offset_after_its_rebal
     table = app.Table("t", default=None, key_type=bytes)
     bulk_recovered(table, {"bootstrap.servers": "127.0.0.1:1"})
     assert isinstance(table.data, ChangelogLoadedStore)
-    rebalance = inspect.getsource(TableManager.on_rebalance)
-    assert rebalance.index("table.on_rebalance") < rebalance.index("self.recovery.on_rebalance")
-    assert "table.persisted_offset(tp)" in inspect.getsource(Recovery._add)
+    assert list(inspect.signature(Recovery._build_offsets).parameters) == [
+        "self",
+        "consumer",
+        "tps",
+        "destination",
+        "title",
+    ]
+    restart = inspect.getsource(Recovery._restart_recovery.fun)  # a mode ServiceTask
+    highwaters = restart.index("consumer, assigned_active_tps, active_highwaters")
+    assert highwaters < restart.index("consumer, assigned_active_tps, active_offsets")
+    assert "self.active_highwaters" in inspect.getsource(Recovery.__init__)
