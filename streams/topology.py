@@ -22,8 +22,8 @@
           ──► [sku stage] at once, when it is next in its partition's log (take_now); the
               decision goes to the waiting request in the process once its record is stored
 
-The order, reservation and listing stages decide in streams.stages (pure code, one record against
-its table); this module feeds them and performs their effects (perform).
+The SKU, order, reservation and listing stages decide in streams.stages (pure code, one record
+against its table); this module feeds them and performs their effects (perform, flush_skus).
 
 The four stages share one internal topic, each command keyed by its stage's table key: a key lands
 on the partition its table record lives on, so every table stays co-partitioned with it. One topic
@@ -73,9 +73,6 @@ from streams.core.derive import (
     ComponentUpdate,
     ListingState,
     expects_inbound,
-    location_ats_map,
-    position,
-    sku_availability,
 )
 from streams.core.keys import position_key
 from streams.core.models import (
@@ -94,15 +91,12 @@ from streams.core.reservations import (
     Expiries,
     ReservationState,
     expiry_event,
-    on_result,
-    start,
 )
 from streams.core.retention import (
     LinesForgotten,
     horizon_start,
-    lines_forgotten,
 )
-from streams.core.sku import HoldResult, SkuOutcome, TryHold, apply_sku
+from streams.core.sku import HoldResult, SkuOutcome, TryHold
 from streams.core.state import (
     SkuState,
     SplitCache,
@@ -156,6 +150,7 @@ from streams.settings import Settings
 from streams.stages import listings as listing_stage
 from streams.stages import orders as order_stage
 from streams.stages import reservations as reservation_stage
+from streams.stages import skus as skus_stage
 from streams.stages.effects import Effects
 from streams.stages.reservations import ReservationInput
 
@@ -836,33 +831,26 @@ def create_app(
 
     def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
         """A request whose every line is one SKU that lives on this partition: decided here."""
-        try:
-            state, tries = start(ev, rt.catalog, rt.clock.decision_time())
-        except InvalidEvent:
-            return None  # the reservation stage dead-letters it with its reason
-        if len(tries) != 1 or partition_for(tries[0].sku.encode(), n) != message.partition:
-            return None
-        return LocalRequest(state, tries[0], message.value)
+        here = skus_stage.request_here(
+            ev,
+            rt.catalog,
+            rt.clock.decision_time(),
+            lambda sku: partition_for(sku.encode(), n) == message.partition,
+        )
+        return None if here is None else LocalRequest(here[0], here[1], message.value)
 
     def hold_here(request: LocalRequest, touched: dict[bytes, Any]) -> None:
-        """Decide a single-SKU request in one hop: hold, publish the decision, tell the record.
-
-        The SKU record knows every reservation id it held or refused (until an hour past its
-        expiry): a retried or redelivered request it knows goes to the reservation stage, which
-        answers with the status the reservation has now.
-        """
-        hold, rid = request.hold, request.hold.reservation_id
-        state = sku_state(hold.sku, touched)
-        if rid in state.holds or rid in state.closed or rid in state.refused:
-            to_stage(rid, request.original)
+        """Decide a single-SKU request in one hop: hold, tell the record, publish the decision; a
+        request the SKU knows goes to the reservation stage (skus_stage.knows_request)."""
+        hold = request.hold
+        if skus_stage.knows_request(sku_state(hold.sku, touched), hold.reservation_id):
+            to_stage(hold.reservation_id, request.original)
             return
         outcome = apply_one(hold, touched, answer=False)  # a refusal is kept: a retry gets it too
-        assert outcome.hold is not None
-        on_result(request.state, outcome.hold)
-        # the record first: a release the caller sends after reading the decision comes after it
-        to_stage(rid, rt.commands.encode(ReservationDecided(request.state)))
-        decide(request.state)
+        skus_stage.decided_here(request.state, outcome, sku_out)
+        perform(None, sku_out)
         rt.metrics.reservations.labels(request.state.status).inc()
+        sku_out.clear()
 
     def sku_state(sku: str, touched: dict[bytes, Any]) -> SkuState:
         key = sku.encode()
@@ -872,30 +860,27 @@ def create_app(
         found = load_sku(key)
         return found or SkuState(sku, catalog_version=rt.catalog.version)
 
+    sku_out = Effects()  # the SKU stage's effects, performed at once: one object, reused
+
     def apply_one(command: Any, touched: dict[bytes, Any], answer: bool = True) -> SkuOutcome:
+        """A command to the SKU stage; its SKU is derived at the batch's end (flush_skus)."""
         key = command.sku.encode()
         entry = touched.get(key)
         state = sku_state(command.sku, touched)
-        outcome = apply_sku(state, command, rt.catalog)
-        if outcome.forgotten:  # lines the SKU forgot: their orders' records forget them too
-            for forgotten in lines_forgotten(command.sku, outcome.forgotten):
-                to_stage(forgotten.order_id, rt.commands.encode(forgotten))
-        for alert in outcome.alerts:
-            send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
-        if outcome.alerts:
-            rt.metrics.raised(outcome.alerts)
+        outcome = skus_stage.handle_sku(state, command, rt.catalog, sku_out, answer)
+        if sku_out.commands or sku_out.alerts:
+            perform(None, sku_out)
+            if sku_out.alerts:
+                rt.metrics.raised(sku_out.alerts)
+            sku_out.clear()
         if key not in caused_at:
             caused_at[key] = input_time[0]
-        if outcome.hold is not None and answer:
-            to_stage(outcome.hold.reservation_id, rt.commands.encode(outcome.hold))
         locations = entry[1] if entry else set()
         locations |= outcome.touched
         resend = (entry[4] if entry else False) or outcome.duplicate
         if replaying[0] and key not in resent_skus:  # see replay_end
             resent_skus.add(key)
             resend = True
-        if outcome.duplicate:
-            locations |= set(state.locations)
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
         return outcome
 
@@ -931,32 +916,25 @@ def create_app(
                 touched[key] = (value, set(), value.time, cause, False)
 
     def flush_skus(touched: dict[bytes, Any]) -> None:
+        """Every SKU touched since the last flush derived (skus_stage.derive), its records sent and
+        its state written."""
         catalog = rt.catalog
         floor = time.time_ns() // 1000  # versions above any sent before a crash (see derive)
         today = rt.clock.today()
+        out = sku_out
         for key, (state, locations, as_of, cause, resend) in touched.items():
-            if state.catalog_version != catalog.version:
-                # a new catalog: safety stock may differ at every location (and sku_availability
-                # derives every listing again, zeroing removed ones)
-                locations = set(state.locations)
-            ats = location_ats_map(state, catalog)
-            for loc in sorted(locations):
-                record = position(state, loc, catalog, as_of, cause, ats, floor)
-                send(positions, position_key(state.sku, loc), rt.codec.encode(record, POSITIONS))
+            skus_stage.derive(state, locations, as_of, cause, catalog, out, today, resend, floor)
+            for record in out.positions:
+                key_out = position_key(record.sku, record.location)
+                send(positions, key_out, rt.codec.encode(record, POSITIONS))
                 positions_out.inc()
-            records, updates = sku_availability(
-                state, catalog, as_of, cause, force=resend, ats=ats, floor=floor, today=today
-            )
             origin = caused_at.pop(key, None)
-            for listing in records:
+            for listing in out.availability:
                 emit_availability(listing, origin)
-            for update in updates:  # a re-derivation has no input behind it: 0, the send time
-                to_stage(
-                    f"{update.channel}|{update.channel_sku}",
-                    rt.commands.encode(update),
-                    0,
-                    origin or 0.0,
-                )
+            for listing_key, update in out.commands:
+                # a re-derivation has no input behind it: 0, the send time
+                to_stage(listing_key, rt.commands.encode(update), 0, origin or 0.0)
+            out.clear()
             writes.put(skus, key, state)
             held.put(key, len(state.locations))
 

@@ -1,4 +1,4 @@
-"""The order, reservation and listing stages on their own: one record in, its effects out."""
+"""The SKU, order, reservation and listing stages on their own: one record in, its effects out."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from streams.core.derive import ComponentUpdate, ListingState
-from streams.core.orders import Confirmation, OrderState
+from streams.core.orders import Confirmation, OrderState, commit_commands
 from streams.core.reservations import (
     CONFIRMED,
     HELD,
@@ -17,13 +17,15 @@ from streams.core.reservations import (
     ReservationState,
 )
 from streams.core.retention import LinesForgotten
-from streams.core.sku import CommitLines, HoldResult, ReleaseHold, TryHold
+from streams.core.sku import CommitLines, HoldResult, ReleaseHold, SkuCommand, SkuOutcome, TryHold
+from streams.core.state import SkuState
 from streams.runners.local import Collector, Engine
 from streams.stages.effects import Effects, MemoryTable
 from streams.stages.listings import handle_component, listing_key
 from streams.stages.orders import forget_finished, handle_forgotten, handle_order
 from streams.stages.reservations import compact_finished, handle_reservation
-from tests.core.builders import T0, catalog, count, ev
+from streams.stages.skus import decided_here, derive, handle_sku, knows_request, request_here
+from tests.core.builders import T0, catalog, count, delta, ev
 
 CATALOG = catalog()
 
@@ -80,6 +82,142 @@ class Reservations:
 def commands(out: Effects) -> list[tuple[str, str]]:
     """(key, kind) of each command, in order."""
     return [(key, type(command).__name__) for key, command in out.commands]
+
+
+# ---- skus ----
+
+
+class Sku:
+    """The SKU stage over one SKU's state, derived after each command as a batch of one."""
+
+    def __init__(self, sku: str = "A") -> None:
+        self.state = SkuState(sku, catalog_version=CATALOG.version)
+
+    def __call__(self, command: Any, answer: bool = True) -> tuple[SkuOutcome, Effects]:
+        out = Effects()
+        return handle_sku(self.state, command, CATALOG, out, answer), out
+
+    def derive(self, outcome: SkuOutcome, force: bool = False) -> Effects:
+        out = Effects()
+        derive(self.state, outcome.touched, T0, "cause", CATALOG, out, T0.date(), force)
+        return out
+
+
+def listings(out: Effects) -> list[tuple[str, str]]:
+    return sorted((record.channel, record.channel_sku) for record in out.availability)
+
+
+def test_a_delta_gives_its_location_s_position_and_each_listing_s_availability() -> None:
+    sku = Sku()
+    outcome, out = sku(count("A", "wh", 12))
+    assert outcome.touched == {"wh"} and out.commands == [] and out.alerts == []
+    derived = sku.derive(outcome)
+    assert [(p.sku, p.location, p.on_hand) for p in derived.positions] == [("A", "wh", 12)]
+    assert listings(derived) == [("amz", "amz-A"), ("web", "A"), ("web", "A-6PK")]
+    # a kit of A and B: A's value goes to the listing stage, keyed by listing
+    assert commands(derived) == [("web|KIT", "ComponentUpdate")]
+    again, _ = sku(delta("A", "wh", -1, 1))
+    assert [
+        record.available for record in sku.derive(again).availability if record.channel_sku == "A"
+    ] == [11]
+
+
+def test_positions_come_in_location_order() -> None:
+    sku = Sku()
+    sku(count("A", "wh", 1))
+    outcome, _ = sku(count("A", "store", 1))
+    outcome.touched.add("wh")
+    assert [p.location for p in sku.derive(outcome).positions] == ["store", "wh"]
+
+
+def test_a_hold_s_answer_goes_to_its_reservation() -> None:
+    sku = Sku()
+    sku(count("A", "wh", 5))
+    here = request_here(request(skus="A"), CATALOG, T0, lambda _: True)
+    assert here is not None
+    hold = here[1]
+    _, out = sku(hold)
+    assert commands(out) == [("r", "HoldResult")]
+    _, unanswered = Sku()(hold, answer=False)
+    assert unanswered.commands == []
+
+
+def test_lines_the_sku_forgot_go_to_their_order() -> None:
+    sku = Sku()
+    sku(count("A", "wh", 10))
+    placed = ev(
+        "order-created",
+        1,
+        order_id="o1",
+        channel="web",
+        lines=[{"line_id": "1", "sku": "A", "quantity": 2, "location": "wh"}],
+    )
+    for command in commit_commands(placed):  # type: ignore[arg-type]
+        sku(command)
+    picked = ev("pick-confirmed", 2, order_id="o1", line_id="1", sku="A", location="wh", quantity=2)
+    sku(picked)
+    _, out = sku(delta("A", "wh", 1, 8 * 24 * 60))  # past the 7-day horizon
+    assert commands(out) == [("o1", "LinesForgotten")]
+    forgotten = out.commands[0][1]
+    assert isinstance(forgotten, LinesForgotten) and forgotten.sku == "A"
+
+
+def test_a_duplicate_sends_every_location_again() -> None:
+    sku = Sku()
+    sku(count("A", "store", 3))
+    first = count("A", "wh", 5)
+    sku(first)
+    outcome, out = sku(first)
+    assert outcome.duplicate and outcome.touched == {"wh", "store"}
+    assert [p.location for p in sku.derive(outcome).positions] == ["store", "wh"]
+    assert out.commands == []
+
+
+def test_a_replayed_record_sends_the_listings_again_unchanged() -> None:
+    sku = Sku()
+    outcome, _ = sku(count("A", "wh", 5))
+    sku.derive(outcome)
+    assert sku.derive(outcome).availability == []  # unchanged: nothing to send
+    assert listings(sku.derive(outcome, force=True)) == [
+        ("amz", "amz-A"),
+        ("web", "A"),
+        ("web", "A-6PK"),
+    ]
+
+
+def test_a_single_sku_request_that_lives_here_is_decided_in_one_hop() -> None:
+    assert request_here(request(skus="AB"), CATALOG, T0, lambda _: True) is None  # two SKUs
+    assert request_here(request(skus="A"), CATALOG, T0, lambda _: False) is None  # elsewhere
+    here = request_here(request(skus="A"), CATALOG, T0, lambda sku: sku == "A")
+    assert here is not None
+    state, hold = here
+    sku = Sku()
+    sku(count("A", "wh", 5))
+    assert not knows_request(sku.state, "r")
+    outcome, out = sku(hold, answer=False)
+    assert out.commands == []
+    decided_here(state, outcome, out)
+    assert commands(out) == [("r", "ReservationDecided")]
+    assert out.decisions == [state] and out.decided == HELD == state.status
+    assert knows_request(sku.state, "r")  # a retry goes to the reservation stage
+
+
+def test_the_local_runner_derives_what_the_stage_derives() -> None:
+    events: list[SkuCommand] = [count("A", "wh", 7), delta("A", "store", 2, 1)]  # type: ignore[list-item]
+    collected = Collector()
+    engine = Engine(CATALOG, collected)
+    sku = Sku()
+    for event in events:
+        engine.process(event)
+        outcome, _ = sku(event)
+        out = Effects()
+        derive(
+            sku.state, outcome.touched, event.occurred_at, event.event_id, CATALOG, out, T0.date()
+        )
+        for record in out.positions:
+            assert collected.positions[(record.sku, record.location)] == record
+        for listing in out.availability:
+            assert collected.availabilities[(listing.channel, listing.channel_sku)] == listing
 
 
 # ---- orders ----

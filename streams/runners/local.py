@@ -21,9 +21,6 @@ from streams.core.derive import (
     ComponentUpdate,
     ListingState,
     expects_inbound,
-    location_ats_map,
-    position,
-    sku_availability,
 )
 from streams.core.models import (
     SINGLE_SKU_EVENTS,
@@ -39,14 +36,15 @@ from streams.core.models import (
 )
 from streams.core.orders import Confirmation, OrderState
 from streams.core.reservations import HELD, ReservationState, expiry_event
-from streams.core.retention import horizon_start, lines_forgotten
-from streams.core.sku import HoldResult, SkuCommand, apply_sku
+from streams.core.retention import LinesForgotten, horizon_start
+from streams.core.sku import HoldResult, SkuCommand
 from streams.core.state import EPOCH, SkuState, from_us, to_us
 from streams.errors import InvalidEvent
 from streams.stages.effects import Command, Effects, MemoryTable
 from streams.stages.listings import handle_component
 from streams.stages.orders import forget_finished, handle_forgotten, handle_order
 from streams.stages.reservations import compact_finished, handle_reservation
+from streams.stages.skus import derive, handle_sku
 
 
 class Emitter(Protocol):
@@ -90,9 +88,8 @@ _SKU_EVENTS = frozenset(SINGLE_SKU_EVENTS)
 
 
 class Engine:
-    """The local runner: the SKU rules and the order, reservation and listing stages
-    (streams.stages), their commands routed by direct calls in the order made, each event to
-    quiescence."""
+    """The local runner: the SKU, order, reservation and listing stages (streams.stages), their
+    commands routed by direct calls in the order made, each event to quiescence."""
 
     def __init__(self, catalog: Catalog, emitter: Emitter) -> None:
         self.catalog = catalog
@@ -109,6 +106,7 @@ class Engine:
         self._resend: set[str] = set()  # SKUs that saw a redelivery: their outputs are sent again
         # a stage's effects, taken by _route before the next stage runs: one object, reused
         self._out = Effects()
+        self._sku_out = Effects()  # the SKU stage's, performed as soon as it has run
         self._queue: deque[Command] = deque()  # commands made, not yet applied
         self._decided: list[ReservationState] = []  # decisions made, emitted at quiescence
         self._now = lambda: self.stream_time  # the clock a request is decided at
@@ -253,28 +251,35 @@ class Engine:
         self._decided.clear()
 
     def _sku(self, command: SkuCommand) -> HoldResult | None:
+        """A command to the SKU stage; its answer to a hold, for the caller to hand on at once."""
         sku = command.sku
         state = self.skus.get(sku)
         if state is None:
             state = self.skus[sku] = SkuState(sku, catalog_version=self.catalog.version)
-        outcome = apply_sku(state, command, self.catalog)
-        if outcome.forgotten:  # lines the SKU forgot: their orders' records forget them too
-            for forgotten in lines_forgotten(sku, outcome.forgotten):
-                handle_forgotten(self.orders, forgotten)
-        if outcome.alerts:
-            for alert in outcome.alerts:
+        out = self._sku_out
+        outcome = handle_sku(state, command, self.catalog, out)
+        hold = None
+        if out.commands:  # forgotten lines to their orders' records, and a hold's answer
+            for _, made in out.commands:
+                if type(made) is HoldResult:
+                    hold = made
+                else:
+                    handle_forgotten(self.orders, cast(LinesForgotten, made))
+            out.commands.clear()
+        if out.alerts:
+            for alert in out.alerts:
                 self.emit.alert(alert)
+            out.alerts.clear()
         touched = outcome.touched
         if outcome.duplicate:
             self._resend.add(sku)
-            touched.update(state.locations)
         if touched:
             dirty = self._dirty.get(sku)
             if dirty is not None:
                 dirty[0].update(touched)
                 touched = dirty[0]
             self._dirty[sku] = (touched, command.occurred_at, command.event_id)
-        return outcome.hold
+        return hold
 
     def discard_derivations(self) -> None:
         """Forget what was touched since the last flush (benchmarks of apply alone)."""
@@ -289,18 +294,20 @@ class Engine:
         emit_position = self.emit.position
         emit_availability = self.emit.availability
         today = self.stream_time.date()
+        out = self._sku_out
         for sku, (locations, as_of, cause) in self._dirty.items():
-            state = skus[sku]
-            ats = location_ats_map(state, catalog)
-            for loc in sorted(locations) if len(locations) > 1 else locations:
-                emit_position(position(state, loc, catalog, as_of, cause, ats))
-            records, updates = sku_availability(
-                state, catalog, as_of, cause, force=sku in resend, ats=ats, today=today
-            )
-            for record in records:
-                emit_availability(record)
-            for update in updates:
-                self._component(update)
+            derive(skus[sku], locations, as_of, cause, catalog, out, today, sku in resend)
+            for record in out.positions:
+                emit_position(record)
+            out.positions.clear()
+            if out.availability:
+                for listing in out.availability:
+                    emit_availability(listing)
+                out.availability.clear()
+            if out.commands:  # component values, to the listing stage
+                for _, update in out.commands:
+                    self._component(cast(ComponentUpdate, update))
+                out.commands.clear()
         self._dirty.clear()
         resend.clear()
 

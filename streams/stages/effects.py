@@ -2,7 +2,8 @@
 
 A stage reads and writes its own table through `Table` (the runner's storage: a Faust table
 whose writes reach the changelog at the next commit, or a dict) and leaves everything else in an
-`Effects`: commands to other stages by key, alerts, decisions, listing records, dead letters.
+`Effects`: commands to other stages by key, alerts, decisions, positions, listing records, dead
+letters.
 Within each kind the order is the stage's; a runner keeps it.
 """
 
@@ -11,17 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from streams.core.models import Alert, Availability, OrderCreated
+from streams.core.derive import ComponentUpdate
+from streams.core.models import Alert, Availability, OrderCreated, Position
 from streams.core.orders import Confirmation
-from streams.core.reservations import ReservationState
-from streams.core.sku import SkuCommand
+from streams.core.reservations import ReservationDecided, ReservationState
+from streams.core.retention import LinesForgotten
+from streams.core.sku import HoldResult, SkuCommand
 
 K = TypeVar("K", contravariant=True)
 KT = TypeVar("KT")
 V = TypeVar("V")
 
-# what a stage sends another: a SKU's command, or an order's confirmation to its reservation
-Command = SkuCommand | Confirmation
+# what a stage sends another: a SKU's command, an order's confirmation or a SKU's answer to its
+# reservation (or a request the SKU decided), the lines a SKU forgot to their order, a SKU's
+# component values to its bundles' and kits' listings
+Command = (
+    SkuCommand | Confirmation | HoldResult | ReservationDecided | LinesForgotten | ComponentUpdate
+)
 
 
 class Table(Protocol[K, V]):
@@ -59,7 +66,19 @@ class Effects:
     commands: list[tuple[str, Command]] = field(default_factory=list)  # (stage key, command)
     alerts: list[Alert] = field(default_factory=list)
     decisions: list[ReservationState] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
     availability: list[Availability] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     new_order: OrderCreated | None = None  # an order seen for the first time: its lines count
     decided: str | None = None  # the status a pending reservation was decided with, now
+
+    def clear(self) -> None:
+        """Forget what was performed: the object is used again for the next record."""
+        self.commands.clear()
+        self.alerts.clear()
+        self.decisions.clear()
+        self.positions.clear()
+        self.availability.clear()
+        self.dead_letters.clear()
+        self.new_order = None
+        self.decided = None

@@ -14,11 +14,11 @@ import sys
 from typing import Any
 
 from inventory_streams.cli import main
-from streams import topology
 from streams.core.sku import ReleaseHold, TryHold
+from streams.stages import skus
 
 _fd = os.open(os.environ["HOLD_ORDER_FILE"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-_apply = topology.apply_sku
+_apply = skus.apply_sku  # the SKU stage's rules, as the Faust runner calls them
 
 
 def _recording_apply(state: Any, command: Any, catalog: Any) -> Any:
@@ -29,7 +29,7 @@ def _recording_apply(state: Any, command: Any, catalog: Any) -> Any:
     return _apply(state, command, catalog)
 
 
-topology.apply_sku = _recording_apply
+skus.apply_sku = _recording_apply
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
