@@ -165,16 +165,11 @@ class ChangelogLoadedStore(memory.Store):
         )
 
     def _read(self, tps: list[TP]) -> Any:
-        by_topic: dict[str, list[int]] = {}
-        for tp in tps:
-            by_topic.setdefault(tp.topic, []).append(tp.partition)
-        (topic, partitions), *others = by_topic.items()
-        assert not others, f"one changelog topic per table, not {sorted(by_topic)}"
         registry = self.app.serializers
         return read_changelog(
             self.config,
-            topic,
-            partitions,
+            self.table.changelog_topic.get_topic_name(),
+            [tp.partition for tp in tps],
             lambda raw: registry.loads_key(self.key_type, raw, serializer=self.key_serializer),
             lambda raw: registry.loads_value(
                 self.value_type, raw, serializer=self.value_serializer
