@@ -29,6 +29,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from faust.stores import memory
 from faust.types import TP
 
+from streams.runtime.heap import trim_heap
+
 log = logging.getLogger(__name__)
 
 Decode = Callable[[bytes], Any]
@@ -156,6 +158,8 @@ class ChangelogLoadedStore(memory.Store):
             return
         mine = [tp for tp in todo if tp in self._assigned]  # not revoked since
         records = self.apply_loaded(mine, *loaded)
+        del loaded  # the load's own dicts: their heap goes back to the system (heap module)
+        await loop.run_in_executor(None, trim_heap)
         log.warning(  # once per rebalance, beside the worker's "assigned partitions"
             "%s: %d keys of %d changelog partitions loaded in %.1f s",
             self.table_name,
