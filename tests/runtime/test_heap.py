@@ -19,10 +19,11 @@ def rss() -> int:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_heap_freed_below_a_live_block_goes_back_to_the_system() -> None:
-    # blocks of 4 KB go through malloc (pymalloc takes 512 bytes at most), and a block allocated
-    # after them keeps the heap's top where it is: freeing them returns nothing by itself
-    blocks = [bytes(4096 - 33) + bytes([i % 256]) for i in range(40_000)]
-    pin = bytes(4096 - 33) + b"\x01"
+    # blocks of 16 KB go through malloc (pymalloc takes 512 bytes at most; mmap, 128 KB and up),
+    # and a block allocated after them keeps the heap's top where it is: freeing them returns
+    # nothing by itself, and whole pages inside each block are free for the trim
+    blocks = [bytes(16_384 - 33) + bytes([i % 256]) for i in range(10_000)]
+    pin = bytes(16_384 - 33) + b"\x01"
     before_free = rss()
     del blocks
     freed = rss()
