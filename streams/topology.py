@@ -51,7 +51,6 @@ from typing import Any, cast
 
 import faust
 import orjson  # table records and commands: several times faster than json on the hot path
-from confluent_kafka import KafkaException
 from mode import CrashingSupervisor
 
 from streams.client import faust_credentials, kafka_config
@@ -121,7 +120,7 @@ from streams.runtime.faust_private import (
     tune_fetch_wait,
     with_serializers,
 )
-from streams.runtime.offsets import LagProbe, true_end_offsets_many
+from streams.runtime.offsets import LagProbe
 from streams.runtime.outputs import Outputs
 from streams.runtime.producer import dead_letter_record
 from streams.runtime.records import (
@@ -133,6 +132,7 @@ from streams.runtime.records import (
     is_committed,
     message_time,
 )
+from streams.runtime.replay_window import ReplayWindow
 from streams.runtime.stage_tables import StageTable
 from streams.runtime.tables import ColdSku, DeferredWrites, PositionCount, state_time
 from streams.runtime.topics import (
@@ -465,7 +465,7 @@ def create_app(
     async def sku_stage(stream: faust.StreamT) -> None:
         async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
             messages = [event.message for event in batch]
-            await read_windows(messages)
+            await window.read(messages)
             try:
                 handle_records(in_sequence.take(owned_only(messages)))
             except Exception:
@@ -519,52 +519,8 @@ def create_app(
     handled_up_to: dict[int, int] = {}
     taken_early: dict[int, set[int]] = {}
 
-    # The replay window: per input partition (inventory.events, inventory.commands), its end
-    # offset when this worker was assigned it. A worker that died between a batch and its commit
-    # sent that batch's outputs, but the changelog holds the records as they were before it: the
-    # redelivered events are new to them, and a final value equal to what a record says it
-    # published would not go out, leaving the channel on the dead worker's intermediate one. So
-    # the first time a record below the window's end touches a SKU or a listing, its values are
-    # sent again whatever the record says; from then on they follow this worker's own outputs.
-    replay_end: dict[tuple[str, int], int] = {}
-    window_read: set[tuple[str, int]] = set()  # partitions whose window is known
-    rebalances = [0]
-    replaying = [False]  # the record being handled lies in the window
-    resent_skus: set[bytes] = set()  # re-sent since the window opened
-    resent_listings: set[bytes] = set()
-
-    async def read_windows(messages: Sequence[Any]) -> None:
-        """The replay window of each partition in `messages` not seen since the last rebalance:
-        its end offset now, read before its first record is handled (so at or after the end at
-        assignment: a window too long costs a value sent once more, never a stale one)."""
-        while new := {(m.topic, m.partition) for m in messages} - window_read:
-            wanted: dict[str, list[int]] = {}
-            for topic, partition in new:
-                wanted.setdefault(topic, []).append(partition)
-            rebalance = rebalances[0]
-            try:
-                # read in place, blocking the loop for the few ms it takes once per rebalance:
-                # awaited, a rebalance could take the batch's partitions away before it is
-                # handled, and its records would be handled by a worker that no longer owns them
-                ends = true_end_offsets_many(bootstrap, wanted, 2.0)
-            except KafkaException as error:  # broker out of reach: wait, as the fetcher does
-                log.warning("replay window: cannot read end offsets (%s); retrying", error)
-                await asyncio.sleep(1.0)
-                continue
-            if rebalances[0] == rebalance:  # else read again: the ends may predate the rebalance
-                window_read.update(new)
-                replay_end.update({tp: end for tp, end in ends.items() if end > 0})
-
-    def in_replay(topic: str, partition: int, offset: int) -> bool:
-        end = replay_end.get((topic, partition))
-        if end is None:
-            return False
-        if offset >= end - 1:  # the window's last record (or past it): it closes
-            del replay_end[(topic, partition)]
-            if not replay_end:
-                resent_skus.clear()
-                resent_listings.clear()
-        return offset < end
+    # values a dead worker may have sent from uncommitted state are sent again (ReplayWindow)
+    window = ReplayWindow(bootstrap)
 
     # SKU states changed since the last flush (by take_now)
     pending: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
@@ -580,9 +536,7 @@ def create_app(
         touched = pending
         for message in messages:
             input_time[0] = message_time(message)
-            replaying[0] = bool(replay_end) and in_replay(
-                message.topic, message.partition, message.offset
-            )
+            window.enter(message.topic, message.partition, message.offset)
             if message.topic == EVENTS:
                 early = taken_early.get(message.partition)
                 if early and message.offset in early:
@@ -878,8 +832,7 @@ def create_app(
         locations = entry[1] if entry else set()
         locations |= outcome.touched
         resend = (entry[4] if entry else False) or outcome.duplicate
-        if replaying[0] and key not in resent_skus:  # see replay_end
-            resent_skus.add(key)
+        if window.resend_sku(key):
             resend = True
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
         return outcome
@@ -1019,14 +972,14 @@ def create_app(
     def handle_listing(message: Any, update: ComponentUpdate) -> None:
         ensure_catalog(update.catalog_version)
         key = message.key
-        force = replaying[0] and key not in resent_listings  # see replay_end
+        force = window.forces_listing(key)
         out = Effects()
         listing_stage.handle_component(
             listing_table, key, update, rt.catalog, out, time.time_ns() // 1000, force
         )
         for record in out.availability:
             if force:
-                resent_listings.add(key)
+                window.listing_resent(key)
             emit_availability(record, message_time(message))
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
@@ -1065,11 +1018,7 @@ def create_app(
         handled_up_to.clear()
         taken_early.clear()
         in_sequence.forget()  # the stages resume from the committed offsets
-        rebalances[0] += 1
-        window_read.clear()
-        replay_end.clear()
-        resent_skus.clear()
-        resent_listings.clear()
+        window.forget()
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app
