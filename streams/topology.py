@@ -50,7 +50,6 @@ from datetime import date, datetime
 from typing import Any, cast
 
 import faust
-import orjson  # table records and commands: several times faster than json on the hot path
 from mode import CrashingSupervisor
 
 from streams.client import faust_credentials, kafka_config
@@ -135,6 +134,7 @@ from streams.runtime.records import (
 from streams.runtime.replay_window import ReplayWindow
 from streams.runtime.stage_tables import StageTable
 from streams.runtime.tables import ColdSku, DeferredWrites, PositionCount, state_time
+from streams.runtime.telling import DecisionTeller
 from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
@@ -201,7 +201,7 @@ class Runtime:
     clock: Clock
     partitions: int
     # the reservation API served by this worker (inventory_streams.worker), if any: it is handed
-    # every decision made here as it is sent (see tell), instead of reading it back from the topic
+    # every decision made here as it is told (DecisionTeller), not read back from the topic
     local_decisions: Callable[[list[dict[str, Any]]], None] | None = None
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
@@ -327,7 +327,6 @@ def create_app(
         warm_skus=settings.warm_skus or None,
     )
     to_stages = CommandBatch(outputs, n)
-    decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
     # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
     caused_at: dict[bytes, float] = {}
     input_time = [0.0]  # the timestamp of the record being handled
@@ -530,7 +529,8 @@ def create_app(
     def handle_records(messages: Sequence[Any], flush: bool = True) -> None:
         """One batch: every record in order, then the batch's outputs together. No awaits: a
         batch is atomic on the event loop (take_now relies on it). Without `flush`, the outputs
-        wait for the next batch (or STAGE_BATCH_MS), or for the decisions' round (see tell)."""
+        wait for the next batch (or STAGE_BATCH_MS), or for the decisions' round (see
+        DecisionTeller)."""
         rt.clock.busy()
         started = time.perf_counter()
         touched = pending
@@ -565,9 +565,7 @@ def create_app(
             else:
                 handle_command(message, touched)
         if not flush:
-            if decisions_due and telling[0] is None:
-                tell_soon()  # the round flushes this batch first
-            elif flush_timer[0] is None:
+            if not teller.start_for_due() and flush_timer[0] is None:
                 flush_timer[0] = asyncio.get_running_loop().call_later(
                     settings.stage_batch_ms / 1000, flush_pending
                 )
@@ -576,70 +574,24 @@ def create_app(
         touched.clear()
         caused_at.clear()
         to_stages.send()
-        if decisions_due:
-            if not untold:
-                untold_since[0] = writes.drops
-            untold.extend(decisions_due)
-            decisions_due.clear()
-            tell_soon()
+        teller.flushed()
         outputs.poll()
         rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
 
-    # decisions made and flushed, not yet told: their records are on their way to the broker
-    untold: list[tuple[str, bytes]] = []
-    untold_since = [0]  # writes.drops when the first of them was made (see DeferredWrites.settle)
-    telling: list[asyncio.Task[None] | None] = [None]  # the round in flight (see tell)
-
-    def tell_soon() -> None:
-        if telling[0] is None:
-            telling[0] = asyncio.ensure_future(tell())
-
-    async def tell() -> None:
-        """One round: tell decisions once the table records that made them are on the broker.
-
-        Told before, a decision could be made again after a crash, differently: the request is
-        redelivered, and a hold's expiry or release appended meanwhile, or commands of another
-        partition, reach the SKU stage before it this time (a 409 became a hold; once a 201 a
-        rejection). With the SKU record on the changelog, a restarted worker knows the id and
-        answers with the reservation's status.
-
-        A round waits for one acknowledgement from the broker, two on Tansu
-        (DeferredWrites.settle); the decisions made meanwhile go with the next round, one round
-        at a time. (Two in flight, a
-        round writing while the one before waits, was slower on bench/reservations.py's flash
-        sale: p50 59 ms against 45, the worker spending more of its CPU on the hot SKU's record.)
-        """
-        try:
-            if pending or decisions_due:  # take_now's batch, not flushed yet
-                handle_records([])
-            if not untold:
-                return
-            batch = list(untold)
-            untold.clear()
-            if not await writes.settle(untold_since[0]):
-                log.warning(
-                    "%d decisions not told: records behind them went to another worker, which "
-                    "decides the requests again",
-                    len(batch),
-                )
-                return
-            for reservation_id, decision in batch:
-                send(decisions, reservation_id, decision)
-            outputs.poll()
-            if rt.local_decisions is not None:
-                rt.local_decisions([orjson.loads(decision) for _, decision in batch])
-        except Exception:
-            # a changelog record not stored: the decisions stay untold, and the commit would
-            # fail the same way
-            stop_at_once()
-        finally:
-            telling[0] = None
-            if untold or decisions_due:
-                tell_soon()
+    # a decision is told once the table records that made it are on the broker (DecisionTeller)
+    teller = DecisionTeller(
+        writes,
+        publish=lambda reservation_id, decision: send(decisions, reservation_id, decision),
+        poll=outputs.poll,
+        local=lambda: rt.local_decisions,
+        unflushed=lambda: bool(pending),
+        flush=lambda: handle_records([]),
+        stop=stop_at_once,
+    )
 
     def flush_pending() -> None:
         flush_timer[0] = None
-        if pending or decisions_due or to_stages.pending:
+        if pending or teller.due or to_stages.pending:
             handle_records([])
 
     def take_now(partition: int, offset: int, key: bytes, value: bytes, headers: Any) -> bool:
@@ -650,7 +602,7 @@ def create_app(
         stage handles it when it arrives.
 
         The record's outputs (positions, availability, the reservation's record) go with the
-        next batch, or with the next round of decisions (see tell), which waits for the SKU's
+        next batch, or with the next round of decisions (DecisionTeller), which waits for the SKU's
         record on the broker, then tells the waiting request and publishes the decision; so a
         burst of requests for one SKU costs one position and availability update per round and
         fewer requests to the broker. Its offset is committed only after that batch."""
@@ -901,13 +853,13 @@ def create_app(
 
     def perform(message: Any, out: Effects) -> None:
         """A stage's effects: alerts now, commands to the stages (this batch's envelope),
-        decisions after the batch's commands (decide), dead letters now."""
+        decisions after the batch's commands (DecisionTeller.decide), dead letters now."""
         for alert in out.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
         for key, command in out.commands:
             to_stage(key, rt.commands.encode(command))
         for state in out.decisions:
-            decide(state)
+            teller.decide(state)
         for dead in out.dead_letters:
             dead_letter(message, dead.reason, dead.source)
 
@@ -939,12 +891,6 @@ def create_app(
         perform(message, out)
         if out.decided is not None:
             rt.metrics.reservations.labels(out.decided).inc()
-
-    def decide(state: ReservationState) -> None:
-        """Tell the caller, after this batch's commands: the reservation's record goes first, so a
-        release the caller sends on reading the decision comes after it. Encoded now: the state
-        may change again later in the batch, and each decision says what it was when made."""
-        decisions_due.append((state.reservation_id, orjson.dumps(state.decision())))
 
     def held_in_table() -> Iterable[tuple[datetime, str]]:
         """(expires_at, id) of every held reservation of the table, recovered ones undecoded."""
