@@ -70,7 +70,6 @@ from streams.core.check import check_event
 from streams.core.derive import (
     ComponentUpdate,
     ListingState,
-    expects_inbound,
 )
 from streams.core.keys import position_key
 from streams.core.models import (
@@ -97,12 +96,7 @@ from streams.core.retention import (
 from streams.core.sku import HoldResult, SkuOutcome, TryHold
 from streams.core.state import (
     SkuState,
-    SplitCache,
     from_us,
-    in_parts,
-    join_parts,
-    part_key,
-    part_names,
 )
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
@@ -132,8 +126,9 @@ from streams.runtime.records import (
     message_time,
 )
 from streams.runtime.replay_window import ReplayWindow
+from streams.runtime.sku_table import SkuTable
 from streams.runtime.stage_tables import StageTable
-from streams.runtime.tables import ColdSku, DeferredWrites, PositionCount, state_time
+from streams.runtime.tables import DeferredWrites, PositionCount
 from streams.runtime.telling import DecisionTeller
 from streams.runtime.topics import (
     ALERTS,
@@ -270,36 +265,6 @@ def create_app(
     dlq = raw_topic(DLQ)
 
     # ---- tables (changelog-backed, recovered on restart) ----
-    def load_sku(key: bytes) -> SkuState | None:
-        """A SKU's state: decoded if it was kept cold (ColdSku) or as recovered, a hot SKU's parts
-        joined to it."""
-        value = skus.get(key)
-        if isinstance(value, ColdSku):
-            state = value.state()
-            writes.warmed(skus, key, state, value.data)
-            return state
-        if not isinstance(value, dict):
-            return cast("SkuState | None", value)
-        state = decoded_sku(key, value)
-        if in_parts(value):
-            skus.data[key] = state  # the parts now live in the state: one copy in memory
-            # its next write is what changed since the records stored (SplitCache.seeded)
-            writes.splits[key] = SplitCache.seeded(
-                state, lambda name: sku_parts.data.get(part_key(key, name))
-            )
-            for name in part_names(value, state):
-                sku_parts.data.pop(part_key(key, name), None)
-        return state
-
-    def decoded_sku(key: bytes, value: dict[str, Any] | ColdSku) -> SkuState:
-        """A SKU's record kept cold or as recovered (JSON), its parts joined; the tables are left
-        as they are."""
-        if isinstance(value, ColdSku):
-            return value.state()
-        if not in_parts(value):
-            return SkuState.from_dict(value)
-        return join_parts(value, lambda name: sku_parts.data.get(part_key(key, name)))
-
     def table(name: str, serializer: str) -> faust.Table[bytes, Any]:
         # app.Table builds a faust.Table; the serializers are its attributes, not TableT's
         t = cast(
@@ -326,6 +291,8 @@ def create_app(
         parts_topic=sku_parts.changelog_topic.get_topic_name(),
         warm_skus=settings.warm_skus or None,
     )
+    # a SKU's record is decoded (its parts joined) when the stage first needs it (SkuTable)
+    sku_table = SkuTable(skus, sku_parts, writes, n, rt.clock)
     to_stages = CommandBatch(outputs, n)
     # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
     caused_at: dict[bytes, float] = {}
@@ -643,12 +610,7 @@ def create_app(
         entry = pending.get(key)  # changed by take_now since the last flush
         if entry:
             return cast(SkuState, entry[0])
-        value = skus.data.get(key)
-        if value is None:
-            return SkuState(sku, catalog_version=rt.catalog.version)
-        if isinstance(value, dict | ColdSku):
-            return decoded_sku(key, value)
-        return cast(SkuState, value)
+        return sku_table.peek(sku, rt.catalog.version)
 
     rt.live_sku = live_sku
 
@@ -669,9 +631,9 @@ def create_app(
             handle_listing(message, command)
         elif isinstance(command, CatalogChanged):
             ensure_catalog(command.version)
-            rederive_partition(message.partition, touched)
+            sku_table.rederive_partition(message.partition, touched, rt.catalog.version)
         elif isinstance(command, DateChanged):
-            rederive_inbound(message.partition, touched, command.day)
+            sku_table.rederive_inbound(message.partition, touched, command.day)
             sweep_finished(command.day)
         else:
             apply_here(command, message, touched)
@@ -763,7 +725,7 @@ def create_app(
         entry = touched.get(key)
         if entry:
             return cast(SkuState, entry[0])
-        found = load_sku(key)
+        found = sku_table.load(key)
         return found or SkuState(sku, catalog_version=rt.catalog.version)
 
     sku_out = Effects()  # the SKU stage's effects, performed at once: one object, reused
@@ -788,37 +750,6 @@ def create_app(
             resend = True
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
         return outcome
-
-    def rederive_partition(partition: int, touched: dict[bytes, Any]) -> None:
-        """Every SKU of this partition derived under an older catalog is derived again."""
-        version = rt.catalog.version
-        for key, value in list(skus.data.items()):
-            rt.clock.observe(state_time(value))  # see catch_up
-            if key in touched or partition_for(key, n) != partition:
-                continue
-            # a state, or kept cold (ColdSku): its catalog_version
-            derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version
-            if derived_under != version:
-                state = load_sku(key)
-                assert state is not None  # a key of the table
-                touched[key] = (state, set(), state.time, f"catalog:v{version}", False)
-
-    def rederive_inbound(partition: int, touched: dict[bytes, Any], day: date) -> None:
-        """Every SKU of this partition that expects a PO is derived again (a new clock date)."""
-        cause = f"clock:{day.isoformat()}"
-        for key, value in list(skus.data.items()):
-            if key in touched or partition_for(key, n) != partition:
-                continue
-            if isinstance(value, ColdSku):  # look before decoding
-                if not value.inbound:
-                    continue
-                value = load_sku(key)
-            elif isinstance(value, dict):  # recovered, not decoded yet: likewise
-                if not value.get("w") and not any(loc["i"] for loc in value["l"].values()):
-                    continue
-                value = load_sku(key)
-            if expects_inbound(value):
-                touched[key] = (value, set(), value.time, cause, False)
 
     def flush_skus(touched: dict[bytes, Any]) -> None:
         """Every SKU touched since the last flush derived (skus_stage.derive), its records sent and
