@@ -60,17 +60,12 @@ from streams.commands import (
     CommandCodec,
     DateChanged,
     ReservationDecided,
-    catalog_changed,
-    date_changed,
     is_envelope,
     unpack,
 )
 from streams.core.catalog import Catalog
 from streams.core.check import check_event
-from streams.core.derive import (
-    ComponentUpdate,
-    ListingState,
-)
+from streams.core.derive import ComponentUpdate, ListingState
 from streams.core.keys import position_key
 from streams.core.models import (
     EVENT_TYPES,
@@ -100,8 +95,8 @@ from streams.core.state import (
 )
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
+from streams.runtime.announcements import Announcements
 from streams.runtime.batches import take_batches
-from streams.runtime.catalog_store import LatestCatalog, read_latest
 from streams.runtime.clock import Clock, catch_up
 from streams.runtime.faust_private import (
     bulk_recovered,
@@ -337,52 +332,19 @@ def create_app(
         if caused_at is not None:  # None: derived again for a catalog or a date, not an input
             rt.metrics.availability_sent(record.channel, caused_at)
 
-    # ---- catalog changes ----
-    def ensure_catalog(version: int) -> None:
-        """Catch up with a catalog at least this new (a stage saw work derived under it)."""
-        if rt.catalog.version < version:
-            adopt(read_latest(bootstrap))
-
-    def adopt(latest: Catalog | None) -> None:
-        if latest is not None and latest.version > rt.catalog.version:
-            log.warning(
-                "catalog version %d replaces version %d", latest.version, rt.catalog.version
-            )
-            rt.catalog = latest
-
-    latest_catalog = LatestCatalog(bootstrap)
+    # ---- catalog changes and new dates, announced to every partition (Announcements) ----
+    announcements = Announcements(bootstrap, rt, outputs, n)
 
     @app.timer(interval=settings.catalog_check_seconds)
     async def watch_catalog() -> None:
-        """Adopt a newly published catalog and have every partition's SKUs derived under it.
-
-        The first check after a start announces the current version too, so SKUs whose outputs
-        were derived under an older catalog (a change published while no worker ran, or a worker
-        that died mid-way) are derived again. Each SKU record says which catalog it was derived
-        under, so announcing twice re-derives nothing twice.
-        """
-        latest = await asyncio.get_running_loop().run_in_executor(None, latest_catalog)
-        if latest is None:  # nothing published since the last check
-            return
-        adopt(latest)
-        announcement = catalog_changed(rt.catalog.version)
-        for partition in range(n):
-            outputs.send(COMMANDS, None, announcement, partition)
-
-    announced_day: list[date | None] = [None]
+        """Adopt a newly published catalog and have every partition's SKUs derived under it."""
+        await announcements.check_catalog()
 
     @app.timer(interval=1.0)
     async def watch_date() -> None:
         """When the clock's date moves (and once after a start), every partition re-derives the
-        SKUs that expect a PO: one whose eta enters a channel's backorder horizon is offered
-        with no event on its SKU. Through inventory.commands, so it runs inside a stage batch."""
-        today = rt.clock.today()
-        if today == announced_day[0]:
-            return
-        announced_day[0] = today
-        announcement = date_changed(today)
-        for partition in range(n):
-            outputs.send(COMMANDS, None, announcement, partition)
+        SKUs that expect a PO. Through inventory.commands, so it runs inside a stage batch."""
+        announcements.check_date()
 
     # ---- what the worker holds, and how far behind it is (off the stages' path) ----
     rt.metrics.channels(c.id for c in catalog.channels)
@@ -630,7 +592,7 @@ def create_app(
         elif isinstance(command, ComponentUpdate):
             handle_listing(message, command)
         elif isinstance(command, CatalogChanged):
-            ensure_catalog(command.version)
+            announcements.ensure_catalog(command.version)
             sku_table.rederive_partition(message.partition, touched, rt.catalog.version)
         elif isinstance(command, DateChanged):
             sku_table.rederive_inbound(message.partition, touched, command.day)
@@ -847,7 +809,7 @@ def create_app(
 
     # bundles and kits whose components live on several partitions
     def handle_listing(message: Any, update: ComponentUpdate) -> None:
-        ensure_catalog(update.catalog_version)
+        announcements.ensure_catalog(update.catalog_version)
         key = message.key
         force = window.forces_listing(key)
         out = Effects()
