@@ -50,8 +50,6 @@ from datetime import date, datetime
 from typing import Any, cast
 
 import faust
-import orjson  # table records and commands: several times faster than json on the hot path
-from confluent_kafka import KafkaException
 from mode import CrashingSupervisor
 
 from streams.client import faust_credentials, kafka_config
@@ -62,18 +60,12 @@ from streams.commands import (
     CommandCodec,
     DateChanged,
     ReservationDecided,
-    catalog_changed,
-    date_changed,
     is_envelope,
     unpack,
 )
 from streams.core.catalog import Catalog
 from streams.core.check import check_event
-from streams.core.derive import (
-    ComponentUpdate,
-    ListingState,
-    expects_inbound,
-)
+from streams.core.derive import ComponentUpdate, ListingState
 from streams.core.keys import position_key
 from streams.core.models import (
     EVENT_TYPES,
@@ -99,17 +91,12 @@ from streams.core.retention import (
 from streams.core.sku import HoldResult, SkuOutcome, TryHold
 from streams.core.state import (
     SkuState,
-    SplitCache,
     from_us,
-    in_parts,
-    join_parts,
-    part_key,
-    part_names,
 )
 from streams.errors import EncodingError, InvalidEvent
 from streams.metrics import Metrics
+from streams.runtime.announcements import Announcements
 from streams.runtime.batches import take_batches
-from streams.runtime.catalog_store import LatestCatalog, read_latest
 from streams.runtime.clock import Clock, catch_up
 from streams.runtime.faust_private import (
     bulk_recovered,
@@ -121,7 +108,7 @@ from streams.runtime.faust_private import (
     tune_fetch_wait,
     with_serializers,
 )
-from streams.runtime.offsets import LagProbe, true_end_offsets_many
+from streams.runtime.offsets import LagProbe
 from streams.runtime.outputs import Outputs
 from streams.runtime.producer import dead_letter_record
 from streams.runtime.records import (
@@ -133,8 +120,11 @@ from streams.runtime.records import (
     is_committed,
     message_time,
 )
+from streams.runtime.replay_window import ReplayWindow
+from streams.runtime.sku_table import SkuTable
 from streams.runtime.stage_tables import StageTable
-from streams.runtime.tables import ColdSku, DeferredWrites, PositionCount, state_time
+from streams.runtime.tables import DeferredWrites, PositionCount
+from streams.runtime.telling import DecisionTeller
 from streams.runtime.topics import (
     ALERTS,
     CALLER_WAITING,
@@ -201,7 +191,7 @@ class Runtime:
     clock: Clock
     partitions: int
     # the reservation API served by this worker (inventory_streams.worker), if any: it is handed
-    # every decision made here as it is sent (see tell), instead of reading it back from the topic
+    # every decision made here as it is told (DecisionTeller), not read back from the topic
     local_decisions: Callable[[list[dict[str, Any]]], None] | None = None
     # set by the topology: handle an acknowledged inventory.events record now (see take_now)
     take_now: Callable[[int, int, bytes, bytes, Any], bool] = lambda *_record: False
@@ -270,36 +260,6 @@ def create_app(
     dlq = raw_topic(DLQ)
 
     # ---- tables (changelog-backed, recovered on restart) ----
-    def load_sku(key: bytes) -> SkuState | None:
-        """A SKU's state: decoded if it was kept cold (ColdSku) or as recovered, a hot SKU's parts
-        joined to it."""
-        value = skus.get(key)
-        if isinstance(value, ColdSku):
-            state = value.state()
-            writes.warmed(skus, key, state, value.data)
-            return state
-        if not isinstance(value, dict):
-            return cast("SkuState | None", value)
-        state = decoded_sku(key, value)
-        if in_parts(value):
-            skus.data[key] = state  # the parts now live in the state: one copy in memory
-            # its next write is what changed since the records stored (SplitCache.seeded)
-            writes.splits[key] = SplitCache.seeded(
-                state, lambda name: sku_parts.data.get(part_key(key, name))
-            )
-            for name in part_names(value, state):
-                sku_parts.data.pop(part_key(key, name), None)
-        return state
-
-    def decoded_sku(key: bytes, value: dict[str, Any] | ColdSku) -> SkuState:
-        """A SKU's record kept cold or as recovered (JSON), its parts joined; the tables are left
-        as they are."""
-        if isinstance(value, ColdSku):
-            return value.state()
-        if not in_parts(value):
-            return SkuState.from_dict(value)
-        return join_parts(value, lambda name: sku_parts.data.get(part_key(key, name)))
-
     def table(name: str, serializer: str) -> faust.Table[bytes, Any]:
         # app.Table builds a faust.Table; the serializers are its attributes, not TableT's
         t = cast(
@@ -326,8 +286,9 @@ def create_app(
         parts_topic=sku_parts.changelog_topic.get_topic_name(),
         warm_skus=settings.warm_skus or None,
     )
+    # a SKU's record is decoded (its parts joined) when the stage first needs it (SkuTable)
+    sku_table = SkuTable(skus, sku_parts, writes, n, rt.clock)
     to_stages = CommandBatch(outputs, n)
-    decisions_due: list[tuple[str, bytes]] = []  # sent after the batch's commands (see decide)
     # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
     caused_at: dict[bytes, float] = {}
     input_time = [0.0]  # the timestamp of the record being handled
@@ -371,52 +332,19 @@ def create_app(
         if caused_at is not None:  # None: derived again for a catalog or a date, not an input
             rt.metrics.availability_sent(record.channel, caused_at)
 
-    # ---- catalog changes ----
-    def ensure_catalog(version: int) -> None:
-        """Catch up with a catalog at least this new (a stage saw work derived under it)."""
-        if rt.catalog.version < version:
-            adopt(read_latest(bootstrap))
-
-    def adopt(latest: Catalog | None) -> None:
-        if latest is not None and latest.version > rt.catalog.version:
-            log.warning(
-                "catalog version %d replaces version %d", latest.version, rt.catalog.version
-            )
-            rt.catalog = latest
-
-    latest_catalog = LatestCatalog(bootstrap)
+    # ---- catalog changes and new dates, announced to every partition (Announcements) ----
+    announcements = Announcements(bootstrap, rt, outputs, n)
 
     @app.timer(interval=settings.catalog_check_seconds)
     async def watch_catalog() -> None:
-        """Adopt a newly published catalog and have every partition's SKUs derived under it.
-
-        The first check after a start announces the current version too, so SKUs whose outputs
-        were derived under an older catalog (a change published while no worker ran, or a worker
-        that died mid-way) are derived again. Each SKU record says which catalog it was derived
-        under, so announcing twice re-derives nothing twice.
-        """
-        latest = await asyncio.get_running_loop().run_in_executor(None, latest_catalog)
-        if latest is None:  # nothing published since the last check
-            return
-        adopt(latest)
-        announcement = catalog_changed(rt.catalog.version)
-        for partition in range(n):
-            outputs.send(COMMANDS, None, announcement, partition)
-
-    announced_day: list[date | None] = [None]
+        """Adopt a newly published catalog and have every partition's SKUs derived under it."""
+        await announcements.check_catalog()
 
     @app.timer(interval=1.0)
     async def watch_date() -> None:
         """When the clock's date moves (and once after a start), every partition re-derives the
-        SKUs that expect a PO: one whose eta enters a channel's backorder horizon is offered
-        with no event on its SKU. Through inventory.commands, so it runs inside a stage batch."""
-        today = rt.clock.today()
-        if today == announced_day[0]:
-            return
-        announced_day[0] = today
-        announcement = date_changed(today)
-        for partition in range(n):
-            outputs.send(COMMANDS, None, announcement, partition)
+        SKUs that expect a PO. Through inventory.commands, so it runs inside a stage batch."""
+        announcements.check_date()
 
     # ---- what the worker holds, and how far behind it is (off the stages' path) ----
     rt.metrics.channels(c.id for c in catalog.channels)
@@ -465,7 +393,7 @@ def create_app(
     async def sku_stage(stream: faust.StreamT) -> None:
         async for batch in batches(stream, settings.stage_batch_ms / 1000, caller_waits):
             messages = [event.message for event in batch]
-            await read_windows(messages)
+            await window.read(messages)
             try:
                 handle_records(in_sequence.take(owned_only(messages)))
             except Exception:
@@ -519,52 +447,8 @@ def create_app(
     handled_up_to: dict[int, int] = {}
     taken_early: dict[int, set[int]] = {}
 
-    # The replay window: per input partition (inventory.events, inventory.commands), its end
-    # offset when this worker was assigned it. A worker that died between a batch and its commit
-    # sent that batch's outputs, but the changelog holds the records as they were before it: the
-    # redelivered events are new to them, and a final value equal to what a record says it
-    # published would not go out, leaving the channel on the dead worker's intermediate one. So
-    # the first time a record below the window's end touches a SKU or a listing, its values are
-    # sent again whatever the record says; from then on they follow this worker's own outputs.
-    replay_end: dict[tuple[str, int], int] = {}
-    window_read: set[tuple[str, int]] = set()  # partitions whose window is known
-    rebalances = [0]
-    replaying = [False]  # the record being handled lies in the window
-    resent_skus: set[bytes] = set()  # re-sent since the window opened
-    resent_listings: set[bytes] = set()
-
-    async def read_windows(messages: Sequence[Any]) -> None:
-        """The replay window of each partition in `messages` not seen since the last rebalance:
-        its end offset now, read before its first record is handled (so at or after the end at
-        assignment: a window too long costs a value sent once more, never a stale one)."""
-        while new := {(m.topic, m.partition) for m in messages} - window_read:
-            wanted: dict[str, list[int]] = {}
-            for topic, partition in new:
-                wanted.setdefault(topic, []).append(partition)
-            rebalance = rebalances[0]
-            try:
-                # read in place, blocking the loop for the few ms it takes once per rebalance:
-                # awaited, a rebalance could take the batch's partitions away before it is
-                # handled, and its records would be handled by a worker that no longer owns them
-                ends = true_end_offsets_many(bootstrap, wanted, 2.0)
-            except KafkaException as error:  # broker out of reach: wait, as the fetcher does
-                log.warning("replay window: cannot read end offsets (%s); retrying", error)
-                await asyncio.sleep(1.0)
-                continue
-            if rebalances[0] == rebalance:  # else read again: the ends may predate the rebalance
-                window_read.update(new)
-                replay_end.update({tp: end for tp, end in ends.items() if end > 0})
-
-    def in_replay(topic: str, partition: int, offset: int) -> bool:
-        end = replay_end.get((topic, partition))
-        if end is None:
-            return False
-        if offset >= end - 1:  # the window's last record (or past it): it closes
-            del replay_end[(topic, partition)]
-            if not replay_end:
-                resent_skus.clear()
-                resent_listings.clear()
-        return offset < end
+    # values a dead worker may have sent from uncommitted state are sent again (ReplayWindow)
+    window = ReplayWindow(bootstrap)
 
     # SKU states changed since the last flush (by take_now)
     pending: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
@@ -574,15 +458,14 @@ def create_app(
     def handle_records(messages: Sequence[Any], flush: bool = True) -> None:
         """One batch: every record in order, then the batch's outputs together. No awaits: a
         batch is atomic on the event loop (take_now relies on it). Without `flush`, the outputs
-        wait for the next batch (or STAGE_BATCH_MS), or for the decisions' round (see tell)."""
+        wait for the next batch (or STAGE_BATCH_MS), or for the decisions' round (see
+        DecisionTeller)."""
         rt.clock.busy()
         started = time.perf_counter()
         touched = pending
         for message in messages:
             input_time[0] = message_time(message)
-            replaying[0] = bool(replay_end) and in_replay(
-                message.topic, message.partition, message.offset
-            )
+            window.enter(message.topic, message.partition, message.offset)
             if message.topic == EVENTS:
                 early = taken_early.get(message.partition)
                 if early and message.offset in early:
@@ -611,9 +494,7 @@ def create_app(
             else:
                 handle_command(message, touched)
         if not flush:
-            if decisions_due and telling[0] is None:
-                tell_soon()  # the round flushes this batch first
-            elif flush_timer[0] is None:
+            if not teller.start_for_due() and flush_timer[0] is None:
                 flush_timer[0] = asyncio.get_running_loop().call_later(
                     settings.stage_batch_ms / 1000, flush_pending
                 )
@@ -622,70 +503,24 @@ def create_app(
         touched.clear()
         caused_at.clear()
         to_stages.send()
-        if decisions_due:
-            if not untold:
-                untold_since[0] = writes.drops
-            untold.extend(decisions_due)
-            decisions_due.clear()
-            tell_soon()
+        teller.flushed()
         outputs.poll()
         rt.metrics.batch_seconds.labels("sku").observe(time.perf_counter() - started)
 
-    # decisions made and flushed, not yet told: their records are on their way to the broker
-    untold: list[tuple[str, bytes]] = []
-    untold_since = [0]  # writes.drops when the first of them was made (see DeferredWrites.settle)
-    telling: list[asyncio.Task[None] | None] = [None]  # the round in flight (see tell)
-
-    def tell_soon() -> None:
-        if telling[0] is None:
-            telling[0] = asyncio.ensure_future(tell())
-
-    async def tell() -> None:
-        """One round: tell decisions once the table records that made them are on the broker.
-
-        Told before, a decision could be made again after a crash, differently: the request is
-        redelivered, and a hold's expiry or release appended meanwhile, or commands of another
-        partition, reach the SKU stage before it this time (a 409 became a hold; once a 201 a
-        rejection). With the SKU record on the changelog, a restarted worker knows the id and
-        answers with the reservation's status.
-
-        A round waits for one acknowledgement from the broker, two on Tansu
-        (DeferredWrites.settle); the decisions made meanwhile go with the next round, one round
-        at a time. (Two in flight, a
-        round writing while the one before waits, was slower on bench/reservations.py's flash
-        sale: p50 59 ms against 45, the worker spending more of its CPU on the hot SKU's record.)
-        """
-        try:
-            if pending or decisions_due:  # take_now's batch, not flushed yet
-                handle_records([])
-            if not untold:
-                return
-            batch = list(untold)
-            untold.clear()
-            if not await writes.settle(untold_since[0]):
-                log.warning(
-                    "%d decisions not told: records behind them went to another worker, which "
-                    "decides the requests again",
-                    len(batch),
-                )
-                return
-            for reservation_id, decision in batch:
-                send(decisions, reservation_id, decision)
-            outputs.poll()
-            if rt.local_decisions is not None:
-                rt.local_decisions([orjson.loads(decision) for _, decision in batch])
-        except Exception:
-            # a changelog record not stored: the decisions stay untold, and the commit would
-            # fail the same way
-            stop_at_once()
-        finally:
-            telling[0] = None
-            if untold or decisions_due:
-                tell_soon()
+    # a decision is told once the table records that made it are on the broker (DecisionTeller)
+    teller = DecisionTeller(
+        writes,
+        publish=lambda reservation_id, decision: send(decisions, reservation_id, decision),
+        poll=outputs.poll,
+        local=lambda: rt.local_decisions,
+        unflushed=lambda: bool(pending),
+        flush=lambda: handle_records([]),
+        stop=stop_at_once,
+    )
 
     def flush_pending() -> None:
         flush_timer[0] = None
-        if pending or decisions_due or to_stages.pending:
+        if pending or teller.due or to_stages.pending:
             handle_records([])
 
     def take_now(partition: int, offset: int, key: bytes, value: bytes, headers: Any) -> bool:
@@ -696,7 +531,7 @@ def create_app(
         stage handles it when it arrives.
 
         The record's outputs (positions, availability, the reservation's record) go with the
-        next batch, or with the next round of decisions (see tell), which waits for the SKU's
+        next batch, or with the next round of decisions (DecisionTeller), which waits for the SKU's
         record on the broker, then tells the waiting request and publishes the decision; so a
         burst of requests for one SKU costs one position and availability update per round and
         fewer requests to the broker. Its offset is committed only after that batch."""
@@ -737,12 +572,7 @@ def create_app(
         entry = pending.get(key)  # changed by take_now since the last flush
         if entry:
             return cast(SkuState, entry[0])
-        value = skus.data.get(key)
-        if value is None:
-            return SkuState(sku, catalog_version=rt.catalog.version)
-        if isinstance(value, dict | ColdSku):
-            return decoded_sku(key, value)
-        return cast(SkuState, value)
+        return sku_table.peek(sku, rt.catalog.version)
 
     rt.live_sku = live_sku
 
@@ -762,10 +592,10 @@ def create_app(
         elif isinstance(command, ComponentUpdate):
             handle_listing(message, command)
         elif isinstance(command, CatalogChanged):
-            ensure_catalog(command.version)
-            rederive_partition(message.partition, touched)
+            announcements.ensure_catalog(command.version)
+            sku_table.rederive_partition(message.partition, touched, rt.catalog.version)
         elif isinstance(command, DateChanged):
-            rederive_inbound(message.partition, touched, command.day)
+            sku_table.rederive_inbound(message.partition, touched, command.day)
             sweep_finished(command.day)
         else:
             apply_here(command, message, touched)
@@ -857,7 +687,7 @@ def create_app(
         entry = touched.get(key)
         if entry:
             return cast(SkuState, entry[0])
-        found = load_sku(key)
+        found = sku_table.load(key)
         return found or SkuState(sku, catalog_version=rt.catalog.version)
 
     sku_out = Effects()  # the SKU stage's effects, performed at once: one object, reused
@@ -878,42 +708,10 @@ def create_app(
         locations = entry[1] if entry else set()
         locations |= outcome.touched
         resend = (entry[4] if entry else False) or outcome.duplicate
-        if replaying[0] and key not in resent_skus:  # see replay_end
-            resent_skus.add(key)
+        if window.resend_sku(key):
             resend = True
         touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
         return outcome
-
-    def rederive_partition(partition: int, touched: dict[bytes, Any]) -> None:
-        """Every SKU of this partition derived under an older catalog is derived again."""
-        version = rt.catalog.version
-        for key, value in list(skus.data.items()):
-            rt.clock.observe(state_time(value))  # see catch_up
-            if key in touched or partition_for(key, n) != partition:
-                continue
-            # a state, or kept cold (ColdSku): its catalog_version
-            derived_under = value.get("v", 0) if isinstance(value, dict) else value.catalog_version
-            if derived_under != version:
-                state = load_sku(key)
-                assert state is not None  # a key of the table
-                touched[key] = (state, set(), state.time, f"catalog:v{version}", False)
-
-    def rederive_inbound(partition: int, touched: dict[bytes, Any], day: date) -> None:
-        """Every SKU of this partition that expects a PO is derived again (a new clock date)."""
-        cause = f"clock:{day.isoformat()}"
-        for key, value in list(skus.data.items()):
-            if key in touched or partition_for(key, n) != partition:
-                continue
-            if isinstance(value, ColdSku):  # look before decoding
-                if not value.inbound:
-                    continue
-                value = load_sku(key)
-            elif isinstance(value, dict):  # recovered, not decoded yet: likewise
-                if not value.get("w") and not any(loc["i"] for loc in value["l"].values()):
-                    continue
-                value = load_sku(key)
-            if expects_inbound(value):
-                touched[key] = (value, set(), value.time, cause, False)
 
     def flush_skus(touched: dict[bytes, Any]) -> None:
         """Every SKU touched since the last flush derived (skus_stage.derive), its records sent and
@@ -948,13 +746,13 @@ def create_app(
 
     def perform(message: Any, out: Effects) -> None:
         """A stage's effects: alerts now, commands to the stages (this batch's envelope),
-        decisions after the batch's commands (decide), dead letters now."""
+        decisions after the batch's commands (DecisionTeller.decide), dead letters now."""
         for alert in out.alerts:
             send(alerts, alert.sku, rt.codec.encode(alert, ALERTS))
         for key, command in out.commands:
             to_stage(key, rt.commands.encode(command))
         for state in out.decisions:
-            decide(state)
+            teller.decide(state)
         for dead in out.dead_letters:
             dead_letter(message, dead.reason, dead.source)
 
@@ -987,12 +785,6 @@ def create_app(
         if out.decided is not None:
             rt.metrics.reservations.labels(out.decided).inc()
 
-    def decide(state: ReservationState) -> None:
-        """Tell the caller, after this batch's commands: the reservation's record goes first, so a
-        release the caller sends on reading the decision comes after it. Encoded now: the state
-        may change again later in the batch, and each decision says what it was when made."""
-        decisions_due.append((state.reservation_id, orjson.dumps(state.decision())))
-
     def held_in_table() -> Iterable[tuple[datetime, str]]:
         """(expires_at, id) of every held reservation of the table, recovered ones undecoded."""
         for value in list(reservations.data.values()):
@@ -1017,16 +809,16 @@ def create_app(
 
     # bundles and kits whose components live on several partitions
     def handle_listing(message: Any, update: ComponentUpdate) -> None:
-        ensure_catalog(update.catalog_version)
+        announcements.ensure_catalog(update.catalog_version)
         key = message.key
-        force = replaying[0] and key not in resent_listings  # see replay_end
+        force = window.forces_listing(key)
         out = Effects()
         listing_stage.handle_component(
             listing_table, key, update, rt.catalog, out, time.time_ns() // 1000, force
         )
         for record in out.availability:
             if force:
-                resent_listings.add(key)
+                window.listing_resent(key)
             emit_availability(record, message_time(message))
 
     # mode types receivers as (sender, *args, signal, **kwargs); Faust sends `assigned` by keyword
@@ -1065,11 +857,7 @@ def create_app(
         handled_up_to.clear()
         taken_early.clear()
         in_sequence.forget()  # the stages resume from the committed offsets
-        rebalances[0] += 1
-        window_read.clear()
-        replay_end.clear()
-        resent_skus.clear()
-        resent_listings.clear()
+        window.forget()
 
     app.inventory_runtime = rt  # type: ignore[attr-defined]
     return app

@@ -34,7 +34,7 @@ class ColdSku:
     time_us: int
     catalog_version: int
     positions: int
-    inbound: bool  # some location expects a PO: see rederive_inbound in streams.topology
+    inbound: bool  # some location expects a PO: see SkuTable.rederive_inbound
 
     @classmethod
     def of_record(cls, data: bytes, record: dict[str, Any]) -> ColdSku:
@@ -53,7 +53,7 @@ class ColdSku:
 
 class _JsonCodec(codecs.Codec):
     """A table record as its JSON, what a restart recovers: decoded into its state when first
-    read (`stored` and `load_sku` in streams.topology). The records are written by DeferredWrites,
+    read (StageTable.get, SkuTable.load). The records are written by DeferredWrites,
     never through Faust, so only `_loads` runs."""
 
     def _dumps(self, obj: Any) -> bytes:

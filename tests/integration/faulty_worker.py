@@ -22,14 +22,14 @@ from confluent_kafka import KafkaError, KafkaException
 
 from inventory_streams.cli import main
 from streams import topology
-from streams.runtime import tables
+from streams.runtime import replay_window, tables
 
 _calls = [0]
 _fail_at = int(os.environ.get("FAIL_TABLE_WRITE_AT", "0"))
 _die_key, _, _die_at = os.environ.get("DIE_AT_COMMIT_OF", ":0").rpartition(":")
 _commits_of_key = [0]
 _end_offsets_failures = [int(os.environ.get("FAIL_END_OFFSETS", "0"))]
-_end_offsets = topology.true_end_offsets_many
+_end_offsets = replay_window.true_end_offsets_many
 _put = tables.DeferredWrites.put
 _write = tables.DeferredWrites.write
 _send = topology.Outputs.send
@@ -82,7 +82,7 @@ def _unreachable_end_offsets(*args: Any, **kwargs: Any) -> dict[tuple[str, int],
     return _end_offsets(*args, **kwargs)
 
 
-topology.true_end_offsets_many = _unreachable_end_offsets
+replay_window.true_end_offsets_many = _unreachable_end_offsets
 tables.DeferredWrites.put = _failing_put  # type: ignore[method-assign]
 tables.DeferredWrites.write = _dying_write  # type: ignore[method-assign]
 topology.Outputs.send = _lossy_send  # type: ignore[method-assign]
