@@ -23,7 +23,8 @@
               decision goes to the waiting request in the process once its record is stored
 
 The SKU, order, reservation and listing stages decide in streams.stages (pure code, one record
-against its table); this module feeds them and performs their effects (perform, flush_skus).
+against its table), and so does where a record of inventory.events goes (streams.stages.routing);
+this module feeds them and performs their effects (route_input, perform, flush_skus).
 
 The four stages share one internal topic, each command keyed by its stage's table key: a key lands
 on the partition its table record lives on, so every table stays co-partitioned with it. One topic
@@ -64,18 +65,14 @@ from streams.commands import (
     unpack,
 )
 from streams.core.catalog import Catalog
-from streams.core.check import check_event
 from streams.core.derive import ComponentUpdate, ListingState
 from streams.core.keys import position_key
 from streams.core.models import (
-    EVENT_TYPES,
-    Event,
     OrderCancelled,
     OrderCreated,
     ReservationExpired,
     ReservationReleased,
     ReservationRequested,
-    SingleSkuEvent,
 )
 from streams.core.orders import Confirmation, OrderState, commit_commands
 from streams.core.reservations import (
@@ -88,7 +85,7 @@ from streams.core.retention import (
     LinesForgotten,
     horizon_start,
 )
-from streams.core.sku import HoldResult, SkuOutcome, TryHold
+from streams.core.sku import HoldResult, SkuOutcome
 from streams.core.state import (
     SkuState,
     from_us,
@@ -140,15 +137,16 @@ from streams.settings import Settings
 from streams.stages import listings as listing_stage
 from streams.stages import orders as order_stage
 from streams.stages import reservations as reservation_stage
+from streams.stages import routing
 from streams.stages import skus as skus_stage
-from streams.stages.effects import Effects
+from streams.stages.effects import DeadLetter, Effects
 from streams.stages.reservations import ReservationInput
+from streams.stages.routing import Forward, LocalRequest
 
 log = logging.getLogger(__name__)
 
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker stopped on a failed stage batch
 
-EVENT_CLASSES = tuple(EVENT_TYPES.values())
 # what inventory.commands carries for the order and reservation stages (the rest: the SKU stage)
 ORDER_KINDS = (OrderCreated, OrderCancelled)
 RESERVATION_KINDS = (
@@ -169,15 +167,6 @@ def batches(
     """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX,
     and a batch ends at once on an event that is `urgent`."""
     return take_batches(stream, BATCH_MAX, within, urgent)
-
-
-@dataclass(frozen=True, slots=True)
-class LocalRequest:
-    """A reservation request the SKU stage decides itself (every line is one local SKU)."""
-
-    state: ReservationState
-    hold: TryHold
-    original: bytes  # the event as received, for the reservation stage if this SKU knows the id
 
 
 @dataclass
@@ -609,47 +598,31 @@ def create_app(
         else:
             apply_one(command, touched)
 
-    def decode_event(value: bytes | None) -> Event:
-        """A SPEC §2 event, or EncodingError for a tombstone or a record of another kind."""
-        if value is None:
-            raise EncodingError("empty record (a tombstone): inventory.events carries events only")
-        decoded = rt.codec.decode(value, EVENTS)
-        if not isinstance(decoded, EVENT_CLASSES):
-            raise EncodingError(
-                f"a {type(decoded).__name__} record does not belong on {EVENTS}: events only"
-            )
-        return cast(Event, decoded)
+    def decode_event(value: bytes) -> object:
+        """A record's value as the codec reads it; routing.admit checks that it is an event."""
+        return rt.codec.decode(value, EVENTS)
 
     def route_input(message: Any) -> Any:
-        """Decode a business event; keep it here if its SKU lives here, else forward it."""
+        """A record of inventory.events, routed (streams.stages.routing): dead-lettered, kept to
+        be applied here (its SKU lives here), or forwarded to its stage."""
         rt.metrics.events_in.inc()
-        try:
-            ev = decode_event(message.value)
-        except (EncodingError, InvalidEvent) as error:
-            dead_letter(message, getattr(error, "reason", str(error)))
-            return None
-        reason = check_event(ev, rt.catalog)
-        if reason is not None:
-            dead_letter(message, reason, getattr(ev, "source", "unknown"))
+        ev = routing.admit(message.value, decode_event, rt.catalog, EVENTS)
+        if isinstance(ev, DeadLetter):
+            dead_letter(message, ev.reason, ev.source)
             return None
         rt.clock.observe(ev.occurred_at)
-        if isinstance(ev, SingleSkuEvent):
-            key = ev.sku.encode()
-            if partition_for(key, n) == message.partition:
-                return ev
-            to_stage(key, message.value)
-        elif isinstance(ev, OrderCreated) and all(
-            partition_for(line.sku.encode(), n) == message.partition for line in ev.lines
-        ):
-            return ev  # every line's SKU lives here: committed in place (commit_here)
-        elif isinstance(ev, OrderCreated | OrderCancelled):
-            to_stage(ev.order_id, message.value)
-        else:
-            local = local_request(ev, message) if isinstance(ev, ReservationRequested) else None
-            if local is not None:
-                return local
-            to_stage(ev.reservation_id, message.value)
-        return None
+        partition = message.partition
+        where = routing.route(
+            ev,
+            message.value,
+            rt.catalog,
+            rt.clock.decision_time,
+            lambda key: partition_for(key, n) == partition,
+        )
+        if isinstance(where, Forward):
+            to_stage(where.key, where.value)
+            return None
+        return where
 
     def commit_here(order: OrderCreated, message: Any, touched: dict[bytes, Any]) -> None:
         """An order whose SKUs all live here: its lines are committed now, in one hop, and the
@@ -658,16 +631,6 @@ def create_app(
         for command in commit_commands(order):
             apply_one(command, touched)
         to_stage(order.order_id, message.value, COMMITTED_FLAG)
-
-    def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
-        """A request whose every line is one SKU that lives on this partition: decided here."""
-        here = skus_stage.request_here(
-            ev,
-            rt.catalog,
-            rt.clock.decision_time(),
-            lambda sku: partition_for(sku.encode(), n) == message.partition,
-        )
-        return None if here is None else LocalRequest(here[0], here[1], message.value)
 
     def hold_here(request: LocalRequest, touched: dict[bytes, Any]) -> None:
         """Decide a single-SKU request in one hop: hold, tell the record, publish the decision; a
