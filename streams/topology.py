@@ -23,7 +23,8 @@
               decision goes to the waiting request in the process once its record is stored
 
 The SKU, order, reservation and listing stages decide in streams.stages (pure code, one record
-against its table); this module feeds them and performs their effects (perform, flush_skus).
+against its table), and so does where a record of inventory.events goes (streams.stages.routing);
+this module feeds them and performs their effects (route_input, perform, SkuBatch).
 
 The four stages share one internal topic, each command keyed by its stage's table key: a key lands
 on the partition its table record lives on, so every table stays co-partitioned with it. One topic
@@ -64,18 +65,15 @@ from streams.commands import (
     unpack,
 )
 from streams.core.catalog import Catalog
-from streams.core.check import check_event
 from streams.core.derive import ComponentUpdate, ListingState
 from streams.core.keys import position_key
 from streams.core.models import (
-    EVENT_TYPES,
-    Event,
     OrderCancelled,
     OrderCreated,
+    Position,
     ReservationExpired,
     ReservationReleased,
     ReservationRequested,
-    SingleSkuEvent,
 )
 from streams.core.orders import Confirmation, OrderState, commit_commands
 from streams.core.reservations import (
@@ -88,7 +86,7 @@ from streams.core.retention import (
     LinesForgotten,
     horizon_start,
 )
-from streams.core.sku import HoldResult, SkuOutcome, TryHold
+from streams.core.sku import HoldResult
 from streams.core.state import (
     SkuState,
     from_us,
@@ -121,6 +119,7 @@ from streams.runtime.records import (
     message_time,
 )
 from streams.runtime.replay_window import ReplayWindow
+from streams.runtime.sku_batch import SkuBatch
 from streams.runtime.sku_table import SkuTable
 from streams.runtime.stage_tables import StageTable
 from streams.runtime.tables import DeferredWrites, PositionCount
@@ -140,15 +139,16 @@ from streams.settings import Settings
 from streams.stages import listings as listing_stage
 from streams.stages import orders as order_stage
 from streams.stages import reservations as reservation_stage
+from streams.stages import routing
 from streams.stages import skus as skus_stage
-from streams.stages.effects import Effects
+from streams.stages.effects import DeadLetter, Effects
 from streams.stages.reservations import ReservationInput
+from streams.stages.routing import Forward, LocalRequest
 
 log = logging.getLogger(__name__)
 
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: the worker stopped on a failed stage batch
 
-EVENT_CLASSES = tuple(EVENT_TYPES.values())
 # what inventory.commands carries for the order and reservation stages (the rest: the SKU stage)
 ORDER_KINDS = (OrderCreated, OrderCancelled)
 RESERVATION_KINDS = (
@@ -169,15 +169,6 @@ def batches(
     """The agent's stream as batches: what arrived in each `within` seconds, at most BATCH_MAX,
     and a batch ends at once on an event that is `urgent`."""
     return take_batches(stream, BATCH_MAX, within, urgent)
-
-
-@dataclass(frozen=True, slots=True)
-class LocalRequest:
-    """A reservation request the SKU stage decides itself (every line is one local SKU)."""
-
-    state: ReservationState
-    hold: TryHold
-    original: bytes  # the event as received, for the reservation stage if this SKU knows the id
 
 
 @dataclass
@@ -289,9 +280,6 @@ def create_app(
     # a SKU's record is decoded (its parts joined) when the stage first needs it (SkuTable)
     sku_table = SkuTable(skus, sku_parts, writes, n, rt.clock)
     to_stages = CommandBatch(outputs, n)
-    # per SKU touched since the last flush, the Kafka timestamp of the first input that touched it
-    caused_at: dict[bytes, float] = {}
-    input_time = [0.0]  # the timestamp of the record being handled
     outputs.before_flush.append(writes.write)
     outputs.after_flush.append(writes.mark)
 
@@ -309,7 +297,7 @@ def create_app(
         """To a stage, through inventory.commands, at the end of this batch (CommandBatch);
         `origin`: the input behind it, if not the record being handled."""
         k = key.encode() if isinstance(key, str) else key
-        to_stages.add(k, value, flags, input_time[0] if origin is None else origin)
+        to_stages.add(k, value, flags, sku_batch.input_time if origin is None else origin)
 
     def dead_letter(message: Any, reason: str, source: str = "unknown") -> None:
         record = dead_letter_record(
@@ -450,8 +438,29 @@ def create_app(
     # values a dead worker may have sent from uncommitted state are sent again (ReplayWindow)
     window = ReplayWindow(bootstrap)
 
-    # SKU states changed since the last flush (by take_now)
-    pending: dict[bytes, tuple[SkuState, set[str], datetime, str, bool]] = {}
+    def send_position(record: Position) -> None:
+        key = position_key(record.sku, record.location)
+        send(positions, key, rt.codec.encode(record, POSITIONS))
+        positions_out.inc()
+
+    def sku_written(key: bytes, state: SkuState) -> None:
+        writes.put(skus, key, state)
+        held.put(key, len(state.locations))
+
+    # SKU states changed since the last flush (the batch's, and take_now's), derived at the flush
+    sku_batch = SkuBatch(
+        sku_table,
+        rt,
+        perform=lambda out: perform(None, out),
+        raised=rt.metrics.raised,
+        resend=window.resend_sku,
+        position=send_position,
+        availability=emit_availability,
+        # a re-derivation has no input behind it: 0, the send time
+        to_stage=lambda key, update, origin: to_stage(key, rt.commands.encode(update), 0, origin),
+        written=sku_written,
+    )
+    pending = sku_batch.pending
     writes.busy = pending.__contains__  # a state changed there is not kept cold until flushed
     flush_timer: list[asyncio.TimerHandle | None] = [None]
 
@@ -462,9 +471,8 @@ def create_app(
         DecisionTeller)."""
         rt.clock.busy()
         started = time.perf_counter()
-        touched = pending
         for message in messages:
-            input_time[0] = message_time(message)
+            sku_batch.input_time = message_time(message)
             window.enter(message.topic, message.partition, message.offset)
             if message.topic == EVENTS:
                 early = taken_early.get(message.partition)
@@ -474,7 +482,7 @@ def create_app(
                 handled_up_to[message.partition] = message.offset
                 command = route_input(message)
                 if command is not None:
-                    apply_here(command, message, touched)
+                    apply_here(command, message)
             elif is_envelope(message.value):
                 try:
                     for key, value, flags in unpack(message.value):
@@ -488,20 +496,18 @@ def create_app(
                             headers,
                             message_time(message),
                         )
-                        handle_command(inner, touched)
+                        handle_command(inner)
                 except EncodingError as error:  # corrupt: the items before the cut are done
                     dead_letter(message, f"{error}; the items before it were handled")
             else:
-                handle_command(message, touched)
+                handle_command(message)
         if not flush:
             if not teller.start_for_due() and flush_timer[0] is None:
                 flush_timer[0] = asyncio.get_running_loop().call_later(
                     settings.stage_batch_ms / 1000, flush_pending
                 )
             return
-        flush_skus(touched)
-        touched.clear()
-        caused_at.clear()
+        sku_batch.flush()
         to_stages.send()
         teller.flushed()
         outputs.poll()
@@ -571,12 +577,12 @@ def create_app(
             return None
         entry = pending.get(key)  # changed by take_now since the last flush
         if entry:
-            return cast(SkuState, entry[0])
+            return entry[0]
         return sku_table.peek(sku, rt.catalog.version)
 
     rt.live_sku = live_sku
 
-    def handle_command(message: Any, touched: dict[bytes, Any]) -> None:
+    def handle_command(message: Any) -> None:
         """A record of inventory.commands, to the stage its kind belongs to."""
         try:
             command = rt.commands.decode(message.value)
@@ -593,148 +599,69 @@ def create_app(
             handle_listing(message, command)
         elif isinstance(command, CatalogChanged):
             announcements.ensure_catalog(command.version)
-            sku_table.rederive_partition(message.partition, touched, rt.catalog.version)
+            sku_table.rederive_partition(message.partition, pending, rt.catalog.version)
         elif isinstance(command, DateChanged):
-            sku_table.rederive_inbound(message.partition, touched, command.day)
+            sku_table.rederive_inbound(message.partition, pending, command.day)
             sweep_finished(command.day)
         else:
-            apply_here(command, message, touched)
+            apply_here(command, message)
 
-    def apply_here(command: Any, message: Any, touched: dict[bytes, Any]) -> None:
+    def apply_here(command: Any, message: Any) -> None:
         """A command or event for a SKU of this partition."""
         if isinstance(command, LocalRequest):
-            hold_here(command, touched)
+            hold_here(command)
         elif isinstance(command, OrderCreated):
-            commit_here(command, message, touched)
+            commit_here(command, message)
         else:
-            apply_one(command, touched)
+            sku_batch.apply(command)
 
-    def decode_event(value: bytes | None) -> Event:
-        """A SPEC §2 event, or EncodingError for a tombstone or a record of another kind."""
-        if value is None:
-            raise EncodingError("empty record (a tombstone): inventory.events carries events only")
-        decoded = rt.codec.decode(value, EVENTS)
-        if not isinstance(decoded, EVENT_CLASSES):
-            raise EncodingError(
-                f"a {type(decoded).__name__} record does not belong on {EVENTS}: events only"
-            )
-        return cast(Event, decoded)
+    def decode_event(value: bytes) -> object:
+        """A record's value as the codec reads it; routing.admit checks that it is an event."""
+        return rt.codec.decode(value, EVENTS)
 
     def route_input(message: Any) -> Any:
-        """Decode a business event; keep it here if its SKU lives here, else forward it."""
+        """A record of inventory.events, routed (streams.stages.routing): dead-lettered, kept to
+        be applied here (its SKU lives here), or forwarded to its stage."""
         rt.metrics.events_in.inc()
-        try:
-            ev = decode_event(message.value)
-        except (EncodingError, InvalidEvent) as error:
-            dead_letter(message, getattr(error, "reason", str(error)))
-            return None
-        reason = check_event(ev, rt.catalog)
-        if reason is not None:
-            dead_letter(message, reason, getattr(ev, "source", "unknown"))
+        ev = routing.admit(message.value, decode_event, rt.catalog, EVENTS)
+        if isinstance(ev, DeadLetter):
+            dead_letter(message, ev.reason, ev.source)
             return None
         rt.clock.observe(ev.occurred_at)
-        if isinstance(ev, SingleSkuEvent):
-            key = ev.sku.encode()
-            if partition_for(key, n) == message.partition:
-                return ev
-            to_stage(key, message.value)
-        elif isinstance(ev, OrderCreated) and all(
-            partition_for(line.sku.encode(), n) == message.partition for line in ev.lines
-        ):
-            return ev  # every line's SKU lives here: committed in place (commit_here)
-        elif isinstance(ev, OrderCreated | OrderCancelled):
-            to_stage(ev.order_id, message.value)
-        else:
-            local = local_request(ev, message) if isinstance(ev, ReservationRequested) else None
-            if local is not None:
-                return local
-            to_stage(ev.reservation_id, message.value)
-        return None
+        partition = message.partition
+        where = routing.route(
+            ev,
+            message.value,
+            rt.catalog,
+            rt.clock.decision_time,
+            lambda key: partition_for(key, n) == partition,
+        )
+        if isinstance(where, Forward):
+            to_stage(where.key, where.value)
+            return None
+        return where
 
-    def commit_here(order: OrderCreated, message: Any, touched: dict[bytes, Any]) -> None:
+    def commit_here(order: OrderCreated, message: Any) -> None:
         """An order whose SKUs all live here: its lines are committed now, in one hop, and the
         order stage gets the event marked as committed, for its record (the lines a later
         cancel finds, cancels that came first, the confirmation of its reservation)."""
         for command in commit_commands(order):
-            apply_one(command, touched)
+            sku_batch.apply(command)
         to_stage(order.order_id, message.value, COMMITTED_FLAG)
 
-    def local_request(ev: ReservationRequested, message: Any) -> LocalRequest | None:
-        """A request whose every line is one SKU that lives on this partition: decided here."""
-        here = skus_stage.request_here(
-            ev,
-            rt.catalog,
-            rt.clock.decision_time(),
-            lambda sku: partition_for(sku.encode(), n) == message.partition,
-        )
-        return None if here is None else LocalRequest(here[0], here[1], message.value)
-
-    def hold_here(request: LocalRequest, touched: dict[bytes, Any]) -> None:
+    def hold_here(request: LocalRequest) -> None:
         """Decide a single-SKU request in one hop: hold, tell the record, publish the decision; a
         request the SKU knows goes to the reservation stage (skus_stage.knows_request)."""
         hold = request.hold
-        if skus_stage.knows_request(sku_state(hold.sku, touched), hold.reservation_id):
+        if skus_stage.knows_request(sku_batch.state(hold.sku), hold.reservation_id):
             to_stage(hold.reservation_id, request.original)
             return
-        outcome = apply_one(hold, touched, answer=False)  # a refusal is kept: a retry gets it too
-        skus_stage.decided_here(request.state, outcome, sku_out)
-        perform(None, sku_out)
+        outcome = sku_batch.apply(hold, answer=False)  # a refusal is kept: a retry gets it too
+        out = sku_batch.out
+        skus_stage.decided_here(request.state, outcome, out)
+        perform(None, out)
         rt.metrics.reservations.labels(request.state.status).inc()
-        sku_out.clear()
-
-    def sku_state(sku: str, touched: dict[bytes, Any]) -> SkuState:
-        key = sku.encode()
-        entry = touched.get(key)
-        if entry:
-            return cast(SkuState, entry[0])
-        found = sku_table.load(key)
-        return found or SkuState(sku, catalog_version=rt.catalog.version)
-
-    sku_out = Effects()  # the SKU stage's effects, performed at once: one object, reused
-
-    def apply_one(command: Any, touched: dict[bytes, Any], answer: bool = True) -> SkuOutcome:
-        """A command to the SKU stage; its SKU is derived at the batch's end (flush_skus)."""
-        key = command.sku.encode()
-        entry = touched.get(key)
-        state = sku_state(command.sku, touched)
-        outcome = skus_stage.handle_sku(state, command, rt.catalog, sku_out, answer)
-        if sku_out.commands or sku_out.alerts:
-            perform(None, sku_out)
-            if sku_out.alerts:
-                rt.metrics.raised(sku_out.alerts)
-            sku_out.clear()
-        if key not in caused_at:
-            caused_at[key] = input_time[0]
-        locations = entry[1] if entry else set()
-        locations |= outcome.touched
-        resend = (entry[4] if entry else False) or outcome.duplicate
-        if window.resend_sku(key):
-            resend = True
-        touched[key] = (state, locations, command.occurred_at, command.event_id, resend)
-        return outcome
-
-    def flush_skus(touched: dict[bytes, Any]) -> None:
-        """Every SKU touched since the last flush derived (skus_stage.derive), its records sent and
-        its state written."""
-        catalog = rt.catalog
-        floor = time.time_ns() // 1000  # versions above any sent before a crash (see derive)
-        today = rt.clock.today()
-        out = sku_out
-        for key, (state, locations, as_of, cause, resend) in touched.items():
-            skus_stage.derive(state, locations, as_of, cause, catalog, out, today, resend, floor)
-            for record in out.positions:
-                key_out = position_key(record.sku, record.location)
-                send(positions, key_out, rt.codec.encode(record, POSITIONS))
-                positions_out.inc()
-            origin = caused_at.pop(key, None)
-            for listing in out.availability:
-                emit_availability(listing, origin)
-            for listing_key, update in out.commands:
-                # a re-derivation has no input behind it: 0, the send time
-                to_stage(listing_key, rt.commands.encode(update), 0, origin or 0.0)
-            out.clear()
-            writes.put(skus, key, state)
-            held.put(key, len(state.locations))
+        out.clear()
 
     # ---- the order, reservation and listing stages (streams.stages), over their tables ----
     expiries = Expiries(retry=30.0)  # a sent expiry not back within 30 s is sent again
