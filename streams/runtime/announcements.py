@@ -19,18 +19,10 @@ from typing import Protocol
 from streams.commands import catalog_changed, date_changed
 from streams.core.catalog import Catalog
 from streams.runtime.catalog_store import LatestCatalog, read_latest
-from streams.runtime.clock import Clock
+from streams.runtime.clock import Worker
 from streams.runtime.topics import COMMANDS
 
 log = logging.getLogger(__name__)
-
-
-class Worker(Protocol):
-    """What the stages share (Runtime in streams.topology): the catalog they decide under, which
-    is replaced when a newer one is adopted, and the clock."""
-
-    catalog: Catalog
-    clock: Clock
 
 
 class Sends(Protocol):

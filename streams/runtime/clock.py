@@ -6,8 +6,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from streams.core.catalog import Catalog
 from streams.runtime.tables import state_time
 
 
@@ -57,3 +58,11 @@ def catch_up(clock: Clock, states: Iterable[Any]) -> None:
     if clock.mode == "stream":
         for value in list(states):
             clock.observe(state_time(value))
+
+
+class Worker(Protocol):
+    """What the stages share (Runtime in streams.topology): the catalog they decide under, which
+    is replaced when a newer one is adopted, and the clock."""
+
+    catalog: Catalog
+    clock: Clock

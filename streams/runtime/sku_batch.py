@@ -12,25 +12,16 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from streams.core.catalog import Catalog
 from streams.core.models import Alert, Availability, Position
 from streams.core.sku import SkuOutcome
 from streams.core.state import SkuState
-from streams.runtime.clock import Clock
+from streams.runtime.clock import Worker
 from streams.stages import skus as skus_stage
 from streams.stages.effects import Command, Effects
 
 # per SKU changed: its state, the locations to derive, the time and id of the command that last
 # changed it (the records' as_of and cause), and whether every value is sent again
 Entry = tuple[SkuState, set[str], datetime, str, bool]
-
-
-class Worker(Protocol):
-    """What the stages share (Runtime in streams.topology): the catalog they decide under, which
-    is replaced when a newer one is adopted, and the clock."""
-
-    catalog: Catalog
-    clock: Clock
 
 
 class Loads(Protocol):
@@ -81,8 +72,10 @@ class SkuBatch:
         """The SKU's state as the stage applies its next command to it."""
         key = sku.encode()
         entry = self.pending.get(key)
-        if entry:
-            return entry[0]
+        return entry[0] if entry else self._stored(sku, key)
+
+    def _stored(self, sku: str, key: bytes) -> SkuState:
+        """The SKU's state as its table holds it, an empty one if it has none."""
         found = self._table.load(key)
         return found or SkuState(sku, catalog_version=self._worker.catalog.version)
 
@@ -91,7 +84,7 @@ class SkuBatch:
         key = command.sku.encode()
         pending = self.pending
         entry = pending.get(key)
-        state = self.state(command.sku)
+        state = entry[0] if entry else self._stored(command.sku, key)
         out = self.out
         outcome = skus_stage.handle_sku(state, command, self._worker.catalog, out, answer)
         if out.commands or out.alerts:
